@@ -1,0 +1,5 @@
+import sys
+
+from qtbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,104 @@
+"""The one protocol every algorithm implements, and the data it is fed.
+
+The training loop, evaluation, checkpointing and the CLI only ever talk to this
+protocol, so none of them branches on an algorithm's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EnvSpecInfo:
+    """What a model needs to know about the task to size itself."""
+
+    state_dim: int
+    action_dim: int
+    vocab_size: int
+    max_tokens: int
+    max_episode_steps: int
+    # Per-feature statistics of the training data's states, for input normalisation.
+    state_mean: tuple[float, ...] | None = None
+    state_std: tuple[float, ...] | None = None
+
+
+@dataclass
+class AlgoConfig:
+    """Fields every algorithm config has: they tell the data loader what to sample."""
+
+    dataset: str = "mixed"  # "demos", "failures" or "mixed"
+    history: int = 4  # observation window length (current step included)
+    n_step: int = 1  # bootstrap horizon of the sampled targets
+    gamma: float = 0.98
+    batch_size: int = 256
+    learning_rate: float = 3e-4
+
+
+def _map_fields(obj: Any, fn: Callable[[Any], Any]) -> Any:
+    return dataclasses.replace(obj, **{f.name: fn(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
+
+
+@dataclass
+class Window:
+    """``history`` consecutive steps of one episode ending at the current step (index -1).
+
+    Arrays are numpy or torch tensors (``to_torch`` converts); B = batch, H = history,
+    S = state dim, A = action dim, L = instruction tokens.
+    """
+
+    states: Any  # (B, H, S) float32
+    mask: Any  # (B, H) bool; False = padding before the episode's first step
+    instruction: Any  # (B, L) int64 token ids (PAD = 0)
+    actions: Any  # (B, H, A) float32 in [-1, 1]; in act() the current step's row is zero
+    returns_to_go: Any  # (B, H) float32 undiscounted; in act() target return minus rewards so far
+    timesteps: Any  # (B, H) int64 step index within the episode (0 at padding)
+
+    def to_torch(self, device: Any = "cpu") -> "Window":
+        import torch
+
+        return _map_fields(self, lambda a: torch.as_tensor(a).to(device))
+
+
+@dataclass
+class Batch:
+    """One training batch of transitions, each with its window and its bootstrap window."""
+
+    window: Window  # ends at step t; window.actions[:, -1] is the dataset action a_t
+    reward: Any  # (B,) r_t
+    mc_return: Any  # (B,) discounted Monte-Carlo return-to-go  sum_k gamma^k r_{t+k}
+    nstep_return: Any  # (B,) sum_{k<m} gamma^k r_{t+k},  m = min(n_step, steps left in episode)
+    next_window: Window  # ends at step t+m
+    bootstrap_discount: Any  # (B,) gamma^m, or 0 when the episode terminated within those m steps
+
+    def to_torch(self, device: Any = "cpu") -> "Batch":
+        import torch
+
+        return _map_fields(
+            self,
+            lambda a: a.to_torch(device) if isinstance(a, Window) else torch.as_tensor(a).to(device),
+        )
+
+
+class Algorithm(Protocol):
+    """An offline RL or imitation algorithm, as the training loop sees it."""
+
+    config_class: ClassVar[type[AlgoConfig]]
+    config: AlgoConfig
+
+    def __init__(self, spec: EnvSpecInfo, config: AlgoConfig, device: str = "cpu") -> None: ...
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One gradient step on a torch batch; returns scalar metrics (loss first)."""
+
+    def act(self, window: Window) -> np.ndarray:
+        """Greedy actions (B, A) in [-1, 1] for a torch window of B environments."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume training bit for bit (networks and optimisers)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

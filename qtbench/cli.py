@@ -1,0 +1,60 @@
+"""The `qtbench` command: one argparse tree, each command group owned by its own module.
+
+A group module exposes ``register(subparsers)``, adds its parsers and sets
+``func(args) -> int`` on each. Modules import heavy libraries (torch, mujoco) inside
+their functions so `qtbench --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from qtbench.errors import QtbenchError
+
+# Command groups, in the order `qtbench --help` lists them.
+GROUP_MODULES = [
+    "qtbench.envs.cli",
+]
+# Targets of `qtbench bench <target>`; each module's register(bench_subparsers) adds one.
+BENCH_MODULES = [
+    "qtbench.envs.bench",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qtbench",
+        description="Offline RL benchmark in the Q-Transformer setting.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in GROUP_MODULES:
+        importlib.import_module(name).register(sub)
+    bench = sub.add_parser("bench", help="measure speed and write it to benchmarks.md")
+    bench_sub = bench.add_subparsers(dest="target", metavar="TARGET", required=True)
+    for name in BENCH_MODULES:
+        importlib.import_module(name).register(bench_sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except QtbenchError as err:
+        print(f"qtbench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qtbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
