@@ -1,0 +1,35 @@
+import json
+
+import pytest
+
+from qtbench.io import atomic_write, atomic_write_json
+from qtbench.report import HEADER, markdown_table, write_section
+
+
+def test_sections_are_replaced_in_place(tmp_path):
+    path = tmp_path / "benchmarks.md"
+    write_section("env", "env v1", path)
+    write_section("data", "data v1", path)
+    write_section("env", "env v2", path)
+    text = path.read_text()
+    assert text.startswith(HEADER)
+    assert "env v1" not in text and text.index("env v2") < text.index("data v1")
+    assert text.count("<!-- qtbench:env -->") == 1
+
+
+def test_markdown_table():
+    assert markdown_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "x.json"
+    atomic_write_json(path, {"a": 1})
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
