@@ -10,6 +10,7 @@ from qtbench.errors import unknown_name
 # name -> "module:Class"; the class carries its config dataclass as ``config_class``.
 ALGORITHMS: dict[str, str] = {
     "q_transformer": "qtbench.q_transformer:QTransformer",
+    "iql": "qtbench.baselines.iql:IQL",
 }
 
 
