@@ -1,0 +1,85 @@
+"""Results records: Wilson intervals, eval.json success fields, metrics.csv, summary table."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from qtbench.results import (
+    EpisodeOutcome,
+    MetricsLog,
+    cell_dir,
+    comparable_eval,
+    success_summary,
+    summary_table,
+    wilson_interval,
+)
+
+
+@pytest.mark.parametrize(
+    "k, n, lo, hi",
+    [
+        (0, 10, 0.0, 0.27754),  # textbook values of the 95% Wilson interval
+        (5, 10, 0.23659, 0.76341),
+        (10, 10, 0.72246, 1.0),
+        (1, 4, 0.04559, 0.69936),
+    ],
+)
+def test_wilson_interval_matches_hand_computed(k, n, lo, hi):
+    got = wilson_interval(k, n)
+    assert got == pytest.approx((lo, hi), abs=1e-5)
+
+
+def test_wilson_interval_without_trials_is_uninformative():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_success_summary_counts_per_skill_and_instruction():
+    outcomes = [
+        EpisodeOutcome("open the top drawer", "drawer_open", True),
+        EpisodeOutcome("open the top drawer", "drawer_open", False),
+        EpisodeOutcome("open the middle drawer", "drawer_open", True),
+        EpisodeOutcome("close the top drawer", "drawer_close", False),
+    ]
+    s = success_summary(outcomes)
+    assert s["success_rate"] == 0.5 and s["episodes"] == 4
+    assert s["ci95"] == pytest.approx(list(wilson_interval(2, 4)))
+    assert s["per_skill"]["drawer_open"] == {
+        "episodes": 3, "successes": 2, "success_rate": pytest.approx(2 / 3), "ci95": list(wilson_interval(2, 3)),
+    }
+    assert s["per_skill"]["drawer_close"]["success_rate"] == 0.0
+    assert s["per_instruction"]["open the top drawer"] == {"episodes": 2, "successes": 1, "success_rate": 0.5}
+    assert list(s["per_skill"]) == ["drawer_close", "drawer_open"]  # sorted: stable JSON
+
+
+def test_comparable_eval_drops_only_timing_fields():
+    record = {"algo": "bc", "success_rate": 0.5, "train_seconds": 3.0, "eval_seconds": 1.0, "machine": "x"}
+    assert comparable_eval(record) == {"algo": "bc", "success_rate": 0.5}
+
+
+def test_cell_dir_layout(tmp_path):
+    assert cell_dir(tmp_path, "drawer_open", "bc", 3) == tmp_path / "drawer_open" / "bc" / "seed3"
+
+
+def test_metrics_log_columns_and_atomic_write(tmp_path):
+    log = MetricsLog()
+    log.append({"step": 10, "wall_seconds": 1.5, "loss": 0.25, "td": 0.1})
+    log.append({"step": 20, "wall_seconds": 3.0, "loss": 0.125, "td": 0.05, "reg": 0.2})
+    path = log.write(tmp_path)
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert list(rows[0]) == ["step", "wall_seconds", "loss", "td", "reg"]
+    assert [r["step"] for r in rows] == ["10", "20"]
+    assert float(rows[1]["loss"]) == 0.125 and rows[0]["reg"] == ""
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]  # no temp file left
+
+
+def test_summary_table_lists_skills_overall_and_collector():
+    outcomes = [EpisodeOutcome("open the top drawer", "drawer_open", i < 7) for i in range(10)]
+    record = {"algo": "q_transformer", "task": "drawer_open", "seed": 0, "train_steps": 100,
+              "train_seconds": 12.0, "eval_seconds": 3.0, **success_summary(outcomes)}
+    text = summary_table(record, collector_rate=0.25)
+    assert "| drawer_open | 7/10 | 70.0% | [39.7%, 89.2%] |" in text
+    assert "| **overall** | 7/10 | 70.0% |" in text
+    assert "autonomous collector" in text and "25.0%" in text
