@@ -1,0 +1,435 @@
+"""`qtbench sweep`: run a grid of (algorithm, task, seed) cells, locally or on a Ray cluster.
+
+Both executors share one code path: each cell becomes a picklable :class:`CellJob`, a
+worker runs it through :func:`execute` (which never raises: a failing cell is reported
+and the others go on), and the driver collects :class:`CellOutcome` objects as they
+finish. Finished cells (an ``eval.json`` exists) are skipped, interrupted ones resume
+from their checkpoint, and datasets are generated once, before the cells fan out, so no
+two workers race to write the same dataset.
+
+Ablation runs get their own result paths so they never overwrite the reference run:
+``<results_dir>/ablations/<label>/<task>/<algo>/seed<k>/`` where ``label`` is
+:func:`run_label` (e.g. ``q_transformer+no_conservative``). Because that root is passed
+as the run's ``results_dir``, the training loop's layout needs no special case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Protocol
+
+from qtbench.errors import QtbenchError
+
+log = logging.getLogger(__name__)
+
+HEADLINE_ALGOS = ("q_transformer", "bc", "iql", "dt")
+# The paper's ablations of Q-Transformer: variant name -> config overrides.
+ABLATIONS: dict[str, dict[str, object]] = {
+    "no_conservative": {"conservative": False},
+    "no_mc_return": {"mc_return": False},
+    "n_step3": {"n_step": 3},
+}
+ABLATION_ALGO = "q_transformer"
+ABLATIONS_DIR = "ablations"
+
+
+def run_label(algo: str, overrides: dict[str, object] | None) -> str:
+    """A file-name-safe name for an algorithm plus its config overrides.
+
+    ``run_label("q_transformer", {"conservative": False, "n_step": 3})`` ->
+    ``"q_transformer+n_step3+no_conservative"`` (overrides in key order).
+    """
+    parts = [algo]
+    for key in sorted(overrides or {}):
+        value = (overrides or {})[key]
+        if value is False:
+            parts.append(f"no_{key}")
+        elif value is True:
+            parts.append(key)
+        else:
+            parts.append(re.sub(r"[^A-Za-z0-9._-]", "_", f"{key}{value}"))
+    return "+".join(parts)
+
+
+def run_root(base_dir: Path, algo: str, overrides: dict[str, object] | None) -> Path:
+    """The ``results_dir`` (or ``checkpoint_dir``) a run with these overrides writes under."""
+    if not overrides:
+        return Path(base_dir)
+    return Path(base_dir) / ABLATIONS_DIR / run_label(algo, overrides)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid."""
+
+    algo: str
+    task: str
+    seed: int
+    overrides: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def label(self) -> str:
+        return run_label(self.algo, dict(self.overrides))
+
+    def results_dir(self, results_dir: Path) -> Path:
+        """Where this cell's config.json / metrics.csv / eval.json live."""
+        root = run_root(results_dir, self.algo, dict(self.overrides))
+        return root / self.task / self.algo / f"seed{self.seed}"
+
+    def checkpoint_dir(self, checkpoint_dir: Path) -> Path:
+        root = run_root(checkpoint_dir, self.algo, dict(self.overrides))
+        return root / self.task / self.algo / f"seed{self.seed}"
+
+    def __str__(self) -> str:
+        return f"{self.label}/{self.task}/seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """Everything a worker needs to run one cell (picklable, no live objects)."""
+
+    cell: Cell
+    results_dir: Path  # the base results dir of the sweep (not the cell's own dir)
+    checkpoint_dir: Path
+    steps: int | None = None
+    profile: str = "default"
+    eval_episodes_per_instruction: int | None = None
+    resume: bool = False
+    torch_threads: int = 1
+    show_progress: bool = False
+
+    @property
+    def cell_results_dir(self) -> Path:
+        return self.cell.results_dir(self.results_dir)
+
+    def run_spec(self):
+        """The training loop's RunSpec for this cell."""
+        from qtbench.train import RunSpec
+
+        overrides = dict(self.cell.overrides)
+        return RunSpec(
+            algo=self.cell.algo,
+            task=self.cell.task,
+            seed=self.cell.seed,
+            steps=self.steps,
+            profile=self.profile,
+            results_dir=run_root(self.results_dir, self.cell.algo, overrides),
+            checkpoint_dir=run_root(self.checkpoint_dir, self.cell.algo, overrides),
+            overrides=overrides,
+            resume=self.resume,
+            eval_episodes_per_instruction=self.eval_episodes_per_instruction,
+        )
+
+
+def run_job(job: CellJob) -> Path:
+    """The default cell function: train, evaluate and write results with the real loop."""
+    from qtbench.train import run_cell
+
+    return run_cell(job.run_spec())
+
+
+CellFn = Callable[[CellJob], Path]
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    cell: Cell
+    status: str  # "done", "skipped" or "failed"
+    seconds: float = 0.0
+    error: str | None = None
+    success_rate: float | None = None
+
+
+def _read_success(cell_dir: Path) -> float | None:
+    import json
+
+    try:
+        return float(json.loads((cell_dir / "eval.json").read_text())["success_rate"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def execute(job: CellJob, cell_fn: CellFn = run_job) -> CellOutcome:
+    """Run one cell inside a worker; every exception becomes a "failed" outcome."""
+    os.environ["TQDM_DISABLE"] = "0" if job.show_progress else "1"
+    start = time.perf_counter()
+    try:
+        import torch
+
+        torch.set_num_threads(job.torch_threads)
+        cell_dir = Path(cell_fn(job))
+    except BaseException as err:  # noqa: BLE001 - reported, the sweep goes on
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        log.debug("cell %s failed:\n%s", job.cell, traceback.format_exc())
+        message = f"{type(err).__name__}: {err}"
+        return CellOutcome(job.cell, "failed", time.perf_counter() - start, error=message)
+    return CellOutcome(job.cell, "done", time.perf_counter() - start, success_rate=_read_success(cell_dir))
+
+
+class Executor(Protocol):
+    """Runs jobs and yields their outcomes as they finish (in any order)."""
+
+    def run(self, jobs: list[CellJob], cell_fn: CellFn) -> Iterator[CellOutcome]: ...
+
+
+@dataclass
+class LocalExecutor:
+    """A process pool on this machine (``spawn``: safe with torch's thread pools)."""
+
+    workers: int = 1
+    mp_context: str = "spawn"
+
+    def run(self, jobs: list[CellJob], cell_fn: CellFn) -> Iterator[CellOutcome]:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context(self.mp_context)
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
+            pending = {pool.submit(execute, job, cell_fn): job for job in jobs}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = pending.pop(future)
+                    try:
+                        yield future.result()
+                    except Exception as err:  # a worker process died (e.g. out of memory)
+                        yield CellOutcome(job.cell, "failed", error=f"worker crashed: {type(err).__name__}: {err}")
+
+
+@dataclass
+class RayExecutor:
+    """Each cell a Ray task on a cluster (``address``) or on a Ray instance started here.
+
+    Connects with ``ray.init(address=...)`` unless Ray is already initialised (then the
+    caller's instance is used and left running). Every node needs qtbench installed and
+    the datasets reachable (a shared ``MINARI_DATASETS_PATH``, or each cell generates them).
+    """
+
+    address: str | None = None
+    cpus_per_task: float = 1.0
+
+    def run(self, jobs: list[CellJob], cell_fn: CellFn) -> Iterator[CellOutcome]:
+        try:
+            import ray
+        except ImportError as err:
+            raise QtbenchError(
+                "the ray executor needs the `ray` package, which is not installed",
+                "pip install 'qtbench[distributed]'  (or: pip install 'ray>=2.9')",
+            ) from err
+        started = False
+        if not ray.is_initialized():
+            kwargs = {"address": self.address} if self.address else {"include_dashboard": False}
+            ray.init(**kwargs)
+            started = True
+        try:
+            remote = ray.remote(num_cpus=self.cpus_per_task)(execute)
+            pending = {remote.remote(job, cell_fn): job for job in jobs}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    job = pending.pop(ref)
+                    try:
+                        yield ray.get(ref)
+                    except Exception as err:  # the task's worker died
+                        yield CellOutcome(job.cell, "failed", error=f"ray task failed: {type(err).__name__}: {err}")
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def prepare_datasets(tasks: Iterable[str], profile: str, workers: int) -> None:
+    """Generate (or verify) each task's datasets once, before any cell starts."""
+    from qtbench.data import ensure_datasets
+
+    for task in tasks:
+        ensure_datasets(task, profile=profile, workers=workers)
+
+
+@dataclass
+class SweepConfig:
+    algos: list[str] = field(default_factory=lambda: list(HEADLINE_ALGOS))
+    tasks: list[str] = field(default_factory=lambda: ["all"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    ablations: bool = False  # also run the paper's Q-Transformer ablations (ABLATIONS)
+    steps: int | None = None
+    profile: str = "default"
+    results_dir: Path = Path("results")
+    checkpoint_dir: Path = Path("checkpoints")
+    eval_episodes_per_instruction: int | None = None
+    force: bool = False
+    workers: int = 1  # concurrent cells (local executor) / dataset generation workers
+
+
+def plan(config: SweepConfig) -> list[Cell]:
+    """Every cell of the grid, in a stable order (task, algo, variant, seed)."""
+    cells = []
+    for task in config.tasks:
+        for algo in config.algos:
+            variants: list[dict[str, object]] = [{}]
+            if config.ablations and algo == ABLATION_ALGO:
+                variants += list(ABLATIONS.values())
+            for overrides in variants:
+                for seed in config.seeds:
+                    cells.append(Cell(algo, task, seed, tuple(sorted(overrides.items()))))
+    return cells
+
+
+def _has_checkpoint(path: Path) -> bool:
+    return path.is_dir() and any(p.is_file() for p in path.rglob("*"))
+
+
+def make_jobs(config: SweepConfig, torch_threads: int, show_progress: bool) -> tuple[list[CellJob], list[CellOutcome]]:
+    """Jobs for the cells still to run, and "skipped" outcomes for finished ones."""
+    jobs, skipped = [], []
+    for cell in plan(config):
+        if not config.force and (cell.results_dir(config.results_dir) / "eval.json").is_file():
+            skipped.append(CellOutcome(cell, "skipped", success_rate=_read_success(cell.results_dir(config.results_dir))))
+            continue
+        resume = not config.force and _has_checkpoint(cell.checkpoint_dir(config.checkpoint_dir))
+        jobs.append(
+            CellJob(
+                cell=cell,
+                results_dir=Path(config.results_dir),
+                checkpoint_dir=Path(config.checkpoint_dir),
+                steps=config.steps,
+                profile=config.profile,
+                eval_episodes_per_instruction=config.eval_episodes_per_instruction,
+                resume=resume,
+                torch_threads=torch_threads,
+                show_progress=show_progress,
+            )
+        )
+    return jobs, skipped
+
+
+def run_sweep(
+    config: SweepConfig,
+    executor: Executor,
+    cell_fn: CellFn = run_job,
+    prepare: Callable[[list[str], str, int], None] = prepare_datasets,
+    torch_threads: int = 1,
+    show_progress: bool = False,
+) -> list[CellOutcome]:
+    """Run every unfinished cell; returns one outcome per cell of the grid, in plan order."""
+    from tqdm import tqdm
+
+    jobs, skipped = make_jobs(config, torch_threads, show_progress)
+    outcomes = {o.cell: o for o in skipped}
+    total = len(jobs) + len(skipped)
+    if jobs:
+        tasks = list(dict.fromkeys(job.cell.task for job in jobs))
+        log.info("preparing datasets for %s (profile %s)", ", ".join(tasks), config.profile)
+        prepare(tasks, config.profile, config.workers)
+    with tqdm(total=total, initial=len(skipped), desc="sweep", unit="cell") as bar:
+        failed = 0
+        for outcome in executor.run(jobs, cell_fn):
+            outcomes[outcome.cell] = outcome
+            failed += outcome.status == "failed"
+            note = f"{outcome.success_rate:.3f}" if outcome.success_rate is not None else outcome.error
+            bar.write(f"{outcome.cell}: {outcome.status} in {outcome.seconds:.0f} s ({note})")
+            bar.set_postfix(failed=failed)
+            bar.update(1)
+    return [outcomes[cell] for cell in plan(config)]
+
+
+def format_outcomes(outcomes: list[CellOutcome]) -> str:
+    """The final status table (markdown, readable in a terminal)."""
+    from qtbench.report import markdown_table
+
+    rows = []
+    for o in outcomes:
+        rate = f"{o.success_rate:.3f}" if o.success_rate is not None else "-"
+        error = (o.error or "").splitlines()[0][:100] if o.error else ""
+        rows.append([o.cell.label, o.cell.task, o.cell.seed, o.status, rate, f"{o.seconds:.0f}", error])
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+    header = ["algorithm", "task", "seed", "status", "success", "seconds", "error"]
+    return markdown_table(header, rows) + f"\n\n{len(outcomes)} cells: {summary}"
+
+
+def _validate(config: SweepConfig) -> None:
+    from qtbench.algorithms import ALGORITHMS
+    from qtbench.errors import unknown_name
+
+    if config.workers < 1:
+        raise QtbenchError(f"--workers must be at least 1, got {config.workers}")
+    for algo in config.algos:
+        if algo not in ALGORITHMS:
+            raise unknown_name("algorithm", algo, list(ALGORITHMS))
+    try:
+        from qtbench.envs import TASKS
+    except ImportError:
+        return
+    for task in config.tasks:
+        if task not in TASKS:
+            raise unknown_name("task", task, list(TASKS))
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    config = SweepConfig(
+        algos=args.algos,
+        tasks=args.tasks,
+        seeds=args.seeds,
+        ablations=args.ablations,
+        steps=args.steps,
+        profile=args.profile,
+        results_dir=Path(args.results_dir),
+        checkpoint_dir=Path(args.checkpoint_dir),
+        eval_episodes_per_instruction=args.eval_episodes,
+        force=args.force,
+        workers=args.workers,
+    )
+    _validate(config)
+    if args.executor == "ray":
+        executor: Executor = RayExecutor(address=args.address, cpus_per_task=args.cpus_per_task)
+        threads = max(1, int(args.cpus_per_task))
+        show_progress = False
+    else:
+        executor = LocalExecutor(workers=args.workers)
+        threads = max(1, (os.cpu_count() or 1) // args.workers)
+        show_progress = args.workers == 1
+    outcomes = run_sweep(config, executor, torch_threads=threads, show_progress=show_progress)
+    print(format_outcomes(outcomes))
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in failed:
+        print(f"\nFAILED {o.cell}: {o.error}")
+    return 1 if failed else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sweep",
+        help="run a grid of (algorithm, task, seed) cells, locally or on Ray",
+        description=(
+            "Run every (algorithm, task, seed) cell. Finished cells (eval.json present) are "
+            "skipped unless --force; interrupted cells resume from their checkpoint. "
+            "Exits 1 if any cell failed."
+        ),
+    )
+    p.add_argument("--algos", nargs="+", default=list(HEADLINE_ALGOS), metavar="ALGO")
+    p.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED")
+    p.add_argument(
+        "--ablations", action="store_true",
+        help=f"also run the paper's {ABLATION_ALGO} ablations: {', '.join(ABLATIONS)} "
+        f"(results under <results-dir>/{ABLATIONS_DIR}/<label>/)",
+    )
+    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--workers", type=int, default=1, help="concurrent cells for the local executor (default 1)")
+    p.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray CPUs reserved per cell (default 1)")
+    p.add_argument("--steps", type=int, default=None, help="gradient steps per cell (default: the reference budget)")
+    p.add_argument("--profile", default="default", help="dataset profile")
+    p.add_argument("--eval-episodes", type=int, default=None, help="evaluation episodes per instruction")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--checkpoint-dir", default="checkpoints")
+    p.add_argument("--force", action="store_true", help="re-run finished cells and ignore checkpoints")
+    p.set_defaults(func=_cmd_sweep)

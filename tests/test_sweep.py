@@ -1,0 +1,149 @@
+"""Sweep: grid planning, skip/resume/force, failure isolation, local and Ray executors.
+
+The cells run a stub cell function (module level, so worker processes can import it)
+that writes an eval.json the way the training loop does, so no training happens here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from qtbench import sweep
+from qtbench.sweep import Cell, CellJob, LocalExecutor, SweepConfig, run_label, run_sweep
+
+
+def stub_cell(job: CellJob) -> Path:
+    """Writes eval.json with a success rate derived from the seed; task "broken" fails."""
+    if job.cell.task == "broken":
+        raise RuntimeError(f"stub failure for seed {job.cell.seed}")
+    out = job.cell_results_dir
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "algo": job.cell.algo, "task": job.cell.task, "seed": job.cell.seed,
+        "success_rate": 0.1 * job.cell.seed, "resume": job.resume, "steps": job.steps,
+        "overrides": dict(job.cell.overrides),
+    }
+    (out / "eval.json").write_text(json.dumps(record))
+    return out
+
+
+def no_prepare(tasks, profile, workers):
+    pass
+
+
+def _config(tmp_path: Path, **kw) -> SweepConfig:
+    base = dict(
+        algos=["q_transformer", "bc"], tasks=["drawer_open"], seeds=[0, 1],
+        results_dir=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt", steps=7,
+    )
+    base.update(kw)
+    return SweepConfig(**base)
+
+
+class InlineExecutor:
+    """Runs jobs in this process: the grid logic tested without process start-up costs."""
+
+    def run(self, jobs, cell_fn):
+        for job in jobs:
+            yield sweep.execute(job, cell_fn)
+
+
+def test_run_label_and_paths():
+    assert run_label("bc", {}) == "bc"
+    assert run_label("q_transformer", {"conservative": False}) == "q_transformer+no_conservative"
+    assert run_label("q_transformer", {"n_step": 3, "mc_return": False}) == "q_transformer+no_mc_return+n_step3"
+    cell = Cell("q_transformer", "all", 2, (("conservative", False),))
+    assert cell.results_dir(Path("r")) == Path("r/ablations/q_transformer+no_conservative/all/q_transformer/seed2")
+    assert Cell("bc", "all", 0).results_dir(Path("r")) == Path("r/all/bc/seed0")
+
+
+def test_plan_with_ablations(tmp_path):
+    cells = sweep.plan(_config(tmp_path, ablations=True, seeds=[0]))
+    labels = [c.label for c in cells]
+    assert labels == [
+        "q_transformer", "q_transformer+no_conservative", "q_transformer+no_mc_return",
+        "q_transformer+n_step3", "bc",
+    ]
+
+
+def test_skip_resume_force_and_prepare_once(tmp_path):
+    config = _config(tmp_path)
+    prepared = []
+    # A finished cell (eval.json) is skipped; a cell with a checkpoint resumes.
+    done = Cell("bc", "drawer_open", 1).results_dir(config.results_dir)
+    done.mkdir(parents=True)
+    (done / "eval.json").write_text(json.dumps({"success_rate": 0.5}))
+    ckpt = Cell("q_transformer", "drawer_open", 0).checkpoint_dir(config.checkpoint_dir)
+    ckpt.mkdir(parents=True)
+    (ckpt / "last.pt").write_bytes(b"x")
+
+    outcomes = run_sweep(config, InlineExecutor(), stub_cell, prepare=lambda *a: prepared.append(a))
+    status = {str(o.cell): o.status for o in outcomes}
+    assert status == {
+        "q_transformer/drawer_open/seed0": "done", "q_transformer/drawer_open/seed1": "done",
+        "bc/drawer_open/seed0": "done", "bc/drawer_open/seed1": "skipped",
+    }
+    assert prepared == [(["drawer_open"], "default", 1)]  # once, before the cells
+    evals = {p.parent.parent.name + str(p.parent.name): json.loads(p.read_text()) for p in config.results_dir.rglob("eval.json")}
+    assert evals["q_transformerseed0"]["resume"] is True
+    assert evals["q_transformerseed1"]["resume"] is False
+    assert evals["q_transformerseed0"]["steps"] == 7
+    assert evals["bcseed1"] == {"success_rate": 0.5}  # untouched
+    assert [o.success_rate for o in outcomes] == [0.0, 0.1, 0.0, 0.5]
+
+    # Everything finished: nothing runs, datasets are not even checked.
+    prepared.clear()
+    again = run_sweep(config, InlineExecutor(), stub_cell, prepare=lambda *a: prepared.append(a))
+    assert {o.status for o in again} == {"skipped"} and prepared == []
+
+    # --force re-runs every cell from scratch (no resume).
+    forced = run_sweep(_config(tmp_path, force=True), InlineExecutor(), stub_cell, prepare=no_prepare)
+    assert {o.status for o in forced} == {"done"}
+    assert json.loads((done / "eval.json").read_text())["resume"] is False
+
+
+def test_failing_cell_is_reported_and_others_continue(tmp_path, capsys):
+    config = _config(tmp_path, tasks=["broken", "drawer_open"], algos=["bc"], seeds=[3])
+    outcomes = run_sweep(config, InlineExecutor(), stub_cell, prepare=no_prepare)
+    assert [o.status for o in outcomes] == ["failed", "done"]
+    assert outcomes[0].error == "RuntimeError: stub failure for seed 3"
+    table = sweep.format_outcomes(outcomes)
+    assert "stub failure for seed 3" in table and "1 done, 0 skipped, 1 failed" in table
+
+
+def test_local_process_pool_executor(tmp_path):
+    config = _config(tmp_path, tasks=["broken", "drawer_open"], algos=["bc"], seeds=[0, 1])
+    outcomes = run_sweep(config, LocalExecutor(workers=2), stub_cell, prepare=no_prepare)
+    assert [o.status for o in outcomes] == ["failed", "failed", "done", "done"]
+    assert [o.success_rate for o in outcomes[2:]] == [0.0, 0.1]
+    assert sorted(p.parent.name for p in config.results_dir.rglob("eval.json")) == ["seed0", "seed1"]
+
+
+def test_ray_executor_local_instance(tmp_path):
+    ray = pytest.importorskip("ray", reason="ray not installed: pip install '.[distributed]' to test the Ray executor")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        config = _config(tmp_path, tasks=["broken", "drawer_open"], algos=["q_transformer"], seeds=[0, 2])
+        outcomes = run_sweep(config, sweep.RayExecutor(cpus_per_task=1), stub_cell, prepare=no_prepare)
+    finally:
+        ray.shutdown()
+    assert [o.status for o in outcomes] == ["failed", "failed", "done", "done"]
+    assert outcomes[0].error == "RuntimeError: stub failure for seed 0"
+    assert [o.success_rate for o in outcomes[2:]] == [0.0, pytest.approx(0.2)]
+
+
+def test_cli_rejects_unknown_algo(tmp_path):
+    import argparse
+
+    from qtbench.errors import QtbenchError
+
+    parser = argparse.ArgumentParser()
+    sweep.register(parser.add_subparsers())
+    args = parser.parse_args(["sweep", "--algos", "nope", "--results-dir", str(tmp_path)])
+    with pytest.raises(QtbenchError, match="unknown algorithm 'nope'"):
+        args.func(args)
