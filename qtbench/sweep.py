@@ -84,10 +84,6 @@ class Cell:
         root = run_root(results_dir, self.algo, dict(self.overrides))
         return root / self.task / self.algo / f"seed{self.seed}"
 
-    def checkpoint_dir(self, checkpoint_dir: Path) -> Path:
-        root = run_root(checkpoint_dir, self.algo, dict(self.overrides))
-        return root / self.task / self.algo / f"seed{self.seed}"
-
     def __str__(self) -> str:
         return f"{self.label}/{self.task}/seed{self.seed}"
 
@@ -102,7 +98,7 @@ class CellJob:
     steps: int | None = None
     profile: str = "default"
     eval_episodes_per_instruction: int | None = None
-    resume: bool = False
+    resume: bool = False  # continue from the cell's checkpoint if it has one
     torch_threads: int = 1
     show_progress: bool = False
 
@@ -126,6 +122,7 @@ class CellJob:
             overrides=overrides,
             resume=self.resume,
             eval_episodes_per_instruction=self.eval_episodes_per_instruction,
+            progress=self.show_progress,
         )
 
 
@@ -248,9 +245,10 @@ class RayExecutor:
 def prepare_datasets(tasks: Iterable[str], profile: str, workers: int) -> None:
     """Generate (or verify) each task's datasets once, before any cell starts."""
     from qtbench.data import ensure_datasets
+    from qtbench.train import DATA_SEED
 
     for task in tasks:
-        ensure_datasets(task, profile=profile, workers=workers)
+        ensure_datasets(task, profile=profile, seed=DATA_SEED, workers=workers)
 
 
 @dataclass
@@ -282,10 +280,6 @@ def plan(config: SweepConfig) -> list[Cell]:
     return cells
 
 
-def _has_checkpoint(path: Path) -> bool:
-    return path.is_dir() and any(p.is_file() for p in path.rglob("*"))
-
-
 def make_jobs(config: SweepConfig, torch_threads: int, show_progress: bool) -> tuple[list[CellJob], list[CellOutcome]]:
     """Jobs for the cells still to run, and "skipped" outcomes for finished ones."""
     jobs, skipped = [], []
@@ -293,7 +287,6 @@ def make_jobs(config: SweepConfig, torch_threads: int, show_progress: bool) -> t
         if not config.force and (cell.results_dir(config.results_dir) / "eval.json").is_file():
             skipped.append(CellOutcome(cell, "skipped", success_rate=_read_success(cell.results_dir(config.results_dir))))
             continue
-        resume = not config.force and _has_checkpoint(cell.checkpoint_dir(config.checkpoint_dir))
         jobs.append(
             CellJob(
                 cell=cell,
@@ -302,7 +295,7 @@ def make_jobs(config: SweepConfig, torch_threads: int, show_progress: bool) -> t
                 steps=config.steps,
                 profile=config.profile,
                 eval_episodes_per_instruction=config.eval_episodes_per_instruction,
-                resume=resume,
+                resume=not config.force,  # continues from a checkpoint when there is one
                 torch_threads=torch_threads,
                 show_progress=show_progress,
             )
