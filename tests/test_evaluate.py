@@ -1,0 +1,106 @@
+"""Batched evaluation: job order, slot reuse, pinned instructions and seeds, batched act,
+per-episode outcomes and frames (with a tiny in-file environment)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from qtbench.envs.instructions import TEXT_CHARSET, TEXT_MAX_LENGTH
+from qtbench.evaluate import EvalJob, eval_jobs, run_episodes, save_gif
+
+
+class LineEnv(gym.Env):
+    """A point on a line starts at seed % 3 and must reach x >= 3 within 5 steps; the
+    policy's first action component moves it. Skill comes from the instruction."""
+
+    def __init__(self, log: list):
+        self.observation_space = gym.spaces.Dict({
+            "state": gym.spaces.Box(-10, 10, (2,), np.float32),
+            "instruction": gym.spaces.Text(TEXT_MAX_LENGTH, charset=TEXT_CHARSET),
+        })
+        self.action_space = gym.spaces.Box(-1, 1, (4,), np.float32)
+        self.log = log
+
+    def _obs(self):
+        return {"state": np.array([self.x, self.t], np.float32), "instruction": self.text}
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.text, self.x, self.t = options["instruction"], float(seed % 3), 0
+        self.log.append((seed, self.text))
+        return self._obs(), {}
+
+    def step(self, action):
+        self.x += float(action[0])
+        self.t += 1
+        success = self.x >= 3
+        info = {"success": success, "instruction": self.text,
+                "skill": "drawer_open" if self.text.startswith("open") else "drawer_close"}
+        return self._obs(), float(success), success, self.t >= 5 and not success, info
+
+    def render(self):
+        return np.full((4, 4, 3), 40 * self.t, np.uint8)
+
+
+def forward_if_open(window) -> np.ndarray:
+    """Moves +1 per step for 'open ...' instructions (token of 'open' differs), else stays."""
+    from qtbench.envs.instructions import WORD_TO_ID
+
+    go = window.instruction[:, 0] == WORD_TO_ID["open"]
+    actions = np.zeros((len(go), 4), np.float32)
+    actions[:, 0] = go.astype(np.float32)
+    return actions
+
+
+def test_eval_jobs_round_robin_over_instructions():
+    jobs = eval_jobs(["a", "b"], 3, lambda n: list(range(100, 100 + n)))
+    assert jobs == [EvalJob("a", 100), EvalJob("b", 101), EvalJob("a", 102),
+                    EvalJob("b", 103), EvalJob("a", 104), EvalJob("b", 105)]
+
+
+@pytest.mark.parametrize("num_envs", [1, 3, 16])
+def test_run_episodes_outcomes_in_job_order(num_envs):
+    log: list = []
+    jobs = [EvalJob("open the top drawer", s) for s in (0, 1, 2)] + [EvalJob("close the top drawer", 5)]
+    batch_sizes = []
+
+    def act(window):
+        batch_sizes.append(len(window.states))
+        return forward_if_open(window)
+
+    outcomes, frames = run_episodes(act, lambda: LineEnv(log), jobs, history=2, num_envs=num_envs, progress=False)
+    # x starts at seed % 3 and needs 3 - x steps of +1; "close" never moves and times out at 5
+    assert [(o.success, o.length, o.seed) for o in outcomes] == [(True, 3, 0), (True, 2, 1), (True, 1, 2), (False, 5, 5)]
+    assert [o.skill for o in outcomes] == ["drawer_open"] * 3 + ["drawer_close"]
+    assert sorted(log) == sorted((j.seed, j.instruction) for j in jobs)  # each job reset exactly once
+    assert max(batch_sizes) == min(num_envs, 4)  # batched: every active slot in one call
+    assert frames == {}
+
+
+def test_run_episodes_acts_only_on_active_slots_and_sees_history():
+    seen = []
+
+    def act(window):
+        seen.append((window.mask.copy(), window.states[:, :, 1].copy()))
+        return forward_if_open(window)
+
+    jobs = [EvalJob("open the top drawer", 0), EvalJob("open the top drawer", 2)]
+    run_episodes(act, lambda: LineEnv([]), jobs, history=2, num_envs=2, progress=False)
+    # step 0: two slots, only the current state is valid; step 1: slot 1 finished (seed 2 needs 1 step)
+    assert seen[0][0].tolist() == [[False, True], [False, True]]
+    assert seen[1][0].tolist() == [[True, True]] and seen[1][1].tolist() == [[0.0, 1.0]]
+    assert len(seen) == 3
+
+
+def test_run_episodes_records_frames_of_chosen_jobs(tmp_path):
+    jobs = [EvalJob("open the top drawer", 1), EvalJob("close the top drawer", 0)]
+    outcomes, frames = run_episodes(forward_if_open, lambda: LineEnv([]), jobs, history=1,
+                                    record={1}, progress=False)
+    assert list(frames) == [1] and len(frames[1]) == 1 + outcomes[1].length  # reset frame + one per step
+    path = save_gif(tmp_path / "ep.gif", frames[1])
+    from PIL import Image
+
+    with Image.open(path) as gif:
+        assert gif.n_frames == 6
