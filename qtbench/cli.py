@@ -17,6 +17,7 @@ from qtbench.errors import QtbenchError
 # Command groups, in the order `qtbench --help` lists them.
 GROUP_MODULES = [
     "qtbench.envs.cli",
+    "qtbench.run_cli",
     "qtbench.sweep",
 ]
 # Targets of `qtbench bench <target>`; each module's register(bench_subparsers) adds one.

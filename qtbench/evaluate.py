@@ -181,7 +181,7 @@ def evaluate_policy(
     from qtbench.envs.instructions import instructions_for
 
     texts = [ins.text for ins in instructions_for(task)]
-    jobs = eval_jobs(texts, episodes_per_instruction, lambda count: eval_seeds(task, seed, count))
+    jobs = eval_jobs(texts, episodes_per_instruction, lambda count: list(eval_seeds(count, seed)))
     record = set(range(min(VIDEO_EPISODES, len(jobs)))) if video_dir else set()
     kwargs = {"render_mode": "rgb_array"} if record else {}
     start = time.perf_counter()

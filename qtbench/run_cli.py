@@ -1,0 +1,96 @@
+"""`qtbench run`: train and evaluate one (algo, task, seed) cell and print its summary."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qtbench.errors import QtbenchError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="train one algorithm on one task, evaluate it, write results/<task>/<algo>/seed<k>/",
+        description=(
+            "Make the task's datasets if missing, train the algorithm for a fixed number of "
+            "gradient steps (checkpointing), evaluate it on every instruction of the task, and "
+            "write config.json, metrics.csv and eval.json."
+        ),
+    )
+    p.add_argument("--algo", required=True, help="algorithm name (q_transformer, bc, iql, dt, cql)")
+    p.add_argument("--task", required=True, help="task name (drawer_open, drawer_close, pick_place, move_near, all)")
+    p.add_argument("--seed", type=int, default=0, help="learner seed (model init, batch sampling, eval resets)")
+    p.add_argument("--steps", type=int, default=None, help="gradient steps (default: the algorithm's budget)")
+    p.add_argument("--profile", default="default", help="dataset size profile (default: default)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"))
+    p.add_argument("--eval-episodes", type=int, default=None,
+                   help="evaluation episodes per instruction (default 10; 3 for --task all)")
+    p.add_argument("--resume", action="store_true", help="continue from the cell's last checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: start fresh when the checkpoint does not match this run")
+    p.add_argument("--video", action="store_true", help="save a few evaluation episodes as GIFs under the checkpoint dir")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    p.add_argument("--no-conservative", action="store_true", help="ablation: conservative=False")
+    p.add_argument("--no-mc-return", action="store_true", help="ablation: mc_return=False")
+    p.add_argument("--n-step", type=int, default=None, help="n-step return horizon (n_step=N)")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="set a field of the algorithm's config, e.g. --set learning_rate=1e-4 history=2")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run)
+
+
+def parse_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """--set pairs and ablation flags as config field overrides (validated later per algorithm)."""
+    overrides: dict[str, object] = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise QtbenchError(f"--set {item!r} is not KEY=VALUE", "write it as e.g. --set learning_rate=1e-4")
+        overrides[key.strip()] = value.strip()
+    if args.no_conservative:
+        overrides["conservative"] = False
+    if args.no_mc_return:
+        overrides["mc_return"] = False
+    if args.n_step is not None:
+        overrides["n_step"] = args.n_step
+    return overrides
+
+
+def collector_success_rate(task: str) -> float | None:
+    """The autonomous collector's raw success rate on ``task``: the successes it had (and
+    that were discarded, as in the paper) over all its attempts, from the failures manifest."""
+    from qtbench.data.store import dataset_id, read_manifest
+
+    try:
+        cell = read_manifest(dataset_id(task, "failures"))["collectors"]["failures"]
+    except (QtbenchError, KeyError, OSError):
+        return None
+    return cell["discarded"] / cell["attempts"] if cell.get("attempts") else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from qtbench.results import EVAL_FILE, read_json, summary_table
+    from qtbench.train import RunSpec, run_cell
+
+    spec = RunSpec(
+        algo=args.algo,
+        task=args.task,
+        seed=args.seed,
+        steps=args.steps,
+        profile=args.profile,
+        results_dir=args.results_dir,
+        checkpoint_dir=args.checkpoint_dir,
+        overrides=parse_overrides(args),
+        resume=args.resume,
+        eval_episodes_per_instruction=args.eval_episodes,
+        device=args.device,
+        video=args.video,
+        force=args.force,
+        progress=not args.no_progress,
+    )
+    out_dir = run_cell(spec)
+    print(summary_table(read_json(out_dir / EVAL_FILE), collector_success_rate(args.task)))
+    print(f"\nresults: {out_dir}")
+    return 0

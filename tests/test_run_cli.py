@@ -1,0 +1,49 @@
+"""`qtbench run`: flags -> RunSpec fields and config overrides, and bad names."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from qtbench import run_cli
+from qtbench.errors import QtbenchError
+from qtbench.train import check_names
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    run_cli.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["run", *argv])
+
+
+def test_defaults():
+    args = parse("--algo", "q_transformer", "--task", "drawer_open")
+    assert (args.seed, args.steps, args.profile, args.eval_episodes) == (0, None, "default", None)
+    assert str(args.results_dir) == "results" and str(args.checkpoint_dir) == "checkpoints"
+    assert not (args.resume or args.force or args.video) and args.device == "cpu"
+    assert run_cli.parse_overrides(args) == {}
+
+
+def test_ablation_flags_and_set_pairs_become_overrides():
+    args = parse("--algo", "q_transformer", "--task", "drawer_open", "--no-conservative", "--no-mc-return",
+                 "--n-step", "3", "--set", "learning_rate=1e-4", "history=2", "--set", "dataset = demos")
+    assert run_cli.parse_overrides(args) == {
+        "learning_rate": "1e-4", "history": "2", "dataset": "demos",
+        "conservative": False, "mc_return": False, "n_step": 3,
+    }
+
+
+def test_set_without_equals_is_an_error():
+    args = parse("--algo", "bc", "--task", "drawer_open", "--set", "learning_rate")
+    with pytest.raises(QtbenchError, match="not KEY=VALUE"):
+        run_cli.parse_overrides(args)
+
+
+def test_unknown_algo_and_task_list_the_valid_names():
+    with pytest.raises(QtbenchError, match="unknown algorithm 'qt'") as err:
+        check_names("qt", "drawer_open")
+    assert "q_transformer" in str(err.value)
+    with pytest.raises(QtbenchError, match="unknown task 'drawer'") as err:
+        check_names("q_transformer", "drawer")
+    assert "drawer_open" in str(err.value) and "move_near" in str(err.value)
