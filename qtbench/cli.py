@@ -17,12 +17,14 @@ from qtbench.errors import QtbenchError
 # Command groups, in the order `qtbench --help` lists them.
 GROUP_MODULES = [
     "qtbench.envs.cli",
+    "qtbench.data.cli",
     "qtbench.run_cli",
     "qtbench.sweep",
 ]
 # Targets of `qtbench bench <target>`; each module's register(bench_subparsers) adds one.
 BENCH_MODULES = [
     "qtbench.envs.bench",
+    "qtbench.data.bench",
 ]
 
 

@@ -123,15 +123,17 @@ def collect_unit(unit: Unit) -> UnitResult:
     return result
 
 
-def make_units(task: str, profile: str, seed: int) -> list[Unit]:
+def make_units(task: str, profile: str, seed: int, instructions: int | None = None) -> list[Unit]:
+    """Units of every instruction of ``task`` (only the first ``instructions`` if given)."""
     from qtbench.envs.instructions import instructions_for
 
     prof = get_profile(profile)
+    chosen = instructions_for(task)[:instructions]
     targets = {"demos": prof.demos_per_instruction, "failures": prof.failures_per_instruction}
     return [
         Unit(task, profile, seed, split, ins.text, targets[split], targets[split] * prof.max_attempts_per_episode)
         for split in ("demos", "failures")
-        for ins in instructions_for(task)
+        for ins in chosen
     ]
 
 
@@ -221,13 +223,16 @@ ALGORITHM_NAMES = {
 
 
 def generate_task(task: str, profile: str = "default", seed: int = 0, workers: int = 1,
-                  progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Generate and write ``demos``, ``failures`` and ``mixed`` of one task; returns their manifests."""
+                  progress: bool = True, instructions: int | None = None) -> dict[str, dict[str, Any]]:
+    """Generate and write ``demos``, ``failures`` and ``mixed`` of one task; returns their manifests.
+
+    ``instructions`` limits generation to the task's first instructions (benchmarks only).
+    """
     from qtbench.envs import TASKS
 
     ids = {split: dataset_id(task, split) for split in SPLITS}  # validates the task name
     get_profile(profile)
-    units = make_units(task, profile, seed)
+    units = make_units(task, profile, seed, instructions)
     log.info("generating %s (profile %s, seed %d): %d units on %d worker(s)", task, profile, seed, len(units), workers)
     results = run_units(units, workers, progress)
     by_split = {

@@ -189,7 +189,7 @@ def list_datasets() -> list[str]:
 
 # ---- writing ---------------------------------------------------------------------------
 @contextlib.contextmanager
-def _datasets_path(path: Path) -> Iterator[None]:
+def use_datasets_path(path: str | Path) -> Iterator[None]:
     """Point Minari at ``path`` for the duration (Minari reads the variable at each call)."""
     old = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(path)
@@ -254,7 +254,7 @@ def write_dataset(
     manifest = dict(manifest, dataset_id=dataset_id_, episodes=len(episodes), content_hash=content_hash(episodes))
     staging = Path(tempfile.mkdtemp(prefix=".qtbench-staging-", dir=root))
     try:
-        with _datasets_path(staging):
+        with use_datasets_path(staging):
             minari.create_dataset_from_buffers(
                 dataset_id=dataset_id_,
                 buffer=_episode_buffers(episodes),
