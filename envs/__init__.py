@@ -1,0 +1,32 @@
+"""qtbench.envs: the language-conditioned MuJoCo manipulation suite (Gymnasium ids below)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+TASKS: dict[str, str] = {
+    "drawer_open": "qtbench/DrawerOpen-v0",
+    "drawer_close": "qtbench/DrawerClose-v0",
+    "pick_place": "qtbench/PickPlace-v0",
+    "move_near": "qtbench/MoveNear-v0",
+    "all": "qtbench/AllTasks-v0",
+}
+ENTRY_POINT = "qtbench.envs.base:ManipulationEnv"
+
+
+def register_envs() -> None:
+    """Register every task id with Gymnasium (idempotent; also the gymnasium entry point)."""
+    for task, env_id in TASKS.items():
+        if env_id not in gym.registry:
+            # The env truncates itself at each skill's horizon, so no TimeLimit wrapper.
+            gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs={"task": task})
+
+
+def make_env(task: str, **kwargs) -> gym.Env:
+    """``gym.make`` for a CLI task name (drawer_open, ..., all); kwargs go to ManipulationEnv."""
+    if task not in TASKS:
+        from qtbench.errors import unknown_name
+
+        raise unknown_name("task", task, list(TASKS))
+    register_envs()
+    return gym.make(TASKS[task], **kwargs)

@@ -1,0 +1,176 @@
+"""ManipulationEnv: the one Gymnasium env class behind every qtbench task id.
+
+In the style of Gymnasium's MuJoCo v5 envs: every tunable is a constructor argument and all
+randomness comes from ``self.np_random``. The gripper's mocap target moves by at most
+``max_displacement`` per control step; the physics advances ``frame_skip`` substeps per step
+with a single ``mj_step(..., nstep=frame_skip)`` call.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
+
+from qtbench.envs import drawer_close, drawer_open, layout, move_near, pick_place
+from qtbench.envs.instructions import BY_TEXT, TEXT_CHARSET, TEXT_MAX_LENGTH, Instruction, instructions_for
+from qtbench.envs.scene import FINGER_TRAVEL, HOME, WORKSPACE_HIGH, WORKSPACE_LOW, Scene
+from qtbench.envs.skill import Skill
+
+logger = logging.getLogger(__name__)
+
+SKILL_MODULES: dict[str, Skill] = {
+    m.SKILL.name: m.SKILL for m in (drawer_open, drawer_close, pick_place, move_near)
+}
+OBS_MODES = ("state", "pixels")
+
+
+class ManipulationEnv(gym.Env):
+    """Language-conditioned manipulation: one instruction per episode, sparse success reward."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(
+        self,
+        task: str = "all",
+        obs_mode: str = "state",
+        render_mode: str | None = None,
+        frame_skip: int = 20,
+        timestep: float = 0.005,
+        max_displacement: float = 0.04,
+        horizons: dict[str, int] | None = None,
+        reset_noise: float = 0.03,
+        image_size: tuple[int, int] = (96, 96),
+        render_size: tuple[int, int] = (360, 480),
+        camera: str = "front",
+    ):
+        from qtbench.errors import unknown_name
+
+        if task != "all" and task not in SKILL_MODULES:
+            raise unknown_name("task", task, ["all", *SKILL_MODULES])
+        if obs_mode not in OBS_MODES:
+            raise unknown_name("obs_mode", obs_mode, OBS_MODES)
+        if render_mode not in (None, "rgb_array"):
+            raise unknown_name("render_mode", str(render_mode), ["rgb_array"])
+        self.task = task
+        self.obs_mode = obs_mode
+        self.render_mode = render_mode
+        self.frame_skip = int(frame_skip)
+        self.max_displacement = float(max_displacement)
+        self.reset_noise = float(reset_noise)
+        self.image_size = tuple(image_size)
+        self.render_size = tuple(render_size)
+        self.camera = camera
+        self.instructions: tuple[Instruction, ...] = instructions_for(task)
+        self.horizons = {name: s.horizon for name, s in SKILL_MODULES.items()} | dict(horizons or {})
+        self.max_episode_steps = max(self.horizons[ins.skill] for ins in self.instructions)
+
+        self.scene = Scene.create(timestep)
+        self.model, self.data = self.scene.model, self.scene.data
+        self.dt = self.model.opt.timestep * self.frame_skip
+        self._state_size = mujoco.mj_stateSize(self.model, mujoco.mjtState.mjSTATE_INTEGRATION)
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+
+        obs = {
+            "state": spaces.Box(-np.inf, np.inf, (layout.STATE_DIM,), np.float32),
+            "instruction": spaces.Text(max_length=TEXT_MAX_LENGTH, charset=TEXT_CHARSET),
+        }
+        if obs_mode == "pixels":
+            obs["image"] = spaces.Box(0, 255, (*self.image_size, 3), np.uint8)
+        self.observation_space = spaces.Dict(obs)
+        self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self.instruction: Instruction = self.instructions[0]
+        self.steps = 0
+
+    # ---- episode ---------------------------------------------------------------------------
+    @property
+    def skill(self) -> Skill:
+        return SKILL_MODULES[self.instruction.skill]
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.instruction = self._choose_instruction(options or {})
+        mujoco.mj_resetData(self.model, self.data)
+        start = HOME + self.np_random.uniform(-self.reset_noise, self.reset_noise, 3)
+        self.scene.set_gripper(start)
+        self.skill.sample(self.scene, self.instruction, self.np_random)
+        mujoco.mj_forward(self.model, self.data)
+        self.steps = 0
+        return self._obs(), self._info(False)
+
+    def _choose_instruction(self, options: dict) -> Instruction:
+        text = options.get("instruction")
+        if text is None:
+            return self.instructions[int(self.np_random.integers(len(self.instructions)))]
+        valid = {ins.text: ins for ins in self.instructions}
+        if text not in valid:
+            from qtbench.errors import unknown_name
+
+            raise unknown_name(f"instruction for task {self.task!r}", str(text), list(valid))
+        return valid[text]
+
+    def step(self, action):
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (4,):
+            raise ValueError(f"action must have shape (4,) = [dx, dy, dz, gripper], got shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"action must be finite (no NaN/inf), got {a.tolist()}")
+        a = np.clip(a, -1.0, 1.0)
+        d, scene = self.data, self.scene
+        hand = d.xpos[scene.hand]
+        target = d.mocap_pos[scene.mocap] + a[:3] * self.max_displacement
+        # No wind-up: the target never runs more than 1.5 steps ahead of the real hand.
+        lead = 1.5 * self.max_displacement
+        target = np.clip(np.clip(target, hand - lead, hand + lead), WORKSPACE_LOW, WORKSPACE_HIGH)
+        d.mocap_pos[scene.mocap] = target
+        d.ctrl[:] = 0.5 * (a[3] + 1.0) * FINGER_TRAVEL
+        mujoco.mj_step(self.model, d, nstep=self.frame_skip)
+        self.steps += 1
+        success = self.skill.success(scene, self.instruction)
+        truncated = not success and self.steps >= self.horizons[self.instruction.skill]
+        return self._obs(), float(success), success, truncated, self._info(success)
+
+    def _obs(self) -> dict:
+        obs = {"state": self.scene.state(), "instruction": self.instruction.text}
+        if self.obs_mode == "pixels":
+            obs["image"] = self._render(self.image_size)
+        return obs
+
+    def _info(self, success: bool) -> dict:
+        return {"success": bool(success), "instruction": self.instruction.text, "skill": self.instruction.skill}
+
+    # ---- rendering -------------------------------------------------------------------------
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return self._render(self.render_size)
+        return None
+
+    def _render(self, size: tuple[int, int]) -> np.ndarray:
+        renderer = self._renderers.get(size)
+        if renderer is None:
+            renderer = self._renderers[size] = mujoco.Renderer(self.model, size[0], size[1])
+        renderer.update_scene(self.data, camera=self.camera)
+        return renderer.render()
+
+    def close(self) -> None:
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
+
+    # ---- full physics state ----------------------------------------------------------------
+    def get_physics_state(self) -> np.ndarray:
+        """The full integration state (time, qpos, qvel, act, warm start, ctrl, mocap, ...)."""
+        state = np.empty(self._state_size)
+        mujoco.mj_getState(self.model, self.data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
+        return state
+
+    def set_physics_state(self, state: np.ndarray) -> None:
+        """Restore a state from get_physics_state (the episode's instruction and step count stay)."""
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape != (self._state_size,):
+            raise ValueError(f"physics state must have shape ({self._state_size},), got {state.shape}")
+        mujoco.mj_setState(self.model, self.data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(self.model, self.data)

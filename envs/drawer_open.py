@@ -1,0 +1,30 @@
+"""drawer_open: all drawers start closed; success when the named drawer is pulled open."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qtbench.envs.instructions import DRAWERS, OBJECTS, Instruction
+from qtbench.envs.scene import Scene, sample_counter_positions
+from qtbench.envs.skill import Skill
+
+OPEN_THRESHOLD = 0.15  # m of drawer travel (of 0.2)
+CLOSED_MAX = 0.015  # drawers start at most this far open
+
+
+def place_all_on_counter(scene: Scene, rng: np.random.Generator, objects=OBJECTS) -> None:
+    for obj, xy in zip(objects, sample_counter_positions(rng, len(objects))):
+        scene.place_on_counter(obj, xy)
+
+
+def sample(scene: Scene, ins: Instruction, rng: np.random.Generator) -> None:
+    for drawer in DRAWERS:
+        scene.set_drawer(drawer, rng.uniform(0.0, CLOSED_MAX))
+    place_all_on_counter(scene, rng)
+
+
+def success(scene: Scene, ins: Instruction) -> bool:
+    return scene.drawer_q(ins.drawer) >= OPEN_THRESHOLD
+
+
+SKILL = Skill("drawer_open", horizon=40, sample=sample, success=success)

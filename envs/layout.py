@@ -1,0 +1,91 @@
+"""The named layout of the state vector: every consumer reads fields by name, never by index.
+
+    gripper_pos     (3,)    point between the fingertips, world frame (m)
+    finger_opening  (1,)    gap between the finger pads (m): ~0.098 open, ~0 closed
+    drawer_pos      (3,)    slide joint of the top, middle, bottom drawer (m, 0 = closed)
+    handle_pos      (3, 3)  world position of each drawer's knob, same drawer order
+    object_pos      (8, 3)  world position of each object, in instructions.OBJECTS order
+
+All accessors accept a single state ``(S,)`` or a batch ``(..., S)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qtbench.envs.instructions import DRAWERS, OBJECTS
+
+
+@dataclass(frozen=True)
+class Field:
+    """One named block of the state vector."""
+
+    name: str
+    shape: tuple[int, ...]
+    start: int
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.start, self.start + self.size)
+
+
+def _fields(spec: list[tuple[str, tuple[int, ...]]]) -> dict[str, Field]:
+    out, start = {}, 0
+    for name, shape in spec:
+        out[name] = Field(name, shape, start)
+        start += out[name].size
+    return out
+
+
+FIELDS: dict[str, Field] = _fields(
+    [
+        ("gripper_pos", (3,)),
+        ("finger_opening", (1,)),
+        ("drawer_pos", (len(DRAWERS),)),
+        ("handle_pos", (len(DRAWERS), 3)),
+        ("object_pos", (len(OBJECTS), 3)),
+    ]
+)
+STATE_DIM = sum(f.size for f in FIELDS.values())
+DRAWER_INDEX = {name: i for i, name in enumerate(DRAWERS)}
+OBJECT_INDEX = {name: i for i, name in enumerate(OBJECTS)}
+
+
+def get(state: np.ndarray, name: str) -> np.ndarray:
+    """Field ``name`` of ``state``, reshaped to the field's shape (batch dims kept)."""
+    field = FIELDS[name]
+    state = np.asarray(state)
+    return state[..., field.slice].reshape(state.shape[:-1] + field.shape)
+
+
+def gripper_pos(state: np.ndarray) -> np.ndarray:
+    return get(state, "gripper_pos")
+
+
+def finger_opening(state: np.ndarray) -> np.ndarray:
+    return get(state, "finger_opening")[..., 0]
+
+
+def drawer_pos(state: np.ndarray, drawer: str) -> np.ndarray:
+    return get(state, "drawer_pos")[..., DRAWER_INDEX[drawer]]
+
+
+def handle_pos(state: np.ndarray, drawer: str) -> np.ndarray:
+    return get(state, "handle_pos")[..., DRAWER_INDEX[drawer], :]
+
+
+def object_pos(state: np.ndarray, obj: str) -> np.ndarray:
+    return get(state, "object_pos")[..., OBJECT_INDEX[obj], :]
+
+
+def describe() -> str:
+    """A human-readable table of the layout (for docs and `qtbench env list`)."""
+    return "\n".join(
+        f"{f.name:<15} [{f.start:>2}:{f.start + f.size:<2}] shape {f.shape}" for f in FIELDS.values()
+    )
