@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import subprocess
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -259,9 +258,7 @@ def generate_task(task: str, profile: str = "default", seed: int = 0, workers: i
             description=DESCRIPTIONS[split].format(task=task)
             + f" Profile {profile!r}, seed {seed}; regenerate with `{regenerate_command(task, profile, seed)}`.",
         )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*author_email.*")
-            write_dataset(ids[split], episodes, TASKS[task], manifest, metadata)
+        write_dataset(ids[split], episodes, TASKS[task], manifest, metadata)
         manifests[split] = manifest
     return manifests
 

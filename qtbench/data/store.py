@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -227,12 +228,11 @@ def _episode_buffers(episodes: list[dict[str, Any]]) -> list[Any]:
 
 
 def _ensure_namespace(namespace: str, description: str) -> None:
-    import minari
-    from minari.namespace import list_local_namespaces
+    from minari.namespace import create_namespace, list_local_namespaces
 
     if namespace not in list_local_namespaces():
         with contextlib.suppress(ValueError):  # created meanwhile by another process
-            minari.create_namespace(namespace, description=description)
+            create_namespace(namespace, description=description)
 
 
 def write_dataset(
@@ -254,7 +254,9 @@ def write_dataset(
     manifest = dict(manifest, dataset_id=dataset_id_, episodes=len(episodes), content_hash=content_hash(episodes))
     staging = Path(tempfile.mkdtemp(prefix=".qtbench-staging-", dir=root))
     try:
-        with use_datasets_path(staging):
+        with use_datasets_path(staging), warnings.catch_warnings():
+            # qtbench publishes no contact address; Minari warns about every missing field.
+            warnings.filterwarnings("ignore", message=".*author_email.*")
             minari.create_dataset_from_buffers(
                 dataset_id=dataset_id_,
                 buffer=_episode_buffers(episodes),

@@ -1,0 +1,192 @@
+"""Minari storage of qtbench datasets, with a tiny stand-in env (no MuJoCo needed):
+round trip through Minari's own API, manifests and hashes, corruption, atomicity, D4RL."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import h5py
+import numpy as np
+import pytest
+
+from qtbench.data import TransitionData
+from qtbench.data.d4rl import export_d4rl
+from qtbench.data.store import (
+    MANIFEST_NAME,
+    dataset_dir,
+    list_datasets,
+    parse_dataset_id,
+    read_dataset,
+    write_dataset,
+)
+from qtbench.envs.instructions import TEXT_CHARSET, TEXT_MAX_LENGTH
+from qtbench.errors import QtbenchError
+
+TOY_ID = "qtbench_test/Toy-v0"
+DID = "qtbench/drawer_open/mixed-v0"
+
+
+class ToyEnv(gym.Env):
+    """Same observation/action spaces as the suite; the state walks with the action."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Dict(
+            state=gym.spaces.Box(-np.inf, np.inf, (3,), np.float32),
+            instruction=gym.spaces.Text(max_length=TEXT_MAX_LENGTH, charset=TEXT_CHARSET),
+        )
+        self.action_space = gym.spaces.Box(-1, 1, (4,), np.float32)
+        self._state = np.zeros(3, np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self._state = np.zeros(3, np.float32)
+        return {"state": self._state.copy(), "instruction": "open the top drawer"}, {}
+
+    def step(self, action):
+        self._state = self._state + np.asarray(action[:3], np.float32)
+        obs = {"state": self._state.copy(), "instruction": "open the top drawer"}
+        return obs, 0.0, False, False, {"success": False}
+
+
+if TOY_ID not in gym.registry:
+    gym.register(id=TOY_ID, entry_point="test_data_store:ToyEnv", max_episode_steps=10)
+
+
+def toy_episodes() -> list[dict]:
+    """A 3-step success (terminated, reward 1 at the end) and a 2-step truncated failure."""
+    return [
+        dict(
+            states=np.arange(12, dtype=np.float32).reshape(4, 3), instruction="open the top drawer",
+            actions=np.full((3, 4), 0.5, np.float32), rewards=np.array([0, 0, 1], np.float32),
+            terminations=np.array([0, 0, 1], bool), truncations=np.zeros(3, bool), seed=11,
+        ),
+        dict(
+            states=-np.arange(9, dtype=np.float32).reshape(3, 3), instruction="open the middle drawer",
+            actions=np.full((2, 4), -0.25, np.float32), rewards=np.zeros(2, np.float32),
+            terminations=np.zeros(2, bool), truncations=np.array([0, 1], bool), seed=12,
+        ),
+    ]
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    return tmp_path / "datasets"
+
+
+def write_toy(did: str = DID) -> None:
+    manifest = {"task": "drawer_open", "profile": "small", "seed": 0, "max_episode_steps": 10}
+    metadata = dict(algorithm_name="toy", author="tests", code_permalink="tests", description="toy data")
+    write_dataset(did, toy_episodes(), TOY_ID, manifest, metadata)
+
+
+def test_minari_round_trip(root):
+    import minari
+
+    write_toy()
+    assert list_datasets() == [DID]
+    assert not [p for p in root.iterdir() if p.name.startswith(".qtbench")], "staging left behind"
+    ds = minari.load_dataset(DID)
+    assert ds.total_episodes == 2 and ds.total_steps == 5
+    episodes = list(ds.iterate_episodes())
+    np.testing.assert_array_equal(episodes[0].observations["state"], toy_episodes()[0]["states"])
+    assert episodes[1].observations["instruction"][0] == "open the middle drawer"
+    assert episodes[0].rewards[-1] == 1 and episodes[0].terminations[-1]
+    env = ds.recover_environment(eval_env=True)
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    assert ds.storage.metadata["ref_min_score"] == 0 and ds.storage.metadata["ref_max_score"] == 1
+    assert ds.storage.metadata["algorithm_name"] == "toy"
+
+
+def test_manifest_and_read_back(root):
+    write_toy()
+    stored = read_dataset("drawer_open", "mixed")
+    manifest = json.loads((dataset_dir(DID) / MANIFEST_NAME).read_text())
+    assert manifest["content_hash"].startswith("sha256:") and manifest["episodes"] == 2
+    assert stored.manifest == manifest
+    data = TransitionData.load("drawer_open", "mixed")
+    assert data.num_episodes == 2 and data.num_transitions == 5 and data.max_episode_steps == 10
+    np.testing.assert_allclose(data.obs_returns_to_go, [1, 1, 1, 0, 0, 0, 0])
+    demos = TransitionData.load("drawer_open", "mixed", successful_only=True)
+    assert demos.num_episodes == 1 and demos.instructions == ["open the top drawer"]
+
+
+def test_missing_dataset_names_the_fix(root):
+    with pytest.raises(QtbenchError) as err:
+        read_dataset("drawer_open", "demos")
+    assert "qtbench/drawer_open/demos-v0" in str(err.value)
+    assert "qtbench data generate --task drawer_open" in str(err.value)
+
+
+def test_truncated_file_is_detected(root):
+    write_toy()
+    path = dataset_dir(DID) / "data" / "main_data.hdf5"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(QtbenchError) as err:
+        read_dataset("drawer_open", "mixed")
+    assert "corrupt" in str(err.value)
+    assert "qtbench data generate --task drawer_open --profile small --seed 0" in str(err.value)
+
+
+def test_flipped_bytes_are_detected(root):
+    write_toy()
+    path = dataset_dir(DID) / "data" / "main_data.hdf5"
+    with h5py.File(path, "r") as f:  # locate the stored bytes of episode 0's states
+        dset = f["episode_0/observations/state"]
+        offset = dset.id.get_chunk_info(0).byte_offset if dset.chunks else dset.id.get_offset()
+    raw = bytearray(path.read_bytes())
+    raw[offset + 5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(QtbenchError, match="content hash"):
+        read_dataset("drawer_open", "mixed")
+
+
+def test_missing_manifest_is_half_written(root):
+    write_toy()
+    (dataset_dir(DID) / MANIFEST_NAME).unlink()
+    with pytest.raises(QtbenchError, match="manifest"):
+        read_dataset("drawer_open", "mixed")
+
+
+def test_failed_write_leaves_nothing(root, monkeypatch):
+    import qtbench.data.store as store
+
+    write_toy()
+    before = read_dataset("drawer_open", "mixed").manifest["content_hash"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store, "_episode_buffers", broken)
+    with pytest.raises(RuntimeError):
+        write_toy()
+    assert read_dataset("drawer_open", "mixed").manifest["content_hash"] == before
+    assert not [p for p in root.iterdir() if p.name.startswith(".qtbench")]
+
+
+def test_d4rl_export_respects_episode_boundaries(root, tmp_path):
+    write_toy()
+    out = tmp_path / "toy.npz"
+    export_d4rl(DID, out)
+    z = np.load(out)
+    assert set(z.files) == {"observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "instructions"}
+    eps = toy_episodes()
+    np.testing.assert_array_equal(z["observations"], np.concatenate([eps[0]["states"][:-1], eps[1]["states"][:-1]]))
+    np.testing.assert_array_equal(z["next_observations"], np.concatenate([eps[0]["states"][1:], eps[1]["states"][1:]]))
+    # the last pair of episode 0 ends in its own final observation, not episode 1's first
+    np.testing.assert_array_equal(z["next_observations"][2], eps[0]["states"][3])
+    np.testing.assert_array_equal(z["terminals"], [0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(z["timeouts"], [0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(z["rewards"], [0, 0, 1, 0, 0])
+    assert list(z["instructions"]) == ["open the top drawer"] * 3 + ["open the middle drawer"] * 2
+
+
+def test_dataset_ids():
+    assert parse_dataset_id("qtbench/pick_place/demos-v0") == ("pick_place", "demos")
+    assert parse_dataset_id("move_near/failures") == ("move_near", "failures")
+    with pytest.raises(QtbenchError, match="use one of"):
+        parse_dataset_id("qtbench/nope/demos-v0")
+    with pytest.raises(QtbenchError):
+        parse_dataset_id("qtbench/drawer_open/best-v0")
