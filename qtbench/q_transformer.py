@@ -1,0 +1,262 @@
+"""Q-Transformer (Chebotar et al., 2023, arXiv 2309.10150), in one file, top to bottom.
+
+Read in order: the config, the action discretisation, the network, the loss as small
+pure functions (the unit tests call these with hand-computed numbers), greedy decoding,
+and the ``QTransformer`` class that ties them to the ``Algorithm`` protocol.
+
+The idea: discretise every action dimension into ``n_bins`` bins and treat the
+dimensions as a sequence of tokens after the observation tokens. The transformer's
+output at action token ``i`` is Q(s, a_1..a_{i-1}, .) over the bins of dimension ``i``,
+so one causal forward pass with the dataset action fed in (teacher forcing) scores every
+dimension at once. Q values are sigmoids in [0, 1] because rewards are sparse and binary.
+
+Bellman backup per dimension (everything from the target network):
+    i < A:  Q(s, a_1..a_i)   <- max_b Q_t(s, a_1..a_i, b)                (same step)
+    i = A:  Q(s, a_1..a_A)   <- R_n + discount * max_b Q_t(s', b)         (next step)
+where R_n is the (n-step) return and discount is gamma^m, or 0 after a termination.
+With the Monte-Carlo bound every target is max(target, return-to-go of that step), and
+the conservative regulariser pulls the Q value of every non-dataset bin toward 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
+from qtbench.errors import QtbenchError
+from qtbench.nets import CausalTransformer, ContextTokens, trim_padding
+
+
+# ---- config ------------------------------------------------------------------------------
+@dataclass
+class QTransformerConfig(AlgoConfig):
+    """Reference settings: sized so a few thousand updates fit ~10 minutes on 2 CPU cores."""
+
+    n_bins: int = 256  # bins per action dimension (paper: 256)
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    dropout: float = 0.0  # 0 keeps training free of torch's global RNG (bit-exact resume)
+    alpha: float = 1.0  # weight of the conservative regulariser (paper: 1.0)
+    conservative: bool = True  # --no-conservative turns the regulariser off
+    mc_return: bool = True  # --no-mc-return drops the Monte-Carlo lower bound
+    tau: float = 0.005  # Polyak rate of the target network
+    grad_clip: float = 1.0  # max global gradient norm
+    weight_decay: float = 0.01  # AdamW
+
+
+# Config fields that change parameter shapes: a checkpoint must agree on these.
+_ARCHITECTURE_FIELDS = ("n_bins", "d_model", "n_layers", "n_heads", "history")
+
+
+# ---- action discretisation ---------------------------------------------------------------
+def to_bins(actions: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Continuous actions in [-1, 1] -> int64 bin indices in [0, n_bins); equal-width bins."""
+    scaled = (actions.clamp(-1.0, 1.0) + 1.0) * (n_bins / 2.0)
+    return scaled.floor().long().clamp_(0, n_bins - 1)
+
+
+def bin_centres(bins: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Bin indices -> the continuous action at each bin's centre (float32, inside (-1, 1))."""
+    return (bins.float() + 0.5) * (2.0 / n_bins) - 1.0
+
+
+# ---- network -----------------------------------------------------------------------------
+class QNetwork(nn.Module):
+    """Context tokens, then A action tokens; output i = Q logits over the bins of dimension i.
+
+    Action token 0 is a learned start embedding; action token i > 0 embeds the bin chosen
+    for dimension i-1 (each dimension has its own bin embeddings), and every action token
+    gets its dimension's embedding. Each dimension has its own linear Q head.
+    """
+
+    def __init__(self, spec: EnvSpecInfo, config: QTransformerConfig):
+        super().__init__()
+        d, a, n = config.d_model, spec.action_dim, config.n_bins
+        self.action_dim, self.n_bins = a, n
+        self.context = ContextTokens(spec, config.history, d)
+        self.backbone = CausalTransformer(d, config.n_layers, config.n_heads, config.dropout)
+        self.start = nn.Parameter(torch.randn(d) * 0.02)
+        self.bin_embed = nn.Embedding(a * n, d)  # row i*n + b: bin b of dimension i
+        nn.init.normal_(self.bin_embed.weight, std=0.02)
+        self.dim_embed = nn.Parameter(torch.randn(a, d) * 0.02)
+        self.head_weight = nn.Parameter(torch.randn(a, d, n) * d**-0.5)
+        self.head_bias = nn.Parameter(torch.zeros(a, n))
+        self.register_buffer("bin_offset", torch.arange(a) * n, persistent=False)
+
+    def forward(self, window: Window, bins: torch.Tensor | None, n_tokens: int | None = None) -> torch.Tensor:
+        """Q logits (B, n_tokens, n_bins) for dimensions 0..n_tokens-1.
+
+        ``bins`` (B, >= n_tokens-1) are the bins fed in for the earlier dimensions (the
+        dataset action when training, the greedy choices when acting); it may be None
+        when ``n_tokens`` is 1. Causal attention means output i never sees bins >= i.
+        """
+        k = self.action_dim if n_tokens is None else n_tokens
+        ctx, ignore = self.context(trim_padding(window))
+        b = ctx.shape[0]
+        tokens = self.start.expand(b, 1, -1)
+        if k > 1:
+            prev = self.bin_embed(bins[:, : k - 1] + self.bin_offset[: k - 1])
+            tokens = torch.cat([tokens, prev], dim=1)
+        tokens = tokens + self.dim_embed[:k]
+        seq = torch.cat([ctx, tokens], dim=1)
+        seq_ignore = torch.cat([ignore, ignore.new_zeros(b, k)], dim=1)
+        h = self.backbone(seq, seq_ignore, last=k)
+        return torch.einsum("bkd,kdn->bkn", h, self.head_weight[:k]) + self.head_bias[:k]
+
+
+# ---- loss: small pure functions ----------------------------------------------------------
+def td_targets(
+    q_target_same_step: torch.Tensor,
+    q_target_next_first: torch.Tensor,
+    nstep_return: torch.Tensor,
+    bootstrap_discount: torch.Tensor,
+    mc_return: torch.Tensor | None,
+) -> torch.Tensor:
+    """Per-dimension Bellman targets (B, A) from target-network Q values.
+
+    q_target_same_step: (B, A, n) teacher-forced Q values of the current step; entry i
+        scores dimension i given the dataset bins of dimensions < i. Entry 0 is unused.
+    q_target_next_first: (B, n) Q values of dimension 0 at the bootstrap step s_{t+m}.
+    nstep_return, bootstrap_discount, mc_return: (B,) from the batch; bootstrap_discount
+        is gamma^m, already 0 where the episode terminated (not where it was truncated).
+    """
+    same_step = q_target_same_step[:, 1:].amax(dim=-1)  # dims 0..A-2: no reward, no discount
+    last = nstep_return + bootstrap_discount * q_target_next_first.amax(dim=-1)
+    targets = torch.cat([same_step, last[:, None]], dim=1)
+    if mc_return is not None:
+        targets = torch.maximum(targets, mc_return[:, None])  # each transition's own return
+    return targets
+
+
+def dataset_values(q_values: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Q of the dataset bin in every dimension: (B, A, n), (B, A) -> (B, A)."""
+    return q_values.gather(-1, bins[..., None]).squeeze(-1)
+
+
+def td_loss(q_data: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over batch and dimensions of the squared Bellman error."""
+    return F.mse_loss(q_data, targets)
+
+
+def conservative_penalty(q_values: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Mean of Q^2 over every non-dataset bin of every dimension (values, not logits).
+
+    Regressing the values toward 0 (the minimum return) and averaging keeps the penalty's
+    scale independent of the number of bins.
+    """
+    other = torch.ones_like(q_values).scatter_(-1, bins[..., None], 0.0)
+    return (q_values.square() * other).sum() / other.sum()
+
+
+def total_loss(td: torch.Tensor, penalty: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """0.5 * TD + 0.5 * alpha * regulariser (the regulariser term is absent when off)."""
+    return 0.5 * td if penalty is None else 0.5 * td + 0.5 * alpha * penalty
+
+
+# ---- greedy decoding ---------------------------------------------------------------------
+def greedy_decode(
+    q_logits_at: Callable[[torch.Tensor, int], torch.Tensor], batch_size: int, action_dim: int, device: Any
+) -> torch.Tensor:
+    """Bins (B, A) chosen dimension by dimension, each argmax conditioned on earlier choices.
+
+    ``q_logits_at(bins, i)`` returns the (B, n) scores of dimension i given ``bins[:, :i]``.
+    """
+    bins = torch.zeros(batch_size, action_dim, dtype=torch.long, device=device)
+    for i in range(action_dim):
+        bins[:, i] = q_logits_at(bins, i).argmax(dim=-1)
+    return bins
+
+
+# ---- the algorithm -----------------------------------------------------------------------
+class QTransformer:
+    """Q-Transformer behind the ``Algorithm`` protocol (online + Polyak target network)."""
+
+    config_class: ClassVar[type[AlgoConfig]] = QTransformerConfig
+
+    def __init__(self, spec: EnvSpecInfo, config: QTransformerConfig, device: str = "cpu"):
+        self.spec, self.config, self.device = spec, config, torch.device(device)
+        self.online = QNetwork(spec, config).to(self.device)
+        self.target = QNetwork(spec, config).to(self.device)
+        self.target.load_state_dict(self.online.state_dict())
+        self.target.requires_grad_(False).eval()
+        self.optimizer = torch.optim.AdamW(
+            self.online.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.updates = 0
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        cfg = self.config
+        bins = to_bins(batch.window.actions[:, -1], cfg.n_bins)  # dataset action a_t
+        self.online.train()
+        with torch.no_grad():
+            q_same = torch.sigmoid(self.target(batch.window, bins))
+            q_next = torch.sigmoid(self.target(batch.next_window, None, n_tokens=1))[:, 0]
+            targets = td_targets(
+                q_same, q_next, batch.nstep_return.float(), batch.bootstrap_discount.float(),
+                batch.mc_return.float() if cfg.mc_return else None,
+            )
+        q = torch.sigmoid(self.online(batch.window, bins))
+        q_data = dataset_values(q, bins)
+        td = td_loss(q_data, targets)
+        penalty = conservative_penalty(q, bins) if cfg.conservative else None
+        loss = total_loss(td, penalty, cfg.alpha)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.online.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        with torch.no_grad():
+            for p_target, p in zip(self.target.parameters(), self.online.parameters()):
+                p_target.lerp_(p, cfg.tau)
+        self.updates += 1
+        return {
+            "loss": loss.item(),
+            "td_loss": td.item(),
+            "conservative": penalty.item() if penalty is not None else 0.0,
+            "q_data": q_data.mean().item(),
+            "target": targets.mean().item(),
+            "grad_norm": grad_norm.item(),
+        }
+
+    @torch.no_grad()
+    def act(self, window: Window) -> np.ndarray:
+        """Greedy bins from the online network and the same heads as in training, as actions."""
+        self.online.eval()
+        batch_size = window.states.shape[0]
+        bins = greedy_decode(
+            lambda chosen, i: self.online(window, chosen, n_tokens=i + 1)[:, i],
+            batch_size, self.spec.action_dim, self.device,
+        )
+        self.online.train()
+        return bin_centres(bins, self.config.n_bins).cpu().numpy().astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": dataclasses.asdict(self.config),
+            "online": self.online.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("config", {})
+        mine = dataclasses.asdict(self.config)
+        differ = [f"{k}={saved[k]!r} (now {mine[k]!r})" for k in _ARCHITECTURE_FIELDS if k in saved and saved[k] != mine[k]]
+        if differ:
+            raise QtbenchError(
+                "checkpoint is from a Q-Transformer with a different architecture: " + ", ".join(differ),
+                "resume with the same settings, or start a fresh run without --resume",
+            )
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = int(state.get("updates", 0))

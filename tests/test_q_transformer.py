@@ -1,0 +1,280 @@
+"""Q-Transformer: bin mapping, per-dimension targets and regulariser against hand-computed
+numbers, decoding order, wiring of update(), bit-exact resume, and a tiny MDP solved exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from qtbench.algorithms.base import Batch, EnvSpecInfo, Window
+from qtbench.errors import QtbenchError
+from qtbench.nets import trim_padding
+from qtbench.q_transformer import (
+    QTransformer,
+    QTransformerConfig,
+    bin_centres,
+    conservative_penalty,
+    dataset_values,
+    greedy_decode,
+    td_loss,
+    td_targets,
+    to_bins,
+    total_loss,
+)
+
+T = torch.tensor
+
+
+# ---- action discretisation ---------------------------------------------------------------
+def test_bins_by_hand():
+    assert to_bins(T([-1.0, -0.51, -0.5, 0.0, 0.49, 1.0, 3.0]), 4).tolist() == [0, 0, 1, 2, 2, 3, 3]
+    assert bin_centres(torch.arange(4), 4).tolist() == [-0.75, -0.25, 0.25, 0.75]
+
+
+def test_bins_round_trip():
+    n = 256
+    assert torch.equal(to_bins(bin_centres(torch.arange(n), n), n), torch.arange(n))
+    a = torch.linspace(-1, 1, 10001)
+    err = (bin_centres(to_bins(a, n), n) - a).abs()
+    assert err.max() <= 1.0 / n + 1e-6  # at most half a bin width (2/n / 2)
+
+
+# ---- targets -----------------------------------------------------------------------------
+def test_same_step_targets_have_no_reward_or_discount_and_last_keeps_the_reward():
+    # B=1, A=3, n=2. Entry 0 of q_same is never used.
+    q_same = T([[[0.99, 0.99], [0.2, 0.7], [0.4, 0.1]]])
+    q_next = T([[0.3, 0.9]])
+    got = td_targets(q_same, q_next, T([1.0]), T([0.98]), None)
+    assert torch.allclose(got, T([[0.7, 0.4, 1.0 + 0.98 * 0.9]]))
+    # Reward 0 and nothing to bootstrap from: the last target is 0, not the same-step max.
+    got = td_targets(q_same, torch.zeros(1, 2), T([0.0]), T([0.98]), None)
+    assert torch.allclose(got, T([[0.7, 0.4, 0.0]]))
+
+
+def test_bootstrap_masked_at_termination_not_truncation():
+    q_same = torch.zeros(2, 2, 3)
+    q_next = T([[0.1, 0.8, 0.2], [0.1, 0.8, 0.2]])
+    # Row 0 terminated (discount 0): target is the reward alone. Row 1 truncated: bootstraps.
+    got = td_targets(q_same, q_next, T([1.0, 0.0]), T([0.0, 0.9]), None)
+    assert torch.allclose(got[:, -1], T([1.0, 0.9 * 0.8]))
+
+
+def test_n_step_target_uses_the_batch_return_and_discount():
+    # 3-step: R = r0 + g r1 + g^2 r2 = 0 + 0 + 0.81 * 1, bootstrap gamma^3 = 0.729
+    got = td_targets(torch.zeros(1, 1, 2), T([[0.5, 0.25]]), T([0.81]), T([0.729]), None)
+    assert torch.allclose(got, T([[0.81 + 0.729 * 0.5]]))
+
+
+def test_mc_bound_is_per_transition():
+    q_same = T([[[0.0, 0.0], [0.2, 0.3]], [[0.0, 0.0], [0.6, 0.5]]])
+    q_next = T([[0.1, 0.2], [0.7, 0.1]])
+    mc = T([0.9, 0.1])
+    got = td_targets(q_same, q_next, T([0.0, 0.0]), T([0.5, 0.5]), mc)
+    # Row 0: [max(0.3, 0.9), max(0.5*0.2, 0.9)]; row 1 keeps its own larger targets.
+    assert torch.allclose(got, T([[0.9, 0.9], [0.6, 0.35]]))
+
+
+# ---- loss pieces -------------------------------------------------------------------------
+def test_dataset_values_and_td_loss():
+    q = T([[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]])
+    bins = T([[1, 2]])
+    assert dataset_values(q, bins)[0].tolist() == pytest.approx([0.2, 0.6])
+    # mean over batch and dimensions: ((0.2-0.0)^2 + (0.6-1.0)^2) / 2
+    assert td_loss(dataset_values(q, bins), T([[0.0, 1.0]])).item() == pytest.approx(0.1)
+
+
+def test_regulariser_masks_dataset_bins_and_averages_values():
+    q = T([[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]])
+    bins = T([[1, 2]])
+    # non-dataset values 0.1, 0.3 | 0.4, 0.5 -> mean of squares
+    assert conservative_penalty(q, bins).item() == pytest.approx((0.01 + 0.09 + 0.16 + 0.25) / 4)
+
+
+def test_regulariser_acts_on_values_not_logits():
+    values = torch.sigmoid(torch.zeros(2, 4, 8))  # logits 0 = value 0.5, not the minimum
+    assert conservative_penalty(values, torch.zeros(2, 4, dtype=torch.long)).item() == pytest.approx(0.25)
+
+
+def test_regulariser_is_averaged_not_summed_over_bins():
+    for n in (4, 256):
+        q = torch.full((3, 4, n), 0.3)
+        assert conservative_penalty(q, torch.zeros(3, 4, dtype=torch.long)).item() == pytest.approx(0.09)
+
+
+def test_total_loss_weights():
+    assert total_loss(T(0.4), T(0.2), 1.0).item() == pytest.approx(0.5 * 0.4 + 0.5 * 0.2)
+    assert total_loss(T(0.4), T(0.2), 3.0).item() == pytest.approx(0.5 * 0.4 + 0.5 * 3.0 * 0.2)
+    assert total_loss(T(0.4), None, 1.0).item() == pytest.approx(0.2)
+
+
+# ---- decoding ----------------------------------------------------------------------------
+def test_greedy_decoding_conditions_each_dimension_on_earlier_choices():
+    n, seen = 5, []
+
+    def stub(bins: torch.Tensor, i: int) -> torch.Tensor:
+        seen.append((i, bins[:, :i].tolist()))
+        best = torch.full((bins.shape[0],), 3) if i == 0 else (bins[:, i - 1] + 1) % n
+        return torch.nn.functional.one_hot(best, n).float()
+
+    bins = greedy_decode(stub, 2, 3, "cpu")
+    assert bins.tolist() == [[3, 4, 0], [3, 4, 0]]
+    assert seen == [(0, [[], []]), (1, [[3], [3]]), (2, [[3, 4], [3, 4]])]
+
+
+# ---- the algorithm on tiny sizes ---------------------------------------------------------
+SPEC = EnvSpecInfo(state_dim=3, action_dim=3, vocab_size=10, max_tokens=5, max_episode_steps=20)
+TINY = QTransformerConfig(n_bins=7, d_model=16, n_layers=2, n_heads=2, history=2, tau=0.1, batch_size=6)
+
+
+def _window(g: torch.Generator, b: int = 6, h: int = 2) -> Window:
+    instruction = torch.randint(1, 10, (b, 5), generator=g)
+    instruction[:, 3:] = 0
+    mask = torch.ones(b, h, dtype=torch.bool)
+    mask[0, 0] = False
+    return Window(
+        states=torch.randn(b, h, 3, generator=g), mask=mask, instruction=instruction,
+        actions=torch.rand(b, h, 3, generator=g) * 2 - 1, returns_to_go=torch.zeros(b, h),
+        timesteps=torch.zeros(b, h, dtype=torch.long),
+    )
+
+
+def _batch(seed: int = 0, b: int = 6) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return Batch(
+        window=_window(g, b), reward=torch.zeros(b), mc_return=torch.rand(b, generator=g),
+        nstep_return=torch.rand(b, generator=g).round(), next_window=_window(g, b),
+        bootstrap_discount=torch.tensor([0.98, 0.0] * (b // 2)),
+    )
+
+
+def _algo(config: QTransformerConfig = TINY, seed: int = 0) -> QTransformer:
+    torch.manual_seed(seed)
+    return QTransformer(SPEC, config)
+
+
+def test_backbone_last_and_trim_are_exact():
+    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    algo = _algo()
+    window = _window(g)
+    ctx, ignore = algo.online.context(window)
+    full = algo.online.backbone(ctx, ignore)
+    assert torch.allclose(algo.online.backbone(ctx, ignore, last=3), full[:, -3:], atol=1e-6)
+    ctx2, ignore2 = algo.online.context(trim_padding(window))
+    assert ctx2.shape[1] == 3 + 2  # 3 used words + 2 states
+    assert torch.allclose(algo.online.backbone(ctx2, ignore2)[:, -2:], full[:, -2:], atol=1e-5)
+
+
+def test_act_decodes_with_the_trained_network_and_heads():
+    algo = _algo()
+    algo.update(_batch())
+    window = _window(torch.Generator().manual_seed(5))
+    actions = algo.act(window)
+    assert actions.dtype == np.float32 and actions.shape == (6, 3)
+    assert np.all(np.abs(actions) < 1.0)
+    bins = to_bins(torch.as_tensor(actions), TINY.n_bins)
+    assert torch.allclose(bin_centres(bins, TINY.n_bins), torch.as_tensor(actions))
+    # Teacher-forcing the chosen bins through the training forward pass: every chosen bin
+    # is the argmax of its own dimension's head given the earlier chosen bins.
+    with torch.no_grad():
+        logits = algo.online(window, bins)
+    assert torch.equal(logits.argmax(-1), bins)
+    assert np.array_equal(algo.act(window), actions)  # no exploration noise
+
+
+def test_update_matches_the_pure_functions_and_moves_the_target_by_tau():
+    for conservative, mc in [(True, True), (False, False)]:
+        config = dataclasses.replace(TINY, conservative=conservative, mc_return=mc)
+        algo = _algo(config)
+        batch = _batch(3)
+        target_before = [p.clone() for p in algo.target.parameters()]
+        bins = to_bins(batch.window.actions[:, -1], config.n_bins)
+        with torch.no_grad():
+            q_same = torch.sigmoid(algo.target(batch.window, bins))
+            q_next = torch.sigmoid(algo.target(batch.next_window, None, n_tokens=1))[:, 0]
+            targets = td_targets(q_same, q_next, batch.nstep_return, batch.bootstrap_discount,
+                                 batch.mc_return if mc else None)
+            q = torch.sigmoid(algo.online(batch.window, bins))
+            td = td_loss(dataset_values(q, bins), targets)
+            expected = total_loss(td, conservative_penalty(q, bins) if conservative else None, config.alpha)
+        metrics = algo.update(batch)
+        assert metrics["loss"] == pytest.approx(expected.item(), rel=1e-5)
+        assert metrics["td_loss"] == pytest.approx(td.item(), rel=1e-5)
+        assert (metrics["conservative"] > 0) == conservative
+        for before, p_t, p in zip(target_before, algo.target.parameters(), algo.online.parameters()):
+            assert torch.allclose(p_t, before + config.tau * (p - before), atol=1e-6)
+
+
+def test_resume_is_bit_exact_and_checks_the_architecture():
+    batches = [_batch(s) for s in range(4)]
+    straight = _algo()
+    for b in batches:
+        straight.update(b)
+    first = _algo()
+    for b in batches[:2]:
+        first.update(b)
+    saved = first.state_dict()
+    resumed = _algo(seed=123)  # different init: everything must come from the checkpoint
+    resumed.load_state_dict(saved)
+    for b in batches[2:]:
+        resumed.update(b)
+    for a, b in zip(straight.state_dict()["online"].values(), resumed.state_dict()["online"].values()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.state_dict()["target"].values(), resumed.state_dict()["target"].values()):
+        assert torch.equal(a, b)
+    other = QTransformer(SPEC, dataclasses.replace(TINY, d_model=8))
+    with pytest.raises(QtbenchError, match="d_model"):
+        other.load_state_dict(saved)
+
+
+# ---- a tiny deterministic MDP ------------------------------------------------------------
+def test_tiny_mdp_converges_to_the_optimal_q_values():
+    """Two states, 2 action dims with 3 bins each, every action in the data.
+
+    s0: action (2, 0) moves to s1 with reward 0; any other action ends the episode, reward 0.
+    s1: a first bin of 1 ends the episode with reward 1, else with reward 0.
+    Optimal: Q(s1, 1, .) = 1; Q(s0, 2, 0) = gamma; every other Q = 0, and the first
+    dimension's values are the maxima over the second: Q(s0, .) = [0, 0, gamma], Q(s1, .) = [0, 1, 0].
+    """
+    gamma, n = 0.9, 3
+    spec = EnvSpecInfo(state_dim=2, action_dim=2, vocab_size=3, max_tokens=1, max_episode_steps=2)
+    config = QTransformerConfig(
+        n_bins=n, d_model=32, n_layers=1, n_heads=2, history=1, gamma=gamma, learning_rate=3e-3,
+        tau=0.1, conservative=False, mc_return=False, weight_decay=0.0,
+    )
+    torch.manual_seed(0)
+    algo = QTransformer(spec, config)
+    grid = torch.cartesian_prod(torch.arange(n), torch.arange(n))  # (9, 2)
+    bins = torch.cat([grid, grid])
+    state = torch.cat([torch.zeros(9, dtype=torch.long), torch.ones(9, dtype=torch.long)])
+    to_s1 = (state == 0) & (bins[:, 0] == 2) & (bins[:, 1] == 0)
+    reward = ((state == 1) & (bins[:, 0] == 1)).float()
+
+    def window(s: torch.Tensor, b: torch.Tensor) -> Window:
+        m = len(s)
+        return Window(
+            states=torch.nn.functional.one_hot(s, 2).float()[:, None], mask=torch.ones(m, 1, dtype=torch.bool),
+            instruction=torch.ones(m, 1, dtype=torch.long), actions=bin_centres(b, n)[:, None],
+            returns_to_go=torch.zeros(m, 1), timesteps=torch.zeros(m, 1, dtype=torch.long),
+        )
+
+    batch = Batch(
+        window=window(state, bins), reward=reward, mc_return=reward.clone(), nstep_return=reward,
+        next_window=window(torch.where(to_s1, 1, state), bins),
+        bootstrap_discount=torch.where(to_s1, gamma, 0.0),
+    )
+    for _ in range(400):
+        algo.update(batch)
+    with torch.no_grad():
+        q = torch.sigmoid(algo.online(batch.window, bins))  # (18, 2, n)
+    optimal_last = torch.zeros(18)
+    optimal_last[to_s1] = gamma
+    optimal_last[reward > 0] = 1.0
+    assert torch.allclose(dataset_values(q, bins)[:, 1], optimal_last, atol=0.05)
+    assert torch.allclose(q[0, 0], T([0.0, 0.0, gamma]), atol=0.05)
+    assert torch.allclose(q[9, 0], T([0.0, 1.0, 0.0]), atol=0.05)
+    greedy = to_bins(torch.as_tensor(algo.act(window(T([0, 1]), torch.zeros(2, 2, dtype=torch.long)))), n)
+    assert greedy[0].tolist() == [2, 0] and greedy[1, 0].item() == 1
