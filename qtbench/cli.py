@@ -20,6 +20,7 @@ GROUP_MODULES = [
     "qtbench.data.cli",
     "qtbench.run_cli",
     "qtbench.sweep",
+    "qtbench.leaderboard",
 ]
 # Targets of `qtbench bench <target>`; each module's register(bench_subparsers) adds one.
 BENCH_MODULES = [

@@ -1,0 +1,155 @@
+"""Leaderboard: aggregation math on hand-made eval.json fixtures, markdown, CSV and plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from qtbench import leaderboard as lb
+from qtbench.errors import QtbenchError
+
+T_975_DF2 = 4.302653  # Student t 97.5% quantile, 2 degrees of freedom (statistical tables)
+
+
+def write_cell(root: Path, algo: str, task: str, seed: int, skills: dict[str, tuple[int, int]],
+               label_dir: str | None = None, steps: int = 1000) -> Path:
+    """A results cell like the training loop writes: config.json, metrics.csv, eval.json."""
+    base = root / "ablations" / label_dir if label_dir else root
+    out = base / task / algo / f"seed{seed}"
+    out.mkdir(parents=True)
+    successes = sum(s for s, _ in skills.values())
+    episodes = sum(e for _, e in skills.values())
+    record = {
+        "algo": algo, "task": task, "seed": seed, "profile": "default", "train_steps": steps,
+        "train_seconds": 120.0, "eval_seconds": 10.0, "machine": "test box", "qtbench_version": "0.1.0",
+        "success_rate": successes / episodes, "ci95": [0.0, 1.0], "episodes": episodes,
+        "per_skill": {k: {"success_rate": s / e, "ci95": [0.0, 1.0], "episodes": e, "successes": s}
+                      for k, (s, e) in skills.items()},
+        "per_instruction": {},
+    }
+    (out / "eval.json").write_text(json.dumps(record))
+    (out / "config.json").write_text(json.dumps({"algo": algo, "task": task, "seed": seed, "steps": steps,
+                                                 "eval_episodes_per_instruction": 1, "algo_config": {}}))
+    (out / "metrics.csv").write_text("step,wall_seconds,loss\n50,1.0,0.9\n100,2.0,0.5\n150,3.0,0.4\n")
+    return out
+
+
+# Seeds of a multi-task run: (drawer_open, drawer_close, pick_place, move_near) successes.
+QT_ALL = {0: (2, 1, 9, 21), 1: (3, 3, 12, 42), 2: (0, 0, 6, 21)}
+EPISODES = (3, 3, 18, 42)
+
+
+def _skills(successes: tuple[int, int, int, int]) -> dict[str, tuple[int, int]]:
+    names = ("drawer_open", "drawer_close", "pick_place", "move_near")
+    return {n: (s, e) for n, s, e in zip(names, successes, EPISODES)}
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    root = tmp_path / "results"
+    for seed, succ in QT_ALL.items():
+        write_cell(root, "q_transformer", "all", seed, _skills(succ))
+    write_cell(root, "bc", "all", 0, _skills((0, 0, 6, 14)))
+    for seed, s in ((0, 2), (1, 4)):
+        write_cell(root, "bc", "drawer_open", seed, {"drawer_open": (s, 10)})
+        write_cell(root, "q_transformer", "drawer_open", seed, {"drawer_open": (s + 5, 10)})
+        write_cell(root, "q_transformer", "drawer_open", seed, {"drawer_open": (s + 1, 10)},
+                   label_dir="q_transformer+no_conservative", steps=500)
+    return root
+
+
+def test_t_quantile_matches_tables():
+    for df, expected in ((1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281), (30, 2.0423)):
+        assert lb.t_quantile(0.975, df) == pytest.approx(expected, abs=2e-4)
+
+
+def test_aggregate_hand_computed():
+    agg = lb.aggregate([0.5, 2 / 3, 1 / 3], [0, 1, 2])
+    assert agg.mean == pytest.approx(0.5)
+    assert agg.std == pytest.approx(1 / 6)  # squared deviations 0 + 1/36 + 1/36, / (n - 1)
+    half = T_975_DF2 * (1 / 6) / math.sqrt(3)
+    assert agg.ci95 == pytest.approx((0.5 - half, 0.5 + half), abs=1e-5)
+    wide = lb.aggregate([0.0, 1.0], [0, 1])  # t(1) = 12.706: the interval is clipped to [0, 1]
+    assert wide.ci95 == (0.0, 1.0)
+    single = lb.aggregate([0.25], [4])
+    assert single.mean == 0.25 and math.isnan(single.std) and lb.fmt_pct(single) == "25.0 (1 seed)"
+
+
+def test_category_rates_pool_skills():
+    rates = lb.category_rates({"per_skill": {k: {"successes": s, "episodes": e} for k, (s, e) in
+                                             _skills(QT_ALL[0]).items()}})
+    # open and close pools (2 + 1) / (3 + 3); average is the mean of the three categories.
+    assert rates == {"drawer pick and place": 0.5, "open and close drawer": 0.5,
+                     "move object near target": 0.5, "average": 0.5}
+    rates = lb.category_rates({"per_skill": {k: {"successes": s, "episodes": e} for k, (s, e) in
+                                             _skills(QT_ALL[1]).items()}})
+    assert rates["average"] == pytest.approx((2 / 3 + 1 + 1) / 3)
+
+
+def test_category_rates_from_per_instruction_only():
+    record = {"per_instruction": {
+        "open the top drawer": {"successes": 1, "episodes": 1},
+        "close the top drawer": {"successes": 0, "episodes": 1},
+        "place the red can into the top drawer": {"successes": 1, "episodes": 2},
+        "move the red can near the orange": {"successes": 0, "episodes": 2},
+    }}
+    assert lb.category_rates(record) == {"drawer pick and place": 0.5, "open and close drawer": 0.5,
+                                         "move object near target": 0.0, "average": 1 / 3}
+
+
+def test_rows_labels_and_seeds(results):
+    rows = {(r.task, r.label): r for r in lb.build_rows(lb.load_runs(results))}
+    assert set(rows) == {("all", "q_transformer"), ("all", "bc"), ("drawer_open", "bc"),
+                         ("drawer_open", "q_transformer"), ("drawer_open", "q_transformer+no_conservative")}
+    qt = rows[("all", "q_transformer")]
+    assert qt.columns["drawer pick and place"].values == pytest.approx((0.5, 2 / 3, 1 / 3))
+    assert qt.columns["average"].values == pytest.approx((0.5, 8 / 9, 5 / 18))
+    assert qt.columns["open and close drawer"].seeds == (0, 1, 2)
+    bc = rows[("drawer_open", "bc")].columns[lb.OVERALL]
+    assert bc.mean == pytest.approx(0.3) and bc.std == pytest.approx(math.sqrt(0.02))
+
+
+def test_markdown_csv_and_plots(results, tmp_path):
+    bench = tmp_path / "benchmarks.md"
+    bench.write_text("# qtbench benchmarks\n\n<!-- qtbench:env -->\nkeep me\n<!-- /qtbench:env -->\n")
+    files = lb.write_leaderboard(results, bench)
+    text = bench.read_text()
+    assert "keep me" in text and "<!-- qtbench:leaderboard -->" in text
+    header = "| algorithm | drawer pick and place | open and close drawer | move object near target | average | seeds |"
+    assert header in text
+    half = T_975_DF2 * (1 / 6) / math.sqrt(3)
+    assert f"| `q_transformer` | 50.0 ± 16.7 [{100 * (0.5 - half):.1f}, {100 * (0.5 + half):.1f}] |" in text
+    assert "| Q-Transformer | `q_transformer` | 64 | 33 | 71 | 56 |" in text
+    assert "| RT-1 | `bc` | 17 | 0 | 58 | 25 |" in text and "arXiv:2309.10150" in text
+    assert "| `bc` | 30.0 ± 14.1 [0.0, 100.0] |" in text  # 2 seeds: t(1) = 12.706, interval clipped
+    assert "| drawer_open | `q_transformer+no_conservative` | 40.0 ± 14.1" in text  # ablation table
+    assert "| drawer_open | `q_transformer` | 80.0 ± 14.1" in text
+    assert "- budget: 1000 gradient steps per run" in text and "- machine: test box" in text
+    assert "- seeds: 0, 1, 2 (1, 3 per row)" in text
+    assert "- budget: q_transformer 1000; q_transformer+no_conservative 500 gradient steps" in text
+
+    rows = list(csv.DictReader(files.csv.open()))
+    mean = [r for r in rows if r["task"] == "all" and r["algorithm"] == "q_transformer"
+            and r["column"] == "drawer pick and place" and r["scope"] == "mean"]
+    assert len(mean) == 1 and float(mean[0]["mean"]) == pytest.approx(0.5)
+    assert float(mean[0]["ci95_hi"]) == pytest.approx(0.5 + half, abs=1e-5)
+    seed_rows = [r for r in rows if r["algorithm"] == "bc" and r["task"] == "drawer_open" and r["scope"] == "seed"]
+    assert [(r["seeds"], r["successes"], r["episodes"]) for r in seed_rows] == [
+        ("0", "2", "10"), ("1", "4", "10")]
+    assert float(seed_rows[0]["ci95_lo"]) == pytest.approx(0.0567, abs=1e-4)  # Wilson 2/10
+
+    names = sorted(p.name for p in files.plots)
+    assert names == ["categories_all.png", "learning_curves_all.png", "learning_curves_drawer_open.png", "tasks.png"]
+    for p in files.plots:
+        assert p.parent == results / "plots" and p.stat().st_size > 1000
+
+
+def test_empty_results_dir_says_what_to_run(tmp_path):
+    with pytest.raises(QtbenchError) as err:
+        lb.write_leaderboard(tmp_path / "nothing", tmp_path / "b.md")
+    assert "no eval.json" in str(err.value) and "qtbench sweep" in str(err.value)
+    assert not (tmp_path / "b.md").exists()
