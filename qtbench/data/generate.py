@@ -258,8 +258,7 @@ def generate_task(task: str, profile: str = "default", seed: int = 0, workers: i
             description=DESCRIPTIONS[split].format(task=task)
             + f" Profile {profile!r}, seed {seed}; regenerate with `{regenerate_command(task, profile, seed)}`.",
         )
-        write_dataset(ids[split], episodes, TASKS[task], manifest, metadata)
-        manifests[split] = manifest
+        manifests[split] = write_dataset(ids[split], episodes, TASKS[task], manifest, metadata)
     return manifests
 
 

@@ -241,11 +241,12 @@ def write_dataset(
     env_id: str,
     manifest: dict[str, Any],
     metadata: dict[str, Any],
-) -> Path:
+) -> dict[str, Any]:
     """Write a Minari dataset and its manifest atomically, replacing any previous one.
 
     ``metadata`` holds create_dataset_from_buffers' descriptive keywords (algorithm_name,
-    author, code_permalink, description...). The manifest gets the content hash.
+    author, code_permalink, description...). Returns the manifest as written (with the
+    dataset id, episode count and content hash added).
     """
     import minari
 
@@ -283,4 +284,4 @@ def write_dataset(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("wrote %s (%d episodes) to %s", dataset_id_, len(episodes), final)
-    return final
+    return manifest
