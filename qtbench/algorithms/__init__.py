@@ -10,7 +10,10 @@ from qtbench.errors import unknown_name
 # name -> "module:Class"; the class carries its config dataclass as ``config_class``.
 ALGORITHMS: dict[str, str] = {
     "q_transformer": "qtbench.q_transformer:QTransformer",
+    "bc": "qtbench.baselines.bc:BC",
     "iql": "qtbench.baselines.iql:IQL",
+    "dt": "qtbench.baselines.decision_transformer:DecisionTransformer",
+    "cql": "qtbench.baselines.cql:CQL",
 }
 
 

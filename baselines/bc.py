@@ -1,0 +1,127 @@
+"""RT-1 style behaviour cloning: the Q-Transformer backbone, discretised actions, cross-entropy.
+
+As in the paper's comparison (its RT-1 baseline), the policy is trained on the successful
+demonstrations only (``dataset="demos"``); ``dataset="mixed"`` trains on everything and
+``filtered=True`` keeps only successful episodes of whichever split is chosen (the
+training loop maps it to ``TransitionData.load(..., successful_only=True)``).
+
+Each action dimension is discretised into 256 uniform bins. The action is decoded one
+dimension at a time, each conditioned on the bins already chosen (teacher forcing with the
+dataset bins in training), exactly like Q-Transformer's action tokens. RT-1 itself emits
+the dimensions in parallel; we chose the autoregressive form so that BC and Q-Transformer
+share the architecture token for token and the comparison measures the learning rule
+(imitation vs. offline RL) rather than the action head, and because it lets the policy
+model correlations between dimensions of multimodal human-like demonstrations (the
+per-dimension argmax of a parallel head can mix modes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
+from qtbench.nets import CausalTransformer, ContextTokens
+
+
+@dataclass
+class BCConfig(AlgoConfig):
+    dataset: str = "demos"
+    filtered: bool = False  # train only on successful episodes of the chosen split
+    bins: int = 256
+    d_model: int = 128
+    n_layers: int = 3
+    n_heads: int = 4
+    dropout: float = 0.1
+    grad_clip: float = 1.0
+
+
+def to_bins(actions: torch.Tensor, bins: int) -> torch.Tensor:
+    """Actions in [-1, 1] -> bin ids in [0, bins); -1 and 1 are the centres of the end bins."""
+    return torch.round((actions.clamp(-1.0, 1.0) + 1.0) * 0.5 * (bins - 1)).long()
+
+
+def from_bins(ids: torch.Tensor, bins: int) -> torch.Tensor:
+    """Bin ids -> their centres in [-1, 1] (inverse of ``to_bins`` up to half a bin)."""
+    return ids.float() / (bins - 1) * 2.0 - 1.0
+
+
+class AutoregressivePolicy(nn.Module):
+    """Context tokens, then one token per action dimension; token i predicts dimension i's bin.
+
+    Token 0 is a learned start token; token i > 0 embeds the bin chosen for dimension i-1.
+    The causal mask lets token i see the whole observation and the bins of dimensions < i.
+    """
+
+    def __init__(self, spec: EnvSpecInfo, config: BCConfig):
+        super().__init__()
+        d, self.action_dim, self.bins = config.d_model, spec.action_dim, config.bins
+        self.context = ContextTokens(spec, config.history, d)
+        self.body = CausalTransformer(d, config.n_layers, config.n_heads, config.dropout)
+        self.start = nn.Parameter(torch.zeros(1, 1, d))
+        self.dim_pos = nn.Parameter(torch.randn(spec.action_dim, d) * 0.02)
+        # One table per conditioning dimension: bin k of dimension i is row i * bins + k.
+        self.bin_embed = nn.Embedding(max(spec.action_dim - 1, 1) * config.bins, d)
+        self.head = nn.Linear(d, config.bins)
+
+    def logits(self, window: Window, prev_bins: torch.Tensor) -> torch.Tensor:
+        """window + bins of dimensions 0..k-2 (B, k-1) -> logits (B, k, bins) for dimensions 0..k-1."""
+        tokens, ignore = self.context(window)
+        batch, k = tokens.shape[0], prev_bins.shape[1] + 1
+        offsets = torch.arange(k - 1, device=prev_bins.device) * self.bins
+        actions = torch.cat([self.start.expand(batch, -1, -1), self.bin_embed(prev_bins + offsets)], dim=1)
+        actions = actions + self.dim_pos[:k]
+        ignore = torch.cat([ignore, ignore.new_zeros(batch, k)], dim=1)
+        out = self.body(torch.cat([tokens, actions], dim=1), ignore)
+        return self.head(out[:, -k:])
+
+    def greedy(self, window: Window) -> torch.Tensor:
+        """Argmax bins (B, A), chosen one dimension at a time."""
+        batch = window.states.shape[0]
+        chosen = torch.zeros(batch, 0, dtype=torch.long, device=window.states.device)
+        for _ in range(self.action_dim):
+            nxt = self.logits(window, chosen)[:, -1].argmax(-1, keepdim=True)
+            chosen = torch.cat([chosen, nxt], dim=1)
+        return chosen
+
+
+class BC:
+    """RT-1 style behaviour cloning with autoregressive per-dimension action tokens."""
+
+    config_class: ClassVar[type[AlgoConfig]] = BCConfig
+
+    def __init__(self, spec: EnvSpecInfo, config: BCConfig, device: str = "cpu"):
+        self.spec, self.config, self.device = spec, config, torch.device(device)
+        self.policy = AutoregressivePolicy(spec, config).to(self.device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate)
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        self.policy.train()
+        target = to_bins(batch.window.actions[:, -1], self.config.bins)  # (B, A)
+        logits = self.policy.logits(batch.window, target[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, self.config.bins), target.reshape(-1))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        accuracy = (logits.detach().argmax(-1) == target).float().mean()
+        values = torch.stack([loss.detach(), accuracy, grad_norm]).tolist()
+        return dict(zip(("loss", "bin_accuracy", "grad_norm"), values))
+
+    @torch.no_grad()
+    def act(self, window: Window) -> np.ndarray:
+        self.policy.eval()
+        actions = from_bins(self.policy.greedy(window), self.config.bins)
+        return actions.clamp(-1.0, 1.0).float().cpu().numpy()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])

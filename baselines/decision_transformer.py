@@ -1,0 +1,141 @@
+"""Decision Transformer (Chen et al., 2021): behaviour cloning conditioned on the return to go.
+
+The window of the last ``history`` steps becomes the token sequence
+
+    [w_1 .. w_L,  R_1, s_1, a_1,  R_2, s_2, a_2,  ...,  R_H, s_H, a_H]
+
+(instruction words first, then return-to-go, state and action tokens per step, each step's
+tokens plus its timestep embedding). Under the causal mask the output at state token s_h has
+seen R_1..R_h, s_1..s_h and a_1..a_{h-1}, and predicts a_h; the action tokens are inputs
+only. Training minimises the MSE between tanh(prediction) and the dataset action at every
+valid (non-padding) step, on all data (demonstrations and failures), so the returns-to-go
+tell successes from failures. At evaluation the return to go starts at ``target_return``
+(1.0: success) and is reduced by the rewards received (``RolloutWindows`` keeps it; the
+evaluator passes ``config.target_return`` to it).
+
+Defaults follow the reference implementation (embedding 128, 3 layers, 1 head, dropout 0.1,
+AdamW lr 1e-4, weight decay 1e-4, linear warm-up, batch 64, gradient clip 0.25) with a
+shorter warm-up and context (our episodes are ~100 steps, not 1000). Returns are not
+rescaled: with a sparse {0, 1} reward they are already in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
+from qtbench.nets import CausalTransformer
+
+TOKENS_PER_STEP = 3  # return-to-go, state, action
+STATE_SLOT = 1  # index of the state token within a step
+
+
+@dataclass
+class DTConfig(AlgoConfig):
+    dataset: str = "mixed"
+    history: int = 10  # context length K in steps
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 1000
+    grad_clip: float = 0.25
+    d_model: int = 128
+    n_layers: int = 3
+    n_heads: int = 1
+    dropout: float = 0.1
+    target_return: float = 1.0  # return to go the evaluation rollouts start from
+
+
+class DTModel(nn.Module):
+    """Embeds a window as interleaved (R, s, a) tokens after the instruction words; predicts actions."""
+
+    def __init__(self, spec: EnvSpecInfo, config: DTConfig):
+        super().__init__()
+        d = config.d_model
+        self.word = nn.Embedding(spec.vocab_size, d, padding_idx=0)
+        self.word_pos = nn.Parameter(torch.randn(spec.max_tokens, d) * 0.02)
+        self.timestep = nn.Embedding(spec.max_episode_steps + 1, d)
+        self.ret = nn.Linear(1, d)
+        self.state = nn.Linear(spec.state_dim, d)
+        self.action = nn.Linear(spec.action_dim, d)
+        self.norm = nn.LayerNorm(d)
+        self.drop = nn.Dropout(config.dropout)
+        self.body = CausalTransformer(d, config.n_layers, config.n_heads, config.dropout)
+        self.predict = nn.Linear(d, spec.action_dim)
+        self.max_t = spec.max_episode_steps
+        mean = torch.tensor(spec.state_mean or [0.0] * spec.state_dim, dtype=torch.float32)
+        std = torch.tensor(spec.state_std or [1.0] * spec.state_dim, dtype=torch.float32)
+        self.register_buffer("state_mean", mean)
+        self.register_buffer("state_std", std.clamp_min(1e-3))
+
+    def tokens(self, window: Window) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L + 3H, d) token sequence and its ignore mask (True = padding)."""
+        batch, steps = window.mask.shape
+        time = self.timestep(window.timesteps.clamp(0, self.max_t))
+        states = (window.states - self.state_mean) / self.state_std
+        per_step = torch.stack(
+            [self.ret(window.returns_to_go[..., None]) + time, self.state(states) + time, self.action(window.actions) + time],
+            dim=2,
+        ).reshape(batch, steps * TOKENS_PER_STEP, -1)
+        words = self.word(window.instruction) + self.word_pos[: window.instruction.shape[1]]
+        tokens = self.drop(self.norm(torch.cat([words, per_step], dim=1)))
+        ignore = torch.cat([window.instruction == 0, (~window.mask).repeat_interleave(TOKENS_PER_STEP, dim=1)], dim=1)
+        return tokens, ignore
+
+    def forward(self, window: Window) -> torch.Tensor:
+        """Predicted actions (B, H, A) in (-1, 1), one per step, each read at that step's state token."""
+        tokens, ignore = self.tokens(window)
+        out = self.body(tokens, ignore)
+        words = window.instruction.shape[1]
+        state_out = out[:, words + STATE_SLOT :: TOKENS_PER_STEP]
+        return torch.tanh(self.predict(state_out))
+
+
+class DecisionTransformer:
+    """Return-conditioned sequence model trained by action regression."""
+
+    config_class: ClassVar[type[AlgoConfig]] = DTConfig
+
+    def __init__(self, spec: EnvSpecInfo, config: DTConfig, device: str = "cpu"):
+        self.spec, self.config, self.device = spec, config, torch.device(device)
+        self.model = DTModel(spec, config).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        warmup = max(config.warmup_steps, 1)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min((step + 1) / warmup, 1.0))
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        self.model.train()
+        window = batch.window
+        predicted = self.model(window)
+        valid = window.mask[..., None].to(predicted.dtype)
+        loss = ((predicted - window.actions).square() * valid).sum() / (valid.sum() * predicted.shape[-1]).clamp_min(1.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        values = torch.stack([loss.detach(), grad_norm]).tolist()
+        return {"loss": values[0], "grad_norm": values[1], "lr": self.scheduler.get_last_lr()[0]}
+
+    @torch.no_grad()
+    def act(self, window: Window) -> np.ndarray:
+        self.model.eval()
+        return self.model(window)[:, -1].clamp(-1.0, 1.0).float().cpu().numpy()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
