@@ -21,6 +21,7 @@ GROUP_MODULES = [
     "qtbench.run_cli",
     "qtbench.sweep",
     "qtbench.leaderboard",
+    "qtbench.reproduce",
 ]
 # Targets of `qtbench bench <target>`; each module's register(bench_subparsers) adds one.
 BENCH_MODULES = [

@@ -1,0 +1,296 @@
+"""`qtbench reproduce`: re-run a cell (or re-generate datasets) and say whether the numbers match.
+
+A cell is re-run from its config.json (algorithm, task, seed, steps, profile, the
+algorithm config's differences from today's defaults as overrides, evaluation episodes)
+into a temporary directory. Only the success fields of eval.json are compared (overall,
+per skill and per instruction rates, Wilson bounds, episode and success counts, and the
+number of training steps), never timings or the machine. Verdicts:
+
+- identical: every compared number is equal (expected on CPU: runs are deterministic);
+- within tolerance: every rate differs by at most ``tolerance`` (absolute, default
+  0.05), every success count by at most ``tolerance`` x its episodes, and the episode
+  counts and training steps are equal;
+- different: anything else; the differing numbers are listed.
+
+``--datasets`` re-generates each task's datasets into a temporary
+``MINARI_DATASETS_PATH`` with the profile and seed recorded in their manifests and
+compares the content hashes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from qtbench.errors import QtbenchError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOLERANCE = 0.05
+IDENTICAL, WITHIN, DIFFERENT = "identical", "within tolerance", "different"
+# Fields of eval.json that must match exactly even "within tolerance" (they define the run).
+_EXACT = ("episodes", "train_steps")
+_RATES = ("success_rate", "ci95_lo", "ci95_hi")
+
+
+@dataclass(frozen=True)
+class Difference:
+    field: str
+    original: Any
+    reproduced: Any
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # IDENTICAL, WITHIN or DIFFERENT
+    differences: tuple[Difference, ...]
+    tolerance: float
+
+    @property
+    def identical(self) -> bool:
+        return self.kind == IDENTICAL
+
+
+def success_fields(record: dict[str, Any]) -> dict[str, float | int]:
+    """The compared numbers of an eval.json, flattened to ``path -> value``."""
+    out: dict[str, float | int] = {}
+
+    def add(prefix: str, row: dict[str, Any]) -> None:
+        for key in ("success_rate", "episodes", "successes"):
+            if key in row:
+                out[prefix + key] = row[key]
+        if "ci95" in row:
+            out[prefix + "ci95_lo"], out[prefix + "ci95_hi"] = row["ci95"]
+
+    add("", record)
+    if "train_steps" in record:
+        out["train_steps"] = record["train_steps"]
+    for table in ("per_skill", "per_instruction"):
+        for name, row in sorted(record.get(table, {}).items()):
+            add(f"{table}[{name}].", row)
+    return out
+
+
+def _within(field: str, a: float, b: float, tolerance: float, fields: dict[str, float | int]) -> bool:
+    key = field.rsplit(".", 1)[-1]
+    if key in _EXACT:
+        return a == b
+    if key in _RATES:
+        return abs(a - b) <= tolerance + 1e-12
+    if key == "successes":
+        episodes = fields.get(field[: -len(key)] + "episodes", 0)
+        return abs(a - b) <= tolerance * episodes + 1e-12
+    return a == b
+
+
+def compare(original: dict[str, Any], reproduced: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> Verdict:
+    """Compare the success fields of two eval.json records."""
+    a, b = success_fields(original), success_fields(reproduced)
+    keys = list(a) + [k for k in b if k not in a]
+    differences = tuple(Difference(k, a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k))
+    if not differences:
+        return Verdict(IDENTICAL, (), tolerance)
+    close = all(
+        d.original is not None and d.reproduced is not None and _within(d.field, d.original, d.reproduced, tolerance, a)
+        for d in differences
+    )
+    return Verdict(WITHIN if close else DIFFERENT, differences, tolerance)
+
+
+def format_verdict(verdict: Verdict, limit: int = 40) -> str:
+    from qtbench.report import markdown_table
+
+    rule = (f"tolerance: every rate within {verdict.tolerance:g} (absolute), success counts within "
+            f"{verdict.tolerance:g} x episodes, episodes and train steps equal")
+    lines = [f"verdict: {verdict.kind}", rule]
+    if verdict.differences:
+        rows = [[d.field, d.original, d.reproduced] for d in verdict.differences[:limit]]
+        lines += ["", markdown_table(["field", "original", "reproduced"], rows)]
+        if len(verdict.differences) > limit:
+            lines.append(f"... and {len(verdict.differences) - limit} more differing fields")
+    return "\n".join(lines)
+
+
+# ---- re-running a cell -------------------------------------------------------------------
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise QtbenchError(f"cannot read the {what} {path}: {err}",
+                           "pass a cell directory written by `qtbench run` or `qtbench sweep`") from err
+
+
+def read_cell(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config.json, eval.json) of a finished cell; QtbenchError naming what is missing."""
+    run_dir = Path(run_dir)
+    example = "results/<task>/<algo>/seed<k>/"
+    if not run_dir.is_dir():
+        raise QtbenchError(f"{run_dir} is not a directory", f"pass a cell's results directory, e.g. {example}")
+    if not (run_dir / "config.json").is_file():
+        raise QtbenchError(f"{run_dir} has no config.json: not a cell's results directory",
+                           f"pass a directory like {example} that `qtbench run` or `qtbench sweep` wrote")
+    if not (run_dir / "eval.json").is_file():
+        raise QtbenchError(f"{run_dir} has no eval.json: the run did not finish",
+                           "finish it first (`qtbench run ... --resume` or `qtbench sweep`)")
+    return _read_json(run_dir / "config.json", "config"), _read_json(run_dir / "eval.json", "evaluation record")
+
+
+def _normalise(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def config_overrides(algo: str, algo_config: dict[str, Any]) -> dict[str, object]:
+    """The stored algorithm config's fields that differ from the algorithm's current defaults."""
+    from qtbench.algorithms import algorithm_class
+
+    defaults = dataclasses.asdict(algorithm_class(algo).config_class())
+    overrides: dict[str, object] = {}
+    for key, value in algo_config.items():
+        if key not in defaults:
+            raise QtbenchError(
+                f"the stored config of {algo} has a field {key!r} that the algorithm no longer has",
+                "reproduce with the qtbench version that wrote it (see qtbench_version in config.json)",
+            )
+        if _normalise(defaults[key]) != value:
+            overrides[key] = tuple(value) if isinstance(defaults[key], tuple) else value
+    return overrides
+
+
+def run_spec_from_config(config: dict[str, Any], workdir: Path):
+    """The RunSpec that repeats a stored run, writing into ``workdir``."""
+    from qtbench.train import RunSpec
+
+    extra = {k: config[k] for k in ("device", "log_every", "checkpoint_every") if k in config}
+    return RunSpec(
+        algo=config["algo"],
+        task=config["task"],
+        seed=int(config["seed"]),
+        steps=config.get("steps"),
+        profile=config.get("profile", "default"),
+        results_dir=workdir / "results",
+        checkpoint_dir=workdir / "checkpoints",
+        overrides=config_overrides(config["algo"], config.get("algo_config", {})),
+        eval_episodes_per_instruction=config.get("eval_episodes_per_instruction"),
+        **extra,
+    )
+
+
+def reproduce_cell(
+    run_dir: Path,
+    workdir: Path,
+    tolerance: float = DEFAULT_TOLERANCE,
+    run: Callable[[Any], Path] | None = None,
+) -> tuple[Verdict, Path]:
+    """Re-run the cell in ``run_dir`` into ``workdir``; returns the verdict and the new cell dir."""
+    config, original = read_cell(run_dir)
+    if run is None:
+        from qtbench.train import run_cell as run
+    new_dir = Path(run(run_spec_from_config(config, Path(workdir))))
+    reproduced = json.loads((new_dir / "eval.json").read_text())
+    verdict = compare(original, reproduced, tolerance)
+    # The re-run must have trained the same configuration, or the comparison means nothing.
+    old_cfg = config.get("algo_config", {})
+    new_cfg = json.loads((new_dir / "config.json").read_text()).get("algo_config", {})
+    config_diffs = tuple(
+        Difference(f"config.algo_config.{k}", old_cfg.get(k), new_cfg.get(k))
+        for k in sorted(set(old_cfg) | set(new_cfg)) if old_cfg.get(k) != new_cfg.get(k)
+    )
+    if config_diffs:
+        verdict = Verdict(DIFFERENT, config_diffs + verdict.differences, tolerance)
+    return verdict, new_dir
+
+
+# ---- re-generating datasets --------------------------------------------------------------
+def stored_tasks() -> list[str]:
+    """Tasks that have datasets under the current MINARI_DATASETS_PATH."""
+    from qtbench.data.store import list_datasets, parse_dataset_id
+
+    return sorted({parse_dataset_id(did)[0] for did in list_datasets()})
+
+
+def reproduce_datasets(tasks: list[str], workdir: Path, workers: int = 1) -> Verdict:
+    """Re-generate each task's datasets into ``workdir`` and compare content hashes with the manifests."""
+    from qtbench.data import SPLITS, dataset_id, generate_task
+    from qtbench.data.store import read_manifest, use_datasets_path
+
+    differences = []
+    for task in tasks:
+        stored = {split: read_manifest(dataset_id(task, split)) for split in SPLITS}
+        profile, seed = stored["demos"].get("profile", "default"), int(stored["demos"].get("seed", 0))
+        log.info("re-generating %s (profile %s, seed %d) into %s", task, profile, seed, workdir)
+        with use_datasets_path(Path(workdir) / task):
+            fresh = generate_task(task, profile=profile, seed=seed, workers=workers)
+        for split in SPLITS:
+            for key in ("content_hash", "episodes", "steps"):
+                if stored[split].get(key) != fresh[split].get(key):
+                    differences.append(Difference(f"{dataset_id(task, split)}.{key}",
+                                                  stored[split].get(key), fresh[split].get(key)))
+    return Verdict(DIFFERENT if differences else IDENTICAL, tuple(differences), 0.0)
+
+
+# ---- CLI ---------------------------------------------------------------------------------
+def _workdir(args: argparse.Namespace) -> tempfile.TemporaryDirectory | None:
+    return None if args.workdir else tempfile.TemporaryDirectory(prefix="qtbench-reproduce-")
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.datasets == bool(args.run_dir):
+        raise QtbenchError("give either a cell's results directory or --datasets",
+                           "e.g. `qtbench reproduce results/drawer_open/q_transformer/seed0` "
+                           "or `qtbench reproduce --datasets --task drawer_open`")
+    temp = _workdir(args)
+    workdir = Path(args.workdir or temp.name)
+    try:
+        if args.datasets:
+            tasks = args.task or stored_tasks()
+            if not tasks:
+                raise QtbenchError("no qtbench datasets found to reproduce",
+                                   "generate them first: qtbench data generate --task drawer_open")
+            verdict = reproduce_datasets(tasks, workdir, workers=args.workers)
+            print(f"datasets of {', '.join(tasks)} re-generated into {workdir}; content hashes compared")
+            print(_dataset_verdict(verdict))
+        else:
+            verdict, new_dir = reproduce_cell(Path(args.run_dir), workdir, args.tolerance)
+            print(f"re-ran {args.run_dir} into {new_dir}")
+            print(format_verdict(verdict))
+    finally:
+        if temp is not None:
+            temp.cleanup()
+    return 0 if verdict.identical else 1
+
+
+def _dataset_verdict(verdict: Verdict) -> str:
+    from qtbench.report import markdown_table
+
+    text = f"verdict: {verdict.kind} (content hashes must be equal)"
+    if verdict.differences:
+        rows = [[d.field, d.original, d.reproduced] for d in verdict.differences]
+        text += "\n\n" + markdown_table(["dataset field", "manifest", "re-generated"], rows)
+    return text
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "reproduce",
+        help="re-run a cell (or re-generate datasets) and check the numbers match",
+        description=(
+            "Re-run a cell from its config.json and seed into a temporary directory and compare "
+            "the success fields of eval.json (not timings): identical / within tolerance / "
+            "different. With --datasets, re-generate datasets and compare content hashes with "
+            "their manifests. Exits 1 unless identical."
+        ),
+    )
+    p.add_argument("run_dir", nargs="?", help="a cell's results directory, e.g. results/all/q_transformer/seed0")
+    p.add_argument("--datasets", action="store_true", help="re-generate datasets and compare their hashes")
+    p.add_argument("--task", nargs="+", default=None, help="with --datasets: only these tasks (default: all stored)")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"absolute tolerance on success rates (default {DEFAULT_TOLERANCE})")
+    p.add_argument("--workers", type=int, default=1, help="with --datasets: generation workers")
+    p.add_argument("--workdir", default=None, help="keep the re-run here instead of a temporary directory")
+    p.set_defaults(func=_cmd_reproduce)
