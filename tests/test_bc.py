@@ -1,0 +1,70 @@
+import math
+
+import torch
+from baseline_toys import SPEC, check_protocol, supervised_batch, toy_window
+from torch.nn import functional as F
+
+from qtbench.algorithms import algorithm_class
+from qtbench.baselines.bc import BC, BCConfig, from_bins, to_bins
+
+SMALL = dict(d_model=32, n_layers=1, n_heads=1, dropout=0.0, bins=16)
+
+
+def test_registered_with_reference_defaults():
+    assert algorithm_class("bc") is BC
+    c = BC.config_class()
+    assert (c.dataset, c.filtered, c.bins) == ("demos", False, 256)
+
+
+def test_bin_mapping_by_hand():
+    a = torch.tensor([-1.0, -0.999, 0.0, 0.5, 1.0, 1.7])
+    # 256 bins: bin k has centre -1 + 2k/255; the ends -1 and 1 are exact centres
+    assert to_bins(a, 256).tolist() == [0, 0, 128, 191, 255, 255]  # 0 -> 127.5 rounds to even 128
+    centres = from_bins(torch.tensor([0, 128, 191, 255]), 256)
+    torch.testing.assert_close(centres, torch.tensor([-1.0, 1 / 255, 127 / 255, 1.0]))
+    # round trip within half a bin
+    x = torch.linspace(-1, 1, 1001)
+    assert (from_bins(to_bins(x, 256), 256) - x).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_cross_entropy_targets_are_dataset_bins_with_teacher_forcing():
+    """Each action token's logits are scored against that dimension's dataset bin, and the
+    token for dimension i is conditioned on the dataset bins of dimensions < i."""
+    torch.manual_seed(0)
+    algo = BC(SPEC, BCConfig(history=1, **SMALL))
+    batch = supervised_batch(3, 1, torch.Generator().manual_seed(0))
+    target = to_bins(batch.window.actions[:, -1], 16)
+    logits = algo.policy.logits(batch.window, target[:, :-1])
+    assert logits.shape == (3, 4, 16)
+    expected = F.cross_entropy(logits.reshape(-1, 16), target.reshape(-1)).item()
+    assert math.isclose(algo.update(batch)["loss"], expected, rel_tol=1e-5)
+    # Changing the bin of the last dimension changes no logits; changing dimension 0's bin
+    # changes the logits of dimensions 1.. but not of dimension 0.
+    with torch.no_grad():
+        base = algo.policy.logits(batch.window, target[:, :-1])
+        moved = target[:, :-1].clone()
+        moved[:, 0] = (moved[:, 0] + 5) % 16
+        other = algo.policy.logits(batch.window, moved)
+    torch.testing.assert_close(base[:, 0], other[:, 0])
+    assert not torch.allclose(base[:, 1:], other[:, 1:])
+
+
+def test_protocol_and_bit_exact_resume():
+    config = BCConfig(history=2, d_model=32, n_layers=1, n_heads=2, dropout=0.1, bins=16)
+    check_protocol(lambda: BC(SPEC, config), lambda g: supervised_batch(8, 2, g), history=2)
+
+
+def test_reproduces_a_scripted_policy():
+    """State-dependent first dimension, instruction-dependent (word order!) other dimensions."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    algo = BC(SPEC, BCConfig(history=1, learning_rate=3e-3, **SMALL))
+    first = algo.update(supervised_batch(64, 1, g))["loss"]
+    for _ in range(150):
+        last = algo.update(supervised_batch(64, 1, g))["loss"]
+    assert last < 0.1 * first
+    test = toy_window(256, 1, torch.Generator().manual_seed(7))
+    error = (torch.as_tensor(algo.act(test)) - test.actions[:, -1]).abs()
+    close = error <= 1 / 15 + 1e-6  # within half a bin of the expert (16 bins)
+    assert close[:, 1:].all()  # the instruction-dependent dimensions, always
+    assert close[:, 0].float().mean() > 0.95  # sign(state[0]): only states near 0 may be missed
