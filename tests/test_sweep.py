@@ -144,3 +144,46 @@ def test_cli_rejects_unknown_algo(tmp_path):
     args = parser.parse_args(["sweep", "--algos", "nope", "--results-dir", str(tmp_path)])
     with pytest.raises(QtbenchError, match="unknown algorithm 'nope'"):
         args.func(args)
+
+
+@pytest.fixture(scope="module")
+def small_datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("minari")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MINARI_DATASETS_PATH", str(root))
+    from qtbench.data import ensure_datasets
+
+    ensure_datasets("drawer_open", profile="small", seed=0)
+    yield root
+    mp.undo()
+
+
+def test_end_to_end_real_cells_then_leaderboard_and_reproduce(small_datasets, tmp_path, monkeypatch):
+    """Real run_cell (the tiny test algorithm of test_train) -> leaderboard -> reproduce."""
+    from qtbench import leaderboard, reproduce
+    from qtbench.algorithms import ALGORITHMS
+    from test_train import Tiny
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(small_datasets))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.setitem(ALGORITHMS, "tiny", f"{Tiny.__module__}:Tiny")
+    monkeypatch.setattr(sweep, "ABLATION_ALGO", "tiny")
+    config = _config(tmp_path, algos=["tiny"], seeds=[0, 1], ablations=True, steps=12, profile="small",
+                     eval_episodes_per_instruction=1)
+    outcomes = run_sweep(config, InlineExecutor())
+    status = {str(o.cell): o.status for o in outcomes}
+    # Tiny has no mc_return field: that variant fails with the config error, the rest finish.
+    assert status == {f"{label}/drawer_open/seed{s}": ("failed" if "mc_return" in label else "done")
+                      for label in ("tiny", "tiny+no_conservative", "tiny+no_mc_return", "tiny+n_step3")
+                      for s in (0, 1)}
+    assert "mc_return" in next(o.error for o in outcomes if o.status == "failed")
+
+    files = leaderboard.write_leaderboard(config.results_dir, tmp_path / "benchmarks.md")
+    text = files.benchmarks.read_text()
+    assert "| drawer_open | `tiny+n_step3` |" in text and "| drawer_open | `tiny` |" in text
+    assert "- budget: 12 gradient steps per run (dataset profile small)" in text
+    assert "- evaluation: 3 episodes per run (1 per instruction)" in text
+
+    verdict, _ = reproduce.reproduce_cell(config.results_dir / "ablations" / "tiny+n_step3" / "drawer_open"
+                                          / "tiny" / "seed1", tmp_path / "work")
+    assert verdict.kind == reproduce.IDENTICAL, reproduce.format_verdict(verdict)
