@@ -5,7 +5,8 @@ demonstrations only (``dataset="demos"``); ``dataset="mixed"`` trains on everyth
 ``filtered=True`` keeps only successful episodes of whichever split is chosen (the
 training loop maps it to ``TransitionData.load(..., successful_only=True)``).
 
-Each action dimension is discretised into 256 uniform bins. The action is decoded one
+Each action dimension is discretised into 256 uniform bins, with Q-Transformer's own
+``to_bins``/``bin_centres`` so both act on the same action grid. The action is decoded one
 dimension at a time, each conditioned on the bins already chosen (teacher forcing with the
 dataset bins in training), exactly like Q-Transformer's action tokens. RT-1 itself emits
 the dimensions in parallel; we chose the autoregressive form so that BC and Q-Transformer
@@ -27,6 +28,7 @@ from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.nets import CausalTransformer, ContextTokens
+from qtbench.q_transformer import bin_centres, to_bins
 
 
 @dataclass
@@ -35,20 +37,11 @@ class BCConfig(AlgoConfig):
     filtered: bool = False  # train only on successful episodes of the chosen split
     bins: int = 256
     d_model: int = 128
-    n_layers: int = 3
+    n_layers: int = 2  # backbone sizes: Q-Transformer's defaults
     n_heads: int = 4
-    dropout: float = 0.1
+    dropout: float = 0.1  # RT-1's; demonstrations are few, so BC needs it more than Q-learning
     grad_clip: float = 1.0
-
-
-def to_bins(actions: torch.Tensor, bins: int) -> torch.Tensor:
-    """Actions in [-1, 1] -> bin ids in [0, bins); -1 and 1 are the centres of the end bins."""
-    return torch.round((actions.clamp(-1.0, 1.0) + 1.0) * 0.5 * (bins - 1)).long()
-
-
-def from_bins(ids: torch.Tensor, bins: int) -> torch.Tensor:
-    """Bin ids -> their centres in [-1, 1] (inverse of ``to_bins`` up to half a bin)."""
-    return ids.float() / (bins - 1) * 2.0 - 1.0
+    weight_decay: float = 0.01  # AdamW, as Q-Transformer
 
 
 class AutoregressivePolicy(nn.Module):
@@ -98,7 +91,9 @@ class BC:
     def __init__(self, spec: EnvSpecInfo, config: BCConfig, device: str = "cpu"):
         self.spec, self.config, self.device = spec, config, torch.device(device)
         self.policy = AutoregressivePolicy(spec, config).to(self.device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate)
+        self.optimizer = torch.optim.AdamW(
+            self.policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
 
     def update(self, batch: Batch) -> dict[str, float]:
         self.policy.train()
@@ -116,7 +111,7 @@ class BC:
     @torch.no_grad()
     def act(self, window: Window) -> np.ndarray:
         self.policy.eval()
-        actions = from_bins(self.policy.greedy(window), self.config.bins)
+        actions = bin_centres(self.policy.greedy(window), self.config.bins)
         return actions.clamp(-1.0, 1.0).float().cpu().numpy()
 
     def state_dict(self) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from baseline_toys import SPEC, check_protocol, supervised_batch, toy_window
 from torch.nn import functional as F
 
 from qtbench.algorithms import algorithm_class
-from qtbench.baselines.bc import BC, BCConfig, from_bins, to_bins
+from qtbench.baselines.bc import BC, BCConfig, bin_centres, to_bins
 
 SMALL = dict(d_model=32, n_layers=1, n_heads=1, dropout=0.0, bins=16)
 
@@ -17,14 +17,14 @@ def test_registered_with_reference_defaults():
 
 
 def test_bin_mapping_by_hand():
-    a = torch.tensor([-1.0, -0.999, 0.0, 0.5, 1.0, 1.7])
-    # 256 bins: bin k has centre -1 + 2k/255; the ends -1 and 1 are exact centres
-    assert to_bins(a, 256).tolist() == [0, 0, 128, 191, 255, 255]  # 0 -> 127.5 rounds to even 128
-    centres = from_bins(torch.tensor([0, 128, 191, 255]), 256)
-    torch.testing.assert_close(centres, torch.tensor([-1.0, 1 / 255, 127 / 255, 1.0]))
+    a = torch.tensor([-1.0, -0.999, 0.0, 0.5, 0.999, 1.0, 1.7])
+    # 256 equal-width bins of width 2/256 over [-1, 1]; 1.0 falls in the last bin
+    assert to_bins(a, 256).tolist() == [0, 0, 128, 192, 255, 255, 255]
+    centres = bin_centres(torch.tensor([0, 128, 192, 255]), 256)
+    torch.testing.assert_close(centres, torch.tensor([-1 + 1 / 256, 1 / 256, 0.5 + 1 / 256, 1 - 1 / 256]))
     # round trip within half a bin
     x = torch.linspace(-1, 1, 1001)
-    assert (from_bins(to_bins(x, 256), 256) - x).abs().max() <= 1 / 255 + 1e-6
+    assert (bin_centres(to_bins(x, 256), 256) - x).abs().max() <= 1 / 256 + 1e-6
 
 
 def test_cross_entropy_targets_are_dataset_bins_with_teacher_forcing():
@@ -65,6 +65,6 @@ def test_reproduces_a_scripted_policy():
     assert last < 0.1 * first
     test = toy_window(256, 1, torch.Generator().manual_seed(7))
     error = (torch.as_tensor(algo.act(test)) - test.actions[:, -1]).abs()
-    close = error <= 1 / 15 + 1e-6  # within half a bin of the expert (16 bins)
+    close = error <= 1 / 16 + 1e-6  # within half a bin of the expert (16 bins)
     assert close[:, 1:].all()  # the instruction-dependent dimensions, always
     assert close[:, 0].float().mean() > 0.95  # sign(state[0]): only states near 0 may be missed
