@@ -138,3 +138,49 @@ def test_ensure_datasets(tmp_path, monkeypatch):
         ensure_datasets(TASK, profile="small", seed=0)
     assert "demos-v0" in str(err.value) and "--profile small --seed 0" in str(err.value)
     assert manifest["profile"] == "small"
+
+
+def tiny_bc_checkpoint(directory):
+    """An untrained, tiny BC policy saved the way the training loop saves checkpoints."""
+    import dataclasses
+
+    import torch
+
+    from qtbench import checkpoint
+    from qtbench.algorithms import algorithm_class
+
+    cls = algorithm_class("bc")
+    config = cls.config_class(d_model=16, n_layers=1, n_heads=2, bins=8, history=2)
+    algo = cls(TransitionData.load(TASK, config.dataset).spec_info(), config)
+    checkpoint.save(directory, checkpoint.TrainState(
+        algo="bc", algo_config=dataclasses.asdict(config), step=7, algorithm=algo.state_dict(),
+        sampler_rng={}, torch_rng=torch.get_rng_state(),
+    ))
+    return directory
+
+
+def test_autonomous_policy_from_checkpoint(tmp_path, monkeypatch):
+    """Failures collected by a trained-policy checkpoint through the Algorithm protocol."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    generate_task(TASK, "small", seed=0, progress=False)
+    ckpt_dir = tiny_bc_checkpoint(tmp_path / "ckpt")
+    manifests = generate_task(TASK, "small", seed=0, progress=False, autonomous_policy=ckpt_dir)
+    failures = read_dataset(TASK, "failures")
+    assert len(failures.episodes) == PROFILES["small"].failures_per_instruction * len(instructions_for(TASK))
+    assert all(ep["rewards"].sum() == 0 for ep in failures.episodes)
+    m = manifests["failures"]
+    assert m["autonomous_policy"] == {"algo": "bc", "checkpoint": str(ckpt_dir), "step": 7}
+    assert m["collectors"]["failures"]["collector"] == "checkpoint:bc"
+    assert f"--autonomous-policy {ckpt_dir}" in m["regenerate"]
+    with pytest.raises(QtbenchError, match="no training checkpoint"):
+        generate_task(TASK, "small", seed=0, progress=False, autonomous_policy=tmp_path / "nothing")
+
+
+@pytest.mark.slow
+def test_autonomous_policy_is_deterministic(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    generate_task(TASK, "small", seed=0, progress=False)
+    ckpt_dir = tiny_bc_checkpoint(tmp_path / "ckpt")
+    first = generate_task(TASK, "small", seed=0, progress=False, autonomous_policy=ckpt_dir)
+    again = generate_task(TASK, "small", seed=0, progress=False, autonomous_policy=ckpt_dir)
+    assert again["mixed"]["content_hash"] == first["mixed"]["content_hash"]

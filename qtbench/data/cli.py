@@ -30,6 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--profile", default="default", choices=list(PROFILES), help="dataset size (default: default)")
     gen.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
     gen.add_argument("--workers", type=int, default=1, help="collector processes (default 1)")
+    gen.add_argument(
+        "--autonomous-policy", metavar="CHECKPOINT", default=None,
+        help="collect the failures with a trained qtbench policy (a training checkpoint directory "
+        "or its last.pt; the paper used BC) instead of the scripted autonomous collector; the "
+        "task's datasets the policy was trained on must be present",
+    )
     gen.set_defaults(func=cmd_generate)
 
     lst = sub.add_parser("list", help="list the qtbench datasets present")
@@ -67,7 +73,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     for task in _tasks(args.task):
         start = time.perf_counter()
-        manifests = generate_task(task, args.profile, args.seed, args.workers)
+        manifests = generate_task(
+            task, args.profile, args.seed, args.workers, autonomous_policy=args.autonomous_policy
+        )
         took = time.perf_counter() - start
         for m in manifests.values():
             print(f"{m['dataset_id']}: {m['episodes']} episodes, {m['steps']} steps, {m['content_hash'][:19]}")

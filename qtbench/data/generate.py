@@ -170,11 +170,13 @@ def _code_version() -> str:
 
 
 def _manifest(task: str, split: str, profile: str, seed: int, results: list[UnitResult],
-              episodes: list[dict[str, Any]], max_episode_steps: int) -> dict[str, Any]:
+              episodes: list[dict[str, Any]], max_episode_steps: int,
+              policy: dict[str, Any] | None = None) -> dict[str, Any]:
     prof = get_profile(profile)
+    collectors = dict(COLLECTORS, failures=f"checkpoint:{policy['algo']}") if policy else COLLECTORS
     cells = {}
     for res in results:
-        cell = cells.setdefault(res.unit.split, {"collector": COLLECTORS[res.unit.split], "per_instruction": {}})
+        cell = cells.setdefault(res.unit.split, {"collector": collectors[res.unit.split], "per_instruction": {}})
         cell["per_instruction"][res.unit.instruction] = {
             "kept": len(res.episodes),
             "target": res.unit.target,
@@ -198,8 +200,9 @@ def _manifest(task: str, split: str, profile: str, seed: int, results: list[Unit
         "collectors": cells,
         "discarded_demo_attempts": cells.get("demos", {}).get("discarded", 0),
         "discarded_autonomous_successes": cells.get("failures", {}).get("discarded", 0),
+        "autonomous_policy": policy,
         "max_episode_steps": max_episode_steps,
-        "regenerate": regenerate_command(task, profile, seed),
+        "regenerate": regenerate_command(task, profile, seed, policy and policy["checkpoint"]),
         "code": _code_version(),
         "versions": package_versions(),
         **summarize(episodes),
@@ -209,23 +212,34 @@ def _manifest(task: str, split: str, profile: str, seed: int, results: list[Unit
 DESCRIPTIONS = {
     "demos": "Successful demonstrations (reward 1.0 at the final step, terminated) of the scripted "
     "human-like '{task}' policies, balanced per instruction.",
-    "failures": "Failed episodes (all rewards 0.0) of the erring autonomous collector on '{task}'; "
+    "failures": "Failed episodes (all rewards 0.0) of {collector} on '{task}'; "
     "its successful episodes were discarded, as in the Q-Transformer paper.",
-    "mixed": "Demonstrations followed by failed autonomous episodes on '{task}' (the Q-Transformer "
-    "paper's training data: few successes, many failures).",
+    "mixed": "Demonstrations followed by failed episodes of {collector} on '{task}' (the "
+    "Q-Transformer paper's training data: few successes, many failures).",
 }
-ALGORITHM_NAMES = {
-    "demos": "qtbench.envs.policies 'demo' (scripted, human-like noise)",
-    "failures": "qtbench.envs.policies 'autonomous' (erring scripted collector, successes discarded)",
-    "mixed": "qtbench.envs.policies 'demo' + 'autonomous' (successes discarded)",
-}
+DEMO_COLLECTOR = "qtbench.envs.policies 'demo' (scripted, human-like noise)"
+
+
+def _failure_collector(policy: dict[str, Any] | None) -> str:
+    if policy is None:
+        return "the erring scripted autonomous collector (qtbench.envs.policies 'autonomous')"
+    return f"a trained qtbench {policy['algo']} policy ({policy['checkpoint']}, step {policy['step']})"
+
+
+def _algorithm_name(split: str, policy: dict[str, Any] | None) -> str:
+    """Minari's algorithm_name: which collector produced the split's episodes."""
+    failures = f"{_failure_collector(policy)}, successes discarded"
+    return {"demos": DEMO_COLLECTOR, "failures": failures, "mixed": f"{DEMO_COLLECTOR} + {failures}"}[split]
 
 
 def generate_task(task: str, profile: str = "default", seed: int = 0, workers: int = 1,
-                  progress: bool = True, instructions: int | None = None) -> dict[str, dict[str, Any]]:
+                  progress: bool = True, instructions: int | None = None,
+                  autonomous_policy: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Generate and write ``demos``, ``failures`` and ``mixed`` of one task; returns their manifests.
 
     ``instructions`` limits generation to the task's first instructions (benchmarks only).
+    ``autonomous_policy``: a training checkpoint whose policy collects the failures instead
+    of the scripted autonomous collector (in this process, batched over environments).
     """
     from qtbench.envs import TASKS
 
@@ -233,7 +247,16 @@ def generate_task(task: str, profile: str = "default", seed: int = 0, workers: i
     get_profile(profile)
     units = make_units(task, profile, seed, instructions)
     log.info("generating %s (profile %s, seed %d): %d units on %d worker(s)", task, profile, seed, len(units), workers)
-    results = run_units(units, workers, progress)
+    if autonomous_policy is None:
+        policy_info = None
+        results = run_units(units, workers, progress)
+    else:
+        from qtbench.data.policy_collector import collect_with_policy, load_trained_policy
+
+        policy = load_trained_policy(autonomous_policy, task)  # before any dataset is replaced
+        policy_info = policy.describe()
+        results = run_units([u for u in units if u.split == "demos"], workers, progress)
+        results += collect_with_policy([u for u in units if u.split == "failures"], policy, progress=progress)
     by_split = {
         "demos": [r for r in results if r.unit.split == "demos"],
         "failures": [r for r in results if r.unit.split == "failures"],
@@ -250,13 +273,13 @@ def generate_task(task: str, profile: str = "default", seed: int = 0, workers: i
     manifests = {}
     for split in SPLITS:
         episodes = [ep for res in by_split[split] for ep in res.episodes]
-        manifest = _manifest(task, split, profile, seed, by_split[split], episodes, max_steps)
+        manifest = _manifest(task, split, profile, seed, by_split[split], episodes, max_steps, policy_info)
         metadata = dict(
-            algorithm_name=ALGORITHM_NAMES[split],
+            algorithm_name=_algorithm_name(split, policy_info),
             author=AUTHOR,
             code_permalink=f"{code}: qtbench/data/generate.py",
-            description=DESCRIPTIONS[split].format(task=task)
-            + f" Profile {profile!r}, seed {seed}; regenerate with `{regenerate_command(task, profile, seed)}`.",
+            description=DESCRIPTIONS[split].format(task=task, collector=_failure_collector(policy_info))
+            + f" Profile {profile!r}, seed {seed}; regenerate with `{manifest['regenerate']}`.",
         )
         manifests[split] = write_dataset(ids[split], episodes, TASKS[task], manifest, metadata)
     return manifests

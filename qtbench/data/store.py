@@ -75,13 +75,16 @@ def dataset_dir(dataset_id_: str) -> Path:
     return datasets_root() / dataset_id_
 
 
-def regenerate_command(task: str, profile: str | None = None, seed: int | None = None) -> str:
+def regenerate_command(task: str, profile: str | None = None, seed: int | None = None,
+                       autonomous_policy: str | None = None) -> str:
     """The exact command that rebuilds a task's datasets."""
     cmd = f"qtbench data generate --task {task}"
     if profile is not None:
         cmd += f" --profile {profile}"
     if seed is not None:
         cmd += f" --seed {seed}"
+    if autonomous_policy:
+        cmd += f" --autonomous-policy {autonomous_policy}"
     return cmd
 
 
@@ -119,7 +122,7 @@ def read_manifest(dataset_id_: str) -> dict[str, Any]:
 
 def _broken(dataset_id_: str, manifest: dict[str, Any], why: str) -> QtbenchError:
     task, _ = parse_dataset_id(dataset_id_)
-    cmd = regenerate_command(task, manifest.get("profile", "default"), manifest.get("seed", 0))
+    cmd = manifest.get("regenerate") or regenerate_command(task, manifest.get("profile", "default"), manifest.get("seed", 0))
     return QtbenchError(f"dataset {dataset_id_} is corrupt: {why}", f"regenerate it: {cmd}")
 
 
