@@ -368,7 +368,8 @@ def _wilson(successes: int, episodes: int) -> tuple[float, float]:
 def leaderboard_csv(runs: list[RunRecord]) -> str:
     """Long format: one row per (task, algorithm, column) for the mean over seeds, and one per seed.
 
-    Mean rows carry the t-interval across seeds, seed rows the seed's Wilson interval.
+    Mean rows carry the t-interval across seeds (empty for a single seed), seed rows the
+    seed's Wilson interval.
     """
     header = ["task", "algorithm", "algo", "column", "scope", "seeds", "n_seeds", "mean", "std",
               "ci95_lo", "ci95_hi", "successes", "episodes", "train_steps"]
@@ -378,9 +379,9 @@ def leaderboard_csv(runs: list[RunRecord]) -> str:
     for row in build_rows(runs):
         steps = _joined(r.eval.get("train_steps", "") for r in row.runs)
         for column, agg in row.columns.items():
-            lo, hi = agg.ci95
+            numbers = ["" if math.isnan(v) else v for v in (agg.mean, agg.std, *agg.ci95)]
             writer.writerow([row.task, row.label, row.algo, column, "mean", " ".join(map(str, agg.seeds)), agg.n,
-                             agg.mean, agg.std, lo, hi, "", "", steps])
+                             *numbers, "", "", steps])
         for run in row.runs:
             counts = {OVERALL: (sum(s for s, _ in skill_counts(run.eval).values()), int(run.eval.get("episodes", 0)))}
             if row.task == HEADLINE_TASK:

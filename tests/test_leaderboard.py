@@ -137,6 +137,10 @@ def test_markdown_csv_and_plots(results, tmp_path):
             and r["column"] == "drawer pick and place" and r["scope"] == "mean"]
     assert len(mean) == 1 and float(mean[0]["mean"]) == pytest.approx(0.5)
     assert float(mean[0]["ci95_hi"]) == pytest.approx(0.5 + half, abs=1e-5)
+    single = [r for r in rows if r["task"] == "all" and r["algorithm"] == "bc" and r["column"] == "average"
+              and r["scope"] == "mean"]
+    assert float(single[0]["mean"]) == pytest.approx((6 / 18 + 0 / 6 + 14 / 42) / 3)
+    assert single[0]["std"] == "" and single[0]["ci95_lo"] == ""  # one seed: no spread
     seed_rows = [r for r in rows if r["algorithm"] == "bc" and r["task"] == "drawer_open" and r["scope"] == "seed"]
     assert [(r["seeds"], r["successes"], r["episodes"]) for r in seed_rows] == [
         ("0", "2", "10"), ("1", "4", "10")]
