@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -320,8 +321,8 @@ def ablation_table(rows: list[Row]) -> str:
     return markdown_table(header, body)
 
 
-def render_markdown(runs: list[RunRecord]) -> str:
-    """The benchmarks.md leaderboard section."""
+def render_markdown(runs: list[RunRecord], figures: Iterable[str] = ()) -> str:
+    """The benchmarks.md leaderboard section; ``figures`` are image paths relative to the markdown file."""
     rows = build_rows(runs)
     reference = [r for r in rows if r.label == r.algo]
     headline = [r for r in reference if r.task == HEADLINE_TASK]
@@ -356,6 +357,12 @@ def render_markdown(runs: list[RunRecord]) -> str:
                   "Variants trained with config overrides (result paths `ablations/<variant>/`), "
                   "beside the reference run on the same task.", "",
                   ablation_table(ablations), "", describe_setting(ablations)]
+    figures = list(figures)
+    if figures:
+        parts += ["", "### Figures", "",
+                  "Bars: mean over seeds with the 95% t-interval; black diamonds: the paper's real-robot "
+                  "numbers. Learning curves: training loss per seed from metrics.csv.", ""]
+        parts += [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(parts) + "\n"
 
 
@@ -413,13 +420,14 @@ def write_leaderboard(
     runs = load_runs(results_dir) if results_dir.is_dir() else []
     if not runs:
         raise QtbenchError(f"no results found: no eval.json under {results_dir}/", PRODUCE_HINT)
-    write_section(SECTION, render_markdown(runs), benchmarks)
-    csv_path = atomic_write_text(results_dir / CSV_NAME, leaderboard_csv(runs))
     images: tuple[Path, ...] = ()
     if plots:
         from qtbench.plots import make_plots
 
         images = tuple(make_plots(build_rows(runs), results_dir / PLOTS_DIR))
+    figures = [Path(os.path.relpath(p, Path(benchmarks).resolve().parent)).as_posix() for p in map(Path.resolve, images)]
+    write_section(SECTION, render_markdown(runs, figures), benchmarks)
+    csv_path = atomic_write_text(results_dir / CSV_NAME, leaderboard_csv(runs))
     return LeaderboardFiles(Path(benchmarks), csv_path, images, len(runs))
 
 

@@ -25,29 +25,47 @@ def _pyplot():
     return plt
 
 
-def bar_chart(series: dict[str, dict[str, "Aggregate"]], columns: list[str], path: Path, title: str) -> Path:
-    """Grouped bars: one group per column, one bar per label, success in percent."""
+def bar_chart(
+    series: dict[str, dict[str, "Aggregate"]],
+    columns: list[str],
+    path: Path,
+    title: str,
+    reference: dict[str, dict[str, float]] | None = None,
+) -> Path:
+    """Grouped bars: one group per column, one bar per label, success in percent.
+
+    ``reference`` (label -> column -> percent) is drawn as a marker on the label's bar:
+    the paper's real-robot number for that algorithm.
+    """
     plt = _pyplot()
     labels = list(series)
     width = 0.8 / max(1, len(labels))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(columns) + 2), 4.0))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.6 * len(columns) + 3.5), 4.0))
+    marked = False
     for i, label in enumerate(labels):
-        xs, heights, errors = [], [], [[], []]
+        xs, shown, heights, errors = [], [], [], [[], []]
         for j, column in enumerate(columns):
             agg = series[label].get(column)
             if agg is None or agg.n == 0:
                 continue
             lo, hi = agg.ci95
             xs.append(j + (i - (len(labels) - 1) / 2) * width)
+            shown.append(column)
             heights.append(100 * agg.mean)
             errors[0].append(0.0 if math.isnan(lo) else 100 * (agg.mean - lo))
             errors[1].append(0.0 if math.isnan(hi) else 100 * (hi - agg.mean))
         ax.bar(xs, heights, width, yerr=errors, capsize=3, label=label)
+        ref = (reference or {}).get(label, {})
+        marks = [(x, ref[c]) for x, c in zip(xs, shown) if c in ref]
+        if marks:
+            ax.scatter(*zip(*marks), marker="D", color="black", s=18, zorder=3,
+                       label=None if marked else "paper (real robot)")
+            marked = True
     ax.set_xticks(range(len(columns)), [c.replace(" ", "\n", 1) if len(c) > 14 else c for c in columns])
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(0, 105)
     ax.set_title(title)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -98,13 +116,14 @@ def learning_curves(curves: dict[str, dict[int, Path]], path: Path, title: str) 
 def make_plots(rows: list["Row"], out_dir: Path) -> list[Path]:
     """All leaderboard figures for these rows; returns the files written."""
     from qtbench.leaderboard import HEADLINE_TASK, OVERALL, SINGLE_TASKS
-    from qtbench.paper import PAPER_COLUMNS
+    from qtbench.paper import PAPER_COLUMNS, PAPER_RESULTS
 
     written = []
     headline = {r.label: r.columns for r in rows if r.task == HEADLINE_TASK and r.label == r.algo}
     if headline:
+        paper = {ours: dict(zip(PAPER_COLUMNS, values)) for ours, values in PAPER_RESULTS.values()}
         written.append(bar_chart(headline, list(PAPER_COLUMNS), out_dir / "categories_all.png",
-                                 "multi-task models (task all): success per paper category"))
+                                 "multi-task models (task all): success per paper category", reference=paper))
     single = [r for r in rows if r.task != HEADLINE_TASK and r.label == r.algo]
     if single:
         tasks = [t for t in SINGLE_TASKS if any(r.task == t for r in single)]

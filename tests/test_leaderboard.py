@@ -150,6 +150,7 @@ def test_markdown_csv_and_plots(results, tmp_path):
     assert names == ["categories_all.png", "learning_curves_all.png", "learning_curves_drawer_open.png", "tasks.png"]
     for p in files.plots:
         assert p.parent == results / "plots" and p.stat().st_size > 1000
+    assert "![categories_all](results/plots/categories_all.png)" in text  # linked from benchmarks.md
 
 
 def test_empty_results_dir_says_what_to_run(tmp_path):
