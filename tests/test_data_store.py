@@ -166,6 +166,14 @@ def test_failed_write_leaves_nothing(root, monkeypatch):
     assert not [p for p in root.iterdir() if p.name.startswith(".qtbench")]
 
 
+def test_abandoned_staging_is_cleaned(root):
+    write_toy()
+    dead = root / ".qtbench-staging-999999999-x"  # no process has this id
+    (dead / "qtbench").mkdir(parents=True)
+    write_toy()
+    assert not dead.exists()
+
+
 def test_d4rl_export_respects_episode_boundaries(root, tmp_path):
     write_toy()
     out = tmp_path / "toy.npz"

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise QtbenchError(f"--fraction must be in (0, 1], got {args.fraction}", "e.g. --fraction 0.25")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     rows, total_measured, total_full = [], 0.0, 0.0
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="qtbench-bench-data-") as root, use_datasets_path(root):
         for task in tasks:
             n = len(instructions_for(task))
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         "measured on every instruction"
         if args.fraction >= 1
         else f"measured on the first {args.fraction:.0%} of each task's instructions; the last column "
-        "scales that time by (instructions / instructions measured), an extrapolation, not a measurement"
+        "scales that time by (instructions / instructions measured), an extrapolation, not a measurement "
+        "(fixed costs such as starting the worker processes are scaled too, so it overstates)"
     )
     body = "\n".join([
         "## Dataset generation (`qtbench bench data`)",
@@ -71,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         "Time includes collecting, writing the three Minari datasets (demos, failures, mixed) "
         "and reading them back to verify their hashes. Steps/s counts kept (mixed) steps; "
         "discarded episodes are collected too but not counted in it.",
-        f"Machine: {machine_description()}.",
+        f"Machine: {machine_description()}; 1-minute load average {load_before:.1f} before and "
+        f"{os.getloadavg()[0]:.1f} after the run (other processes share the cores when it exceeds the core count).",
         "",
         markdown_table(
             ["task", "instructions", "episodes (mixed)", "steps (mixed)", "discarded", "seconds measured",

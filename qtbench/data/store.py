@@ -192,6 +192,24 @@ def list_datasets() -> list[str]:
 
 
 # ---- writing ---------------------------------------------------------------------------
+STAGING_PREFIX = ".qtbench-staging-"
+
+
+def _remove_abandoned_staging(root: Path) -> None:
+    """Delete staging folders left by writer processes that no longer exist (killed runs)."""
+    for path in root.glob(f"{STAGING_PREFIX}*"):
+        pid = path.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            log.info("removing %s, left by a killed writer", path)
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:  # alive, owned by someone else
+            pass
+
+
 @contextlib.contextmanager
 def use_datasets_path(path: str | Path) -> Iterator[None]:
     """Point Minari at ``path`` for the duration (Minari reads the variable at each call)."""
@@ -256,7 +274,8 @@ def write_dataset(
     root = datasets_root()
     final = root / dataset_id_
     manifest = dict(manifest, dataset_id=dataset_id_, episodes=len(episodes), content_hash=content_hash(episodes))
-    staging = Path(tempfile.mkdtemp(prefix=".qtbench-staging-", dir=root))
+    _remove_abandoned_staging(root)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=root))
     try:
         with use_datasets_path(staging), warnings.catch_warnings():
             # qtbench publishes no contact address; Minari warns about every missing field.
