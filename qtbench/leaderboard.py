@@ -132,13 +132,27 @@ class RunRecord:
     config: dict[str, Any]
 
 
-def _label_from_path(run_dir: Path, results_dir: Path, algo: str) -> str:
-    from qtbench.sweep import ABLATIONS_DIR
+def run_label_of(run_dir: Path, results_dir: Path, algo: str, config: dict[str, Any]) -> str:
+    """The row label of a run: its ``ablations/<label>/`` folder, or else algo plus the
+    differences of its stored algorithm config from the current defaults.
+
+    The second rule keeps a run made with overrides outside the sweep's ablation paths
+    (e.g. ``qtbench run --no-conservative``) out of the reference rows.
+    """
+    from qtbench.reproduce import config_overrides
+    from qtbench.sweep import ABLATIONS_DIR, run_label
 
     parts = run_dir.relative_to(results_dir).parts
     if len(parts) >= 5 and parts[0] == ABLATIONS_DIR:
         return parts[1]
-    return algo
+    try:
+        overrides = config_overrides(algo, config.get("algo_config", {}))
+    except QtbenchError as err:
+        log.warning("%s: cannot compare its config with %s's defaults (%s)", run_dir, algo, err.problem)
+        return algo
+    if overrides:
+        log.warning("%s was trained with non-default settings %s: listed as a variant", run_dir, overrides)
+    return run_label(algo, overrides)
 
 
 def load_runs(results_dir: Path) -> list[RunRecord]:
@@ -153,7 +167,7 @@ def load_runs(results_dir: Path) -> list[RunRecord]:
             continue
         config_path = path.parent / "config.json"
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-        label = _label_from_path(path.parent, Path(results_dir), algo)
+        label = run_label_of(path.parent, Path(results_dir), algo, config)
         runs.append(RunRecord(path.parent, task, algo, label, seed, record, config))
     return runs
 

@@ -113,6 +113,19 @@ def test_rows_labels_and_seeds(results):
     assert bc.mean == pytest.approx(0.3) and bc.std == pytest.approx(math.sqrt(0.02))
 
 
+def test_run_with_overrides_outside_ablation_paths_is_a_variant(tmp_path):
+    from dataclasses import asdict
+
+    from qtbench.q_transformer import QTransformerConfig
+
+    root = tmp_path / "results"
+    cell = write_cell(root, "q_transformer", "pick_place", 0, {"pick_place": (1, 2)})
+    config = json.loads((cell / "config.json").read_text())
+    config["algo_config"] = json.loads(json.dumps(asdict(QTransformerConfig(n_step=3))))
+    (cell / "config.json").write_text(json.dumps(config))
+    assert [r.label for r in lb.load_runs(root)] == ["q_transformer+n_step3"]
+
+
 def test_markdown_csv_and_plots(results, tmp_path):
     bench = tmp_path / "benchmarks.md"
     bench.write_text("# qtbench benchmarks\n\n<!-- qtbench:env -->\nkeep me\n<!-- /qtbench:env -->\n")
