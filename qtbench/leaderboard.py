@@ -267,8 +267,10 @@ def describe_setting(rows: list[Row]) -> str:
     per_instruction = _joined(r.config.get("eval_episodes_per_instruction", "?") for r in runs)
     train_seconds = [r.eval["train_seconds"] for r in runs if "train_seconds" in r.eval]
     mean_train = f"{sum(train_seconds) / len(train_seconds) / 60:.1f} min" if train_seconds else "?"
+    reference = all(r.eval.get("train_steps") == r.config.get("default_steps", -1) for r in runs)
     lines = [
-        f"- budget: {budget} gradient steps per run (dataset profile {_joined(r.eval.get('profile', '?') for r in runs)})",
+        f"- budget: {budget} gradient steps per run{' (the reference budget)' if reference else ''} "
+        f"(dataset profile {_joined(r.eval.get('profile', '?') for r in runs)})",
         f"- seeds: {_joined(r.seed for r in runs)} ({_joined(len(row.runs) for row in rows)} per row)",
         f"- evaluation: {_joined(r.eval.get('episodes', '?') for r in runs)} episodes per run "
         f"({per_instruction} per instruction)",

@@ -143,6 +143,7 @@ class CellOutcome:
     seconds: float = 0.0
     error: str | None = None
     success_rate: float | None = None
+    traceback: str | None = None  # for unexpected exceptions (not for QtbenchError)
 
 
 def _read_success(cell_dir: Path) -> float | None:
@@ -166,9 +167,9 @@ def execute(job: CellJob, cell_fn: CellFn = run_job) -> CellOutcome:
     except BaseException as err:  # noqa: BLE001 - reported, the sweep goes on
         if isinstance(err, KeyboardInterrupt):
             raise
-        log.debug("cell %s failed:\n%s", job.cell, traceback.format_exc())
         message = f"{type(err).__name__}: {err}"
-        return CellOutcome(job.cell, "failed", time.perf_counter() - start, error=message)
+        trace = None if isinstance(err, QtbenchError) else traceback.format_exc()
+        return CellOutcome(job.cell, "failed", time.perf_counter() - start, error=message, traceback=trace)
     return CellOutcome(job.cell, "done", time.perf_counter() - start, success_rate=_read_success(cell_dir))
 
 
@@ -393,7 +394,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(format_outcomes(outcomes))
     failed = [o for o in outcomes if o.status == "failed"]
     for o in failed:
-        print(f"\nFAILED {o.cell}: {o.error}")
+        print(f"\nFAILED {o.cell}: {o.error}" + (f"\n{o.traceback}" if o.traceback else ""))
     return 1 if failed else 0
 
 

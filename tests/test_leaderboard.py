@@ -33,7 +33,8 @@ def write_cell(root: Path, algo: str, task: str, seed: int, skills: dict[str, tu
     }
     (out / "eval.json").write_text(json.dumps(record))
     (out / "config.json").write_text(json.dumps({"algo": algo, "task": task, "seed": seed, "steps": steps,
-                                                 "eval_episodes_per_instruction": 1, "algo_config": {}}))
+                                                 "default_steps": 1000, "eval_episodes_per_instruction": 1,
+                                                 "algo_config": {}}))
     (out / "metrics.csv").write_text("step,wall_seconds,loss\n50,1.0,0.9\n100,2.0,0.5\n150,3.0,0.4\n")
     return out
 
@@ -141,7 +142,7 @@ def test_markdown_csv_and_plots(results, tmp_path):
     assert "| `bc` | 30.0 ± 14.1 [0.0, 100.0] |" in text  # 2 seeds: t(1) = 12.706, interval clipped
     assert "| drawer_open | `q_transformer+no_conservative` | 40.0 ± 14.1" in text  # ablation table
     assert "| drawer_open | `q_transformer` | 80.0 ± 14.1" in text
-    assert "- budget: 1000 gradient steps per run" in text and "- machine: test box" in text
+    assert "- budget: 1000 gradient steps per run (the reference budget) (dataset profile default)" in text and "- machine: test box" in text
     assert "- seeds: 0, 1, 2 (1, 3 per row)" in text
     assert "- budget: q_transformer 1000; q_transformer+no_conservative 500 gradient steps" in text
 

@@ -108,6 +108,7 @@ def test_failing_cell_is_reported_and_others_continue(tmp_path, capsys):
     outcomes = run_sweep(config, InlineExecutor(), stub_cell, prepare=no_prepare)
     assert [o.status for o in outcomes] == ["failed", "done"]
     assert outcomes[0].error == "RuntimeError: stub failure for seed 3"
+    assert 'raise RuntimeError(f"stub failure' in outcomes[0].traceback  # where it failed
     table = sweep.format_outcomes(outcomes)
     assert "stub failure for seed 3" in table and "1 done, 0 skipped, 1 failed" in table
 
@@ -176,7 +177,8 @@ def test_end_to_end_real_cells_then_leaderboard_and_reproduce(small_datasets, tm
     assert status == {f"{label}/drawer_open/seed{s}": ("failed" if "mc_return" in label else "done")
                       for label in ("tiny", "tiny+no_conservative", "tiny+no_mc_return", "tiny+n_step3")
                       for s in (0, 1)}
-    assert "mc_return" in next(o.error for o in outcomes if o.status == "failed")
+    failed = next(o for o in outcomes if o.status == "failed")
+    assert "mc_return" in failed.error and failed.traceback is None  # a QtbenchError: its message says it all
 
     files = leaderboard.write_leaderboard(config.results_dir, tmp_path / "benchmarks.md")
     text = files.benchmarks.read_text()
