@@ -184,3 +184,21 @@ def test_autonomous_policy_is_deterministic(tmp_path, monkeypatch):
     first = generate_task(TASK, "small", seed=0, progress=False, autonomous_policy=ckpt_dir)
     again = generate_task(TASK, "small", seed=0, progress=False, autonomous_policy=ckpt_dir)
     assert again["mixed"]["content_hash"] == first["mixed"]["content_hash"]
+
+
+def test_units_and_seed_scheme():
+    from qtbench.data.generate import make_units
+    from qtbench.data.profiles import episode_seed
+
+    units = make_units("all", "default", 0, instructions=4)
+    texts = [u.instruction for u in units if u.split == "demos"]
+    every = [ins.text for ins in instructions_for("all")]
+    assert texts == [every[0], every[16], every[33], every[49]]
+    assert [u.target for u in units] == [20] * 4 + [40] * 4
+    assert len(make_units(TASK, "large", 0)) == 2 * len(instructions_for(TASK))
+    a = episode_seed(TASK, "small", 0, "demos", every[0], 0)
+    assert a == episode_seed(TASK, "small", 0, "demos", every[0], 0)
+    assert a != episode_seed(TASK, "small", 0, "demos", every[0], 1)
+    assert a != episode_seed(TASK, "small", 1, "demos", every[0], 0)
+    with pytest.raises(QtbenchError, match="use one of"):
+        make_units(TASK, "huge", 0)

@@ -1,8 +1,8 @@
 """`qtbench bench data`: how long generating the datasets takes, written to benchmarks.md.
 
 Datasets are generated into a temporary Minari folder (nothing of the user's is touched).
-With ``--fraction f < 1`` only the first ceil(f * n) instructions of each task are
-generated and the time is scaled by n / ceil(f * n); the table says so in that case.
+With ``--fraction f < 1`` only ceil(f * n) of each task's n instructions (spread evenly
+over its list, so every skill of the multi-task list is sampled) are generated and the time is scaled by n / ceil(f * n); the table says so in that case.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     note = (
         "measured on every instruction"
         if args.fraction >= 1
-        else f"measured on the first {args.fraction:.0%} of each task's instructions; the last column "
+        else f"measured on {args.fraction:.0%} of each task's instructions (spread evenly over its list); the last column "
         "scales that time by (instructions / instructions measured), an extrapolation, not a measurement "
         "(fixed costs such as starting the worker processes are scaled too, so it overstates)"
     )

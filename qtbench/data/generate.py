@@ -123,11 +123,14 @@ def collect_unit(unit: Unit) -> UnitResult:
 
 
 def make_units(task: str, profile: str, seed: int, instructions: int | None = None) -> list[Unit]:
-    """Units of every instruction of ``task`` (only the first ``instructions`` if given)."""
+    """Units of every instruction of ``task``, or of ``instructions`` of them spread evenly
+    over its list (so a sample of the multi-task list covers every skill)."""
     from qtbench.envs.instructions import instructions_for
 
     prof = get_profile(profile)
-    chosen = instructions_for(task)[:instructions]
+    chosen = instructions_for(task)
+    if instructions is not None and instructions < len(chosen):
+        chosen = tuple(chosen[i * len(chosen) // instructions] for i in range(instructions))
     targets = {"demos": prof.demos_per_instruction, "failures": prof.failures_per_instruction}
     return [
         Unit(task, profile, seed, split, ins.text, targets[split], targets[split] * prof.max_attempts_per_episode)
@@ -237,7 +240,8 @@ def generate_task(task: str, profile: str = "default", seed: int = 0, workers: i
                   autonomous_policy: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Generate and write ``demos``, ``failures`` and ``mixed`` of one task; returns their manifests.
 
-    ``instructions`` limits generation to the task's first instructions (benchmarks only).
+    ``instructions`` limits generation to that many of the task's instructions, spread
+    evenly over its list (benchmarks only).
     ``autonomous_policy``: a training checkpoint whose policy collects the failures instead
     of the scripted autonomous collector (in this process, batched over environments).
     """
