@@ -256,6 +256,10 @@ def _joined(values: Iterable[object]) -> str:
     return ", ".join(str(v) for v in sorted(set(values), key=str))
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def describe_setting(rows: list[Row]) -> str:
     """Machine, budget, seeds and episodes of the runs behind a table, stated beside it."""
     runs = [r for row in rows for r in row.runs]
@@ -266,7 +270,7 @@ def describe_setting(rows: list[Row]) -> str:
     )
     per_instruction = _joined(r.config.get("eval_episodes_per_instruction", "?") for r in runs)
     train_seconds = [r.eval["train_seconds"] for r in runs if "train_seconds" in r.eval]
-    mean_train = f"{sum(train_seconds) / len(train_seconds) / 60:.1f} min" if train_seconds else "?"
+    mean_train = _duration(sum(train_seconds) / len(train_seconds)) if train_seconds else "?"
     reference = all(r.eval.get("train_steps") == r.config.get("default_steps", -1) for r in runs)
     lines = [
         f"- budget: {budget} gradient steps per run{' (the reference budget)' if reference else ''} "

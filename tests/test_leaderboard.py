@@ -144,6 +144,7 @@ def test_markdown_csv_and_plots(results, tmp_path):
     assert "| drawer_open | `q_transformer` | 80.0 ± 14.1" in text
     assert "- budget: 1000 gradient steps per run (the reference budget) (dataset profile default)" in text and "- machine: test box" in text
     assert "- seeds: 0, 1, 2 (1, 3 per row)" in text
+    assert "- mean training time per run: 2.0 min" in text  # 120 s each
     assert "- budget: q_transformer 1000; q_transformer+no_conservative 500 gradient steps" in text
 
     rows = list(csv.DictReader(files.csv.open()))
