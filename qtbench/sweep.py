@@ -84,6 +84,10 @@ class Cell:
         root = run_root(results_dir, self.algo, dict(self.overrides))
         return root / self.task / self.algo / f"seed{self.seed}"
 
+    def checkpoint_dir(self, checkpoint_dir: Path) -> Path:
+        root = run_root(checkpoint_dir, self.algo, dict(self.overrides))
+        return root / self.task / self.algo / f"seed{self.seed}"
+
     def __str__(self) -> str:
         return f"{self.label}/{self.task}/seed{self.seed}"
 
@@ -334,6 +338,32 @@ def run_sweep(
     return [outcomes[cell] for cell in plan(config)]
 
 
+def plan_status(config: SweepConfig) -> list[tuple[Cell, str]]:
+    """What a sweep would do with each cell: skip it, resume it from its checkpoint, or run it."""
+    from qtbench.checkpoint import checkpoint_path
+
+    out = []
+    for cell in plan(config):
+        if config.force:
+            state = "run from scratch (--force)"
+        elif (cell.results_dir(config.results_dir) / "eval.json").is_file():
+            state = "finished: skip"
+        elif checkpoint_path(cell.checkpoint_dir(config.checkpoint_dir)).is_file():
+            state = "resume from checkpoint"
+        else:
+            state = "run"
+        out.append((cell, state))
+    return out
+
+
+def format_plan(status: list[tuple[Cell, str]]) -> str:
+    from qtbench.report import markdown_table
+
+    rows = [[c.label, c.task, c.seed, state] for c, state in status]
+    todo = sum(not state.startswith("finished") for _, state in status)
+    return markdown_table(["algorithm", "task", "seed", "plan"], rows) + f"\n\n{len(status)} cells, {todo} to run"
+
+
 def format_outcomes(outcomes: list[CellOutcome]) -> str:
     """The final status table (markdown, readable in a terminal)."""
     from qtbench.report import markdown_table
@@ -382,6 +412,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     _validate(config)
+    if args.dry_run:
+        print(format_plan(plan_status(config)))
+        return 0
     if args.executor == "ray":
         executor: Executor = RayExecutor(address=args.address, cpus_per_task=args.cpus_per_task)
         threads = max(1, int(args.cpus_per_task))
@@ -426,4 +459,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--results-dir", default="results")
     p.add_argument("--checkpoint-dir", default="checkpoints")
     p.add_argument("--force", action="store_true", help="re-run finished cells and ignore checkpoints")
+    p.add_argument("--dry-run", action="store_true", help="list each cell and what the sweep would do; run nothing")
     p.set_defaults(func=_cmd_sweep)

@@ -78,6 +78,13 @@ def test_skip_resume_force_and_prepare_once(tmp_path):
     done.mkdir(parents=True)
     (done / "eval.json").write_text(json.dumps({"success_rate": 0.5}))
 
+    ckpt = Cell("bc", "drawer_open", 0).checkpoint_dir(config.checkpoint_dir)
+    ckpt.mkdir(parents=True)
+    (ckpt / "last.pt").write_bytes(b"")
+    assert [state for _, state in sweep.plan_status(config)] == [
+        "run", "run", "resume from checkpoint", "finished: skip"]
+    assert "4 cells, 3 to run" in sweep.format_plan(sweep.plan_status(config))
+
     outcomes = run_sweep(config, InlineExecutor(), stub_cell, prepare=lambda *a: prepared.append(a))
     status = {str(o.cell): o.status for o in outcomes}
     assert status == {
@@ -189,3 +196,16 @@ def test_end_to_end_real_cells_then_leaderboard_and_reproduce(small_datasets, tm
     verdict, _ = reproduce.reproduce_cell(config.results_dir / "ablations" / "tiny+n_step3" / "drawer_open"
                                           / "tiny" / "seed1", tmp_path / "work")
     assert verdict.kind == reproduce.IDENTICAL, reproduce.format_verdict(verdict)
+
+
+def test_cli_dry_run_lists_the_plan(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    sweep.register(parser.add_subparsers())
+    args = parser.parse_args(["sweep", "--algos", "q_transformer", "--tasks", "drawer_open", "--seeds", "0", "1",
+                              "--ablations", "--results-dir", str(tmp_path), "--dry-run"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "| q_transformer+no_mc_return | drawer_open | 1 | run |" in out and "8 cells, 8 to run" in out
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing written
