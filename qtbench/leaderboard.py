@@ -4,8 +4,9 @@ The headline follows the paper's protocol: one multi-task model per algorithm tr
 on task ``all``, success reported per paper category (a category pools the evaluation
 episodes of its skills, see ``CATEGORIES``) and their average (the mean of the three
 category rates, as in the paper's table). Single-skill runs form a second table, and
-Q-Transformer runs with config overrides (``ablations/<label>/`` result paths, see
-``qtbench.sweep.run_label``) an ablation table.
+runs with config overrides an ablation table: those under ``ablations/<label>/`` (the
+sweep's paths, see ``qtbench.sweep.run_label``) and any run whose stored algorithm
+config differs from the current defaults.
 
 Across seeds we report mean, sample standard deviation and a 95% t-interval of the
 mean (n - 1 degrees of freedom); each seed's own binomial uncertainty is its Wilson

@@ -168,9 +168,7 @@ def execute(job: CellJob, cell_fn: CellFn = run_job) -> CellOutcome:
 
         torch.set_num_threads(job.torch_threads)
         cell_dir = Path(cell_fn(job))
-    except BaseException as err:  # noqa: BLE001 - reported, the sweep goes on
-        if isinstance(err, KeyboardInterrupt):
-            raise
+    except Exception as err:  # reported in the outcome; the sweep goes on (Ctrl-C still stops it)
         message = f"{type(err).__name__}: {err}"
         trace = None if isinstance(err, QtbenchError) else traceback.format_exc()
         return CellOutcome(job.cell, "failed", time.perf_counter() - start, error=message, traceback=trace)
