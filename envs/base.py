@@ -40,7 +40,7 @@ class ManipulationEnv(gym.Env):
         render_mode: str | None = None,
         frame_skip: int = 20,
         timestep: float = 0.005,
-        max_displacement: float = 0.04,
+        max_displacement: float = 0.05,
         horizons: dict[str, int] | None = None,
         reset_noise: float = 0.03,
         image_size: tuple[int, int] = (96, 96),

@@ -9,7 +9,7 @@ from qtbench.envs.scene import Scene, sample_counter_positions
 from qtbench.envs.skill import Skill
 
 OPEN_THRESHOLD = 0.15  # m of drawer travel (of 0.2)
-CLOSED_MAX = 0.015  # drawers start at most this far open
+CLOSED_MAX = 0.01  # drawers start at most this far open
 
 
 def place_all_on_counter(scene: Scene, rng: np.random.Generator, objects=OBJECTS) -> None:

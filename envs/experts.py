@@ -16,6 +16,7 @@ import numpy as np
 
 from qtbench.envs import layout
 from qtbench.envs.instructions import OBJECTS, Instruction
+from qtbench.envs.move_near import NEAR
 from qtbench.envs.scene import (
     CABINET_FACE_Y,
     COUNTER_HIGH,
@@ -23,7 +24,10 @@ from qtbench.envs.scene import (
     COUNTER_TOP,
     DRAWER_FRONT_HEIGHT,
     DRAWER_INNER_LOW,
+    FOOTPRINT,
     REST_HEIGHT,
+    WORKSPACE_HIGH,
+    WORKSPACE_LOW,
     in_keep_out,
 )
 
@@ -32,6 +36,7 @@ REACH_TOL = 0.012
 PHASE_TIMEOUT = 15  # a reach phase that has not converged after this many steps moves on
 GRIP_STEPS = 2  # steps to let the fingers close or open
 CARRY_CLEARANCE = 0.05
+KNOB_REACH = 0.032  # knob half-length (0.02) + finger half-thickness (0.012)
 
 
 @dataclass
@@ -43,6 +48,7 @@ class Perturb:
     close_early: int = 0  # close the gripper this many steps before the grasp point is reached
     release_at: int | None = None  # transport step at which the object is dropped (an error)
     pull_short: float = 0.0  # m of drawer travel left undone
+    retries: int = 2  # how often a lost grasp is noticed and the pick started over
 
 
 @dataclass
@@ -53,6 +59,11 @@ class Phase:
     done: Callable[[np.ndarray, np.ndarray, int], bool]  # (state, target, steps in phase)
 
 
+def reachable(target: np.ndarray) -> np.ndarray:
+    """The target clipped to the gripper's workspace (a plan never aims outside it)."""
+    return np.clip(target, WORKSPACE_LOW, WORKSPACE_HIGH)
+
+
 def reached(tol: float = REACH_TOL, timeout: int = PHASE_TIMEOUT):
     return lambda s, t, n: bool(np.linalg.norm(layout.gripper_pos(s) - t) < tol) or n >= timeout
 
@@ -61,17 +72,32 @@ def waited(steps: int = GRIP_STEPS):
     return lambda s, t, n: n >= steps
 
 
+def opened(width: float = 0.08, timeout: int = 4):
+    return lambda s, t, n: bool(layout.finger_opening(s) > width) or n >= timeout
+
+
 def fixed(point: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     point = np.array(point, dtype=np.float64)
     return lambda s: point
 
 
+@dataclass(frozen=True)
+class Retry:
+    """Start the plan over when ``ok(state)`` fails during one of ``phases`` (a lost grasp)."""
+
+    ok: Callable[[np.ndarray], bool]
+    phases: tuple[str, ...]
+    limit: int
+
+
 class Plan:
     """Runs phases in order; ``act`` returns the action toward the current phase's target."""
 
-    def __init__(self, phases: list[Phase], max_displacement: float):
+    def __init__(self, phases: list[Phase], max_displacement: float, retry: Retry | None = None):
         self.phases = phases
         self.max_displacement = max_displacement
+        self.retry = retry
+        self.retries = 0
         self.index = 0
         self.steps_in_phase = 0
 
@@ -81,13 +107,17 @@ class Plan:
 
     def target(self, state: np.ndarray) -> tuple[np.ndarray, float]:
         """Advance past completed phases; the current target point and gripper command."""
+        r = self.retry
+        if r and self.retries < r.limit and self.phase.name in r.phases and not r.ok(state):
+            self.retries += 1
+            self.index, self.steps_in_phase = 0, 0
         while self.index < len(self.phases) - 1:
             phase = self.phases[self.index]
-            if not phase.done(state, phase.target(state), self.steps_in_phase):
+            if not phase.done(state, reachable(phase.target(state)), self.steps_in_phase):
                 break
             self.index += 1
             self.steps_in_phase = 0
-        return self.phase.target(state), self.phase.grip
+        return reachable(self.phase.target(state)), self.phase.grip
 
     def act(self, state: np.ndarray, speed: float = 1.0) -> np.ndarray:
         target, grip = self.target(state)
@@ -107,29 +137,35 @@ def grasp_height(state: np.ndarray, obj: str) -> float:
     return max(surface + 0.005, z - 0.012)
 
 
+FINGER_SWEEP = (0.075, 0.015)  # half extent (x, y) of the region the opening fingers sweep
+
+
 def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float | None = None) -> np.ndarray:
-    """A free counter point for ``moving``: on a ring of ``radius`` around ``near`` (or, with
-    no radius, the free grid point closest to ``near``), as far from other objects as needed."""
-    others = [layout.object_pos(state, o)[:2] for o in OBJECTS if o != moving]
+    """A free counter point to put ``moving`` down: on a ring of ``radius`` around ``near`` or,
+    with no radius, the free grid point closest to ``near``. Free = clear of every other
+    object's footprint and of the region the fingers sweep when they open (along x)."""
     if radius is None:
         xs, ys = np.meshgrid(np.linspace(COUNTER_LOW[0], COUNTER_HIGH[0], 15), np.linspace(COUNTER_LOW[1], -0.21, 6))
         cands = np.stack([xs.ravel(), ys.ravel()], 1)
+        ok = np.array([not in_keep_out(c) for c in cands])
     else:
         ang = np.linspace(0, 2 * np.pi, 24, endpoint=False)
         cands = near + radius * np.stack([np.cos(ang), np.sin(ang)], 1)
-    ok = np.all((cands >= COUNTER_LOW) & (cands <= COUNTER_HIGH), axis=1)
-    if radius is None:
-        ok &= np.array([not in_keep_out(c) for c in cands])
-    clearance = np.min(np.linalg.norm(cands[:, None] - np.array(others)[None], axis=2), axis=1)
-    if radius is not None:  # the target itself sits at the ring's centre: ignore it here
-        others_far = [o for o in others if np.linalg.norm(o - near) > 1e-6]
-        clearance = np.min(np.linalg.norm(cands[:, None] - np.array(others_far)[None], axis=2), axis=1)
-    free = ok & (clearance >= 0.085)
-    pick = np.where(free)[0] if free.any() else np.where(ok)[0]
-    dist = np.linalg.norm(cands[pick] - layout.object_pos(state, moving)[:2], axis=1)
-    if radius is None:
-        dist = np.linalg.norm(cands[pick] - near, axis=1)
-    return cands[pick[int(np.argmin(dist))]]
+        ok = np.ones(len(cands), bool)
+    ok &= np.all((cands >= COUNTER_LOW) & (cands <= COUNTER_HIGH), axis=1)
+    others = [o for o in OBJECTS if o != moving]
+    pos = np.array([layout.object_pos(state, o)[:2] for o in others])
+    foot = np.array([FOOTPRINT[o] for o in others])
+    gap = np.abs(cands[:, None, :] - pos[None])  # (candidates, others, 2)
+    apart = np.linalg.norm(gap, axis=2) >= FOOTPRINT[moving] + foot + 0.012
+    swept = (gap[..., 0] < FINGER_SWEEP[0] + foot) & (gap[..., 1] < FINGER_SWEEP[1] + foot)
+    free = ok & np.all(apart & ~swept, axis=1)
+    if not free.any():  # crowded: the point farthest from everything
+        clearance = np.min(np.linalg.norm(gap, axis=2) - foot, axis=1)
+        return cands[int(np.argmax(np.where(ok, clearance, -np.inf)))]
+    pick = np.where(free)[0]
+    origin = near if radius is None else layout.object_pos(state, moving)[:2]
+    return cands[pick[int(np.argmin(np.linalg.norm(cands[pick] - origin, axis=1)))]]
 
 
 # ---- plans per skill -------------------------------------------------------------------------
@@ -153,8 +189,8 @@ def drawer_close_plan(ins: Instruction, state: np.ndarray, p: Perturb, max_disp:
     knob = lambda s: layout.handle_pos(s, ins.drawer) + p.grasp_offset  # noqa: E731
     k0 = knob(state)
     q0 = float(layout.drawer_pos(state, ins.drawer))
-    # Closed fingers push on the knob's front face (0.037 in front of its centre).
-    push_to = k0 + np.array([0.0, q0 - 0.037 + 0.015 - p.pull_short, 0.0])
+    # Closed fingers push on the knob's front face (KNOB_REACH in front of its centre).
+    push_to = k0 + np.array([0.0, q0 - KNOB_REACH + 0.015 - p.pull_short, 0.0])
     return Plan(
         [
             Phase("approach", lambda s: knob(s) - [0.0, 0.07, 0.0], CLOSE, reached()),
@@ -169,11 +205,29 @@ def _pick_and_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: f
                     place_xy: np.ndarray, place_surface: float, carry_z: float) -> Plan:
     obj = ins.obj
     o0 = layout.object_pos(state, obj)
-    grasp = np.array([o0[0], o0[1], grasp_height(state, obj)]) + p.grasp_offset
-    below_centre = o0[2] - grasp[2]  # how far the gripper point sits below the object centre
-    place = np.array([place_xy[0], place_xy[1], place_surface + REST_HEIGHT[obj] - below_centre + 0.008])
+    below_centre = o0[2] - grasp_height(state, obj)  # gripper point below the object centre
+    place = np.array([place_xy[0], place_xy[1], place_surface + REST_HEIGHT[obj] - below_centre + 0.012])
     place = place + p.place_offset
-    hover = np.array([grasp[0], grasp[1], max(carry_z, grasp[2] + 0.08)])
+
+    def grasp_at(s: np.ndarray) -> np.ndarray:
+        """Where to close the fingers: the object where it is now (it may have moved)."""
+        o = layout.object_pos(s, obj)
+        return np.array([o[0], o[1], grasp_height(s, obj)]) + p.grasp_offset
+
+    def above(s: np.ndarray) -> np.ndarray:
+        return np.append(grasp_at(s)[:2], carry_z)
+
+    def lower_to(s: np.ndarray) -> np.ndarray:
+        """Place point corrected for where the object really sits in the fingers now."""
+        held_below = layout.object_pos(s, obj)[2] - layout.gripper_pos(s)[2]
+        if abs(held_below - below_centre) > 0.03:  # not in the hand: keep the planned point
+            return place
+        return place + [0.0, 0.0, below_centre - held_below]
+
+    def held(s: np.ndarray) -> bool:
+        rel = layout.object_pos(s, obj) - layout.gripper_pos(s)
+        return bool(np.linalg.norm(rel[:2]) < 0.03 and abs(rel[2]) < 0.05 and layout.finger_opening(s) > 0.006)
+
     descend_done = reached(0.008)
     if p.close_early:
         early = p.close_early * max_disp
@@ -183,16 +237,17 @@ def _pick_and_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: f
         transport_done = lambda s, t, n, k=p.release_at: n >= k or reached()(s, t, n)  # noqa: E731
     return Plan(
         [
-            Phase("hover", fixed(hover), OPEN, reached(0.02)),
-            Phase("descend", fixed(grasp), OPEN, descend_done),
-            Phase("grasp", fixed(grasp), CLOSE, waited()),
-            Phase("lift", fixed([grasp[0], grasp[1], carry_z]), CLOSE, reached(0.02)),
+            Phase("hover", above, OPEN, reached(0.02)),
+            Phase("descend", grasp_at, OPEN, descend_done),
+            Phase("grasp", grasp_at, CLOSE, waited()),
+            Phase("lift", above, CLOSE, reached(0.02)),
             Phase("transport", fixed([place[0], place[1], carry_z]), CLOSE, transport_done),
-            Phase("lower", fixed(place), CLOSE, reached(0.01)),
-            Phase("release", fixed(place), OPEN, waited()),
+            Phase("lower", lower_to, CLOSE, reached(0.01)),
+            Phase("release", lower_to, OPEN, opened()),
             Phase("retreat", fixed(place + [0.0, 0.0, 0.1]), OPEN, waited(99)),
         ],
         max_disp,
+        retry=Retry(held, ("lift", "transport", "lower"), p.retries),
     )
 
 
@@ -207,13 +262,14 @@ def pick_place_plan(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: f
         place_xy = counter_spot(state, ins.obj, near=np.array([0.0, -0.24]))
         return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, carry_z)
     # "in": into the middle of the exposed part of the open drawer.
-    place_xy = np.array([knob[0], CABINET_FACE_Y - 0.5 * q + 0.005])
+    place_xy = np.array([knob[0], CABINET_FACE_Y - 0.5 * q - 0.025])
     return _pick_and_place(ins, state, p, max_disp, place_xy, base_z + DRAWER_INNER_LOW[2], carry_z)
 
 
 def move_near_plan(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
     target_xy = layout.object_pos(state, ins.target)[:2]
-    place_xy = counter_spot(state, ins.obj, near=target_xy, radius=0.08)
+    radius = min(FOOTPRINT[ins.obj] + FOOTPRINT[ins.target] + 0.015, NEAR - 0.02)
+    place_xy = counter_spot(state, ins.obj, near=target_xy, radius=radius)
     carry_z = 0.07 + 2 * REST_HEIGHT[ins.obj] + CARRY_CLEARANCE
     return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, carry_z)
 

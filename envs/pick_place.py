@@ -21,7 +21,7 @@ def sample(scene: Scene, ins: Instruction, rng: np.random.Generator) -> None:
         scene.set_drawer(drawer, q if drawer == ins.drawer else rng.uniform(0.0, CLOSED_MAX))
     others = [o for o in OBJECTS if o != ins.obj]
     if ins.direction == "out":
-        local = np.array([rng.uniform(-ITEM_X, ITEM_X), rng.uniform(0.05, q - 0.07)])
+        local = np.array([rng.uniform(-ITEM_X, ITEM_X), rng.uniform(0.04, q - 0.1)])
         scene.place_in_drawer(ins.obj, ins.drawer, local)
     else:
         others.insert(0, ins.obj)

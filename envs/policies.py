@@ -29,6 +29,7 @@ class NoiseModel:
     close_early_prob: float = 0.0  # chance per episode to close the gripper too early
     early_release_prob: float = 0.0  # chance per episode to drop the object during transport
     pull_short: float = 0.0  # max m of drawer travel left undone (uniform)
+    retries: int = 2  # regrasp attempts after a lost grasp (the collector never notices)
 
 
 NOISE_MODELS: dict[str, NoiseModel] = {
@@ -38,7 +39,7 @@ NOISE_MODELS: dict[str, NoiseModel] = {
     ),
     "autonomous": NoiseModel(
         speed=(0.5, 1.0), waypoint_offset=0.018, action_noise=0.25, pause_prob=0.08, pause_steps=(1, 5),
-        drift=0.004, close_early_prob=0.3, early_release_prob=0.3, pull_short=0.12,
+        drift=0.004, close_early_prob=0.3, early_release_prob=0.3, pull_short=0.12, retries=0,
     ),
 }
 
@@ -61,6 +62,7 @@ class ScriptedPolicy:
             close_early=int(rng.integers(1, 3)) if rng.random() < n.close_early_prob else 0,
             release_at=int(rng.integers(0, 6)) if rng.random() < n.early_release_prob else None,
             pull_short=float(rng.uniform(0.0, n.pull_short)),
+            retries=n.retries,
         )
         self.plan = PLANS[ins.skill](ins, np.asarray(obs["state"], np.float64), perturb, self.max_displacement)
         self.speed = float(rng.uniform(*n.speed))

@@ -46,7 +46,7 @@ REST_HEIGHT = {
     "green apple": 0.027,
     "orange": 0.026,
     "blue chip bag": 0.014,
-    "brown rxbar": 0.01,
+    "brown rxbar": 0.014,
     "purple eggplant": 0.018,
     "white cup": 0.03,
     "yellow sponge": 0.015,
