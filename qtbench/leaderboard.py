@@ -238,14 +238,20 @@ def group_runs(runs: list[RunRecord]) -> dict[tuple[str, str], list[RunRecord]]:
     return {k: sorted(groups[k], key=lambda r: r.seed) for k in ordered}
 
 
+def _seed_rates(record: dict[str, Any]) -> dict[str, float]:
+    """A multi-task run's rates per paper category (and average) and per skill."""
+    skills = {skill: s / e for skill, (s, e) in skill_counts(record).items() if e > 0}
+    return {**category_rates(record), **skills}
+
+
 def build_rows(runs: list[RunRecord]) -> list[Row]:
-    """Aggregated rows: overall success for every group, plus categories for task ``all``."""
+    """Aggregated rows: overall success for every group, plus categories and skills for task ``all``."""
     rows = []
     for (task, label), members in group_runs(runs).items():
         seeds = [r.seed for r in members]
         columns = {OVERALL: aggregate((r.eval["success_rate"] for r in members), seeds)}
         if task == HEADLINE_TASK:
-            per_seed = [category_rates(r.eval) for r in members]
+            per_seed = [_seed_rates(r.eval) for r in members]
             for name in sorted({k for rates in per_seed for k in rates}):
                 have = [(rates[name], r.seed) for rates, r in zip(per_seed, members) if name in rates]
                 columns[name] = aggregate((v for v, _ in have), (s for _, s in have))
@@ -304,18 +310,29 @@ def paper_table() -> str:
     return markdown_table(["method (paper)", "ours", *PAPER_COLUMNS], body) + f"\n\nSource: {PAPER_CITATION}."
 
 
-def task_table(rows: list[Row]) -> str:
+def _grid(cells: dict[tuple[str, str], Aggregate], columns: list[str]) -> str:
+    """Rows = labels, columns = ``columns``; ``cells`` maps (column, label) to its aggregate."""
     from qtbench.report import markdown_table
 
-    tasks = [t for t in SINGLE_TASKS if any(r.task == t for r in rows)]
-    tasks += sorted({r.task for r in rows} - set(tasks))
-    labels = sorted({r.label for r in rows}, key=_label_key)
-    cell = {(r.task, r.label): r for r in rows}
-    body = [
-        [f"`{label}`", *(fmt_pct(cell[(t, label)].columns[OVERALL]) if (t, label) in cell else "–" for t in tasks)]
-        for label in labels
-    ]
-    return markdown_table(["algorithm", *tasks], body)
+    labels = sorted({label for _, label in cells}, key=_label_key)
+    body = [[f"`{label}`", *(fmt_pct(cells[(c, label)]) if (c, label) in cells else "–" for c in columns)]
+            for label in labels]
+    return markdown_table(["algorithm", *columns], body)
+
+
+def ordered_tasks(names: set[str]) -> list[str]:
+    return [t for t in SINGLE_TASKS if t in names] + sorted(names - set(SINGLE_TASKS))
+
+
+def task_table(rows: list[Row]) -> str:
+    """Single-skill models: one column per task."""
+    return _grid({(r.task, r.label): r.columns[OVERALL] for r in rows}, ordered_tasks({r.task for r in rows}))
+
+
+def skill_table(rows: list[Row]) -> str:
+    """Multi-task models broken down per skill (the categories merge open and close)."""
+    cells = {(skill, r.label): r.columns[skill] for r in rows for skill in SINGLE_TASKS if skill in r.columns}
+    return _grid(cells, ordered_tasks({skill for skill, _ in cells}))
 
 
 def ablation_rows(rows: list[Row]) -> list[Row]:
@@ -365,7 +382,8 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = ()) -> str:
         "",
     ]
     if headline:
-        parts += [headline_table(headline), "", describe_setting(headline)]
+        parts += [headline_table(headline), "", describe_setting(headline), "",
+                  "The same models per skill:", "", skill_table(headline)]
     else:
         parts += ["No runs on task `all` yet: `qtbench sweep --tasks all` produces them."]
     parts += ["", "For reference, the paper's real-robot results (percent; a different, physical "
@@ -414,6 +432,7 @@ def leaderboard_csv(runs: list[RunRecord]) -> str:
             counts = {OVERALL: (sum(s for s, _ in skill_counts(run.eval).values()), int(run.eval.get("episodes", 0)))}
             if row.task == HEADLINE_TASK:
                 counts.update(category_counts(run.eval))
+                counts.update(skill_counts(run.eval))
             for column, (successes, episodes) in counts.items():
                 rate = run.eval["success_rate"] if column == OVERALL else successes / episodes
                 lo, hi = _wilson(successes, episodes)

@@ -115,7 +115,7 @@ def learning_curves(curves: dict[str, dict[int, Path]], path: Path, title: str) 
 
 def make_plots(rows: list["Row"], out_dir: Path) -> list[Path]:
     """All leaderboard figures for these rows; returns the files written."""
-    from qtbench.leaderboard import HEADLINE_TASK, OVERALL, SINGLE_TASKS
+    from qtbench.leaderboard import HEADLINE_TASK, OVERALL, ordered_tasks
     from qtbench.paper import PAPER_COLUMNS, PAPER_RESULTS
 
     written = []
@@ -126,8 +126,7 @@ def make_plots(rows: list["Row"], out_dir: Path) -> list[Path]:
                                  "multi-task models (task all): success per paper category", reference=paper))
     single = [r for r in rows if r.task != HEADLINE_TASK and r.label == r.algo]
     if single:
-        tasks = [t for t in SINGLE_TASKS if any(r.task == t for r in single)]
-        tasks += sorted({r.task for r in single} - set(tasks))
+        tasks = ordered_tasks({r.task for r in single})
         series: dict[str, dict[str, "Aggregate"]] = {}
         for r in single:
             series.setdefault(r.label, {})[r.task] = r.columns[OVERALL]

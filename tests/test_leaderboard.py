@@ -137,6 +137,8 @@ def test_markdown_csv_and_plots(results, tmp_path):
     assert header in text
     half = T_975_DF2 * (1 / 6) / math.sqrt(3)
     assert f"| `q_transformer` | 50.0 ± 16.7 [{100 * (0.5 - half):.1f}, {100 * (0.5 + half):.1f}] |" in text
+    # The multi-task models per skill: drawer_open 2/3, 3/3, 0/3 and drawer_close 1/3, 3/3, 0/3 over seeds.
+    assert "| `q_transformer` | 55.6 ± 50.9 [0.0, 100.0] | 44.4 ± 50.9 [0.0, 100.0] | 50.0 ± 16.7" in text
     assert "| Q-Transformer | `q_transformer` | 64 | 33 | 71 | 56 |" in text
     assert "| RT-1 | `bc` | 17 | 0 | 58 | 25 |" in text and "arXiv:2309.10150" in text
     assert "| `bc` | 30.0 ± 14.1 [0.0, 100.0] |" in text  # 2 seeds: t(1) = 12.706, interval clipped
