@@ -82,6 +82,9 @@ class RunSpec:
     log_every: int = LOG_EVERY
     checkpoint_every: int = CHECKPOINT_EVERY
     progress: bool = True
+    # torch intra-op threads; None keeps torch's default (one per core). On a busy machine
+    # 1 is much faster: idle-spinning worker threads compete with other processes.
+    threads: int | None = None
 
     @property
     def total_steps(self) -> int:
@@ -96,6 +99,8 @@ class RunSpec:
             parts += ["--set", f"{key}={value}"]
         if self.device != "cpu":
             parts += ["--device", self.device]
+        if self.threads is not None:
+            parts += ["--threads", str(self.threads)]
         return shlex.join(parts + ["--resume"])
 
 
@@ -316,6 +321,7 @@ def resolved_config(spec: RunSpec, algo_config: AlgoConfig, episodes: int) -> di
         "log_every": spec.log_every,
         "checkpoint_every": spec.checkpoint_every,
         "default_steps": default_steps(spec.algo),
+        "threads": spec.threads,
     }
 
 
@@ -354,6 +360,8 @@ def run_cell(spec: RunSpec) -> Path:
     from qtbench.report import machine_description
 
     check_names(spec.algo, spec.task)
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)
     cls = algorithm_class(spec.algo)
     config = resolve_config(cls.config_class, spec.overrides)
     config_dict = checkpoint.normalise_config(dataclasses.asdict(config))
