@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
-from qtbench.baselines.iql import ObsNet, polyak_update
+from qtbench.baselines.iql import Instructions, ObsNet, polyak_update, unique_instructions
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -105,8 +105,8 @@ class CQL:
         # The sampling noise has its own generator, seeded from torch's, saved with the state.
         self.generator = torch.Generator(self.device).manual_seed(int(torch.randint(2**62, (1,)).item()))
 
-    def _policy(self, window: Window) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.actor(window)[0].chunk(2, dim=-1)
+    def _policy(self, window: Window, instructions: Instructions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.actor(window, None, instructions)[0].chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def _sample(self, mean: torch.Tensor, log_std: torch.Tensor, per_state: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,10 +119,13 @@ class CQL:
         action = batch.window.actions[:, -1]
         batch_size, action_dim = action.shape
 
+        # The bootstrap window is later in the same episode: same instruction, encoded once.
+        ins = unique_instructions(batch.window.instruction, self.spec.vocab_size)
+
         # Actor and entropy temperature (SAC).
-        mean, log_std = self._policy(batch.window)
+        mean, log_std = self._policy(batch.window, ins)
         pi_actions, pi_log_prob = self._sample(mean, log_std, 1 + k)  # sample 0 for the actor, the rest for CQL
-        features = self.q.encode(batch.window)
+        features = self.q.encode(batch.window, ins)
         q_pi = self.q.head(features.detach(), pi_actions[:, 0]).amin(0).squeeze(-1)
         alpha = self.log_alpha.exp()
         actor_loss = (alpha.detach() * pi_log_prob[:, 0] - q_pi).mean()
@@ -130,9 +133,9 @@ class CQL:
 
         # Critic: TD towards the target Q at a fresh policy action of the next state.
         with torch.no_grad():
-            next_mean, next_log_std = self._policy(batch.next_window)
+            next_mean, next_log_std = self._policy(batch.next_window, ins)
             next_actions, next_log_prob = self._sample(next_mean, next_log_std, 1 + k)
-            target_q = self.q_target(batch.next_window, next_actions[:, 0]).amin(0).squeeze(-1)
+            target_q = self.q_target(batch.next_window, next_actions[:, 0], ins).amin(0).squeeze(-1)
             td_target = batch.nstep_return + batch.bootstrap_discount * target_q
         q_data = self.q.head(features, action).squeeze(-1)  # (2, B)
         td_loss = F.mse_loss(q_data, td_target.expand_as(q_data)) * 2  # summed over the twins

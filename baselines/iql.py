@@ -79,11 +79,42 @@ class InstructionEncoder(nn.Module):
         self.mix = EnsembleLinear(members, dim, dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        members, length, dim = self.word.shape[0], tokens.shape[1], self.word.shape[2]
-        x = self.word[:, tokens] + self.pos[:, None, :length]  # (E, B, L, d)
+        members, vocab, dim = self.word.shape
+        # One embedding lookup for all members: member e's table is rows [e * vocab, (e+1) * vocab).
+        offsets = torch.arange(members, device=tokens.device).view(-1, 1, 1) * vocab
+        x = F.embedding(tokens + offsets, self.word.view(-1, dim)) + self.pos[:, None, : tokens.shape[1]]
         x = F.relu(self.mix(x.reshape(members, -1, dim))).reshape(members, *tokens.shape, dim)
         keep = (tokens != 0).to(x.dtype)
         return (x * keep[..., None]).sum(2) / keep.sum(1).clamp_min(1.0)[:, None]
+
+
+Instructions = tuple[torch.Tensor, torch.Tensor]
+
+
+def unique_instructions(tokens: torch.Tensor, vocab_size: int) -> Instructions:
+    """The distinct instruction rows (U, L) and each batch row's index into them (B,).
+
+    A batch repeats a few dozen instructions, so encoding each distinct one once and
+    gathering is several times cheaper than encoding 256 copies (forward and backward).
+    Rows are packed into exact int64 keys a few tokens at a time and deduplicated with
+    1-D ``torch.unique`` (``unique(dim=0)`` compares rows one by one and is slow on CPU).
+    """
+    batch, length = tokens.shape
+    bits = max(1, (vocab_size - 1).bit_length())
+    per_key = max(1, 62 // bits)
+    key = None
+    for start in range(0, length, per_key):
+        chunk = tokens[:, start : start + per_key]
+        shifts = torch.arange(chunk.shape[1], device=tokens.device) * bits
+        chunk_key = (chunk << shifts).sum(1)
+        if key is None:
+            key = chunk_key
+        else:  # renumber both keys densely (< batch) so their combination stays exact
+            key = torch.unique(key, return_inverse=True)[1] * batch + torch.unique(chunk_key, return_inverse=True)[1]
+    values, index = torch.unique(key, return_inverse=True)
+    rows = torch.zeros(len(values), dtype=torch.long, device=tokens.device)
+    rows.scatter_(0, index, torch.arange(batch, device=tokens.device))  # any member: they are equal
+    return tokens[rows], index
 
 
 class ObsNet(nn.Module):
@@ -98,7 +129,7 @@ class ObsNet(nn.Module):
         hidden_dim: int, n_layers: int, word_dim: int, with_action: bool,
     ):
         super().__init__()
-        self.history, self.members = history, members
+        self.history, self.members, self.vocab_size = history, members, spec.vocab_size
         self.instruction = InstructionEncoder(members, spec.vocab_size, spec.max_tokens, word_dim)
         mean = torch.tensor(spec.state_mean or [0.0] * spec.state_dim, dtype=torch.float32)
         std = torch.tensor(spec.state_std or [1.0] * spec.state_dim, dtype=torch.float32)
@@ -109,12 +140,18 @@ class ObsNet(nn.Module):
         self.hidden = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.out = EnsembleLinear(members, hidden_dim, out_dim)
 
-    def encode(self, window: Window) -> torch.Tensor:
-        """(E, B, F) features: the last ``history`` states (padding zeroed) and the instruction."""
+    def encode(self, window: Window, instructions: Instructions | None = None) -> torch.Tensor:
+        """(E, B, F) features: the last ``history`` states (padding zeroed) and the instruction.
+
+        ``instructions`` is ``unique_instructions(window.instruction)`` when the caller has it.
+        """
         states = (window.states[:, -self.history:] - self.state_mean) / self.state_std
         states = states * window.mask[:, -self.history:, None]
         states = states.flatten(1).expand(self.members, -1, -1)
-        return torch.cat([states, self.instruction(window.instruction)], dim=-1)
+        if instructions is None:
+            instructions = unique_instructions(window.instruction, self.vocab_size)
+        distinct, index = instructions
+        return torch.cat([states, self.instruction(distinct)[:, index]], dim=-1)
 
     def head(self, features: torch.Tensor, action: torch.Tensor | None = None) -> torch.Tensor:
         """features (E, N, F), action (N, A) or (E, N, A) -> outputs (E, N, out)."""
@@ -125,8 +162,10 @@ class ObsNet(nn.Module):
             x = F.relu(layer(x))
         return self.out(x)
 
-    def forward(self, window: Window, action: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.encode(window), action)
+    def forward(
+        self, window: Window, action: torch.Tensor | None = None, instructions: Instructions | None = None
+    ) -> torch.Tensor:
+        return self.head(self.encode(window, instructions), action)
 
 
 def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
@@ -171,27 +210,30 @@ class IQL:
         params = [*self.value.parameters(), *self.q.parameters(), *self.actor.parameters(), self.log_std]
         self.optimizer = make_adam(params, c.learning_rate)
 
-    def policy_mean(self, window: Window) -> torch.Tensor:
-        return torch.tanh(self.actor(window)[0])
+    def policy_mean(self, window: Window, instructions: Instructions | None = None) -> torch.Tensor:
+        return torch.tanh(self.actor(window, None, instructions)[0])
 
     def update(self, batch: Batch) -> dict[str, float]:
         c = self.config
         action = batch.window.actions[:, -1]
+        # The bootstrap window is later in the same episode: same instruction, encoded once.
+        ins = unique_instructions(batch.window.instruction, self.spec.vocab_size)
         with torch.no_grad():
-            q_target = self.q_target(batch.window, action).amin(0).squeeze(-1)
-            next_v = self.value(batch.next_window)[0, :, 0]
+            q_target = self.q_target(batch.window, action, ins).amin(0).squeeze(-1)
+            next_v = self.value(batch.next_window, None, ins)[0, :, 0]
             td_target = batch.nstep_return + batch.bootstrap_discount * next_v
 
-        v = self.value(batch.window)[0, :, 0]
+        v = self.value(batch.window, None, ins)[0, :, 0]
         advantage = q_target - v
         value_loss = expectile_loss(advantage, c.expectile)
 
-        q = self.q(batch.window, action).squeeze(-1)  # (2, B)
+        q = self.q(batch.window, action, ins).squeeze(-1)  # (2, B)
         q_loss = F.mse_loss(q, td_target.expand_as(q)) * 2  # sum over the twins, mean over the batch
 
         weights = advantage_weights(advantage.detach(), c.beta, c.max_weight)
         log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-        log_prob = torch.distributions.Normal(self.policy_mean(batch.window), log_std.exp()).log_prob(action).sum(-1)
+        mean = self.policy_mean(batch.window, ins)
+        log_prob = torch.distributions.Normal(mean, log_std.exp()).log_prob(action).sum(-1)
         actor_loss = -(weights * log_prob).mean()
 
         loss = value_loss + q_loss + actor_loss
