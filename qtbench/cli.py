@@ -26,6 +26,7 @@ GROUP_MODULES = [
 # Targets of `qtbench bench <target>`; each module's register(bench_subparsers) adds one.
 BENCH_MODULES = [
     "qtbench.envs.bench",
+    "qtbench.train_bench",
     "qtbench.data.bench",
 ]
 

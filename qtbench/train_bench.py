@@ -1,0 +1,388 @@
+"""`qtbench bench train`: gradient updates per second of any registered algorithm.
+
+The number is the algorithm's own ``update()`` on one fixed synthetic batch with the
+suite's shapes (state size, instruction lengths, action size; history and batch from the
+algorithm's default config), so data loading is not in it; the data sampler is timed on
+its own row when the dataset is present. ``--compare`` adds a public reference
+implementation measured in the same process on the same threads, alternating rounds with
+ours so that load from other processes hits both alike. Reference packages live in a
+separate virtual environment (they pull dependencies qtbench must not), e.g.::
+
+    python3 -m venv /tmp/qtref
+    echo "import site; site.addsitedir('<qtbench venv>/lib/python3.11/site-packages')" \
+        > /tmp/qtref/lib/python3.11/site-packages/qtbench_venv.pth
+    /tmp/qtref/bin/pip install q-transformer torch==2.13.0   # CPU torch, no CUDA
+    /tmp/qtref/bin/python -m qtbench bench train --algo q_transformer --compare q_transformer_pypi
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import tempfile
+import time
+import types
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Fallback shapes when the MuJoCo suite cannot be imported: the suite's state vector
+# (qtbench.envs.layout) has 40 features, actions are [dx, dy, dz, gripper].
+DEFAULT_STATE_DIM = 40
+DEFAULT_ACTION_DIM = 4
+DEFAULT_EPISODE_STEPS = 60
+
+
+@dataclass
+class Row:
+    """One measured implementation."""
+
+    name: str
+    params: int
+    batch: int
+    updates: int
+    seconds: float
+    note: str = ""
+
+    @property
+    def updates_per_s(self) -> float:
+        return self.updates / self.seconds if self.seconds > 0 else 0.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="gradient updates/s of an algorithm (and of a reference implementation)")
+    p.add_argument("--algo", required=True, help="registered algorithm name, e.g. q_transformer")
+    p.add_argument("--task", default="drawer_open", help="task whose shapes, instructions and dataset are used")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the algorithm's reference batch size")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured time per implementation and round")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds with --compare (default 2)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed updates before measuring")
+    p.add_argument("--compare", choices=sorted(COMPARES), default=None, help="reference implementation to run side by side")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="benchmarks.md", help="file whose 'train-ALGO' section is replaced")
+    p.set_defaults(func=run)
+
+
+# ---- shapes and the synthetic batch ------------------------------------------------------
+def suite_shapes(task: str) -> tuple[Any, list[str], str]:
+    """(EnvSpecInfo, the task's instruction texts, a note on where the shapes came from)."""
+    from qtbench.algorithms.base import EnvSpecInfo
+    from qtbench.envs.instructions import MAX_TOKENS, SKILLS, VOCABULARY, instructions_for
+    from qtbench.errors import QtbenchError, unknown_name
+
+    texts = [ins.text for ins in instructions_for(task)]
+    if not texts:
+        raise unknown_name("task", task, [*SKILLS, "all"])
+    try:
+        from qtbench.envs import make_env
+
+        env = make_env(task)
+        state_dim = int(env.observation_space["state"].shape[0])
+        action_dim = int(env.action_space.shape[0])
+        steps = int(env.unwrapped.max_episode_steps)
+        env.close()
+        note = f"shapes of the {task} env"
+    except QtbenchError:
+        raise
+    except Exception as err:  # noqa: BLE001 - MuJoCo/gymnasium unusable here: fall back, say so
+        state_dim, action_dim, steps = DEFAULT_STATE_DIM, DEFAULT_ACTION_DIM, DEFAULT_EPISODE_STEPS
+        note = f"env not importable ({type(err).__name__}: {err}); default shapes"
+    spec = EnvSpecInfo(state_dim, action_dim, len(VOCABULARY), MAX_TOKENS, steps)
+    return spec, texts, note
+
+
+def synthetic_batch(spec: Any, history: int, gamma: float, batch_size: int, texts: list[str], rng: np.random.Generator) -> Any:
+    """A numpy Batch with the suite's shapes: random states/actions, real instruction tokens,
+    windows padded at episode starts, ~10% terminal transitions."""
+    from qtbench.algorithms.base import Batch, Window
+    from qtbench.envs.instructions import tokenize_many
+
+    def window() -> Window:
+        b, h = batch_size, history
+        step = rng.integers(0, spec.max_episode_steps, size=b)
+        offsets = np.arange(h) - (h - 1)
+        timesteps = step[:, None] + offsets[None, :]
+        mask = timesteps >= 0
+        return Window(
+            states=rng.standard_normal((b, h, spec.state_dim)).astype(np.float32) * mask[..., None],
+            mask=mask,
+            instruction=tokenize_many(list(rng.choice(texts, size=b))),
+            actions=rng.uniform(-1, 1, (b, h, spec.action_dim)).astype(np.float32),
+            returns_to_go=rng.integers(0, 2, (b, h)).astype(np.float32),
+            timesteps=np.where(mask, timesteps, 0).astype(np.int64),
+        )
+
+    terminal = rng.random(batch_size) < 0.1
+    reward = (terminal & (rng.random(batch_size) < 0.5)).astype(np.float32)
+    return Batch(
+        window=window(), reward=reward, mc_return=rng.random(batch_size).astype(np.float32),
+        nstep_return=reward, next_window=window(),
+        bootstrap_discount=np.where(terminal, 0.0, gamma).astype(np.float32),
+    )
+
+
+# ---- timing ------------------------------------------------------------------------------
+def time_updates(step: Callable[[], object], seconds: float) -> tuple[int, float]:
+    """(updates, elapsed) of calling ``step`` until ``seconds`` have passed (at least once)."""
+    from tqdm import tqdm
+
+    n, start = 0, time.perf_counter()
+    with tqdm(total=round(seconds), unit="s", leave=False, desc="measuring", disable=seconds < 3) as bar:
+        while True:
+            step()
+            n += 1
+            elapsed = time.perf_counter() - start
+            bar.n = min(round(elapsed), bar.total)
+            bar.refresh()
+            if elapsed >= seconds:
+                return n, elapsed
+
+
+def count_params(*modules: Any) -> int:
+    """Trainable parameters (target networks, frozen copies excluded), each counted once."""
+    unique = {id(p): p for m in modules for p in m.parameters() if p.requires_grad}
+    return sum(p.numel() for p in unique.values())
+
+
+# ---- reference implementations -----------------------------------------------------------
+Reference = tuple[str, Callable[[], object], int, str]  # (row name, one update, parameters, note)
+
+
+def _q_transformer_pypi(spec: Any, config: Any, batch_size: int, rng: np.random.Generator, ours_params: int) -> list[Reference]:
+    """lucidrains' `q-transformer` (PyPI) at our depth/heads/bins/history/batch: one row at
+    our width, one at the width whose parameter count is nearest ours.
+
+    Its model only reads video, so each state vector is laid out as a 1-channel image
+    (zero-padded to side x side) per frame of the history. Offline fixes, none of which
+    touch the measured computation: its text conditioner loads T5 from the Hugging Face
+    hub at construction, so it gets a locally built stand-in (never run: we pass
+    precomputed instruction embeddings through its ``text_embeds`` argument); and
+    `open_clip` (imported for an unused CLIP adapter) needs a torchvision build for CPU
+    torch that PyPI lacks, so it is replaced by an empty module when it cannot import.
+    """
+    import importlib.util
+
+    import torch
+    from qtbench.errors import QtbenchError
+
+    if importlib.util.find_spec("q_transformer") is not None:
+        try:
+            import open_clip  # noqa: F401
+        except Exception:  # noqa: BLE001 - PyPI's torchvision is CUDA-only; the adapter is unused
+            sys.modules["open_clip"] = types.ModuleType("open_clip")
+    try:
+        import classifier_free_guidance_pytorch.t5 as cfg_t5
+        from q_transformer import QLearner, QRoboticTransformer
+        from transformers import T5Config, T5EncoderModel
+    except ImportError as err:
+        raise QtbenchError(
+            f"the reference package q-transformer is not importable here ({err})",
+            "install it into a separate venv and run this command with that venv's python "
+            "(see `python -m pydoc qtbench.train_bench`)",
+        ) from err
+
+    from importlib.metadata import version
+
+    b, f, heads = batch_size, config.history, config.n_heads
+    side = 4 * int(np.ceil(np.sqrt(spec.state_dim) / 4))  # divisible by MaxViT's total downsample (4)
+    g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+
+    def frames() -> torch.Tensor:
+        flat = torch.zeros(b, f, side * side)
+        flat[..., : spec.state_dim] = torch.randn(b, f, spec.state_dim, generator=g)
+        return flat.view(b, 1, f, side, side)
+
+    def build(d: int) -> tuple[Callable[[], object], int]:
+        t5_config = T5Config(d_model=d, d_ff=2 * d, num_layers=1, num_heads=heads, vocab_size=8)
+        cfg_t5.T5_CONFIGS[cfg_t5.DEFAULT_T5_NAME] = {"config": t5_config, "model": T5EncoderModel(t5_config), "tokenizer": None}
+        model = QRoboticTransformer(
+            vit=dict(num_classes=1, dim=d, dim_conv_stem=d // 4, dim_head=d // heads, heads=heads, depth=(1,),
+                     window_size=side // 4, dropout=0.0, channels=1),
+            num_actions=spec.action_dim, action_bins=config.n_bins, depth=config.n_layers, heads=heads,
+            dim_head=d // heads, cond_drop_prob=0.0,
+            q_head_attn_kwargs=dict(attn_heads=heads, attn_dim_head=d // heads, attn_depth=config.n_layers),
+        )
+        learner = QLearner(
+            model, dataset=torch.utils.data.TensorDataset(torch.zeros(1)), batch_size=b,
+            num_train_steps=1, learning_rate=config.learning_rate, discount_factor_gamma=config.gamma,
+            checkpoint_folder=tempfile.mkdtemp(prefix="qtbench-qtref-"),
+        )
+        text = torch.randn(b, d, generator=g)
+        args = (text, frames(), torch.randint(0, config.n_bins, (b, spec.action_dim), generator=g),
+                frames(), text, torch.zeros(b), torch.rand(b, generator=g) < 0.1)
+
+        def step() -> None:  # QLearner.forward's training-loop body, minus data loading and logging
+            learner.optimizer.zero_grad()
+            with learner.accelerator.autocast():
+                loss, _ = learner.learn(*args, min_reward=0.0, monte_carlo_return=None)
+                learner.accelerator.backward(loss)
+            learner.accelerator.clip_grad_norm_(learner.model.parameters(), learner.max_grad_norm)
+            learner.optimizer.step()
+            learner.ema_model.update()
+
+        return step, count_params(model)
+
+    what = (f"q-transformer {version('q-transformer')}, {config.n_layers} layers, {heads} heads, "
+            f"{config.n_bins} bins, {f} frames of {side}x{side}")
+    same_width, params = build(config.d_model)
+    rows = [("q_transformer_pypi (same width)", same_width, params, f"{what}, width {config.d_model} as ours")]
+    # Its vision stem, FiLM text conditioning and cross-attention Q head make it ~4x larger at
+    # equal width; parameters grow ~ width^2, so it is also run at the width whose parameter
+    # count comes closest to ours (a multiple of 4 * heads: its rotary embedding needs it).
+    step_of = 4 * heads
+    width = max(step_of, step_of * round(config.d_model * np.sqrt(ours_params / params) / step_of))
+    if width != config.d_model:
+        step, small = build(width)
+        rows.append(("q_transformer_pypi (same size)", step, small, f"{what}, width {width} (parameter count near ours)"))
+    return rows
+
+
+def _d3rlpy_iql(spec: Any, config: Any, batch_size: int, rng: np.random.Generator, ours_params: int) -> list[Reference]:
+    """d3rlpy's IQL with MLPs of our IQL's width/depth on [state window, instruction vector]."""
+    from qtbench.errors import QtbenchError
+
+    try:
+        import d3rlpy
+        from d3rlpy.dataset import TransitionMiniBatch
+    except ImportError as err:
+        raise QtbenchError(
+            f"the reference package d3rlpy is not importable here ({err})",
+            "install it into a separate venv and run this command with that venv's python "
+            "(see `python -m pydoc qtbench.train_bench`)",
+        ) from err
+
+    hidden = [int(config.hidden_dim)] * int(config.n_layers)
+    encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=hidden)
+    algo = d3rlpy.algos.IQLConfig(
+        batch_size=batch_size, actor_learning_rate=config.learning_rate, critic_learning_rate=config.learning_rate,
+        gamma=config.gamma, tau=config.tau, expectile=config.expectile, weight_temp=config.beta,
+        max_weight=config.max_weight, actor_encoder_factory=encoder, critic_encoder_factory=encoder,
+        value_encoder_factory=encoder,
+    ).create(device="cpu:0")
+    obs_dim = spec.state_dim * config.history + int(getattr(config, "word_dim", 0))
+    algo.create_impl((obs_dim,), spec.action_dim)
+    b = batch_size
+
+    def arr(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(np.float32)
+
+    batch = TransitionMiniBatch(
+        observations=arr(b, obs_dim), actions=rng.uniform(-1, 1, (b, spec.action_dim)).astype(np.float32),
+        rewards=np.zeros((b, 1), np.float32), next_observations=arr(b, obs_dim),
+        next_actions=np.zeros((b, spec.action_dim), np.float32),
+        terminals=(rng.random((b, 1)) < 0.1).astype(np.float32), intervals=np.ones((b, 1), np.float32),
+        transitions=[],
+    )
+    modules = [m for name, m in vars(algo.impl.modules).items() if hasattr(m, "parameters") and not name.startswith("targ")]
+    note = f"d3rlpy {d3rlpy.__version__} IQL: MLP {hidden}, observation {obs_dim} features"
+    return [("d3rlpy_iql", lambda: algo.update(batch), count_params(*modules), note)]
+
+
+# name -> (the algorithm it is compared with, builder of (step, params, note))
+COMPARES: dict[str, tuple[str, Callable[..., list[Reference]]]] = {
+    "q_transformer_pypi": ("q_transformer", _q_transformer_pypi),
+    "d3rlpy_iql": ("iql", _d3rlpy_iql),
+}
+
+
+# ---- the command -------------------------------------------------------------------------
+def _sampler_row(task: str, config: Any, batch_size: int, seconds: float, rng: np.random.Generator) -> Row | str:
+    """The data sampler's batches/s on the real dataset, or why the row is skipped."""
+    from qtbench.data import TransitionData, WindowSampler, dataset_id
+    from qtbench.errors import QtbenchError
+
+    try:
+        data = TransitionData.load(task, config.dataset)
+    except (QtbenchError, OSError, ValueError) as err:
+        problem = err.problem if isinstance(err, QtbenchError) else str(err)
+        return f"sampler row skipped: {problem} (make it with `qtbench data generate --task {task}`)"
+    sampler = WindowSampler(data, config.history, config.n_step, config.gamma)
+    n, elapsed = time_updates(lambda: sampler.sample(batch_size, rng), seconds)
+    return Row(f"WindowSampler.sample ({dataset_id(task, config.dataset)})", 0, batch_size, n, elapsed)
+
+
+def _flags(args: argparse.Namespace, batch_size: int) -> str:
+    """The command line that reproduces this measurement."""
+    flags = f"--algo {args.algo} --task {args.task} --batch-size {batch_size} --seconds {args.seconds:g}"
+    return flags + (f" --compare {args.compare} --rounds {args.rounds}" if args.compare else "")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from qtbench.algorithms import algorithm_class
+    from qtbench.errors import QtbenchError
+    from qtbench.report import machine_description, markdown_table, write_section
+
+    cls = algorithm_class(args.algo)
+    if args.compare and COMPARES[args.compare][0] != args.algo:
+        raise QtbenchError(
+            f"--compare {args.compare} is a reference for {COMPARES[args.compare][0]!r}, not {args.algo!r}",
+            f"run with --algo {COMPARES[args.compare][0]}",
+        )
+    if args.seconds <= 0 or args.rounds < 1:
+        raise QtbenchError("--seconds must be > 0 and --rounds >= 1", "e.g. --seconds 20 --rounds 2")
+    config = cls.config_class()
+    batch_size = args.batch_size or config.batch_size
+    config = dataclasses.replace(config, batch_size=batch_size)
+    spec, texts, shape_note = suite_shapes(args.task)
+    rng = np.random.default_rng(args.seed)
+    torch.manual_seed(args.seed)
+
+    load_before = os.getloadavg()[0]
+    algo = cls(spec, config)
+    batch = synthetic_batch(spec, config.history, config.gamma, batch_size, texts, rng).to_torch()
+    modules = [m for m in vars(algo).values() if isinstance(m, torch.nn.Module)]
+    contestants: list[tuple[Row, Callable[[], object]]] = [
+        (Row(f"qtbench {args.algo}", count_params(*modules), batch_size, 0, 0.0), lambda: algo.update(batch))
+    ]
+    if args.compare:
+        for name, step, params, note in COMPARES[args.compare][1](spec, config, batch_size, rng, contestants[0][0].params):
+            contestants.append((Row(name, params, batch_size, 0, 0.0, note), step))
+    for row, step in contestants:
+        for _ in range(args.warmup):
+            step()
+    rounds = args.rounds if args.compare else 1
+    for r in range(rounds):  # alternate, so background load falls on every contestant alike
+        for row, step in contestants:
+            n, elapsed = time_updates(step, args.seconds)
+            row.updates, row.seconds = row.updates + n, row.seconds + elapsed
+            log.info("round %d/%d %s: %.2f updates/s", r + 1, rounds, row.name, n / elapsed)
+    rows = [row for row, _ in contestants]
+    sampler = _sampler_row(args.task, config, batch_size, min(args.seconds, 5.0), rng)
+
+    ours = rows[0].updates_per_s
+    table = [
+        [row.name, f"{row.params:,}", row.batch, row.updates, f"{row.updates_per_s:.2f}",
+         f"{row.updates_per_s * row.batch:,.0f}", f"{ours / row.updates_per_s:.1f}x" if row is not rows[0] else "1.0x"]
+        for row in rows
+    ]
+    if isinstance(sampler, Row):
+        table.append([sampler.name, "-", sampler.batch, sampler.updates, f"{sampler.updates_per_s:.1f} batches/s",
+                      f"{sampler.updates_per_s * sampler.batch:,.0f}", "-"])
+    header = ["implementation", "parameters", "batch", "updates timed", "updates/s", "samples/s", "qtbench speed-up"]
+    notes = [f"- {row.name}: {row.note}" for row in rows if row.note]
+    notes.append(f"- load average (1 min) before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
+    notes.append(f"- {sampler}" if isinstance(sampler, str) else "- sampler: numpy windows from the flat dataset arrays")
+    body = "\n".join([
+        f"### Training speed: {args.algo}",
+        "",
+        f"Written by `qtbench bench train {_flags(args, batch_size)}`",
+        "",
+        f"Machine: {machine_description()}; task shapes: {shape_note} (state {spec.state_dim}, action "
+        f"{spec.action_dim}, history {config.history}); one fixed synthetic batch, {args.warmup} warm-up updates, "
+        f"{rounds} round(s) of {args.seconds:g} s per implementation, alternating.",
+        "",
+        markdown_table(header, table),
+        "",
+        *notes,
+    ])
+    print(body)
+    write_section(f"train-{args.algo}", body, args.output)
+    return 0

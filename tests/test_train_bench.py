@@ -1,0 +1,87 @@
+"""`qtbench bench train`: the synthetic batch follows the Batch contract, the timing loop,
+the written section, and clear errors for bad names and missing reference packages."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from qtbench import train_bench
+from qtbench.algorithms.base import EnvSpecInfo
+from qtbench.envs.instructions import instructions_for, tokenize
+from qtbench.errors import QtbenchError
+
+SPEC = EnvSpecInfo(state_dim=5, action_dim=4, vocab_size=40, max_tokens=14, max_episode_steps=10)
+
+
+def _args(tmp_path, **kw) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    train_bench.register(parser.add_subparsers())
+    flags = ["train", "--algo", "q_transformer", "--seconds", "0.2", "--warmup", "1", "--batch-size", "4",
+             "--output", str(tmp_path / "benchmarks.md")]
+    for key, value in kw.items():
+        flags += [f"--{key.replace('_', '-')}", str(value)]
+    return parser.parse_args(flags)
+
+
+def test_synthetic_batch_follows_the_batch_contract():
+    texts = [ins.text for ins in instructions_for("drawer_open")]
+    batch = train_bench.synthetic_batch(SPEC, history=3, gamma=0.9, batch_size=64, texts=texts, rng=np.random.default_rng(0))
+    w = batch.window
+    assert w.states.shape == (64, 3, 5) and w.states.dtype == np.float32
+    assert w.actions.shape == (64, 3, 4) and np.all(np.abs(w.actions) <= 1)
+    assert w.mask[:, -1].all() and not w.mask.all()  # current step real, some windows padded
+    assert np.all(w.states[~w.mask] == 0) and np.all(w.timesteps[~w.mask] == 0)
+    real = w.mask[:, -2]
+    assert np.all(w.timesteps[real, -1] - w.timesteps[real, -2] == 1)  # consecutive steps
+    tokens = {tuple(tokenize(t)) for t in texts}
+    assert all(tuple(row) in tokens for row in w.instruction)
+    assert set(np.unique(batch.bootstrap_discount)) <= {np.float32(0.0), np.float32(0.9)}
+    assert np.all(batch.reward[batch.bootstrap_discount > 0] == 0)  # rewards only on terminal steps
+    torch_batch = batch.to_torch()
+    assert torch_batch.window.instruction.dtype == torch.int64
+
+
+def test_time_updates_runs_until_the_time_is_up():
+    calls = []
+    n, elapsed = train_bench.time_updates(lambda: calls.append(1), 0.05)
+    assert n == len(calls) and n >= 1 and elapsed >= 0.05
+
+
+def test_count_params_skips_frozen_and_shared():
+    a, frozen = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2).requires_grad_(False)
+    assert train_bench.count_params(a, a, frozen) == 8
+
+
+def test_run_writes_its_section(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "no-data"))
+    assert train_bench.run(_args(tmp_path)) == 0
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "<!-- qtbench:train-q_transformer -->" in text
+    row = next(line for line in text.splitlines() if line.startswith("| qtbench q_transformer"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    params, batch, updates, per_s, samples = cells[1], int(cells[2]), int(cells[3]), float(cells[4]), float(cells[5].replace(",", ""))
+    assert int(params.replace(",", "")) > 100_000 and batch == 4 and updates >= 1
+    assert samples == pytest.approx(per_s * batch, rel=0.05, abs=1)
+    assert "sampler row skipped" in text and "qtbench data generate --task drawer_open" in text
+    assert "--algo q_transformer --task drawer_open --batch-size 4" in text
+
+
+def test_bad_names_and_mismatched_reference(tmp_path):
+    with pytest.raises(QtbenchError, match="unknown algorithm"):
+        train_bench.run(_args(tmp_path, algo="nope"))
+    with pytest.raises(QtbenchError, match="unknown task"):
+        train_bench.run(_args(tmp_path, task="nope"))
+    with pytest.raises(QtbenchError, match="reference for 'iql'"):
+        train_bench.run(_args(tmp_path, compare="d3rlpy_iql"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("q_transformer") is not None, reason="reference package installed here")
+def test_missing_reference_package_says_how_to_install(tmp_path):
+    with pytest.raises(QtbenchError, match="q-transformer is not importable") as err:
+        train_bench.run(_args(tmp_path, compare="q_transformer_pypi"))
+    assert "separate venv" in err.value.fix
