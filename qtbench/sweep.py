@@ -161,17 +161,25 @@ def _read_success(cell_dir: Path) -> float | None:
 
 def execute(job: CellJob, cell_fn: CellFn = run_job) -> CellOutcome:
     """Run one cell inside a worker; every exception becomes a "failed" outcome."""
-    os.environ["TQDM_DISABLE"] = "0" if job.show_progress else "1"
+    import torch
+
+    # Per-cell settings, restored afterwards so an in-process caller is left as it was.
+    previous, threads = os.environ.get("TQDM_DISABLE"), torch.get_num_threads()
+    os.environ["TQDM_DISABLE"] = "0" if job.show_progress else "1"  # also silences dataset bars
+    torch.set_num_threads(job.torch_threads)
     start = time.perf_counter()
     try:
-        import torch
-
-        torch.set_num_threads(job.torch_threads)
         cell_dir = Path(cell_fn(job))
     except Exception as err:  # reported in the outcome; the sweep goes on (Ctrl-C still stops it)
         message = f"{type(err).__name__}: {err}"
         trace = None if isinstance(err, QtbenchError) else traceback.format_exc()
         return CellOutcome(job.cell, "failed", time.perf_counter() - start, error=message, traceback=trace)
+    finally:
+        torch.set_num_threads(threads)
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
     return CellOutcome(job.cell, "done", time.perf_counter() - start, success_rate=_read_success(cell_dir))
 
 

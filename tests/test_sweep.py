@@ -7,6 +7,7 @@ that writes an eval.json the way the training loop does, so no training happens 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -118,6 +119,16 @@ def test_failing_cell_is_reported_and_others_continue(tmp_path, capsys):
     assert 'raise RuntimeError(f"stub failure' in outcomes[0].traceback  # where it failed
     table = sweep.format_outcomes(outcomes)
     assert "stub failure for seed 3" in table and "1 done, 0 skipped, 1 failed" in table
+
+
+def test_execute_leaves_the_calling_process_as_it_was(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    before = torch.get_num_threads()
+    job = CellJob(Cell("bc", "broken", 0), tmp_path, tmp_path, torch_threads=before + 1)
+    assert sweep.execute(job, stub_cell).status == "failed"
+    assert torch.get_num_threads() == before and "TQDM_DISABLE" not in os.environ
 
 
 def test_local_process_pool_executor(tmp_path):
