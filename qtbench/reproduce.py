@@ -222,6 +222,14 @@ def reproduce_datasets(tasks: list[str], workdir: Path, workers: int = 1) -> Ver
     differences = []
     for task in tasks:
         stored = {split: read_manifest(dataset_id(task, split)) for split in SPLITS}
+        policy = stored["failures"].get("autonomous_policy")
+        if policy:
+            raise QtbenchError(
+                f"the {task} failures were collected by a trained policy ({policy.get('checkpoint')}); "
+                "reproduce --datasets only re-generates scripted collections",
+                f"check the stored files with `qtbench data verify`, or re-generate with: "
+                f"{stored['failures'].get('regenerate')}",
+            )
         profile, seed = stored["demos"].get("profile", "default"), int(stored["demos"].get("seed", 0))
         log.info("re-generating %s (profile %s, seed %d) into %s", task, profile, seed, workdir)
         with use_datasets_path(Path(workdir) / task):
@@ -257,7 +265,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             print(_dataset_verdict(verdict))
         else:
             verdict, new_dir = reproduce_cell(Path(args.run_dir), workdir, args.tolerance)
-            print(f"re-ran {args.run_dir} into {new_dir}")
+            print(f"re-ran {args.run_dir} into {new_dir}" + (" (temporary, removed)" if temp else ""))
             print(format_verdict(verdict))
     finally:
         if temp is not None:
