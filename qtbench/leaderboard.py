@@ -384,6 +384,10 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = ()) -> str:
     if headline:
         parts += [headline_table(headline), "", describe_setting(headline), "",
                   "The same models per skill:", "", skill_table(headline)]
+    elif any(r.task == HEADLINE_TASK for r in rows):
+        parts += ["The runs on task `all` all differ from the algorithms' current default settings "
+                  "(they are listed as variants below): re-run them with "
+                  "`qtbench sweep --tasks all --force` for the reference rows."]
     else:
         parts += ["No runs on task `all` yet: `qtbench sweep --tasks all` produces them."]
     parts += ["", "For reference, the paper's real-robot results (percent; a different, physical "

@@ -120,11 +120,14 @@ def test_run_with_overrides_outside_ablation_paths_is_a_variant(tmp_path):
     from qtbench.q_transformer import QTransformerConfig
 
     root = tmp_path / "results"
-    cell = write_cell(root, "q_transformer", "pick_place", 0, {"pick_place": (1, 2)})
+    cell = write_cell(root, "q_transformer", "all", 0, _skills((1, 1, 1, 1)))
     config = json.loads((cell / "config.json").read_text())
     config["algo_config"] = json.loads(json.dumps(asdict(QTransformerConfig(n_step=3))))
     (cell / "config.json").write_text(json.dumps(config))
-    assert [r.label for r in lb.load_runs(root)] == ["q_transformer+n_step3"]
+    runs = lb.load_runs(root)
+    assert [r.label for r in runs] == ["q_transformer+n_step3"]
+    text = lb.render_markdown(runs)
+    assert "listed as variants below" in text and "| all | `q_transformer+n_step3` |" in text
 
 
 def test_markdown_csv_and_plots(results, tmp_path):
