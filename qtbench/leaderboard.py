@@ -396,9 +396,10 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = ()) -> str:
         parts += ["", "### Single-skill models (one model per task)", "", task_table(per_task), "",
                   describe_setting(per_task)]
     if ablations:
-        parts += ["", "### Q-Transformer ablations", "",
-                  "Variants trained with config overrides (result paths `ablations/<variant>/`), "
-                  "beside the reference run on the same task.", "",
+        parts += ["", "### Ablations", "",
+                  "Variants trained with config overrides (the paper's Q-Transformer ablations come from "
+                  "`qtbench sweep --ablations`, under `ablations/<variant>/`), beside the reference run "
+                  "of the same algorithm and task: success, gradient steps and the training time they took.", "",
                   ablation_table(ablations), "", describe_setting(ablations)]
     figures = list(figures)
     if figures:
