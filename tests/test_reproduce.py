@@ -7,7 +7,6 @@ import argparse
 import copy
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
