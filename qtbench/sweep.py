@@ -183,10 +183,15 @@ def execute(job: CellJob, cell_fn: CellFn = run_job) -> CellOutcome:
     return CellOutcome(job.cell, "done", time.perf_counter() - start, success_rate=_read_success(cell_dir))
 
 
-class Executor(Protocol):
-    """Runs jobs and yields their outcomes as they finish (in any order)."""
+# Seconds between "still running" ticks, so the progress bar's clock moves during long cells.
+HEARTBEAT_SECONDS = 10.0
 
-    def run(self, jobs: list[CellJob], cell_fn: CellFn) -> Iterator[CellOutcome]: ...
+
+class Executor(Protocol):
+    """Runs jobs and yields their outcomes as they finish (in any order), or None as a
+    heartbeat while cells are still running."""
+
+    def run(self, jobs: list[CellJob], cell_fn: CellFn) -> Iterator[CellOutcome | None]: ...
 
 
 @dataclass
@@ -196,14 +201,16 @@ class LocalExecutor:
     workers: int = 1
     mp_context: str = "spawn"
 
-    def run(self, jobs: list[CellJob], cell_fn: CellFn) -> Iterator[CellOutcome]:
+    def run(self, jobs: list[CellJob], cell_fn: CellFn) -> Iterator[CellOutcome | None]:
         import multiprocessing
 
         ctx = multiprocessing.get_context(self.mp_context)
         with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
             pending = {pool.submit(execute, job, cell_fn): job for job in jobs}
             while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                done, _ = wait(pending, timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                if not done:
+                    yield None
                 for future in done:
                     job = pending.pop(future)
                     try:
@@ -224,7 +231,7 @@ class RayExecutor:
     address: str | None = None
     cpus_per_task: float = 1.0
 
-    def run(self, jobs: list[CellJob], cell_fn: CellFn) -> Iterator[CellOutcome]:
+    def run(self, jobs: list[CellJob], cell_fn: CellFn) -> Iterator[CellOutcome | None]:
         try:
             import ray
         except ImportError as err:
@@ -241,7 +248,9 @@ class RayExecutor:
             remote = ray.remote(num_cpus=self.cpus_per_task)(execute)
             pending = {remote.remote(job, cell_fn): job for job in jobs}
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=HEARTBEAT_SECONDS)
+                if not done:
+                    yield None
                 for ref in done:
                     job = pending.pop(ref)
                     try:
@@ -335,6 +344,9 @@ def run_sweep(
     with tqdm(total=total, initial=len(skipped), desc="sweep", unit="cell") as bar:
         failed = 0
         for outcome in executor.run(jobs, cell_fn):
+            if outcome is None:  # heartbeat: cells still running
+                bar.refresh()
+                continue
             outcomes[outcome.cell] = outcome
             failed += outcome.status == "failed"
             note = f"{outcome.success_rate:.3f}" if outcome.success_rate is not None else outcome.error

@@ -50,6 +50,7 @@ class InlineExecutor:
 
     def run(self, jobs, cell_fn):
         for job in jobs:
+            yield None  # a heartbeat, as real executors send while cells run
             yield sweep.execute(job, cell_fn)
 
 
@@ -131,7 +132,8 @@ def test_execute_leaves_the_calling_process_as_it_was(tmp_path, monkeypatch):
     assert torch.get_num_threads() == before and "TQDM_DISABLE" not in os.environ
 
 
-def test_local_process_pool_executor(tmp_path):
+def test_local_process_pool_executor(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "HEARTBEAT_SECONDS", 0.05)  # ticks while the workers start
     config = _config(tmp_path, tasks=["broken", "drawer_open"], algos=["bc"], seeds=[0, 1])
     outcomes = run_sweep(config, LocalExecutor(workers=2), stub_cell, prepare=no_prepare)
     assert [o.status for o in outcomes] == ["failed", "failed", "done", "done"]
