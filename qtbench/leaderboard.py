@@ -439,7 +439,7 @@ def leaderboard_csv(runs: list[RunRecord]) -> str:
                 counts.update(category_counts(run.eval))
                 counts.update(skill_counts(run.eval))
             for column, (successes, episodes) in counts.items():
-                rate = run.eval["success_rate"] if column == OVERALL else successes / episodes
+                rate = run.eval["success_rate"] if column == OVERALL else successes / max(episodes, 1)
                 lo, hi = _wilson(successes, episodes)
                 writer.writerow([row.task, row.label, row.algo, column, "seed", run.seed, 1, rate, "", lo, hi,
                                  successes, episodes, run.eval.get("train_steps", "")])
