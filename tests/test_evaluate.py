@@ -104,3 +104,30 @@ def test_run_episodes_records_frames_of_chosen_jobs(tmp_path):
 
     with Image.open(path) as gif:
         assert gif.n_frames == 6
+
+
+def zero_policy(window) -> np.ndarray:
+    return np.zeros((len(window.states), 4), np.float32)
+
+
+def test_evaluate_policy_on_the_real_env_uses_eval_seeds_and_every_instruction():
+    from qtbench.data import EVAL_SEED_OFFSET, eval_seeds
+    from qtbench.evaluate import evaluate_policy
+
+    outcomes, seconds = evaluate_policy(zero_policy, "drawer_open", history=2, episodes_per_instruction=2,
+                                        seed=1, progress=False)
+    assert [o.seed for o in outcomes] == list(eval_seeds(6, 1)) and min(o.seed for o in outcomes) >= EVAL_SEED_OFFSET
+    assert [o.instruction for o in outcomes[:3]] == ["open the top drawer", "open the middle drawer",
+                                                      "open the bottom drawer"]
+    assert not any(o.success for o in outcomes)  # standing still never opens a drawer
+    assert seconds > 0
+
+
+@pytest.mark.slow
+def test_evaluate_policy_saves_videos(tmp_path):
+    from qtbench.evaluate import VIDEO_EPISODES, evaluate_policy
+
+    evaluate_policy(zero_policy, "drawer_open", history=2, episodes_per_instruction=1, seed=0,
+                    video_dir=tmp_path, progress=False)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == VIDEO_EPISODES and names[0] == "ep00_failure_open_the_top_drawer.gif"
