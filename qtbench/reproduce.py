@@ -166,7 +166,7 @@ def run_spec_from_config(config: dict[str, Any], workdir: Path):
     """The RunSpec that repeats a stored run, writing into ``workdir``."""
     from qtbench.train import RunSpec
 
-    extra = {k: config[k] for k in ("device", "log_every", "checkpoint_every") if k in config}
+    extra = {k: config[k] for k in ("device", "log_every", "checkpoint_every", "threads") if k in config}
     return RunSpec(
         algo=config["algo"],
         task=config["task"],

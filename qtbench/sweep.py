@@ -127,6 +127,7 @@ class CellJob:
             resume=self.resume,
             eval_episodes_per_instruction=self.eval_episodes_per_instruction,
             progress=self.show_progress,
+            threads=self.torch_threads,
         )
 
 
@@ -441,6 +442,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         executor = LocalExecutor(workers=args.workers)
         threads = max(1, (os.cpu_count() or 1) // args.workers)
         show_progress = args.workers == 1
+    threads = args.threads or threads
     outcomes = run_sweep(config, executor, torch_threads=threads, show_progress=show_progress)
     print(format_outcomes(outcomes))
     failed = [o for o in outcomes if o.status == "failed"]
@@ -471,6 +473,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--workers", type=int, default=1, help="concurrent cells for the local executor (default 1)")
     p.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray CPUs reserved per cell (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per cell (default: cores / workers locally, --cpus-per-task on Ray; "
+                   "1 is often fastest on a busy machine)")
     p.add_argument("--steps", type=int, default=None, help="gradient steps per cell (default: the reference budget)")
     p.add_argument("--profile", default="default", help="dataset profile")
     p.add_argument("--eval-episodes", type=int, default=None, help="evaluation episodes per instruction")

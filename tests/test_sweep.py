@@ -222,3 +222,16 @@ def test_cli_dry_run_lists_the_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| q_transformer+no_mc_return | drawer_open | 1 | run |" in out and "8 cells, 8 to run" in out
     assert not any(tmp_path.iterdir())  # nothing ran, nothing written
+
+
+def test_job_maps_onto_the_training_run_spec(tmp_path):
+    cell = Cell("q_transformer", "all", 2, (("n_step", 3),))
+    job = CellJob(cell, tmp_path / "r", tmp_path / "c", steps=50, profile="small", eval_episodes_per_instruction=2,
+                  resume=True, torch_threads=1)
+    spec = job.run_spec()
+    assert (spec.algo, spec.task, spec.seed, spec.steps, spec.profile) == ("q_transformer", "all", 2, 50, "small")
+    assert spec.overrides == {"n_step": 3} and spec.resume and spec.threads == 1 and not spec.progress
+    assert spec.eval_episodes_per_instruction == 2
+    # run_cell writes <results_dir>/<task>/<algo>/seed<k>: the ablation root makes that the cell's own dir.
+    assert spec.results_dir / "all" / "q_transformer" / "seed2" == job.cell_results_dir
+    assert spec.checkpoint_dir == tmp_path / "c" / "ablations" / "q_transformer+n_step3"
