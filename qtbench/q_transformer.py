@@ -187,8 +187,9 @@ class QTransformer:
         self.target = QNetwork(spec, config).to(self.device)
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False).eval()
+        # fused: one kernel for the whole step instead of ~10 small ops per parameter tensor
         self.optimizer = torch.optim.AdamW(
-            self.online.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+            self.online.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
         )
         self.updates = 0
 
@@ -213,9 +214,8 @@ class QTransformer:
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.online.parameters(), cfg.grad_clip)
         self.optimizer.step()
-        with torch.no_grad():
-            for p_target, p in zip(self.target.parameters(), self.online.parameters()):
-                p_target.lerp_(p, cfg.tau)
+        with torch.no_grad():  # Polyak averaging: target <- target + tau * (online - target)
+            torch._foreach_lerp_(list(self.target.parameters()), list(self.online.parameters()), cfg.tau)
         self.updates += 1
         return {
             "loss": loss.item(),
