@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import gymnasium as gym
+
+# Headless by default: MuJoCo picks its GL backend when it first loads its renderer, so set it
+# before that happens (a user's MUJOCO_GL, or a display, wins).
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
+    os.environ["MUJOCO_GL"] = "egl"
 
 TASKS: dict[str, str] = {
     "drawer_open": "qtbench/DrawerOpen-v0",

@@ -38,8 +38,8 @@ NOISE_MODELS: dict[str, NoiseModel] = {
         speed=(0.75, 1.0), waypoint_offset=0.003, action_noise=0.05, pause_prob=0.04, pause_steps=(1, 3)
     ),
     "autonomous": NoiseModel(
-        speed=(0.5, 1.0), waypoint_offset=0.018, action_noise=0.25, pause_prob=0.08, pause_steps=(1, 5),
-        drift=0.004, close_early_prob=0.3, early_release_prob=0.3, pull_short=0.12, retries=0,
+        speed=(0.6, 1.0), waypoint_offset=0.012, action_noise=0.15, pause_prob=0.08, pause_steps=(1, 5),
+        drift=0.001, close_early_prob=0.3, early_release_prob=0.3, pull_short=0.18, retries=0,
     ),
 }
 

@@ -1,0 +1,100 @@
+"""Scripted policies: the expert / demo success gates and the weaker autonomous collector.
+
+The default suite runs 30 seeded episodes per skill; ``-m slow`` runs the full gate of
+100 episodes (noiseless >= 95%, demo noise >= 90%).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qtbench.envs import make_env
+from qtbench.envs.instructions import SKILLS
+from qtbench.envs.policies import POLICY_KINDS, make_policy
+from qtbench.errors import QtbenchError
+
+
+def run_episodes(task: str, kind: str, episodes: int, seed: int = 0) -> tuple[float, list[int]]:
+    env = make_env(task)
+    policy = make_policy(kind, env, np.random.default_rng(seed))
+    successes, lengths = 0, []
+    for ep in range(episodes):
+        obs, info = env.reset(seed=10_000 * (seed + 1) + ep)
+        policy.reset(obs, info)
+        terminated = truncated = False
+        steps = 0
+        while not (terminated or truncated):
+            obs, reward, terminated, truncated, info = env.step(policy.act(obs))
+            steps += 1
+        successes += int(info["success"])
+        lengths.append(steps)
+    return successes / episodes, lengths
+
+
+@pytest.mark.parametrize("skill", SKILLS)
+@pytest.mark.parametrize("kind, bound", [("expert", 0.93), ("demo", 0.86)])
+def test_gate_30_episodes(skill, kind, bound):
+    rate, lengths = run_episodes(skill, kind, 30)
+    assert rate >= bound, f"{kind} on {skill}: {rate:.2f}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("skill", SKILLS)
+@pytest.mark.parametrize("kind, bound", [("expert", 0.95), ("demo", 0.90)])
+def test_gate_100_episodes(skill, kind, bound):
+    rate, _ = run_episodes(skill, kind, 100, seed=1)
+    assert rate >= bound, f"{kind} on {skill}: {rate:.2f}"
+
+
+def test_expert_finishes_with_margin():
+    env = make_env("pick_place").unwrapped
+    _, lengths = run_episodes("pick_place", "expert", 10)
+    assert max(lengths) < env.horizons["pick_place"]
+
+
+def test_autonomous_collector_mostly_fails():
+    rate, _ = run_episodes("all", "autonomous", 30)
+    assert 0.05 <= rate <= 0.6
+
+
+def test_policy_dispatches_on_the_instruction_in_all_tasks():
+    env = make_env("all")
+    policy = make_policy("expert", env, np.random.default_rng(0))
+    texts = ["open the top drawer", "close the bottom drawer", "place the red can into the top drawer",
+             "move the orange near the white cup"]
+    for text in texts:
+        obs, info = env.reset(seed=0, options={"instruction": text})
+        policy.reset(obs, info)
+        terminated = truncated = False
+        while not (terminated or truncated):
+            action = policy.act(obs)
+            assert action.shape == (4,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1.0)
+            obs, _, terminated, truncated, info = env.step(action)
+        assert info["success"], text
+
+
+def test_expert_is_deterministic_and_demo_depends_on_its_generator():
+    env = make_env("move_near")
+    obs, info = env.reset(seed=3)
+
+    def first_actions(kind: str, seed: int) -> np.ndarray:
+        policy = make_policy(kind, env, np.random.default_rng(seed))
+        policy.reset(obs, info)
+        return np.array([policy.act(obs) for _ in range(5)])
+
+    np.testing.assert_array_equal(first_actions("expert", 0), first_actions("expert", 1))
+    np.testing.assert_array_equal(first_actions("demo", 0), first_actions("demo", 0))
+    assert not np.array_equal(first_actions("demo", 0), first_actions("demo", 1))
+
+
+def test_unknown_policy_kind():
+    assert POLICY_KINDS == ("expert", "demo", "autonomous")
+    with pytest.raises(QtbenchError, match="autonomous"):
+        make_policy("oracle", make_env("drawer_open"), np.random.default_rng(0))
+
+
+def test_act_before_reset_is_an_error():
+    policy = make_policy("expert", make_env("drawer_open"), np.random.default_rng(0))
+    with pytest.raises(RuntimeError, match="reset"):
+        policy.act({"state": np.zeros(40, np.float32), "instruction": "open the top drawer"})
