@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -11,6 +12,8 @@ import gymnasium as gym
 # before that happens (a user's MUJOCO_GL, or a display, wins).
 if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
     os.environ["MUJOCO_GL"] = "egl"
+# PyOpenGL (loaded by MuJoCo's EGL backend) logs an INFO line on import; keep the CLI quiet.
+logging.getLogger("OpenGL").setLevel(logging.WARNING)
 
 TASKS: dict[str, str] = {
     "drawer_open": "qtbench/DrawerOpen-v0",
