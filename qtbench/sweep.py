@@ -243,7 +243,15 @@ class RayExecutor:
         started = False
         if not ray.is_initialized():
             kwargs = {"address": self.address} if self.address else {"include_dashboard": False}
-            ray.init(**kwargs)
+            try:
+                ray.init(**kwargs)
+            except (ConnectionError, RuntimeError) as err:
+                raise QtbenchError(
+                    f"cannot connect to the Ray cluster at {self.address or 'a new local instance'}: {err}",
+                    "check the address (`ray status` on the head node; `--address auto` finds a local "
+                    "cluster); a cluster with token authentication also needs RAY_AUTH_MODE=token and "
+                    "its token (~/.ray/auth_token or RAY_AUTH_TOKEN)",
+                ) from err
             started = True
         try:
             remote = ray.remote(num_cpus=self.cpus_per_task)(execute)

@@ -155,6 +155,20 @@ def test_ray_executor_local_instance(tmp_path):
     assert [o.success_rate for o in outcomes[2:]] == [0.0, pytest.approx(0.2)]
 
 
+def test_ray_connection_failure_says_how_to_fix(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray", reason="ray not installed: pip install '.[distributed]' to test the Ray executor")
+    from qtbench.errors import QtbenchError
+
+    def refuse(**kwargs):
+        raise ConnectionError(f"Failed to connect to Ray cluster at {kwargs['address']}")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    executor = sweep.RayExecutor(address="10.0.0.9:6379")
+    with pytest.raises(QtbenchError, match="cannot connect to the Ray cluster at 10.0.0.9:6379") as err:
+        list(executor.run([], stub_cell))
+    assert "RAY_AUTH_MODE=token" in str(err.value)
+
+
 def test_cli_rejects_unknown_algo(tmp_path):
     import argparse
 
