@@ -406,7 +406,7 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = ()) -> str:
         parts += ["", "### Figures", "",
                   "Bars: mean over seeds with the 95% t-interval; black diamonds: the paper's real-robot "
                   "numbers. Learning curves: training loss per seed from metrics.csv.", ""]
-        parts += [f"![{Path(f).stem}]({f})" for f in figures]
+        parts += ["\n\n".join(f"![{Path(f).stem}]({f})" for f in figures)]
     return "\n".join(parts) + "\n"
 
 
