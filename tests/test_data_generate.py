@@ -107,6 +107,10 @@ def test_cli_commands(generated, tmp_path, capsys):
     info = run("info", "qtbench/drawer_open/mixed-v0")
     assert "success fraction" in info and "open the top drawer" in info
     assert run("verify").count("ok ") == 3
+    from qtbench.cli import main  # registered in the top-level dispatcher too
+
+    assert main(["data", "verify", "qtbench/drawer_open/demos-v0"]) == 0
+    assert main(["data", "info", "qtbench/nope/demos-v0"]) == 2
     out = tmp_path / "d.npz"
     run("export-d4rl", "drawer_open/mixed", str(out))
     with np.load(out) as z:
