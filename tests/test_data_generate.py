@@ -44,6 +44,7 @@ def test_counts_and_rewards(generated):
     assert len(demos) == small.demos_per_instruction * len(texts)
     assert len(failures) == small.failures_per_instruction * len(texts)
     assert len(mixed) == len(demos) + len(failures)
+    assert all(np.isfinite(ep["states"]).all() for ep in mixed)
     for ep in demos:
         assert ep["rewards"][-1] == 1.0 and ep["terminations"][-1] and ep["rewards"][:-1].sum() == 0
     for ep in failures:

@@ -87,8 +87,11 @@ def rollout(env: Any, kind: str, seed: int, instruction: str) -> dict[str, Any]:
             break
     else:
         raise RuntimeError(f"episode of {instruction!r} did not end within max_episode_steps={limit}")
+    states = np.asarray(states, np.float32)
+    if not np.isfinite(states).all():  # an unstable simulation must not enter a dataset silently
+        raise RuntimeError(f"non-finite state in the episode of {instruction!r} with reset seed {seed}")
     return dict(
-        states=np.asarray(states, np.float32),
+        states=states,
         instruction=instruction,
         actions=np.asarray(actions, np.float32),
         rewards=np.asarray(rewards, np.float32),
