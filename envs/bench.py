@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ def register(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks.md"))
     p.add_argument("--compare-metaworld", action="store_true",
                    help="also time Meta-World drawer-open-v3 (needs `pip install metaworld`)")
+    p.add_argument("--metaworld-python", default=sys.executable,
+                   help="interpreter that can import metaworld (default: this one)")
     p.set_defaults(func=cmd_bench_env)
 
 
@@ -71,26 +74,47 @@ def measure_qtbench(skill: str, actions: str, steps: int, seed: int) -> Throughp
     return Throughput(skill, actions, steps, seconds, env.unwrapped.dt)
 
 
-def measure_metaworld(steps: int, seed: int) -> Throughput:
-    """Meta-World's drawer-open-v3 (MT1, one env) with random actions."""
-    import gymnasium as gym
-    import metaworld  # noqa: F401  (registers the Meta-World ids)
+# Timed in a child interpreter so Meta-World may live in its own venv (it pins an older MuJoCo).
+METAWORLD_SNIPPET = """
+import json, sys, time
+import gymnasium as gym
+import metaworld, mujoco
+steps, seed = int(sys.argv[1]), int(sys.argv[2])
+env = gym.make("Meta-World/MT1", env_name="drawer-open-v3", seed=seed)
+env.action_space.seed(seed)
+env.reset(seed=seed)
+start = time.process_time()
+for _ in range(steps):
+    _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+    if terminated or truncated:
+        env.reset()
+seconds = time.process_time() - start
+print(json.dumps({"seconds": seconds, "dt": env.unwrapped.dt, "mujoco": mujoco.__version__}))
+"""
 
-    env = gym.make("Meta-World/MT1", env_name="drawer-open-v3", seed=seed)
-    env.action_space.seed(seed)
-    env.reset(seed=seed)
-    start = time.process_time()
-    for _ in range(steps):
-        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-        if terminated or truncated:
-            env.reset()
-    seconds = time.process_time() - start
-    return Throughput("metaworld drawer-open-v3", "random", steps, seconds, env.unwrapped.dt)
+
+def measure_metaworld(steps: int, seed: int, python: str) -> tuple[Throughput, str]:
+    """Meta-World's drawer-open-v3 (MT1, one env, random actions), timed by ``python``."""
+    import json
+    import subprocess
+
+    from qtbench.errors import QtbenchError
+
+    fix = "pip install metaworld into a separate venv and pass --metaworld-python /path/to/venv/bin/python"
+    try:
+        proc = subprocess.run([python, "-W", "ignore", "-c", METAWORLD_SNIPPET, str(steps), str(seed)],
+                              capture_output=True, text=True)
+    except OSError as err:
+        raise QtbenchError(f"could not start {python}: {err}", fix) from err
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise QtbenchError(f"could not run Meta-World with {python}: {last}", fix)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = Throughput("metaworld drawer-open-v3", "random", steps, out["seconds"], out["dt"])
+    return result, out["mujoco"]
 
 
 def cmd_bench_env(args: argparse.Namespace) -> int:
-    import importlib.util
-
     import mujoco
     from tqdm import tqdm
 
@@ -100,13 +124,15 @@ def cmd_bench_env(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise QtbenchError(f"--steps must be at least 1, got {args.steps}")
+    metaworld: list[Throughput] = []
+    metaworld_note = ""
+    if args.compare_metaworld:  # first, so a missing Meta-World fails fast
+        result, mw_mujoco = measure_metaworld(args.steps, args.seed, args.metaworld_python)
+        metaworld.append(result)
+        metaworld_note = f" Meta-World ran in `{args.metaworld_python}` with MuJoCo {mw_mujoco}."
     jobs = [(skill, actions) for skill in SKILLS for actions in ("random", "expert")]
-    results = [measure_qtbench(s, a, args.steps, args.seed) for s, a in tqdm(jobs, desc="bench env", unit="run")]
-    if args.compare_metaworld:
-        if importlib.util.find_spec("metaworld") is None:
-            raise QtbenchError("metaworld is not importable here",
-                               "pip install metaworld (ideally in a separate venv) and run from there")
-        results.append(measure_metaworld(args.steps, args.seed))
+    ours = [measure_qtbench(s, a, args.steps, args.seed) for s, a in tqdm(jobs, desc="bench env", unit="run")]
+    results = ours + metaworld
     rows = [[r.name, r.actions, f"{r.steps_per_s:,.0f}", f"{r.sim_per_s:,.1f}", f"{r.sim_dt:g}"] for r in results]
     table = markdown_table(["env", "actions", "env steps/s", "simulated s / wall s", "control dt (s)"], rows)
     print(table)
@@ -114,14 +140,15 @@ def cmd_bench_env(args: argparse.Namespace) -> int:
         "## Environment throughput (`qtbench bench env`)\n\n"
         f"One process on one core, state observations, {args.steps} env steps per row "
         f"(episodes reset with seeds {args.seed}, {args.seed}+1, ...; random actions from seed {args.seed}). "
-        f"Timed with process CPU time. MuJoCo {mujoco.__version__}. Machine: {machine_description()}.\n\n"
+        f"Timed with process CPU time (other load on the machine does not count). "
+        f"qtbench: MuJoCo {mujoco.__version__}.{metaworld_note} Machine: {machine_description()}.\n\n"
         f"{table}\n"
     )
-    meta = [r for r in results if r.name.startswith("metaworld")]
-    if meta:
-        ours = min(r.sim_per_s for r in results if r.actions == "random" and not r.name.startswith("metaworld"))
-        body += f"\nSlowest qtbench skill vs Meta-World drawer-open-v3: {ours / meta[0].sim_per_s:.2f}x " \
-                "simulated seconds per wall second.\n"
+    if metaworld:
+        slowest = min(ours, key=lambda r: r.sim_per_s)
+        body += (f"\nSlowest qtbench row ({slowest.name}, {slowest.actions} actions) vs Meta-World "
+                 f"drawer-open-v3: {slowest.sim_per_s / metaworld[0].sim_per_s:.2f}x simulated seconds "
+                 "per wall second.\n")
     write_section("env", body, args.out)
     logger.info("wrote the env section of %s", args.out)
     return 0

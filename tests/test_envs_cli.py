@@ -1,0 +1,61 @@
+"""`qtbench env list|render|play` and `qtbench bench env` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from qtbench.cli import main
+
+
+def test_env_list_prints_every_task_with_counts(capsys):
+    assert main(["env", "list"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line and not line.startswith(" ")}
+    assert lines["drawer_open"][1:4] == ["qtbench/DrawerOpen-v0", "3", "instructions,"]
+    assert lines["move_near"][1:3] == ["qtbench/MoveNear-v0", "42"]
+    assert lines["all"][1:3] == ["qtbench/AllTasks-v0", "66"]
+    assert "    move the orange near the white cup" in out
+    assert "object_pos" in out
+
+
+def test_env_render_writes_a_png(tmp_path, capsys):
+    out = tmp_path / "frame.png"
+    assert main(["env", "render", "--task", "drawer_close", "--seed", "2", "--width", "64", "--height", "48",
+                 "--instruction", "close the top drawer", "--out", str(out)]) == 0
+    image = np.asarray(Image.open(out))
+    assert image.shape == (48, 64, 3) and image.std() > 5
+    assert "close the top drawer" in capsys.readouterr().out
+
+
+def test_env_play_reports_success_per_skill(capsys):
+    assert main(["env", "play", "--task", "drawer_open", "--policy", "expert", "--episodes", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "drawer_open   100.0%  (3/3)" in out
+
+
+def test_bad_names_exit_2_with_the_choices(capsys):
+    assert main(["env", "play", "--task", "fridge", "--episodes", "1"]) == 2
+    assert "drawer_open" in capsys.readouterr().err
+    assert main(["env", "play", "--task", "all", "--policy", "oracle", "--episodes", "1"]) == 2
+    assert "autonomous" in capsys.readouterr().err
+    assert main(["env", "render", "--task", "all", "--instruction", "fly", "--out", "x.png"]) == 2
+    assert "open the top drawer" in capsys.readouterr().err
+
+
+def test_bench_env_writes_its_section(tmp_path, capsys):
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# qtbench benchmarks\n\n<!-- qtbench:leaderboard -->\nkeep me\n<!-- /qtbench:leaderboard -->\n")
+    assert main(["bench", "env", "--steps", "30", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "keep me" in text and "<!-- qtbench:env -->" in text
+    for skill in ("drawer_open", "drawer_close", "pick_place", "move_near"):
+        assert f"| {skill} | random |" in text and f"| {skill} | expert |" in text
+    assert "30 env steps per row" in text
+
+
+def test_bench_env_without_metaworld_says_how_to_get_it(tmp_path, capsys):
+    code = main(["bench", "env", "--steps", "5", "--compare-metaworld", "--metaworld-python", "/nonexistent/python",
+                 "--out", str(tmp_path / "b.md")])
+    assert code == 2
+    assert "pip install metaworld" in capsys.readouterr().err
