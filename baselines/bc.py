@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
-from qtbench.nets import CausalTransformer, ContextTokens
+from qtbench.nets import CausalTransformer, ContextTokens, trim_padding
 from qtbench.q_transformer import bin_centres, to_bins
 
 
@@ -64,14 +64,13 @@ class AutoregressivePolicy(nn.Module):
 
     def logits(self, window: Window, prev_bins: torch.Tensor) -> torch.Tensor:
         """window + bins of dimensions 0..k-2 (B, k-1) -> logits (B, k, bins) for dimensions 0..k-1."""
-        tokens, ignore = self.context(window)
+        tokens, ignore = self.context(trim_padding(window))
         batch, k = tokens.shape[0], prev_bins.shape[1] + 1
         offsets = torch.arange(k - 1, device=prev_bins.device) * self.bins
         actions = torch.cat([self.start.expand(batch, -1, -1), self.bin_embed(prev_bins + offsets)], dim=1)
         actions = actions + self.dim_pos[:k]
         ignore = torch.cat([ignore, ignore.new_zeros(batch, k)], dim=1)
-        out = self.body(torch.cat([tokens, actions], dim=1), ignore)
-        return self.head(out[:, -k:])
+        return self.head(self.body(torch.cat([tokens, actions], dim=1), ignore, last=k))
 
     def greedy(self, window: Window) -> torch.Tensor:
         """Argmax bins (B, A), chosen one dimension at a time."""

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
-from qtbench.nets import CausalTransformer
+from qtbench.nets import CausalTransformer, trim_padding
 
 TOKENS_PER_STEP = 3  # return-to-go, state, action
 STATE_SLOT = 1  # index of the state token within a step
@@ -87,9 +87,15 @@ class DTModel(nn.Module):
         ignore = torch.cat([window.instruction == 0, (~window.mask).repeat_interleave(TOKENS_PER_STEP, dim=1)], dim=1)
         return tokens, ignore
 
-    def forward(self, window: Window) -> torch.Tensor:
-        """Predicted actions (B, H, A) in (-1, 1), one per step, each read at that step's state token."""
+    def forward(self, window: Window, last_step_only: bool = False) -> torch.Tensor:
+        """Predicted actions (B, H, A) in (-1, 1), one per step, each read at that step's state token.
+
+        ``last_step_only`` (acting) computes only the current step's, as (B, 1, A).
+        """
+        window = trim_padding(window)  # padding words are ignored anyway; fewer tokens
         tokens, ignore = self.tokens(window)
+        if last_step_only:  # the last two tokens are (s_H, a_H): read s_H
+            return torch.tanh(self.predict(self.body(tokens, ignore, last=2)[:, :1]))
         out = self.body(tokens, ignore)
         words = window.instruction.shape[1]
         state_out = out[:, words + STATE_SLOT :: TOKENS_PER_STEP]
@@ -127,7 +133,7 @@ class DecisionTransformer:
     @torch.no_grad()
     def act(self, window: Window) -> np.ndarray:
         self.model.eval()
-        return self.model(window)[:, -1].clamp(-1.0, 1.0).float().cpu().numpy()
+        return self.model(window, last_step_only=True)[:, -1].clamp(-1.0, 1.0).float().cpu().numpy()
 
     def state_dict(self) -> dict[str, Any]:
         return {

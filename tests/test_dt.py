@@ -43,6 +43,8 @@ def test_act_reads_the_current_return_to_go_and_ignores_the_current_action_row()
     algo = _model(history=2)
     window = toy_window(4, 2, torch.Generator().manual_seed(0))
     base = algo.act(window)
+    with torch.no_grad():  # acting computes only the current step: same as the full forward's last
+        np.testing.assert_allclose(base, algo.model(window)[:, -1].numpy(), atol=1e-6)
     window.actions[:, -1] = 0.7
     np.testing.assert_array_equal(algo.act(window), base)
     window.returns_to_go[:, -1] = 0.0

@@ -1,9 +1,9 @@
 """SB3 interop: SB3's evaluate_policy runs a qtbench policy and agrees with qtbench's evaluator."""
 
+import baseline_toys  # noqa: F401  (one torch thread: see there)
 import numpy as np
 import pytest
 import torch
-from baseline_toys import roundtrip  # noqa: F401  (sets torch to one thread)
 
 from qtbench.algorithms.base import AlgoConfig, EnvSpecInfo, Window
 from qtbench.envs.instructions import VOCABULARY
