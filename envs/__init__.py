@@ -8,10 +8,12 @@ import sys
 
 import gymnasium as gym
 
-# Headless by default: MuJoCo picks its GL backend when it first loads its renderer, so set it
-# before that happens (a user's MUJOCO_GL, or a display, wins).
+# Headless by default: MuJoCo picks its GL backend when it is first imported, so choose before
+# that (a user's MUJOCO_GL, or a display, wins): EGL where its library exists, else OSMesa.
 if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
-    os.environ["MUJOCO_GL"] = "egl"
+    from ctypes.util import find_library
+
+    os.environ["MUJOCO_GL"] = "egl" if find_library("EGL") or not find_library("OSMesa") else "osmesa"
 # PyOpenGL (loaded by MuJoCo's EGL backend) logs an INFO line on import; keep the CLI quiet.
 logging.getLogger("OpenGL").setLevel(logging.WARNING)
 

@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import spaces
 
 from qtbench.envs import drawer_close, drawer_open, layout, move_near, pick_place
-from qtbench.envs.instructions import BY_TEXT, TEXT_CHARSET, TEXT_MAX_LENGTH, Instruction, instructions_for
+from qtbench.envs.instructions import TEXT_CHARSET, TEXT_MAX_LENGTH, Instruction, instructions_for
 from qtbench.envs.scene import FINGER_TRAVEL, HOME, WORKSPACE_HIGH, WORKSPACE_LOW, Scene
 from qtbench.envs.skill import Skill
 
@@ -130,7 +130,11 @@ class ManipulationEnv(gym.Env):
         target = np.clip(np.clip(target, hand - lead, hand + lead), WORKSPACE_LOW, WORKSPACE_HIGH)
         d.mocap_pos[scene.mocap] = target
         d.ctrl[:] = 0.5 * (a[3] + 1.0) * FINGER_TRAVEL
+        unstable = d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
         mujoco.mj_step(self.model, d, nstep=self.frame_skip)
+        if d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number != unstable:
+            logger.warning("simulation became unstable and MuJoCo reset it (%s, step %d)",
+                           self.instruction.text, self.steps)
         self.steps += 1
         success = self.skill.success(scene, self.instruction)
         truncated = not success and self.steps >= self.horizons[self.instruction.skill]

@@ -25,6 +25,7 @@ from qtbench.envs.scene import (
     DRAWER_FRONT_HEIGHT,
     DRAWER_INNER_LOW,
     FOOTPRINT,
+    KNOB_HEIGHT,
     REST_HEIGHT,
     WORKSPACE_HIGH,
     WORKSPACE_LOW,
@@ -254,7 +255,7 @@ def _pick_and_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: f
 def pick_place_plan(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
     q = float(layout.drawer_pos(state, ins.drawer))
     knob = layout.handle_pos(state, ins.drawer)
-    base_z = knob[2] - 0.05  # drawer body origin height (the knob sits 0.05 above it)
+    base_z = knob[2] - KNOB_HEIGHT  # height of the drawer body origin
     front_top = base_z + DRAWER_FRONT_HEIGHT
     obj_h = 2 * REST_HEIGHT[ins.obj]
     carry_z = front_top + obj_h + CARRY_CLEARANCE

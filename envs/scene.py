@@ -25,6 +25,7 @@ DRAWER_TRAVEL = 0.2
 DRAWER_INNER_LOW = np.array([-0.14, 0.0, 0.01])
 DRAWER_INNER_HIGH = np.array([0.14, 0.21, 0.09])
 DRAWER_FRONT_HEIGHT = 0.09  # top of the front panel above the drawer body origin
+KNOB_HEIGHT = 0.05  # knob centre above the drawer body origin
 CABINET_FACE_Y = 0.15
 CABINET_HALF_WIDTH = 0.18
 # The counter: top at z = 0; objects are placed in COUNTER_LOW..COUNTER_HIGH (xy), outside the

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qtbench.envs import make_env
-from qtbench.envs.instructions import SKILLS
+from qtbench.envs import layout, make_env
+from qtbench.envs.instructions import BY_TEXT, SKILLS
 from qtbench.envs.policies import POLICY_KINDS, make_policy
 from qtbench.errors import QtbenchError
 
@@ -53,9 +53,30 @@ def test_expert_finishes_with_margin():
     assert max(lengths) < env.horizons["pick_place"]
 
 
-def test_autonomous_collector_mostly_fails():
-    rate, _ = run_episodes("all", "autonomous", 30)
-    assert 0.05 <= rate <= 0.6
+def test_autonomous_collector_mostly_fails_but_makes_progress():
+    """The paper's autonomous data: mostly failures, many of them partly done (drawer moved or
+    object lifted by 3 cm), so failed episodes carry signal about the task."""
+    env = make_env("all")
+    policy = make_policy("autonomous", env, np.random.default_rng(0))
+    successes = failures = progressed = 0
+    for ep in range(30):
+        obs, info = env.reset(seed=500 + ep)
+        policy.reset(obs, info)
+        ins = BY_TEXT[info["instruction"]]
+        start, best = obs["state"], 0.0
+        terminated = truncated = False
+        while not (terminated or truncated):
+            obs, _, terminated, truncated, info = env.step(policy.act(obs))
+            if ins.skill in ("drawer_open", "drawer_close"):
+                moved = abs(layout.drawer_pos(obs["state"], ins.drawer) - layout.drawer_pos(start, ins.drawer))
+            else:
+                moved = layout.object_pos(obs["state"], ins.obj)[2] - layout.object_pos(start, ins.obj)[2]
+            best = max(best, float(moved))
+        successes += int(info["success"])
+        failures += int(not info["success"])
+        progressed += int(not info["success"] and best > 0.03)
+    assert 0.05 <= successes / 30 <= 0.6
+    assert progressed >= 0.3 * failures
 
 
 def test_policy_dispatches_on_the_instruction_in_all_tasks():
