@@ -18,6 +18,12 @@ def test_package_version_and_registration():
     assert set(TASKS) == {"drawer_open", "drawer_close", "pick_place", "move_near", "all"}
     for env_id in TASKS.values():
         assert env_id in gym.registry
+    # Gymnasium 1.x no longer loads plugin entry points by itself; "module:id" imports qtbench.
+    assert gym.make("qtbench:qtbench/DrawerOpen-v0").unwrapped.task == "drawer_open"
+    from importlib.metadata import entry_points
+
+    (plugin,) = [ep for ep in entry_points(group="gymnasium.envs") if ep.name == "qtbench"]
+    assert plugin.load() is qtbench.envs.register_envs
 
 
 @pytest.mark.parametrize("env_id", list(TASKS.values()))
