@@ -29,7 +29,19 @@ OBS_MODES = ("state", "pixels")
 
 
 class ManipulationEnv(gym.Env):
-    """Language-conditioned manipulation: one instruction per episode, sparse success reward."""
+    """Language-conditioned manipulation: one instruction per episode, sparse success reward.
+
+    Args:
+        task: a skill name (one module per skill) or "all" for every instruction.
+        obs_mode: "state", or "pixels" to add an ``image`` (uint8, image_size + (3,)).
+        render_mode: None or "rgb_array" (render_size, from ``camera``: "front" or "corner").
+        frame_skip, timestep: physics substeps per control step and their length (s); the
+            control step is their product (0.1 s by default).
+        max_displacement: how far (m) the gripper target moves per step at |action| = 1.
+        horizons: per-skill step limits overriding the skills' defaults.
+        reset_noise: half-width (m) of the uniform noise on the gripper's start position.
+        sleep: let resting bodies sleep (MuJoCo's sleeping; ~3x faster; see set_physics_state).
+    """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
@@ -66,6 +78,8 @@ class ManipulationEnv(gym.Env):
         self.render_size = tuple(render_size)
         self.camera = camera
         self.instructions: tuple[Instruction, ...] = instructions_for(task)
+        for name in set(horizons or {}) - set(SKILL_MODULES):
+            raise unknown_name("skill in horizons", name, list(SKILL_MODULES))
         self.horizons = {name: s.horizon for name, s in SKILL_MODULES.items()} | dict(horizons or {})
         self.max_episode_steps = max(self.horizons[ins.skill] for ins in self.instructions)
 
@@ -73,6 +87,9 @@ class ManipulationEnv(gym.Env):
         self.model, self.data = self.scene.model, self.scene.data
         if not sleep:  # resting objects skip computation when asleep (~3x faster); see set_physics_state
             self.model.opt.enableflags &= ~int(mujoco.mjtEnableBit.mjENBL_SLEEP)
+        cameras = [self.model.camera(i).name for i in range(self.model.ncam)]
+        if camera not in cameras:
+            raise unknown_name("camera", camera, cameras)
         self.dt = self.model.opt.timestep * self.frame_skip
         self._state_size = mujoco.mj_stateSize(self.model, mujoco.mjtState.mjSTATE_INTEGRATION)
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}

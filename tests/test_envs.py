@@ -192,3 +192,7 @@ def test_pixel_observations_and_render():
 def test_bad_constructor_arguments():
     with pytest.raises(QtbenchError, match="pixels"):
         make_env("drawer_open", obs_mode="video")
+    with pytest.raises(QtbenchError, match="corner"):
+        make_env("drawer_open", camera="ceiling")
+    with pytest.raises(QtbenchError, match="move_near"):
+        make_env("drawer_open", horizons={"drawer_opne": 10})
