@@ -51,6 +51,7 @@ class Verdict:
     kind: str  # IDENTICAL, WITHIN or DIFFERENT
     differences: tuple[Difference, ...]
     tolerance: float
+    notes: tuple[str, ...] = ()  # context for a difference (e.g. which code made each side)
 
     @property
     def identical(self) -> bool:
@@ -219,7 +220,7 @@ def reproduce_datasets(tasks: list[str], workdir: Path, workers: int = 1) -> Ver
     from qtbench.data import SPLITS, dataset_id, generate_task
     from qtbench.data.store import read_manifest, use_datasets_path
 
-    differences = []
+    differences, notes = [], []
     for task in tasks:
         stored = {split: read_manifest(dataset_id(task, split)) for split in SPLITS}
         policy = stored["failures"].get("autonomous_policy")
@@ -234,12 +235,16 @@ def reproduce_datasets(tasks: list[str], workdir: Path, workers: int = 1) -> Ver
         log.info("re-generating %s (profile %s, seed %d) into %s", task, profile, seed, workdir)
         with use_datasets_path(Path(workdir) / task):
             fresh = generate_task(task, profile=profile, seed=seed, workers=workers)
+        before = len(differences)
         for split in SPLITS:
             for key in ("content_hash", "episodes", "steps"):
                 if stored[split].get(key) != fresh[split].get(key):
                     differences.append(Difference(f"{dataset_id(task, split)}.{key}",
                                                   stored[split].get(key), fresh[split].get(key)))
-    return Verdict(DIFFERENT if differences else IDENTICAL, tuple(differences), 0.0)
+        old_code, new_code = stored["demos"].get("code"), fresh["demos"].get("code")
+        if len(differences) > before and old_code != new_code:
+            notes.append(f"{task}: stored datasets were made by {old_code}; this checkout is {new_code}")
+    return Verdict(DIFFERENT if differences else IDENTICAL, tuple(differences), 0.0, tuple(notes))
 
 
 # ---- CLI ---------------------------------------------------------------------------------
@@ -280,7 +285,7 @@ def _dataset_verdict(verdict: Verdict) -> str:
     if verdict.differences:
         rows = [[d.field, d.original, d.reproduced] for d in verdict.differences]
         text += "\n\n" + markdown_table(["dataset field", "manifest", "re-generated"], rows)
-    return text
+    return "\n".join([text, *verdict.notes])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
