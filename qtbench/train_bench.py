@@ -64,6 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds with --compare (default 2)")
     p.add_argument("--warmup", type=int, default=3, help="untimed updates before measuring")
     p.add_argument("--compare", choices=sorted(COMPARES), default=None, help="reference implementation to run side by side")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's choice); 1 gives steadier numbers on a busy machine")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="benchmarks.md", help="file whose 'train-ALGO' section is replaced")
     p.set_defaults(func=run)
@@ -310,6 +312,7 @@ def _sampler_row(task: str, config: Any, batch_size: int, seconds: float, rng: n
 def _flags(args: argparse.Namespace, batch_size: int) -> str:
     """The command line that reproduces this measurement."""
     flags = f"--algo {args.algo} --task {args.task} --batch-size {batch_size} --seconds {args.seconds:g}"
+    flags += f" --threads {args.threads}" if args.threads else ""
     return flags + (f" --compare {args.compare} --rounds {args.rounds}" if args.compare else "")
 
 
@@ -328,6 +331,10 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.seconds <= 0 or args.rounds < 1:
         raise QtbenchError("--seconds must be > 0 and --rounds >= 1", "e.g. --seconds 20 --rounds 2")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise QtbenchError(f"--threads must be >= 1, got {args.threads}", "e.g. --threads 1")
+        torch.set_num_threads(args.threads)
     config = cls.config_class()
     batch_size = args.batch_size or config.batch_size
     config = dataclasses.replace(config, batch_size=batch_size)

@@ -59,7 +59,11 @@ def test_count_params_skips_frozen_and_shared():
 
 def test_run_writes_its_section(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "no-data"))
-    assert train_bench.run(_args(tmp_path)) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert train_bench.run(_args(tmp_path, threads=1)) == 0
+    finally:
+        torch.set_num_threads(threads)
     text = (tmp_path / "benchmarks.md").read_text()
     assert "<!-- qtbench:train-q_transformer -->" in text
     row = next(line for line in text.splitlines() if line.startswith("| qtbench q_transformer"))
@@ -68,7 +72,8 @@ def test_run_writes_its_section(tmp_path, monkeypatch, capsys):
     assert int(params.replace(",", "")) > 100_000 and batch == 4 and updates >= 1
     assert samples == pytest.approx(per_s * batch, rel=0.05, abs=1)
     assert "sampler row skipped" in text and "qtbench data generate --task drawer_open" in text
-    assert "--algo q_transformer --task drawer_open --batch-size 4" in text
+    assert "--algo q_transformer --task drawer_open --batch-size 4 --seconds 0.2 --threads 1" in text
+    assert "(1 threads)" in text
 
 
 def test_bad_names_and_mismatched_reference(tmp_path):
