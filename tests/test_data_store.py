@@ -132,6 +132,7 @@ def test_truncated_file_is_detected(root):
 
 def test_flipped_bytes_are_detected(root):
     write_toy()
+    read_dataset("drawer_open", "mixed")  # a cached read must not hide the change below
     path = dataset_dir(DID) / "data" / "main_data.hdf5"
     with h5py.File(path, "r") as f:  # locate the stored bytes of episode 0's states
         dset = f["episode_0/observations/state"]

@@ -9,6 +9,7 @@ into place only once complete and read back, so a reader never sees half a datas
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -126,11 +127,48 @@ def _broken(dataset_id_: str, manifest: dict[str, Any], why: str) -> QtbenchErro
     return QtbenchError(f"dataset {dataset_id_} is corrupt: {why}", f"regenerate it: {cmd}")
 
 
+# The last few datasets read in this process, keyed by a digest of their raw file bytes:
+# ensure_datasets verifies a dataset and the training loop then loads it, and parsing
+# thousands of HDF5 episode groups twice costs tens of seconds on the largest task,
+# while hashing the raw bytes takes a fraction of a second.
+_READ_CACHE: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+_READ_CACHE_SIZE = 3
+
+
+def _files_key(dataset_id_: str) -> str:
+    root = dataset_dir(dataset_id_)
+    digest = hashlib.blake2b()
+    for path in sorted([*root.joinpath("data").iterdir(), root / MANIFEST_NAME]):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0")
+            with open(path, "rb") as f:
+                digest.update(hashlib.file_digest(f, "blake2b").digest())
+    return digest.hexdigest()
+
+
 def read_episodes(dataset_id_: str, manifest: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every episode of a stored dataset as a dict of numpy arrays, through Minari's API."""
+    """Every episode of a stored dataset as a dict of numpy arrays (read-only: shared with
+    later reads of the unchanged files), through Minari's API."""
+    manifest = manifest if manifest is not None else read_manifest(dataset_id_)
+    try:
+        key = _files_key(dataset_id_)
+    except OSError as err:
+        raise _broken(dataset_id_, manifest, f"files missing ({err})") from err
+    where = str(dataset_dir(dataset_id_).resolve())
+    cached = _READ_CACHE.get(where)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    episodes = _read_minari(dataset_id_, manifest)
+    _READ_CACHE.pop(where, None)
+    _READ_CACHE[where] = (key, episodes)
+    while len(_READ_CACHE) > _READ_CACHE_SIZE:
+        _READ_CACHE.pop(next(iter(_READ_CACHE)))
+    return episodes
+
+
+def _read_minari(dataset_id_: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     import minari
 
-    manifest = manifest if manifest is not None else read_manifest(dataset_id_)
     try:
         dataset = minari.load_dataset(dataset_id_)
         raw = list(dataset.storage.get_episodes(range(dataset.total_episodes)))
