@@ -49,6 +49,7 @@ class Row:
     updates: int
     seconds: float
     note: str = ""
+    cpu_seconds: float = 0.0  # process CPU time: what other processes' load does not inflate
 
     @property
     def updates_per_s(self) -> float:
@@ -130,11 +131,12 @@ def synthetic_batch(spec: Any, history: int, gamma: float, batch_size: int, text
 
 
 # ---- timing ------------------------------------------------------------------------------
-def time_updates(step: Callable[[], object], seconds: float) -> tuple[int, float]:
-    """(updates, elapsed) of calling ``step`` until ``seconds`` have passed (at least once)."""
+def time_updates(step: Callable[[], object], seconds: float) -> tuple[int, float, float]:
+    """(calls, wall seconds, process CPU seconds) of calling ``step`` until ``seconds`` of wall
+    time have passed (at least once)."""
     from tqdm import tqdm
 
-    n, start = 0, time.perf_counter()
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
     with tqdm(total=round(seconds), unit="s", leave=False, desc="measuring", disable=seconds < 3) as bar:
         while True:
             step()
@@ -143,7 +145,7 @@ def time_updates(step: Callable[[], object], seconds: float) -> tuple[int, float
             bar.n = min(round(elapsed), bar.total)
             bar.refresh()
             if elapsed >= seconds:
-                return n, elapsed
+                return n, elapsed, time.process_time() - cpu
 
 
 def count_params(*modules: Any) -> int:
@@ -305,8 +307,8 @@ def _sampler_row(task: str, config: Any, batch_size: int, seconds: float, rng: n
         problem = err.problem if isinstance(err, QtbenchError) else str(err)
         return f"sampler row skipped: {problem} (make it with `qtbench data generate --task {task}`)"
     sampler = WindowSampler(data, config.history, config.n_step, config.gamma)
-    n, elapsed = time_updates(lambda: sampler.sample(batch_size, rng), seconds)
-    return Row(f"WindowSampler.sample ({dataset_id(task, config.dataset)})", 0, batch_size, n, elapsed)
+    n, elapsed, cpu = time_updates(lambda: sampler.sample(batch_size, rng), seconds)
+    return Row(f"WindowSampler.sample ({dataset_id(task, config.dataset)})", 0, batch_size, n, elapsed, cpu_seconds=cpu)
 
 
 def _flags(args: argparse.Namespace, batch_size: int) -> str:
@@ -358,8 +360,8 @@ def run(args: argparse.Namespace) -> int:
     rounds = args.rounds if args.compare else 1
     for r in range(rounds):  # alternate, so background load falls on every contestant alike
         for row, step in contestants:
-            n, elapsed = time_updates(step, args.seconds)
-            row.updates, row.seconds = row.updates + n, row.seconds + elapsed
+            n, elapsed, cpu = time_updates(step, args.seconds)
+            row.updates, row.seconds, row.cpu_seconds = row.updates + n, row.seconds + elapsed, row.cpu_seconds + cpu
             log.info("round %d/%d %s: %.2f updates/s", r + 1, rounds, row.name, n / elapsed)
     rows = [row for row, _ in contestants]
     sampler = _sampler_row(args.task, config, batch_size, min(args.seconds, 5.0), rng)
@@ -367,13 +369,15 @@ def run(args: argparse.Namespace) -> int:
     ours = rows[0].updates_per_s
     table = [
         [row.name, f"{row.params:,}", row.batch, row.updates, f"{row.updates_per_s:.2f}",
-         f"{row.updates_per_s * row.batch:,.0f}", f"{ours / row.updates_per_s:.1f}x" if row is not rows[0] else "1.0x"]
+         f"{row.updates_per_s * row.batch:,.0f}", f"{row.updates / row.cpu_seconds:.2f}",
+         f"{ours / row.updates_per_s:.1f}x" if row is not rows[0] else "1.0x"]
         for row in rows
     ]
     if isinstance(sampler, Row):
         table.append([sampler.name, "-", sampler.batch, sampler.updates, f"{sampler.updates_per_s:.1f} batches/s",
-                      f"{sampler.updates_per_s * sampler.batch:,.0f}", "-"])
-    header = ["implementation", "parameters", "batch", "updates timed", "updates/s", "samples/s", "qtbench speed-up"]
+                      f"{sampler.updates_per_s * sampler.batch:,.0f}", f"{sampler.updates / sampler.cpu_seconds:.1f}", "-"])
+    header = ["implementation", "parameters", "batch", "updates timed", "updates/s", "samples/s",
+              "updates per CPU-second", "qtbench speed-up (wall)"]
     notes = [f"- {row.name}: {row.note}" for row in rows if row.note]
     notes.append(f"- load average (1 min) before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
     notes.append(f"- {sampler}" if isinstance(sampler, str) else "- sampler: numpy windows from the flat dataset arrays")
@@ -384,7 +388,9 @@ def run(args: argparse.Namespace) -> int:
         "",
         f"Machine: {machine_description()}; task shapes: {shape_note} (state {spec.state_dim}, action "
         f"{spec.action_dim}, history {config.history}); one fixed synthetic batch, {args.warmup} warm-up updates, "
-        f"{rounds} round(s) of {args.seconds:g} s per implementation, alternating.",
+        f"{rounds} round(s) of {args.seconds:g} s per implementation, alternating. Rates are wall-clock; "
+        "'per CPU-second' divides by this process's CPU time instead (with --threads 1 that is close to "
+        "the rate on an idle core, whatever else the machine runs).",
         "",
         markdown_table(header, table),
         "",
