@@ -278,3 +278,9 @@ def test_tiny_mdp_converges_to_the_optimal_q_values():
     assert torch.allclose(q[9, 0], T([0.0, 1.0, 0.0]), atol=0.05)
     greedy = to_bins(torch.as_tensor(algo.act(window(T([0, 1]), torch.zeros(2, 2, dtype=torch.long)))), n)
     assert greedy[0].tolist() == [2, 0] and greedy[1, 0].item() == 1
+
+
+def test_reference_defaults_are_the_papers():
+    cfg = QTransformerConfig()
+    assert (cfg.n_bins, cfg.alpha, cfg.conservative, cfg.mc_return) == (256, 1.0, True, True)
+    assert (cfg.batch_size, cfg.learning_rate, cfg.history, cfg.n_step) == (256, 3e-4, 4, 1)
