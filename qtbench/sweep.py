@@ -448,7 +448,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         show_progress = False
     else:
         executor = LocalExecutor(workers=args.workers)
-        threads = max(1, (os.cpu_count() or 1) // args.workers)
+        # One thread per cell: on a shared or small machine extra OpenMP threads spin-wait and
+        # run several times slower (see benchmarks.md); use --workers to fill more cores.
+        threads = 1
         show_progress = args.workers == 1
     threads = args.threads or threads
     outcomes = run_sweep(config, executor, torch_threads=threads, show_progress=show_progress)
@@ -479,11 +481,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
-    p.add_argument("--workers", type=int, default=1, help="concurrent cells for the local executor (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="concurrent cells for the local executor, one process each (default 1)")
     p.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray CPUs reserved per cell (default 1)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per cell (default: cores / workers locally, --cpus-per-task on Ray; "
-                   "1 is often fastest on a busy machine)")
+                   help="torch threads per cell (default: 1 locally -- fill cores with --workers -- "
+                   "and --cpus-per-task on Ray)")
     p.add_argument("--steps", type=int, default=None, help="gradient steps per cell (default: the reference budget)")
     p.add_argument("--profile", default="default", help="dataset profile")
     p.add_argument("--eval-episodes", type=int, default=None, help="evaluation episodes per instruction")
