@@ -253,7 +253,8 @@ def train(
 
     bar = tqdm(total=total, initial=step, desc=f"train {spec.algo}", unit="step",
                disable=not spec.progress, mininterval=1.0)
-    seg_start_step, last_good = step, None
+    # the checkpoint this segment resumed from counts as the last good one until a newer save
+    seg_start_step, last_good = step, (step if state is not None else None)
     with _InterruptFlag() as interrupted:
         while step < total:
             batch = sampler.sample(cfg.batch_size, rng).to_torch(spec.device)
@@ -287,7 +288,7 @@ def train(
                             step, ckpt_dir, spec.resume_command())
                 raise KeyboardInterrupt
     bar.close()
-    if last_good is None:  # nothing to train (already at the requested step): keep the csv whole
+    if seg_start_step == total:  # nothing to train (already at the requested step): keep the csv whole
         _with_partial_row(metrics, pending, pending_count, step, elapsed()).write(out_dir)
     return TrainOutcome(step, elapsed(), _with_partial_row(metrics, pending, pending_count, step, elapsed()))
 

@@ -149,6 +149,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(QtbenchError, match="step 17.*step 10"):
         run_tiny(tmp_path, 30, nan_at=17)
     assert checkpoint.load(tmp_path / "ckpt").step == 10
+    # resumed from step 10, a NaN before the next save still points at that checkpoint
+    with pytest.raises(QtbenchError, match="step 17.*step 10"):
+        run_tiny(tmp_path, 30, resume=True, nan_at=17)
 
 
 def test_ctrl_c_saves_a_consistent_checkpoint_and_resume_matches(tmp_path, caplog):
