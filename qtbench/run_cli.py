@@ -32,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --resume: start fresh when the checkpoint does not match this run")
     p.add_argument("--video", action="store_true", help="save a few evaluation episodes as GIFs under the checkpoint dir")
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: one per core; 1 is faster on a busy machine)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: much faster on a shared machine; 0 = one per core)")
     p.add_argument("--no-conservative", action="store_true", help="ablation: conservative=False")
     p.add_argument("--no-mc-return", action="store_true", help="ablation: mc_return=False")
     p.add_argument("--n-step", type=int, default=None, help="n-step return horizon (n_step=N)")
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         video=args.video,
         force=args.force,
-        threads=args.threads,
+        threads=args.threads or None,
         progress=not args.no_progress,
     )
     out_dir = run_cell(spec)

@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 # The default training budget, in gradient steps, per algorithm (recorded in config.json as
 # "steps" and "default_steps"). Sized so `qtbench run --algo q_transformer --task drawer_open`
 # (dataset generation ~25 s + training + evaluation ~5 s) takes about 15 minutes on 2 CPU
-# cores: a Q-Transformer update at the reference size and batch takes ~0.25 s there.
+# cores: a Q-Transformer update at the reference size and batch takes 0.15-0.25 s there
+# with 1 thread (more when other processes share the cores).
 DEFAULT_STEPS: dict[str, int] = {
     "q_transformer": 3000,
     "bc": 3000,
@@ -83,9 +84,11 @@ class RunSpec:
     log_every: int = LOG_EVERY
     checkpoint_every: int = CHECKPOINT_EVERY
     progress: bool = True
-    # torch intra-op threads; None keeps torch's default (one per core). On a busy machine
-    # 1 is much faster: idle-spinning worker threads compete with other processes.
-    threads: int | None = None
+    # torch intra-op threads; None keeps torch's default (one per core). 1 by default: on a
+    # shared 2-core machine 2 threads measured ~12x slower per update (spinning OpenMP
+    # workers compete with other processes), and a fixed count keeps CPU runs bit-exact
+    # across machines with different core counts.
+    threads: int | None = 1
 
     @property
     def total_steps(self) -> int:
@@ -100,8 +103,8 @@ class RunSpec:
             parts += ["--set", f"{key}={value}"]
         if self.device != "cpu":
             parts += ["--device", self.device]
-        if self.threads is not None:
-            parts += ["--threads", str(self.threads)]
+        if self.threads != 1:
+            parts += ["--threads", str(self.threads or 0)]
         return shlex.join(parts + ["--resume"])
 
 
