@@ -11,10 +11,6 @@ import torch
 
 from qtbench.algorithms.base import Batch, EnvSpecInfo, Window
 
-# These models are tiny: one intra-op thread is fastest, and on a shared 2-core machine
-# OpenMP threads spinning against other processes make small updates ~30x slower.
-torch.set_num_threads(1)
-
 SPEC = EnvSpecInfo(state_dim=6, action_dim=4, vocab_size=10, max_tokens=5, max_episode_steps=20)
 FORWARD = torch.tensor([2, 3, 4, 5, 0])
 BACKWARD = torch.tensor([2, 5, 4, 3, 0])  # same words, different order

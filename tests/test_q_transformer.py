@@ -26,15 +26,6 @@ from qtbench.q_transformer import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a busy 2-core machine two
-    OpenMP threads spin-wait for each other (10x slower); restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 T = torch.tensor
 
 

@@ -37,15 +37,10 @@ def test_sac_runs_a_few_hundred_steps():
     from stable_baselines3 import SAC
 
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: thread start-up costs more than it saves
-    try:
-        env = make_sb3_env("drawer_open")
-        model = SAC("MlpPolicy", env, learning_starts=50, batch_size=32, buffer_size=1000,
-                    policy_kwargs={"net_arch": [32, 32]}, seed=0, device="cpu")
-        model.learn(total_timesteps=200)
-    finally:
-        torch.set_num_threads(threads)
+    env = make_sb3_env("drawer_open")
+    model = SAC("MlpPolicy", env, learning_starts=50, batch_size=32, buffer_size=1000,
+                policy_kwargs={"net_arch": [32, 32]}, seed=0, device="cpu")
+    model.learn(total_timesteps=200)
     assert model.num_timesteps == 200
     action, _ = model.predict(env.reset(seed=1)[0], deterministic=True)
     assert action.shape == (4,) and np.all(np.abs(action) <= 1.0)

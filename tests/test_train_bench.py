@@ -16,15 +16,6 @@ from qtbench.envs.instructions import instructions_for, tokenize
 from qtbench.errors import QtbenchError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a busy 2-core machine two
-    OpenMP threads spin-wait for each other (10x slower); restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 SPEC = EnvSpecInfo(state_dim=5, action_dim=4, vocab_size=40, max_tokens=14, max_episode_steps=10)
 
 
