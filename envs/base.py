@@ -147,12 +147,15 @@ class ManipulationEnv(gym.Env):
         target = np.clip(np.clip(target, hand - lead, hand + lead), WORKSPACE_LOW, WORKSPACE_HIGH)
         d.mocap_pos[scene.mocap] = target
         d.ctrl[:] = 0.5 * (a[3] + 1.0) * FINGER_TRAVEL
-        unstable = d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
+        resets_before = d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
         mujoco.mj_step(self.model, d, nstep=self.frame_skip)
-        if d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number != unstable:
-            logger.warning("simulation became unstable and MuJoCo reset it (%s, step %d)",
-                           self.instruction.text, self.steps)
         self.steps += 1
+        if d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number != resets_before:
+            # MuJoCo reset the diverged simulation to the model's initial pose: the episode
+            # cannot continue from a teleported scene, so it ends here, as a truncation.
+            logger.warning("simulation became unstable; episode truncated (%s, step %d)",
+                           self.instruction.text, self.steps)
+            return self._obs(), 0.0, False, True, {**self._info(False), "physics_unstable": True}
         success = self.skill.success(scene, self.instruction)
         truncated = not success and self.steps >= self.horizons[self.instruction.skill]
         return self._obs(), float(success), success, truncated, self._info(success)

@@ -196,3 +196,14 @@ def test_bad_constructor_arguments():
         make_env("drawer_open", camera="ceiling")
     with pytest.raises(QtbenchError, match="move_near"):
         make_env("drawer_open", horizons={"drawer_opne": 10})
+
+
+def test_diverged_simulation_ends_the_episode_as_a_truncation():
+    env = make_env("drawer_open")
+    env.reset(seed=0)
+    sim = env.unwrapped
+    sim.data.qfrc_applied[:] = 1e16  # drives the accelerations past MuJoCo's divergence check
+    obs, reward, terminated, truncated, info = env.step(np.zeros(4, np.float32))
+    assert (reward, terminated, truncated) == (0.0, False, True)
+    assert info["physics_unstable"] and not info["success"]
+    assert np.isfinite(obs["state"]).all()
