@@ -44,9 +44,9 @@ log = logging.getLogger(__name__)
 
 # The default training budget, in gradient steps, per algorithm (recorded in config.json as
 # "steps" and "default_steps"). Sized so `qtbench run --algo q_transformer --task drawer_open`
-# (dataset generation ~25 s + training + evaluation ~5 s) takes about 15 minutes on 2 CPU
-# cores: a Q-Transformer update at the reference size and batch takes 0.15-0.25 s there
-# with 1 thread (more when other processes share the cores).
+# (dataset generation + training + evaluation) stays within ~15 minutes on 2 CPU cores even
+# when other processes share them. Measured on an otherwise quiet 2-core machine: 462 s in
+# all (datasets ~5 s, 3000 updates at 6.6/s with 1 thread = 453 s, evaluation 1.3 s).
 DEFAULT_STEPS: dict[str, int] = {
     "q_transformer": 3000,
     "bc": 3000,
