@@ -34,7 +34,6 @@ from qtbench.q_transformer import bin_centres, to_bins
 @dataclass
 class BCConfig(AlgoConfig):
     dataset: str = "demos"
-    filtered: bool = False  # train only on successful episodes of the chosen split
     bins: int = 256
     d_model: int = 128
     n_layers: int = 2  # backbone sizes: Q-Transformer's defaults

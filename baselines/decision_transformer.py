@@ -48,7 +48,6 @@ class DTConfig(AlgoConfig):
     n_layers: int = 3
     n_heads: int = 1
     dropout: float = 0.1
-    target_return: float = 1.0  # return to go the evaluation rollouts start from
 
 
 class DTModel(nn.Module):

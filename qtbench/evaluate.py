@@ -70,6 +70,7 @@ def run_episodes(
     num_envs: int = DEFAULT_NUM_ENVS,
     record: set[int] | None = None,
     progress: bool = True,
+    target_return: float = 1.0,
 ) -> tuple[list[EpisodeOutcome], dict[int, list[np.ndarray]]]:
     """Run ``jobs`` with batched ``act`` (numpy Window -> (B, A) actions).
 
@@ -86,7 +87,7 @@ def run_episodes(
     envs = [make_env() for _ in range(n)]
     state_dim = envs[0].observation_space["state"].shape[0]
     action_dim = envs[0].action_space.shape[0]
-    windows = RolloutWindows(n, history, state_dim, action_dim)
+    windows = RolloutWindows(n, history, state_dim, action_dim, target_return)
     slot_job = np.full(n, -1, dtype=np.int64)
     slot_len = np.zeros(n, dtype=np.int64)
     states = np.zeros((n, state_dim), np.float32)
@@ -171,6 +172,7 @@ def evaluate_policy(
     num_envs: int = DEFAULT_NUM_ENVS,
     video_dir: Path | None = None,
     progress: bool = True,
+    target_return: float = 1.0,
 ) -> tuple[list[EpisodeOutcome], float]:
     """Evaluate on every instruction of ``task``; returns the outcomes and the seconds taken.
 
@@ -186,7 +188,7 @@ def evaluate_policy(
     kwargs = {"render_mode": "rgb_array"} if record else {}
     start = time.perf_counter()
     outcomes, frames = run_episodes(
-        act, lambda: make_env(task, **kwargs), jobs, history, num_envs, record, progress
+        act, lambda: make_env(task, **kwargs), jobs, history, num_envs, record, progress, target_return
     )
     seconds = time.perf_counter() - start
     for job_index, episode in frames.items():

@@ -74,7 +74,7 @@ class SB3Policy:
         self.history = int(history if history is not None else algo.config.history)
         self.decode = flat_decoder(env)
         self.target_return = float(
-            target_return if target_return is not None else getattr(algo.config, "target_return", 1.0)
+            target_return if target_return is not None else algo.config.target_return
         )
         self.device = device
         self.windows: Any = None  # RolloutWindows, sized on the first call

@@ -378,8 +378,8 @@ def run_cell(spec: RunSpec) -> Path:
 
     state = _initial_state(spec, ckpt_dir, config_dict)
     ensure_datasets(spec.task, profile=spec.profile, seed=DATA_SEED)
-    data = TransitionData.load(spec.task, config.dataset)
-    sampler = WindowSampler(data, config.history, config.n_step, config.gamma)
+    data = TransitionData.load(spec.task, config.dataset, successful_only=config.filtered)
+    sampler = WindowSampler(data, config.history, config.n_step, config.gamma, config.timeout_is_terminal)
 
     rng = seed_everything(spec.seed)
     algorithm = cls(data.spec_info(), config, device=spec.device)
@@ -394,7 +394,7 @@ def run_cell(spec: RunSpec) -> Path:
         return algorithm.act(window.to_torch(spec.device))
 
     outcomes, eval_seconds = evaluate_policy(
-        act, spec.task, config.history, episodes, spec.seed,
+        act, spec.task, config.history, episodes, spec.seed, target_return=config.target_return,
         video_dir=ckpt_dir / "videos" if spec.video else None, progress=spec.progress,
     )
     record = {

@@ -306,7 +306,7 @@ def _sampler_row(task: str, config: Any, batch_size: int, seconds: float, rng: n
     except (QtbenchError, OSError, ValueError) as err:
         problem = err.problem if isinstance(err, QtbenchError) else str(err)
         return f"sampler row skipped: {problem} (make it with `qtbench data generate --task {task}`)"
-    sampler = WindowSampler(data, config.history, config.n_step, config.gamma)
+    sampler = WindowSampler(data, config.history, config.n_step, config.gamma, config.timeout_is_terminal)
     n, elapsed, cpu = time_updates(lambda: sampler.sample(batch_size, rng), seconds)
     return Row(f"WindowSampler.sample ({dataset_id(task, config.dataset)})", 0, batch_size, n, elapsed, cpu_seconds=cpu)
 

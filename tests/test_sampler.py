@@ -59,6 +59,15 @@ def test_one_step_targets():
     np.testing.assert_allclose(b.next_window.states[:, 0, 0], [2, 3, 4, 11, 12])
 
 
+def test_timeout_is_terminal_cuts_the_bootstrap_at_truncation():
+    s = WindowSampler(tiny_data(), history=1, n_step=2, gamma=0.5, timeout_is_terminal=True)
+    b = s.batch(np.arange(5))
+    # Episode 1 was truncated after 2 steps: both of its transitions reach the end within
+    # m = 2 steps, so neither bootstraps; episode 0 is unchanged.
+    np.testing.assert_allclose(b.bootstrap_discount, [0.25, 0.0, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(b.nstep_return, [0.0, 0.5, 1.0, 0, 0])
+
+
 def test_window_padding_and_masks():
     s = WindowSampler(tiny_data(), history=3, n_step=1, gamma=0.5)
     b = s.batch(np.array([0, 1, 2, 3]))

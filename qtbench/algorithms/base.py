@@ -37,6 +37,12 @@ class AlgoConfig:
     gamma: float = 0.98
     batch_size: int = 256
     learning_rate: float = 3e-4
+    filtered: bool = False  # train only on the successful episodes of the chosen dataset
+    # Bootstrap nothing past a time-limit truncation: an attempt that ran out of time is
+    # scored as failed (return 0), as the paper scores its robots' episodes. Off, a
+    # truncated episode bootstraps from its last state (Gymnasium's time-limit reading).
+    timeout_is_terminal: bool = False
+    target_return: float = 1.0  # return to go that evaluation windows start from (DT reads it)
 
 
 def _map_fields(obj: Any, fn: Callable[[Any], Any]) -> Any:

@@ -21,11 +21,17 @@ class StepTargets:
     mc_return: np.ndarray  # (N,) float32  sum_k gamma^k r_{t+k}
     nstep_return: np.ndarray  # (N,) float32  sum_{k<m} gamma^k r_{t+k}
     next_obs_rows: np.ndarray  # (N,) int64 observation row of s_{t+m}
-    bootstrap_discount: np.ndarray  # (N,) float32  gamma^m, 0 if terminated within the m steps
+    bootstrap_discount: np.ndarray  # (N,) float32  gamma^m, 0 if the episode ended within the m steps
 
 
-def step_targets(data: TransitionData, n_step: int, gamma: float) -> StepTargets:
-    """Monte-Carlo and n-step targets of every transition, m = min(n_step, steps left)."""
+def step_targets(
+    data: TransitionData, n_step: int, gamma: float, timeout_is_terminal: bool = False
+) -> StepTargets:
+    """Monte-Carlo and n-step targets of every transition, m = min(n_step, steps left).
+
+    The bootstrap is cut where the episode terminated within the m steps, and also where
+    it was truncated if ``timeout_is_terminal`` (the attempt is over and scored as is).
+    """
     if n_step < 1:
         raise ValueError(f"n_step must be >= 1, got {n_step}")
     rewards = data.padded_rewards  # (E, T_max), zero past each episode's end
@@ -42,7 +48,9 @@ def step_targets(data: TransitionData, n_step: int, gamma: float) -> StepTargets
     for k in range(n_step):  # zero padding makes steps beyond the episode's end contribute 0
         cols = np.minimum(t + k, t_max - 1)
         nstep += np.where(k < m, gamma**k * rewards[e, cols], 0.0)
-    terminal_within = (m == steps_left) & data.episode_terminated[e]
+    # Every episode ends in a termination or a truncation, so with timeout_is_terminal all do.
+    cut_at_end = data.episode_terminated | timeout_is_terminal
+    terminal_within = (m == steps_left) & cut_at_end[e]
     discount = np.where(terminal_within, 0.0, gamma ** m.astype(np.float64))
     return StepTargets(
         mc_return=mc[e, t].astype(np.float32),
@@ -56,14 +64,16 @@ class WindowSampler:
     """Uniform batches of transitions, each with the ``history`` window ending at s_t and
     the window ending at s_{t+m}, in the layout of :class:`qtbench.algorithms.base.Batch`."""
 
-    def __init__(self, data: TransitionData, history: int, n_step: int, gamma: float):
+    def __init__(
+        self, data: TransitionData, history: int, n_step: int, gamma: float, timeout_is_terminal: bool = False
+    ):
         if history < 1:
             raise ValueError(f"history must be >= 1, got {history}")
         self.data = data
         self.history = history
         self.n_step = n_step
         self.gamma = gamma
-        self.targets = step_targets(data, n_step, gamma)
+        self.targets = step_targets(data, n_step, gamma, timeout_is_terminal)
         self._offsets = np.arange(-history + 1, 1, dtype=np.int64)  # (H,) ending at 0
 
     def window(self, obs_rows: np.ndarray) -> Window:
