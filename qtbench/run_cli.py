@@ -74,17 +74,20 @@ def collector_success_rate(task: str) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     from qtbench.results import EVAL_FILE, read_json, summary_table
+    from qtbench.sweep import run_root
     from qtbench.train import RunSpec, run_cell
 
+    overrides = parse_overrides(args)
     spec = RunSpec(
         algo=args.algo,
         task=args.task,
         seed=args.seed,
         steps=args.steps,
         profile=args.profile,
-        results_dir=args.results_dir,
-        checkpoint_dir=args.checkpoint_dir,
-        overrides=parse_overrides(args),
+        # Runs with overrides (ablations, --set) never overwrite the reference cell.
+        results_dir=run_root(args.results_dir, args.algo, overrides),
+        checkpoint_dir=run_root(args.checkpoint_dir, args.algo, overrides),
+        overrides=overrides,
         resume=args.resume,
         eval_episodes_per_instruction=args.eval_episodes,
         device=args.device,

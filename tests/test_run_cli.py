@@ -47,3 +47,23 @@ def test_unknown_algo_and_task_list_the_valid_names():
     with pytest.raises(QtbenchError, match="unknown task 'drawer'") as err:
         check_names("q_transformer", "drawer")
     assert "drawer_open" in str(err.value) and "move_near" in str(err.value)
+
+
+def test_runs_with_overrides_write_beside_the_reference_cell(tmp_path, monkeypatch):
+    import qtbench.train
+
+    specs = []
+
+    def fake_run_cell(spec):
+        specs.append(spec)
+        raise QtbenchError("stop here")  # only the spec matters
+
+    monkeypatch.setattr(qtbench.train, "run_cell", fake_run_cell)
+    base = ["--algo", "q_transformer", "--task", "drawer_open", "--results-dir", str(tmp_path / "r"),
+            "--checkpoint-dir", str(tmp_path / "c")]
+    for extra in ([], ["--no-conservative"]):
+        with pytest.raises(QtbenchError):
+            run_cli.run(parse(*base, *extra))
+    assert specs[0].results_dir == tmp_path / "r" and specs[0].checkpoint_dir == tmp_path / "c"
+    assert specs[1].results_dir == tmp_path / "r" / "ablations" / "q_transformer+no_conservative"
+    assert specs[1].checkpoint_dir == tmp_path / "c" / "ablations" / "q_transformer+no_conservative"
