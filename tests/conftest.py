@@ -12,3 +12,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def small_datasets(tmp_path_factory):
+    """The drawer_open datasets at the small profile, generated once for the whole suite.
+
+    Tests point MINARI_DATASETS_PATH here with monkeypatch and must not modify the files
+    (copy them first, as the corruption tests do)."""
+    from qtbench.data import ensure_datasets
+
+    root = tmp_path_factory.mktemp("minari")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MINARI_DATASETS_PATH", str(root))
+    ensure_datasets("drawer_open", profile="small", seed=0)
+    mp.undo()
+    return root

@@ -82,22 +82,10 @@ def test_cli_needs_exactly_one_target(tmp_path):
         args.func(args)
 
 
-@pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minari")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MINARI_DATASETS_PATH", str(root))
-    from qtbench.data import ensure_datasets
-
-    ensure_datasets("drawer_open", profile="small", seed=0)
-    yield root
-    mp.undo()
-
-
 @pytest.fixture
-def minari(monkeypatch, datasets):
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(datasets))
-    return datasets
+def minari(monkeypatch, small_datasets):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(small_datasets))
+    return small_datasets
 
 
 def test_tiny_cell_reproduces_identically(minari, tmp_path, capsys, monkeypatch):

@@ -181,18 +181,6 @@ def test_cli_rejects_unknown_algo(tmp_path):
         args.func(args)
 
 
-@pytest.fixture(scope="module")
-def small_datasets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minari")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MINARI_DATASETS_PATH", str(root))
-    from qtbench.data import ensure_datasets
-
-    ensure_datasets("drawer_open", profile="small", seed=0)
-    yield root
-    mp.undo()
-
-
 def test_end_to_end_real_cells_then_leaderboard_and_reproduce(small_datasets, tmp_path, monkeypatch):
     """Real run_cell (the tiny test algorithm of test_train) -> leaderboard -> reproduce."""
     from qtbench import leaderboard, reproduce

@@ -19,22 +19,9 @@ from qtbench.train import RunSpec, run_cell
 from test_train import Tiny
 
 
-@pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    """The drawer_open datasets at the small profile, generated once for this module."""
-    root = tmp_path_factory.mktemp("minari")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MINARI_DATASETS_PATH", str(root))
-    from qtbench.data import ensure_datasets
-
-    ensure_datasets("drawer_open", profile="small", seed=0)
-    yield root
-    mp.undo()
-
-
 @pytest.fixture
-def tiny(monkeypatch, datasets):
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(datasets))
+def tiny(monkeypatch, small_datasets):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(small_datasets))
     monkeypatch.setitem(ALGORITHMS, "tiny", f"{Tiny.__module__}:Tiny")
 
 
