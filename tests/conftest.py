@@ -5,6 +5,16 @@ import torch
 
 
 @pytest.fixture(autouse=True, scope="session")
+def isolated_minari_root(tmp_path_factory):
+    """No test reads or writes the user's datasets: Minari's root is a fresh temp folder
+    (tests that need data generate it there or point the variable elsewhere)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MINARI_DATASETS_PATH", str(tmp_path_factory.mktemp("minari-root")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Tests use tiny tensors that gain nothing from a second thread, and on a busy 2-core
     machine two OpenMP threads spin-wait for each other (measured 10-30x slower)."""
