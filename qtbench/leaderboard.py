@@ -5,7 +5,7 @@ on task ``all``, success reported per paper category (a category pools the evalu
 episodes of its skills, see ``CATEGORIES``) and their average (the mean of the three
 category rates, as in the paper's table). Single-skill runs form a second table, and
 runs with config overrides an ablation table: those under ``ablations/<label>/`` (the
-sweep's paths, see ``qtbench.sweep.run_label``) and any run whose stored algorithm
+sweep's paths, see ``qtbench.results.run_label``) and any run whose stored algorithm
 config differs from the current defaults.
 
 Across seeds we report mean, sample standard deviation and a 95% t-interval of the
@@ -141,7 +141,7 @@ def run_label_of(run_dir: Path, results_dir: Path, algo: str, config: dict[str, 
     (e.g. ``qtbench run --no-conservative``) out of the reference rows.
     """
     from qtbench.reproduce import config_overrides
-    from qtbench.sweep import ABLATIONS_DIR, run_label
+    from qtbench.results import ABLATIONS_DIR, run_label
 
     parts = run_dir.relative_to(results_dir).parts
     if len(parts) >= 5 and parts[0] == ABLATIONS_DIR:

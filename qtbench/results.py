@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +37,35 @@ METRICS_HEAD = ("step", "wall_seconds", "loss")
 def cell_dir(root: str | Path, task: str, algo: str, seed: int) -> Path:
     """The directory of one (task, algo, seed) cell under ``root`` (results or checkpoints)."""
     return Path(root) / task / algo / f"seed{seed}"
+
+
+# Runs with config overrides (ablations, --set) live under <root>/ablations/<label>/.
+ABLATIONS_DIR = "ablations"
+
+
+def run_label(algo: str, overrides: dict[str, object] | None) -> str:
+    """A file-name-safe name for an algorithm plus its config overrides.
+
+    ``run_label("q_transformer", {"conservative": False, "n_step": 3})`` ->
+    ``"q_transformer+n_step3+no_conservative"`` (overrides in key order).
+    """
+    parts = [algo]
+    for key in sorted(overrides or {}):
+        value = (overrides or {})[key]
+        if value is False:
+            parts.append(f"no_{key}")
+        elif value is True:
+            parts.append(key)
+        else:
+            parts.append(re.sub(r"[^A-Za-z0-9._-]", "_", f"{key}{value}"))
+    return "+".join(parts)
+
+
+def run_root(base_dir: Path, algo: str, overrides: dict[str, object] | None) -> Path:
+    """The ``results_dir`` (or ``checkpoint_dir``) a run with these overrides writes under."""
+    if not overrides:
+        return Path(base_dir)
+    return Path(base_dir) / ABLATIONS_DIR / run_label(algo, overrides)
 
 
 def qtbench_version() -> str:

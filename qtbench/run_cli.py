@@ -74,7 +74,7 @@ def collector_success_rate(task: str) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     from qtbench.results import EVAL_FILE, read_json, summary_table
-    from qtbench.sweep import run_root
+    from qtbench.results import run_root
     from qtbench.train import RunSpec, run_cell
 
     overrides = parse_overrides(args)

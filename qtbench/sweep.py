@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
 from qtbench.errors import QtbenchError
+from qtbench.results import ABLATIONS_DIR, run_label, run_root
 
 log = logging.getLogger(__name__)
 
@@ -38,34 +38,6 @@ ABLATIONS: dict[str, dict[str, object]] = {
     "n_step3": {"n_step": 3},
 }
 ABLATION_ALGO = "q_transformer"
-ABLATIONS_DIR = "ablations"
-
-
-def run_label(algo: str, overrides: dict[str, object] | None) -> str:
-    """A file-name-safe name for an algorithm plus its config overrides.
-
-    ``run_label("q_transformer", {"conservative": False, "n_step": 3})`` ->
-    ``"q_transformer+n_step3+no_conservative"`` (overrides in key order).
-    """
-    parts = [algo]
-    for key in sorted(overrides or {}):
-        value = (overrides or {})[key]
-        if value is False:
-            parts.append(f"no_{key}")
-        elif value is True:
-            parts.append(key)
-        else:
-            parts.append(re.sub(r"[^A-Za-z0-9._-]", "_", f"{key}{value}"))
-    return "+".join(parts)
-
-
-def run_root(base_dir: Path, algo: str, overrides: dict[str, object] | None) -> Path:
-    """The ``results_dir`` (or ``checkpoint_dir``) a run with these overrides writes under."""
-    if not overrides:
-        return Path(base_dir)
-    return Path(base_dir) / ABLATIONS_DIR / run_label(algo, overrides)
-
-
 @dataclass(frozen=True)
 class Cell:
     """One point of the grid."""

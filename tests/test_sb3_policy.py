@@ -1,6 +1,5 @@
 """SB3 interop: SB3's evaluate_policy runs a qtbench policy and agrees with qtbench's evaluator."""
 
-import baseline_toys  # noqa: F401  (one torch thread: see there)
 import numpy as np
 import pytest
 import torch

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from qtbench import sweep
-from qtbench.sweep import Cell, CellJob, LocalExecutor, SweepConfig, run_label, run_sweep
+from qtbench.results import run_label
+from qtbench.sweep import Cell, CellJob, LocalExecutor, SweepConfig, run_sweep
 
 
 def stub_cell(job: CellJob) -> Path:
