@@ -77,7 +77,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from qtbench.envs import make_env
-    from qtbench.envs.policies import make_policy
+    from qtbench.envs.policies import make_policy, play_episode
     from qtbench.errors import QtbenchError
 
     if args.episodes < 1:
@@ -87,13 +87,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     wins: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     lengths: list[int] = []
     for episode in tqdm(range(args.episodes), desc=f"{args.policy} on {args.task}", unit="ep"):
-        obs, info = env.reset(seed=args.seed + episode, options=_options(args.instruction))
-        policy.reset(obs, info)
-        terminated = truncated = False
-        steps = 0
-        while not (terminated or truncated):
-            obs, _, terminated, truncated, info = env.step(policy.act(obs))
-            steps += 1
+        info, steps = play_episode(env, policy, args.seed + episode, _options(args.instruction))
         wins[info["skill"]][0] += int(info["success"])
         wins[info["skill"]][1] += 1
         lengths.append(steps)

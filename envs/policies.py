@@ -94,3 +94,15 @@ def make_policy(kind: str, env: gym.Env, rng: np.random.Generator) -> ScriptedPo
 
         raise unknown_name("policy kind", kind, POLICY_KINDS)
     return ScriptedPolicy(NOISE_MODELS[kind], float(env.unwrapped.max_displacement), rng)
+
+
+def play_episode(env: gym.Env, policy: ScriptedPolicy, seed: int, options: dict | None = None) -> tuple[dict, int]:
+    """Run one episode of a scripted policy; returns the final info and the number of steps."""
+    obs, info = env.reset(seed=seed, options=options)
+    policy.reset(obs, info)
+    terminated = truncated = False
+    steps = 0
+    while not (terminated or truncated):
+        obs, _, terminated, truncated, info = env.step(policy.act(obs))
+        steps += 1
+    return info, steps

@@ -11,7 +11,7 @@ import pytest
 
 from qtbench.envs import layout, make_env
 from qtbench.envs.instructions import BY_TEXT, SKILLS
-from qtbench.envs.policies import POLICY_KINDS, make_policy
+from qtbench.envs.policies import POLICY_KINDS, make_policy, play_episode
 from qtbench.errors import QtbenchError
 
 
@@ -20,13 +20,7 @@ def run_episodes(task: str, kind: str, episodes: int, seed: int = 0) -> tuple[fl
     policy = make_policy(kind, env, np.random.default_rng(seed))
     successes, lengths = 0, []
     for ep in range(episodes):
-        obs, info = env.reset(seed=10_000 * (seed + 1) + ep)
-        policy.reset(obs, info)
-        terminated = truncated = False
-        steps = 0
-        while not (terminated or truncated):
-            obs, reward, terminated, truncated, info = env.step(policy.act(obs))
-            steps += 1
+        info, steps = play_episode(env, policy, 10_000 * (seed + 1) + ep)
         successes += int(info["success"])
         lengths.append(steps)
     return successes / episodes, lengths
