@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from qtbench.errors import QtbenchError
@@ -47,8 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `kill`, a job scheduler or a container stop sends SIGTERM: stop as cleanly as Ctrl-C
+    # does (training checkpoints first, a sweep stops its workers, files stay whole).
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

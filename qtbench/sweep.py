@@ -180,16 +180,35 @@ class LocalExecutor:
         ctx = multiprocessing.get_context(self.mp_context)
         with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
             pending = {pool.submit(execute, job, cell_fn): job for job in jobs}
-            while pending:
-                done, _ = wait(pending, timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
-                if not done:
-                    yield None
-                for future in done:
-                    job = pending.pop(future)
-                    try:
-                        yield future.result()
-                    except Exception as err:  # a worker process died (e.g. out of memory)
-                        yield CellOutcome(job.cell, "failed", error=f"worker crashed: {type(err).__name__}: {err}")
+            try:
+                while pending:
+                    done, _ = wait(pending, timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                    if not done:
+                        yield None
+                    for future in done:
+                        job = pending.pop(future)
+                        try:
+                            yield future.result()
+                        except Exception as err:  # a worker process died (e.g. out of memory)
+                            yield CellOutcome(job.cell, "failed", error=f"worker crashed: {type(err).__name__}: {err}")
+            except KeyboardInterrupt:
+                _stop_workers(pool)
+                raise
+
+
+def _stop_workers(pool: ProcessPoolExecutor, grace_seconds: float = 60.0) -> None:
+    """Start no further cell and send each worker SIGTERM, which a training worker turns into
+    "checkpoint, then stop". Ctrl-C reaches the workers through the terminal, but a SIGTERM
+    sent to the sweep alone would otherwise leave them running as orphans."""
+    processes = list((pool._processes or {}).values())  # the pool has no public handle on them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(grace_seconds)
+        if process.is_alive():
+            process.kill()
 
 
 @dataclass

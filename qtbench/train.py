@@ -176,16 +176,18 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 # ---- the loop --------------------------------------------------------------------------
 class _InterruptFlag:
-    """Turns the first Ctrl-C into a flag checked between steps, so the checkpoint saved on
-    interrupt is consistent (never half an optimiser step); a second Ctrl-C stops at once."""
+    """Turns the first Ctrl-C or SIGTERM into a flag checked between steps, so the checkpoint
+    saved on interrupt is consistent (never half an optimiser step); a second one stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.set = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_InterruptFlag":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -194,8 +196,8 @@ class _InterruptFlag:
         self.set = True
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 @dataclass

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -140,6 +143,62 @@ def test_local_process_pool_executor(tmp_path, monkeypatch):
     assert [o.status for o in outcomes] == ["failed", "failed", "done", "done"]
     assert [o.success_rate for o in outcomes[2:]] == [0.0, 0.1]
     assert sorted(p.parent.name for p in config.results_dir.rglob("eval.json")) == ["seed0", "seed1"]
+
+
+def sleeping_cell(job: CellJob) -> Path:
+    """Records its worker's pid, then runs far longer than any test waits."""
+    out = job.cell_results_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "worker.pid").write_text(str(os.getpid()))
+    time.sleep(120)
+    return out
+
+
+SWEEP_UNTIL_SIGTERM = """
+import signal, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_sweep import _config, no_prepare, sleeping_cell
+from qtbench.sweep import LocalExecutor, run_sweep
+
+def stop(signum, frame):
+    raise KeyboardInterrupt
+
+signal.signal(signal.SIGTERM, stop)  # as qtbench.cli.main does for every command
+run_sweep(_config(Path({tmp!r}), algos=["bc"], seeds=[0, 1]), LocalExecutor(workers=1), sleeping_cell, prepare=no_prepare)
+"""
+
+
+def _alive(pid: int, within_seconds: float) -> bool:
+    """Whether the process still runs after up to ``within_seconds`` (zombies count as gone)."""
+    deadline = time.monotonic() + within_seconds
+    while time.monotonic() < deadline:
+        try:
+            if "zombie" in Path(f"/proc/{pid}/status").read_text():
+                return False
+        except FileNotFoundError:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_sigterm_to_a_sweep_stops_its_workers(tmp_path):
+    script = SWEEP_UNTIL_SIGTERM.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
+    sweep_proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    try:
+        pid_file = tmp_path / "results" / "drawer_open" / "bc" / "seed0" / "worker.pid"
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert sweep_proc.poll() is None and time.monotonic() < deadline, sweep_proc.stderr.read()
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        sweep_proc.send_signal(signal.SIGTERM)
+        assert sweep_proc.wait(timeout=60) != 0
+        assert not _alive(worker, within_seconds=10), "the worker outlived the sweep"
+    finally:
+        sweep_proc.kill()
+    # the queued cell (seed 1) was cancelled, not started
+    assert not (tmp_path / "results" / "drawer_open" / "bc" / "seed1").exists()
 
 
 def test_ray_executor_local_instance(tmp_path):

@@ -29,7 +29,8 @@ class TinyConfig(AlgoConfig):
     conservative: bool = True
     scales: tuple[float, ...] = (1.0, 2.0)
     nan_at: int = -1  # update number whose loss is reported as NaN
-    interrupt_at: int = -1  # update number that sends this process SIGINT
+    interrupt_at: int = -1  # update number that sends this process interrupt_signal
+    interrupt_signal: str = "SIGINT"
 
 
 class Tiny:
@@ -53,7 +54,7 @@ class Tiny:
         self.opt.step()
         self.updates += 1
         if self.updates == self.config.interrupt_at:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(getattr(signal, self.config.interrupt_signal))
         if self.updates == self.config.nan_at:
             return {"loss": float("nan")}
         return {"loss": loss.item(), "reward_mean": float(batch.reward.mean())}
@@ -154,14 +155,15 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         run_tiny(tmp_path, 30, resume=True, nan_at=17)
 
 
-def test_ctrl_c_saves_a_consistent_checkpoint_and_resume_matches(tmp_path, caplog):
+@pytest.mark.parametrize("interrupt_signal", ["SIGINT", "SIGTERM"])  # Ctrl-C; kill or a scheduler
+def test_interrupt_saves_a_consistent_checkpoint_and_resume_matches(tmp_path, caplog, interrupt_signal):
     handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when run in the background
     with pytest.raises(KeyboardInterrupt):
-        run_tiny(tmp_path / "split", 20, interrupt_at=7)
+        run_tiny(tmp_path / "split", 20, interrupt_at=7, interrupt_signal=interrupt_signal)
     assert checkpoint.load(tmp_path / "split" / "ckpt").step == 7
     assert "--resume" in caplog.text
-    resumed, _ = run_tiny(tmp_path / "split", 20, resume=True, interrupt_at=7)
-    full, _ = run_tiny(tmp_path / "full", 20, interrupt_at=-1)
+    resumed, _ = run_tiny(tmp_path / "split", 20, resume=True, interrupt_at=7, interrupt_signal=interrupt_signal)
+    full, _ = run_tiny(tmp_path / "full", 20, interrupt_at=-1, interrupt_signal=interrupt_signal)
     # interrupt_at is part of the config: the checkpoint check would refuse another value,
     # so compare against a run whose first 7 updates are identical
     assert all(torch.equal(x, y) for x, y in zip(params(full), params(resumed)))
