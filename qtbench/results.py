@@ -50,8 +50,7 @@ def run_label(algo: str, overrides: dict[str, object] | None) -> str:
     ``"q_transformer+n_step3+no_conservative"`` (overrides in key order).
     """
     parts = [algo]
-    for key in sorted(overrides or {}):
-        value = (overrides or {})[key]
+    for key, value in sorted((overrides or {}).items()):
         if value is False:
             parts.append(f"no_{key}")
         elif value is True:

@@ -73,11 +73,13 @@ def collector_success_rate(task: str) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qtbench.results import EVAL_FILE, read_json, summary_table
-    from qtbench.results import run_root
-    from qtbench.train import RunSpec, run_cell
+    from qtbench.algorithms import algorithm_class
+    from qtbench.results import EVAL_FILE, read_json, run_root, summary_table
+    from qtbench.train import RunSpec, check_names, run_cell, typed_overrides
 
-    overrides = parse_overrides(args)
+    check_names(args.algo, args.task)
+    # typed before they name the results directory: "--set conservative=false" is "no_conservative"
+    overrides = typed_overrides(algorithm_class(args.algo).config_class, parse_overrides(args))
     spec = RunSpec(
         algo=args.algo,
         task=args.task,

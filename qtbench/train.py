@@ -142,8 +142,9 @@ def _convert(name: str, value: object, hint: Any) -> object:
     return value
 
 
-def resolve_config(config_class: type[AlgoConfig], overrides: dict[str, object]) -> AlgoConfig:
-    """The algorithm's reference config with ``overrides`` applied (only existing fields)."""
+def typed_overrides(config_class: type[AlgoConfig], overrides: dict[str, object]) -> dict[str, object]:
+    """``overrides`` checked against the config's fields and converted to their types, so
+    ``--set conservative=false`` and ``--no-conservative`` name the same run."""
     hints = typing.get_type_hints(config_class)
     names = [f.name for f in dataclasses.fields(config_class)]
     unknown = [key for key in overrides if key not in names]
@@ -152,7 +153,12 @@ def resolve_config(config_class: type[AlgoConfig], overrides: dict[str, object])
             f"{config_class.__name__} has no field {', '.join(map(repr, unknown))}",
             f"--set / ablation flags can set: {', '.join(names)}",
         )
-    return config_class(**{k: _convert(k, v, hints[k]) for k, v in overrides.items()})
+    return {k: _convert(k, v, hints[k]) for k, v in overrides.items()}
+
+
+def resolve_config(config_class: type[AlgoConfig], overrides: dict[str, object]) -> AlgoConfig:
+    """The algorithm's reference config with ``overrides`` applied (only existing fields)."""
+    return config_class(**typed_overrides(config_class, overrides))
 
 
 def check_names(algo: str, task: str) -> None:

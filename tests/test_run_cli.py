@@ -61,9 +61,12 @@ def test_runs_with_overrides_write_beside_the_reference_cell(tmp_path, monkeypat
     monkeypatch.setattr(qtbench.train, "run_cell", fake_run_cell)
     base = ["--algo", "q_transformer", "--task", "drawer_open", "--results-dir", str(tmp_path / "r"),
             "--checkpoint-dir", str(tmp_path / "c")]
-    for extra in ([], ["--no-conservative"]):
+    for extra in ([], ["--no-conservative"], ["--set", "conservative=false", "gamma=0.90"]):
         with pytest.raises(QtbenchError):
             run_cli.run(parse(*base, *extra))
     assert specs[0].results_dir == tmp_path / "r" and specs[0].checkpoint_dir == tmp_path / "c"
     assert specs[1].results_dir == tmp_path / "r" / "ablations" / "q_transformer+no_conservative"
     assert specs[1].checkpoint_dir == tmp_path / "c" / "ablations" / "q_transformer+no_conservative"
+    # --set values are typed before they name the directory: the same config, the same place
+    assert specs[2].results_dir == tmp_path / "r" / "ablations" / "q_transformer+no_conservative+gamma0.9"
+    assert specs[2].overrides == {"conservative": False, "gamma": 0.9}
