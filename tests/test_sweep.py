@@ -159,12 +159,10 @@ import signal, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_sweep import _config, no_prepare, sleeping_cell
+from qtbench.cli import _raise_interrupt
 from qtbench.sweep import LocalExecutor, run_sweep
 
-def stop(signum, frame):
-    raise KeyboardInterrupt
-
-signal.signal(signal.SIGTERM, stop)  # as qtbench.cli.main does for every command
+signal.signal(signal.SIGTERM, _raise_interrupt)  # the handler qtbench.cli.main installs for every command
 run_sweep(_config(Path({tmp!r}), algos=["bc"], seeds=[0, 1]), LocalExecutor(workers=1), sleeping_cell, prepare=no_prepare)
 """
 
