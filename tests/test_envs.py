@@ -18,12 +18,19 @@ def test_package_version_and_registration():
     assert set(TASKS) == {"drawer_open", "drawer_close", "pick_place", "move_near", "all"}
     for env_id in TASKS.values():
         assert env_id in gym.registry
-    # Gymnasium 1.x no longer loads plugin entry points by itself; "module:id" imports qtbench.
-    assert gym.make("qtbench:qtbench/DrawerOpen-v0").unwrapped.task == "drawer_open"
-    from importlib.metadata import entry_points
 
-    (plugin,) = [ep for ep in entry_points(group="gymnasium.envs") if ep.name == "qtbench"]
-    assert plugin.load() is qtbench.envs.register_envs
+
+def test_gym_make_with_the_module_prefix_needs_no_import():
+    """The one documented way without `import qtbench`: Gymnasium 1.x loads no plugin entry
+    points, but imports the module named before ":" (qtbench registers its ids on import)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gymnasium as gym; assert 'qtbench' not in sys.modules; "
+            "env = gym.make('qtbench:qtbench/DrawerOpen-v0'); env.reset(seed=0); print(env.unwrapped.task)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "drawer_open"
 
 
 @pytest.mark.parametrize("env_id", list(TASKS.values()))
