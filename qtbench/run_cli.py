@@ -30,10 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluation episodes per instruction (default 10; 3 for --task all)")
     p.add_argument("--resume", action="store_true", help="continue from the cell's last checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY, metavar="STEPS",
-                   help=f"checkpoint every STEPS gradient steps (default {CHECKPOINT_EVERY}) ...")
+                   help=f"checkpoint every STEPS gradient steps or every --checkpoint-seconds of training, "
+                        f"whichever comes first (default {CHECKPOINT_EVERY})")
     p.add_argument("--checkpoint-seconds", type=float, default=CHECKPOINT_SECONDS, metavar="S",
-                   help=f"... or every S seconds of training, whichever comes first (default {CHECKPOINT_SECONDS:g}; "
-                        "0 = by steps only); when it checkpoints never changes what the run learns")
+                   help=f"see --checkpoint-every (default {CHECKPOINT_SECONDS:g}; 0 = by steps only); "
+                        "when a run checkpoints never changes what it learns")
     p.add_argument("--force", action="store_true",
                    help="with --resume: start fresh when the checkpoint does not match this run")
     p.add_argument("--video", action="store_true", help="save a few evaluation episodes as GIFs under the checkpoint dir")
