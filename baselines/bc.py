@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
+from qtbench.algorithms.ranges import ranged
 from qtbench.nets import CausalTransformer, ContextTokens, trim_padding
 from qtbench.q_transformer import bin_centres, to_bins
 
@@ -34,13 +35,13 @@ from qtbench.q_transformer import bin_centres, to_bins
 @dataclass
 class BCConfig(AlgoConfig):
     dataset: str = "demos"
-    bins: int = 256
-    d_model: int = 128
-    n_layers: int = 2  # backbone sizes: Q-Transformer's defaults
-    n_heads: int = 4
-    dropout: float = 0.1  # RT-1's; demonstrations are few, so BC needs it more than Q-learning
-    grad_clip: float = 1.0
-    weight_decay: float = 0.01  # AdamW, as Q-Transformer
+    bins: int = ranged(256, at_least=2)  # bins per action dimension
+    d_model: int = ranged(128, at_least=1)  # transformer width
+    n_layers: int = ranged(2, at_least=1)  # backbone sizes: Q-Transformer's defaults
+    n_heads: int = ranged(4, at_least=1, divides="d_model")  # attention heads
+    dropout: float = ranged(0.1, at_least=0, below=1)  # RT-1's; demonstrations are few, so BC needs it more than Q-learning
+    grad_clip: float = ranged(1.0, above=0)  # max global gradient norm
+    weight_decay: float = ranged(0.01, at_least=0)  # AdamW, as Q-Transformer
 
 
 class AutoregressivePolicy(nn.Module):

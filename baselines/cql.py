@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
+from qtbench.algorithms.ranges import ranged
 from qtbench.baselines.iql import Instructions, ObsNet, polyak_update, unique_instructions
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -46,15 +47,15 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 class CQLConfig(AlgoConfig):
     dataset: str = "mixed"
     history: int = 1
-    actor_learning_rate: float = 1e-4  # also the entropy temperature's
-    tau: float = 0.005
+    actor_learning_rate: float = ranged(1e-4, above=0)  # also the entropy temperature's
+    tau: float = ranged(0.005, above=0, at_most=1)  # Polyak rate of the target Q
     conservative: bool = True
-    cql_alpha: float = 1.0
-    cql_temperature: float = 1.0
-    num_sampled: int = 10  # actions per kind (uniform, pi(s), pi(s')) in the logsumexp
-    hidden_dim: int = 256
-    n_layers: int = 2
-    word_dim: int = 32
+    cql_alpha: float = ranged(1.0, at_least=0)  # weight of the conservative penalty
+    cql_temperature: float = ranged(1.0, above=0)  # temperature of its logsumexp
+    num_sampled: int = ranged(10, at_least=1)  # actions per kind (uniform, pi(s), pi(s')) in the logsumexp
+    hidden_dim: int = ranged(256, at_least=1)  # MLP width
+    n_layers: int = ranged(2, at_least=1)  # hidden layers per MLP
+    word_dim: int = ranged(32, at_least=1)  # instruction word embedding size
 
 
 def conservative_gap(

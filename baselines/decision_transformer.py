@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
+from qtbench.algorithms.ranges import ranged
 from qtbench.nets import CausalTransformer, trim_padding
 
 TOKENS_PER_STEP = 3  # return-to-go, state, action
@@ -41,13 +42,13 @@ class DTConfig(AlgoConfig):
     history: int = 10  # context length K in steps
     batch_size: int = 64
     learning_rate: float = 1e-4
-    weight_decay: float = 1e-4
-    warmup_steps: int = 1000
-    grad_clip: float = 0.25
-    d_model: int = 128
-    n_layers: int = 3
-    n_heads: int = 1
-    dropout: float = 0.1
+    weight_decay: float = ranged(1e-4, at_least=0)  # AdamW
+    warmup_steps: int = ranged(1000, at_least=0)  # linear learning-rate warm-up
+    grad_clip: float = ranged(0.25, above=0)  # max global gradient norm
+    d_model: int = ranged(128, at_least=1)  # transformer width
+    n_layers: int = ranged(3, at_least=1)  # transformer blocks
+    n_heads: int = ranged(1, at_least=1, divides="d_model")  # attention heads
+    dropout: float = ranged(0.1, at_least=0, below=1)
 
 
 class DTModel(nn.Module):

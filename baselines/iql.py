@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
+from qtbench.algorithms.ranges import ranged
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -41,13 +42,13 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 class IQLConfig(AlgoConfig):
     dataset: str = "mixed"
     history: int = 1  # the reference IQL sees only the current state
-    expectile: float = 0.7
-    beta: float = 3.0  # inverse temperature of the advantage weights
-    max_weight: float = 100.0  # clip of exp(beta * A)
-    tau: float = 0.005  # Polyak rate of the target Q
-    hidden_dim: int = 256
-    n_layers: int = 2
-    word_dim: int = 32  # instruction word embedding size
+    expectile: float = ranged(0.7, above=0, below=1)  # tau of the expectile value loss
+    beta: float = ranged(3.0, at_least=0)  # inverse temperature of the advantage weights
+    max_weight: float = ranged(100.0, above=0)  # clip of exp(beta * A)
+    tau: float = ranged(0.005, above=0, at_most=1)  # Polyak rate of the target Q
+    hidden_dim: int = ranged(256, at_least=1)  # MLP width
+    n_layers: int = ranged(2, at_least=1)  # hidden layers per MLP
+    word_dim: int = ranged(32, at_least=1)  # instruction word embedding size
 
 
 # ---- networks (shared with CQL) -------------------------------------------------------------

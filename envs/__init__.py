@@ -1,4 +1,10 @@
-"""qtbench.envs: the language-conditioned MuJoCo manipulation suite (Gymnasium ids below)."""
+"""qtbench.envs: the language-conditioned MuJoCo manipulation suite (Gymnasium ids below).
+
+This folder is ``envs/`` at the repository root, installed as the package ``qtbench.envs``
+(``[tool.setuptools.package-dir]`` in pyproject.toml): import it as ``qtbench.envs``; there is
+no ``qtbench/envs/`` folder and no top-level ``envs`` module. Without ``import qtbench``,
+``gym.make("qtbench:qtbench/DrawerOpen-v0")`` imports it and registers the ids.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +34,8 @@ ENTRY_POINT = "qtbench.envs.base:ManipulationEnv"
 
 
 def register_envs() -> None:
-    """Register every task id with Gymnasium (idempotent; also the gymnasium entry point)."""
+    """Register every task id with Gymnasium (idempotent; ``import qtbench`` calls it, and so
+    does ``gym.make("qtbench:qtbench/DrawerOpen-v0")``, which imports qtbench first)."""
     for task, env_id in TASKS.items():
         if env_id not in gym.registry:
             # The env truncates itself at each skill's horizon, so no TimeLimit wrapper.

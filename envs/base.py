@@ -1,7 +1,8 @@
 """ManipulationEnv: the one Gymnasium env class behind every qtbench task id.
 
-In the style of Gymnasium's MuJoCo v5 envs: every tunable is a constructor argument and all
-randomness comes from ``self.np_random``. The gripper's mocap target moves by at most
+In the style of Gymnasium's MuJoCo v5 envs: the class docstring describes the env (actions,
+observations, rewards, start, end, arguments, versions), every tunable is a constructor
+argument and all randomness comes from ``self.np_random``. The gripper's mocap target moves by at most
 ``max_displacement`` per control step; the physics advances ``frame_skip`` substeps per step
 with a single ``mj_step(..., nstep=frame_skip)`` call.
 """
@@ -31,16 +32,109 @@ OBS_MODES = ("state", "pixels")
 class ManipulationEnv(gym.Env):
     """Language-conditioned manipulation: one instruction per episode, sparse success reward.
 
-    Args:
-        task: a skill name (one module per skill) or "all" for every instruction.
-        obs_mode: "state", or "pixels" to add an ``image`` (uint8, image_size + (3,)).
-        render_mode: None or "rgb_array" (render_size, from ``camera``: "front" or "corner").
-        frame_skip, timestep: physics substeps per control step and their length (s); the
-            control step is their product (0.1 s by default).
-        max_displacement: how far (m) the gripper target moves per step at |action| = 1.
-        horizons: per-skill step limits overriding the skills' defaults.
-        reset_noise: half-width (m) of the uniform noise on the gripper's start position.
-        sleep: let resting bodies sleep (MuJoCo's sleeping; ~3x faster; see set_physics_state).
+    ## Description
+
+    A parallel-jaw gripper, driven through a mocap body, works at a counter beside a
+    cabinet with three drawers (top, middle, bottom) and eight objects (red can, green
+    apple, orange, blue chip bag, brown rxbar, purple eggplant, white cup, yellow sponge).
+    Each episode draws one natural-language instruction of the task's skill family, the
+    setting of Q-Transformer (Chebotar et al. 2023): open or close a drawer, pick an object
+    from a drawer and place it on the counter (or the reverse), or move one object near
+    another. The ids, one per task, are:
+
+    | id | task | instructions | horizon (steps) |
+    |---|---|---|---|
+    | qtbench/DrawerOpen-v0 | drawer_open | 3 | 40 |
+    | qtbench/DrawerClose-v0 | drawer_close | 3 | 40 |
+    | qtbench/PickPlace-v0 | pick_place | 18 | 60 |
+    | qtbench/MoveNear-v0 | move_near | 42 | 50 |
+    | qtbench/AllTasks-v0 | all | 66 | the instruction's skill's |
+
+    Without ``import qtbench``, make them as ``gym.make("qtbench:qtbench/DrawerOpen-v0")``:
+    the ``qtbench:`` prefix makes Gymnasium import qtbench, which registers the ids.
+
+    ## Action Space
+
+    ``Box(-1, 1, (4,), float32)``; one control step lasts ``frame_skip * timestep`` (0.1 s).
+
+    | Num | Action | Min | Max | Effect |
+    |---|---|---|---|---|
+    | 0 | dx | -1 | 1 | moves the gripper target by dx * max_displacement (m) along x |
+    | 1 | dy | -1 | 1 | the same along y (toward the cabinet) |
+    | 2 | dz | -1 | 1 | the same along z (up) |
+    | 3 | gripper | -1 | 1 | finger position command: -1 fully open, 1 fully closed |
+
+    The target is clipped to the gripper workspace and to 1.5 steps ahead of the hand (no
+    wind-up); actions outside [-1, 1] are clipped, NaN or infinite ones raise ValueError.
+
+    ## Observation Space
+
+    ``Dict(state=Box((40,), float32), instruction=Text)``, plus ``image`` (uint8,
+    ``image_size + (3,)``, from ``camera``) with ``obs_mode="pixels"``. ``instruction`` is
+    the episode's instruction, lower-case words (at most 96 characters). ``state`` is laid
+    out by ``qtbench.envs.layout`` (read fields by name through it, never by index):
+
+    | Index | Field | Shape | Holds |
+    |---|---|---|---|
+    | 0:3 | gripper_pos | (3,) | point between the fingertips, world frame (m) |
+    | 3:4 | finger_opening | (1,) | gap between the finger pads (m): ~0.098 open, ~0 closed |
+    | 4:7 | drawer_pos | (3,) | slide joint of the top, middle, bottom drawer (m, 0 = closed) |
+    | 7:16 | handle_pos | (3, 3) | world position of each drawer's knob, same drawer order (m) |
+    | 16:40 | object_pos | (8, 3) | world position of each object (m): red can, green apple, orange, blue chip bag, brown rxbar, purple eggplant, white cup, yellow sponge |
+
+    The state's bounds come from the scene (``Scene.state_bounds``): positions lie above the
+    floor, inside its extent and at most 1 m high; joints within their ranges widened by one
+    travel each side (MuJoCo's limits are soft). Expert and random-action episodes stay
+    inside (none of 190 of each left them); a contact glitch can still fling a squeezed
+    object out of the scene (1 of 190 demonstrator and 3 of 190 autonomous episodes).
+
+    ## Rewards
+
+    Sparse: 1.0 on the step at which the instruction becomes true, 0.0 on every other step.
+
+    ## Starting State
+
+    The gripper starts open at (0, -0.25, 0.42) m plus uniform noise of +-``reset_noise``
+    per axis. Then the instruction's skill sets the scene from ``np_random`` only:
+    drawer_open closes every drawer (at most 1 cm open); drawer_close opens the named one;
+    pick_place opens the named drawer, with the object inside ("from") or on the counter
+    ("into"); move_near closes the drawers and puts its two objects at least 20 cm apart.
+    Objects not inside a drawer rest on the counter, at least 10 cm apart. ``reset(options={"instruction": text})`` picks the instruction;
+    without it one is drawn uniformly from the task's instructions.
+
+    ## Episode End
+
+    - Termination: the instruction holds (the step whose reward is 1.0); ``info["success"]``
+      is then True.
+    - Truncation: the skill's horizon is reached (see the table above), or the simulation
+      diverged and MuJoCo reset it (``info["physics_unstable"]``); a failed attempt.
+
+    ``info`` always holds ``success``, ``instruction`` and ``skill``. No TimeLimit wrapper
+    is added: the env truncates itself.
+
+    ## Arguments
+
+    | Argument | Default | Meaning |
+    |---|---|---|
+    | task | "all" | a skill (drawer_open, drawer_close, pick_place, move_near) or "all" |
+    | obs_mode | "state" | "state", or "pixels" to add ``image`` |
+    | render_mode | None | None or "rgb_array" (``render()`` returns render_size frames) |
+    | frame_skip | 20 | physics substeps per control step |
+    | timestep | 0.005 | physics substep length (s) |
+    | max_displacement | 0.05 | how far (m) the gripper target moves per step at abs(action) = 1 |
+    | horizons | None | per-skill step limits overriding the skills' defaults, e.g. {"pick_place": 80} |
+    | reset_noise | 0.03 | half-width (m) of the uniform noise on the gripper's start position |
+    | image_size | (96, 96) | height, width of ``image`` |
+    | render_size | (360, 480) | height, width of ``render()`` frames |
+    | camera | "front" | the camera of ``image`` and ``render()``: "front", "corner" or "top" |
+    | sleep | True | let resting bodies sleep (MuJoCo's sleeping; ~3x faster; see set_physics_state) |
+
+    ## Version History
+
+    - v0: the suite as released. Changes since, none of which alters an episode that ran
+      without a physics glitch: a diverged simulation ends the episode as a truncation
+      (``physics_unstable``) instead of continuing from MuJoCo's reset pose; the state Box
+      has finite bounds derived from the scene instead of (-inf, inf).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -95,7 +189,7 @@ class ManipulationEnv(gym.Env):
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
 
         obs = {
-            "state": spaces.Box(-np.inf, np.inf, (layout.STATE_DIM,), np.float32),
+            "state": spaces.Box(*self.scene.state_bounds(), dtype=np.float32),
             "instruction": spaces.Text(max_length=TEXT_MAX_LENGTH, charset=TEXT_CHARSET),
         }
         if obs_mode == "pixels":

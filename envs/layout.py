@@ -1,12 +1,8 @@
 """The named layout of the state vector: every consumer reads fields by name, never by index.
 
-    gripper_pos     (3,)    point between the fingertips, world frame (m)
-    finger_opening  (1,)    gap between the finger pads (m): ~0.098 open, ~0 closed
-    drawer_pos      (3,)    slide joint of the top, middle, bottom drawer (m, 0 = closed)
-    handle_pos      (3, 3)  world position of each drawer's knob, same drawer order
-    object_pos      (8, 3)  world position of each object, in instructions.OBJECTS order
-
-All accessors accept a single state ``(S,)`` or a batch ``(..., S)``.
+FIELDS lists the blocks in order, each with its shape and what it holds; ``observation_table``
+renders them as the observation table of ManipulationEnv's docstring. All accessors accept a
+single state ``(S,)`` or a batch ``(..., S)``.
 """
 
 from __future__ import annotations
@@ -25,6 +21,7 @@ class Field:
     name: str
     shape: tuple[int, ...]
     start: int
+    description: str  # what the block holds, with its unit
 
     @property
     def size(self) -> int:
@@ -35,21 +32,21 @@ class Field:
         return slice(self.start, self.start + self.size)
 
 
-def _fields(spec: list[tuple[str, tuple[int, ...]]]) -> dict[str, Field]:
+def _fields(spec: list[tuple[str, tuple[int, ...], str]]) -> dict[str, Field]:
     out, start = {}, 0
-    for name, shape in spec:
-        out[name] = Field(name, shape, start)
+    for name, shape, description in spec:
+        out[name] = Field(name, shape, start, description)
         start += out[name].size
     return out
 
 
 FIELDS: dict[str, Field] = _fields(
     [
-        ("gripper_pos", (3,)),
-        ("finger_opening", (1,)),
-        ("drawer_pos", (len(DRAWERS),)),
-        ("handle_pos", (len(DRAWERS), 3)),
-        ("object_pos", (len(OBJECTS), 3)),
+        ("gripper_pos", (3,), "point between the fingertips, world frame (m)"),
+        ("finger_opening", (1,), "gap between the finger pads (m): ~0.098 open, ~0 closed"),
+        ("drawer_pos", (len(DRAWERS),), f"slide joint of the {', '.join(DRAWERS)} drawer (m, 0 = closed)"),
+        ("handle_pos", (len(DRAWERS), 3), "world position of each drawer's knob, same drawer order (m)"),
+        ("object_pos", (len(OBJECTS), 3), f"world position of each object (m): {', '.join(OBJECTS)}"),
     ]
 )
 STATE_DIM = sum(f.size for f in FIELDS.values())
@@ -82,6 +79,13 @@ def handle_pos(state: np.ndarray, drawer: str) -> np.ndarray:
 
 def object_pos(state: np.ndarray, obj: str) -> np.ndarray:
     return get(state, "object_pos")[..., OBJECT_INDEX[obj], :]
+
+
+def observation_table() -> str:
+    """The state fields as a markdown table (the observation table of ManipulationEnv's docstring)."""
+    rows = ["| Index | Field | Shape | Holds |", "|---|---|---|---|"]
+    rows += [f"| {f.start}:{f.start + f.size} | {f.name} | {f.shape} | {f.description} |" for f in FIELDS.values()]
+    return "\n".join(rows)
 
 
 def describe() -> str:

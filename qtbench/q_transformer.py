@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
+from qtbench.algorithms.ranges import ranged
 from qtbench.errors import QtbenchError
 from qtbench.nets import CausalTransformer, ContextTokens, trim_padding
 
@@ -39,17 +40,17 @@ from qtbench.nets import CausalTransformer, ContextTokens, trim_padding
 class QTransformerConfig(AlgoConfig):
     """Reference settings: sized so a few thousand updates fit ~10 minutes on 2 CPU cores."""
 
-    n_bins: int = 256  # bins per action dimension (paper: 256)
-    d_model: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    dropout: float = 0.0  # BC's 0.1 measured no better for Q-learning on drawer_open
-    alpha: float = 1.0  # weight of the conservative regulariser (paper: 1.0)
+    n_bins: int = ranged(256, at_least=2)  # bins per action dimension (paper: 256)
+    d_model: int = ranged(128, at_least=1)  # transformer width
+    n_layers: int = ranged(2, at_least=1)  # transformer blocks
+    n_heads: int = ranged(4, at_least=1, divides="d_model")  # attention heads
+    dropout: float = ranged(0.0, at_least=0, below=1)  # BC's 0.1 measured no better for Q-learning on drawer_open
+    alpha: float = ranged(1.0, at_least=0)  # weight of the conservative regulariser (paper: 1.0)
     conservative: bool = True  # --no-conservative turns the regulariser off
     mc_return: bool = True  # --no-mc-return drops the Monte-Carlo lower bound
-    tau: float = 0.005  # Polyak rate of the target network
-    grad_clip: float = 1.0  # max global gradient norm
-    weight_decay: float = 0.01  # AdamW
+    tau: float = ranged(0.005, above=0, at_most=1)  # Polyak rate of the target network
+    grad_clip: float = ranged(1.0, above=0)  # max global gradient norm
+    weight_decay: float = ranged(0.01, at_least=0)  # AdamW
 
 
 # Config fields that change parameter shapes: a checkpoint must agree on these.

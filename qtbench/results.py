@@ -67,6 +67,15 @@ def run_root(base_dir: Path, algo: str, overrides: dict[str, object] | None) -> 
     return Path(base_dir) / ABLATIONS_DIR / run_label(algo, overrides)
 
 
+def base_root(root: Path, algo: str, overrides: dict[str, object] | None) -> Path:
+    """The ``base_dir`` that :func:`run_root` turned into ``root`` (``root`` itself when
+    it is not an ablation directory of these overrides)."""
+    root = Path(root)
+    if overrides and root.parts[-2:] == (ABLATIONS_DIR, run_label(algo, overrides)):
+        return root.parent.parent
+    return root
+
+
 def qtbench_version() -> str:
     try:
         return metadata.version("qtbench")

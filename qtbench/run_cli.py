@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from qtbench.errors import QtbenchError
+from qtbench.train import CHECKPOINT_EVERY, CHECKPOINT_SECONDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-episodes", type=int, default=None,
                    help="evaluation episodes per instruction (default 10; 3 for --task all)")
     p.add_argument("--resume", action="store_true", help="continue from the cell's last checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY, metavar="STEPS",
+                   help=f"checkpoint every STEPS gradient steps or every --checkpoint-seconds of training, "
+                        f"whichever comes first (default {CHECKPOINT_EVERY})")
+    p.add_argument("--checkpoint-seconds", type=float, default=CHECKPOINT_SECONDS, metavar="S",
+                   help=f"see --checkpoint-every (default {CHECKPOINT_SECONDS:g}; 0 = by steps only); "
+                        "when a run checkpoints never changes what it learns")
     p.add_argument("--force", action="store_true",
                    help="with --resume: start fresh when the checkpoint does not match this run")
     p.add_argument("--video", action="store_true", help="save a few evaluation episodes as GIFs under the checkpoint dir")
@@ -95,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         video=args.video,
         force=args.force,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_seconds=args.checkpoint_seconds,
         threads=args.threads or None,
         progress=not args.no_progress,
     )

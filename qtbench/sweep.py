@@ -413,6 +413,9 @@ def _validate(config: SweepConfig) -> None:
     for task in config.tasks:
         if task not in TASKS:
             raise unknown_name("task", task, list(TASKS))
+    for cell in plan(config):  # --steps, --seeds, --eval-episodes: the checks `qtbench run` makes
+        CellJob(cell, config.results_dir, config.checkpoint_dir, config.steps, config.profile,
+                config.eval_episodes_per_instruction).run_spec().validate()
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:

@@ -31,8 +31,11 @@ from qtbench import checkpoint
 from qtbench.algorithms import ALGORITHMS, AlgoConfig, algorithm_class
 from qtbench.errors import QtbenchError, unknown_name
 from qtbench.results import (
+    CONFIG_FILE,
     EVAL_FILE,
+    METRICS_FILE,
     MetricsLog,
+    base_root,
     cell_dir,
     qtbench_version,
     success_summary,
@@ -60,6 +63,10 @@ DEFAULT_STEPS: dict[str, int] = {
 FALLBACK_STEPS = 3000
 LOG_EVERY = 50  # steps per metrics.csv row (metrics are averaged over those steps)
 CHECKPOINT_EVERY = 500  # steps between checkpoints
+# ... or seconds of training, whichever comes first, so a killed run loses at most a minute.
+# A checkpoint only reads the run's state (weights, optimisers, RNG states), so when it is
+# taken never changes the training trajectory: resume stays bit-exact.
+CHECKPOINT_SECONDS = 60.0
 DATA_SEED = 0  # datasets are fixed across run seeds: only the learner's seed varies
 
 
@@ -86,6 +93,7 @@ class RunSpec:
     force: bool = False  # with resume: discard an incompatible checkpoint instead of failing
     log_every: int = LOG_EVERY
     checkpoint_every: int = CHECKPOINT_EVERY
+    checkpoint_seconds: float = CHECKPOINT_SECONDS  # 0 = checkpoint by steps only
     progress: bool = True
     # torch intra-op threads; None keeps torch's default (one per core). 1 by default: on a
     # shared 2-core machine 2 threads measured ~12x slower per update (spinning OpenMP
@@ -97,18 +105,56 @@ class RunSpec:
     def total_steps(self) -> int:
         return default_steps(self.algo) if self.steps is None else int(self.steps)
 
+    def validate(self) -> None:
+        """QtbenchError naming the flag of every out-of-range setting (checked before any write)."""
+        minimum = {"--steps": (self.steps, 1), "--seed": (self.seed, 0),
+                   "--eval-episodes": (self.eval_episodes_per_instruction, 1),
+                   "--threads": (self.threads, 1), "--checkpoint-every": (self.checkpoint_every, 1),
+                   "--checkpoint-seconds": (self.checkpoint_seconds, 0), "log_every": (self.log_every, 1)}
+        problems = [f"{flag} {value} is out of range: it must be >= {low}"
+                    for flag, (value, low) in minimum.items() if value is not None and not value >= low]
+        if problems:
+            threads = " (--threads 0 = one per core)" if any(p.startswith("--threads") for p in problems) else ""
+            raise QtbenchError("; ".join(problems), f"omit the flag for its default, or give a value in range{threads}")
+        if self.device == "cpu":
+            return
+        import torch
+
+        try:
+            torch.device(self.device)
+        except RuntimeError as err:
+            raise QtbenchError(f"--device {self.device!r} is not a torch device", "use --device cpu or cuda") from err
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise QtbenchError("--device cuda requested but torch sees no CUDA device", "use --device cpu")
+
     def resume_command(self) -> str:
-        """The shell command that continues this run from its last checkpoint."""
+        """The `qtbench run` command that continues exactly this run from its last checkpoint."""
+        # qtbench run puts runs with overrides under <dir>/ablations/<label>/ itself: pass the base
         parts = ["qtbench", "run", "--algo", self.algo, "--task", self.task, "--seed", str(self.seed),
                  "--steps", str(self.total_steps), "--profile", self.profile,
-                 "--results-dir", str(self.results_dir), "--checkpoint-dir", str(self.checkpoint_dir)]
+                 "--results-dir", str(base_root(self.results_dir, self.algo, self.overrides)),
+                 "--checkpoint-dir", str(base_root(self.checkpoint_dir, self.algo, self.overrides))]
         for key, value in self.overrides.items():
-            parts += ["--set", f"{key}={value}"]
-        if self.device != "cpu":
-            parts += ["--device", self.device]
-        if self.threads != 1:
-            parts += ["--threads", str(self.threads or 0)]
+            parts += ["--set", f"{key}={_cli_value(value)}"]
+        optional = {"--eval-episodes": (self.eval_episodes_per_instruction, None),
+                    "--checkpoint-every": (self.checkpoint_every, CHECKPOINT_EVERY),
+                    "--checkpoint-seconds": (self.checkpoint_seconds, CHECKPOINT_SECONDS),
+                    "--device": (self.device, "cpu"), "--threads": (self.threads or 0, 1)}
+        for flag, (value, default) in optional.items():
+            if value != default:
+                parts += [flag, str(value)]
+        if self.video:
+            parts.append("--video")
         return shlex.join(parts + ["--resume"])
+
+
+def _cli_value(value: object) -> str:
+    """``value`` as --set writes it (the inverse of the conversion in typed_overrides)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (tuple, list)):
+        return ",".join(_cli_value(v) for v in value)
+    return "none" if value is None else str(value)
 
 
 # ---- configuration -----------------------------------------------------------------------
@@ -226,7 +272,8 @@ def train(
     """Run gradient steps up to ``spec.total_steps``, starting from ``state`` if given.
 
     Writes metrics.csv into ``out_dir`` and checkpoints into ``ckpt_dir`` every
-    ``spec.checkpoint_every`` steps and at the end.
+    ``spec.checkpoint_every`` steps or ``spec.checkpoint_seconds`` of training, whichever
+    comes first, on interrupt and at the end.
     """
     import torch
     from tqdm import tqdm
@@ -246,12 +293,7 @@ def train(
         step, offset = state.step, state.wall_seconds
         metrics = MetricsLog(list(state.metrics))
         pending, pending_count = dict(state.pending), state.pending_count
-    if step > total:
-        raise QtbenchError(
-            f"the checkpoint in {ckpt_dir} is at step {step}, past the requested {total} steps",
-            f"use --steps {step} or more, or start fresh without --resume",
-        )
-    start_time = time.perf_counter()
+    start_time = last_save = time.perf_counter()
 
     def elapsed() -> float:
         return offset + time.perf_counter() - start_time
@@ -289,9 +331,10 @@ def train(
             if step % spec.log_every == 0:
                 metrics.append(_row(pending, pending_count, step, elapsed()))
                 pending, pending_count = {}, 0
-            if step % spec.checkpoint_every == 0 or step == total or interrupted.set:
+            overdue = spec.checkpoint_seconds and time.perf_counter() - last_save >= spec.checkpoint_seconds
+            if step % spec.checkpoint_every == 0 or overdue or step == total or interrupted.set:
                 save()
-                last_good = step
+                last_good, last_save = step, time.perf_counter()
             bar.update(1)
             if bar.n % 20 == 0 or step == total:
                 rate = (step - seg_start_step) / max(time.perf_counter() - start_time, 1e-9)
@@ -336,6 +379,7 @@ def resolved_config(spec: RunSpec, algo_config: AlgoConfig, episodes: int) -> di
         "device": spec.device,
         "log_every": spec.log_every,
         "checkpoint_every": spec.checkpoint_every,
+        "checkpoint_seconds": spec.checkpoint_seconds,
         "default_steps": default_steps(spec.algo),
         "threads": spec.threads,
     }
@@ -359,15 +403,33 @@ def _initial_state(spec: RunSpec, ckpt_dir: Path, algo_config: dict[str, Any]) -
             raise
         log.warning("--force: discarding incompatible checkpoint %s", path)
         return None
+    if state.step > spec.total_steps:
+        raise QtbenchError(
+            f"the checkpoint in {ckpt_dir} is at step {state.step}, past the requested {spec.total_steps} steps",
+            f"use --steps {state.step} or more, or start fresh without --resume",
+        )
     log.info("resuming from %s at step %d", path, state.step)
     return state
+
+
+def _remove_unstarted(out_dir: Path, created: list[Path]) -> None:
+    """Remove the config.json of a run that never reached a checkpoint, and the folders it made."""
+    (out_dir / CONFIG_FILE).unlink(missing_ok=True)
+    for directory in created:  # deepest first
+        try:
+            directory.rmdir()
+        except OSError:  # not empty: something else lives there
+            break
 
 
 def run_cell(spec: RunSpec) -> Path:
     """Ensure the datasets, train (checkpointing), evaluate, and write the cell's results.
 
-    Returns the results directory of the cell. eval.json is written last and atomically;
-    a stale one from an earlier run is removed first, so it never describes other weights.
+    Returns the results directory of the cell. Every setting is checked before anything is
+    written. eval.json is written last and atomically; a stale one from an earlier run is
+    removed first, so it never describes other weights. A run that fails before its first
+    checkpoint removes the config.json it wrote (and the folders it created), so no cell
+    holds only a config.
     """
     import torch
 
@@ -376,6 +438,7 @@ def run_cell(spec: RunSpec) -> Path:
     from qtbench.report import machine_description
 
     check_names(spec.algo, spec.task)
+    spec.validate()
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     cls = algorithm_class(spec.algo)
@@ -384,8 +447,6 @@ def run_cell(spec: RunSpec) -> Path:
     episodes = spec.eval_episodes_per_instruction or default_episodes(spec.task)
     out_dir = cell_dir(spec.results_dir, spec.task, spec.algo, spec.seed)
     ckpt_dir = cell_dir(spec.checkpoint_dir, spec.task, spec.algo, spec.seed)
-    if spec.device.startswith("cuda") and not torch.cuda.is_available():
-        raise QtbenchError("--device cuda requested but torch sees no CUDA device", "use --device cpu")
 
     state = _initial_state(spec, ckpt_dir, config_dict)
     ensure_datasets(spec.task, profile=spec.profile, seed=DATA_SEED)
@@ -394,11 +455,19 @@ def run_cell(spec: RunSpec) -> Path:
 
     rng = seed_everything(spec.seed)
     algorithm = cls(data.spec_info(), config, device=spec.device)
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / EVAL_FILE).unlink(missing_ok=True)
+    if state is None:  # a fresh start: an earlier run's metrics describe other weights
+        (out_dir / METRICS_FILE).unlink(missing_ok=True)
     write_config(out_dir, resolved_config(spec, config, episodes))
 
-    trained = train(algorithm, sampler, rng, spec, config_dict, ckpt_dir, out_dir, state)
+    try:
+        trained = train(algorithm, sampler, rng, spec, config_dict, ckpt_dir, out_dir, state)
+    except BaseException:
+        if not (out_dir / METRICS_FILE).exists():  # failed before its first checkpoint: leave nothing
+            _remove_unstarted(out_dir, created)
+        raise
     trained.metrics.write(out_dir)
 
     def act(window: Any) -> np.ndarray:

@@ -18,12 +18,19 @@ def test_package_version_and_registration():
     assert set(TASKS) == {"drawer_open", "drawer_close", "pick_place", "move_near", "all"}
     for env_id in TASKS.values():
         assert env_id in gym.registry
-    # Gymnasium 1.x no longer loads plugin entry points by itself; "module:id" imports qtbench.
-    assert gym.make("qtbench:qtbench/DrawerOpen-v0").unwrapped.task == "drawer_open"
-    from importlib.metadata import entry_points
 
-    (plugin,) = [ep for ep in entry_points(group="gymnasium.envs") if ep.name == "qtbench"]
-    assert plugin.load() is qtbench.envs.register_envs
+
+def test_gym_make_with_the_module_prefix_needs_no_import():
+    """The one documented way without `import qtbench`: Gymnasium 1.x loads no plugin entry
+    points, but imports the module named before ":" (qtbench registers its ids on import)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gymnasium as gym; assert 'qtbench' not in sys.modules; "
+            "env = gym.make('qtbench:qtbench/DrawerOpen-v0'); env.reset(seed=0); print(env.unwrapped.task)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "drawer_open"
 
 
 @pytest.mark.parametrize("env_id", list(TASKS.values()))
@@ -207,3 +214,58 @@ def test_diverged_simulation_ends_the_episode_as_a_truncation():
     assert (reward, terminated, truncated) == (0.0, False, True)
     assert info["physics_unstable"] and not info["success"]
     assert np.isfinite(obs["state"]).all()
+
+
+def test_env_docstring_observation_table_is_the_layout():
+    import inspect
+
+    from qtbench.envs.base import ManipulationEnv
+
+    doc = inspect.cleandoc(ManipulationEnv.__doc__)
+    assert layout.observation_table() in doc
+    for section in ("## Description", "## Action Space", "## Observation Space", "## Rewards",
+                    "## Starting State", "## Episode End", "## Arguments", "## Version History"):
+        assert section in doc
+    for env_id in TASKS.values():
+        assert env_id in doc
+    # every constructor argument is in the arguments table
+    for name in inspect.signature(ManipulationEnv.__init__).parameters:
+        assert name == "self" or f"| {name} |" in doc
+
+
+def test_state_bounds_are_finite_and_no_checker_warns(recwarn):
+    import warnings
+
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    from qtbench.envs.sb3 import make_sb3_env
+
+    warnings.simplefilter("always")
+    env = make_env("drawer_open")
+    box = env.observation_space["state"]
+    assert np.all(np.isfinite(box.low)) and np.all(np.isfinite(box.high)) and np.all(box.low < box.high)
+    assert np.all(layout.get(box.low, "drawer_pos") < 0) and np.all(layout.get(box.high, "drawer_pos") > 0.2)
+    check_env(env.unwrapped)
+    sb3_check_env(make_sb3_env("drawer_open"))
+    assert [str(w.message) for w in recwarn] == []
+
+
+@pytest.mark.parametrize("kind", ["expert", "random"])
+def test_observations_stay_inside_the_state_bounds(kind):
+    from qtbench.envs.policies import make_policy
+
+    env = make_env("all")
+    box = env.observation_space["state"]
+    env.action_space.seed(0)
+    rng = np.random.default_rng(0)
+    for seed in range(12):
+        obs, info = env.reset(seed=seed)
+        policy = make_policy(kind, env, rng) if kind != "random" else None
+        if policy:
+            policy.reset(obs, info)
+        done = False
+        while not done:
+            assert box.contains(obs["state"]), (seed, np.flatnonzero((obs["state"] < box.low) | (obs["state"] > box.high)))
+            obs, _, terminated, truncated, info = env.step(policy.act(obs) if policy else env.action_space.sample())
+            done = terminated or truncated
+        assert box.contains(obs["state"])

@@ -22,6 +22,7 @@ def test_defaults():
     assert (args.seed, args.steps, args.profile, args.eval_episodes) == (0, None, "default", None)
     assert str(args.results_dir) == "results" and str(args.checkpoint_dir) == "checkpoints"
     assert not (args.resume or args.force or args.video) and args.device == "cpu" and args.threads == 1
+    assert (args.checkpoint_every, args.checkpoint_seconds) == (500, 60.0)
     assert run_cli.parse_overrides(args) == {}
 
 

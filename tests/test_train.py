@@ -4,8 +4,11 @@ checkpoint compatibility and config overrides (with a tiny in-file algorithm).""
 from __future__ import annotations
 
 import csv
+import shlex
 import signal
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +19,8 @@ from qtbench import checkpoint
 from qtbench.algorithms.base import AlgoConfig
 from qtbench.data import TransitionData, WindowSampler
 from qtbench.errors import QtbenchError
-from qtbench.train import RunSpec, _initial_state, resolve_config, seed_everything, train
+from qtbench.results import run_root
+from qtbench.train import RunSpec, _initial_state, resolve_config, seed_everything, train, typed_overrides
 
 
 @dataclass
@@ -31,6 +35,7 @@ class TinyConfig(AlgoConfig):
     nan_at: int = -1  # update number whose loss is reported as NaN
     interrupt_at: int = -1  # update number that sends this process interrupt_signal
     interrupt_signal: str = "SIGINT"
+    sleep: float = 0.0  # seconds each update takes at least (for checkpoint timing tests)
 
 
 class Tiny:
@@ -46,6 +51,7 @@ class Tiny:
         self.updates = 0
 
     def update(self, batch) -> dict[str, float]:
+        time.sleep(self.config.sleep)
         x = batch.window.states[:, -1]
         x = x + self.config.noise * torch.randn_like(x)
         loss = ((self.net(x) - batch.window.actions[:, -1]) ** 2).mean()
@@ -90,10 +96,11 @@ def synthetic_data(num_episodes: int = 6, seed: int = 0) -> TransitionData:
     return TransitionData.from_episodes(episodes, max_episode_steps=8)
 
 
-def run_tiny(tmp_path, steps: int, resume: bool = False, seed: int = 0, **config):
+def run_tiny(tmp_path, steps: int, resume: bool = False, seed: int = 0, checkpoint_seconds: float = 0.0,
+             **config):
     """Train Tiny like run_cell does (seed, build, maybe resume); returns (algo, outcome)."""
     spec = RunSpec(algo="tiny", task="drawer_open", seed=seed, steps=steps, resume=resume,
-                   log_every=5, checkpoint_every=10, progress=False)
+                   log_every=5, checkpoint_every=10, checkpoint_seconds=checkpoint_seconds, progress=False)
     cfg = TinyConfig(**config)
     cfg_dict = checkpoint.normalise_config(cfg.__dict__)
     ckpt_dir, out_dir = tmp_path / "ckpt", tmp_path / "out"
@@ -218,3 +225,34 @@ def test_resume_command_reproduces_the_run():
     cmd = spec.resume_command()
     assert cmd.startswith("qtbench run --algo q_transformer --task drawer_open --seed 2 --steps 100")
     assert "--set learning_rate=1e-4" in cmd and cmd.endswith("--resume")
+
+
+def test_time_checkpoints_bound_the_loss_and_keep_the_trajectory(tmp_path, monkeypatch):
+    saved = []
+    real_save = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda d, state: (saved.append(state.step), real_save(d, state))[1])
+    timed, _ = run_tiny(tmp_path / "timed", 30, checkpoint_seconds=0.1, sleep=0.02)
+    # every update takes >= 0.02 s, so a checkpoint due every 0.1 s is at most 5 (+1) steps late
+    assert len(saved) >= 6 and np.diff([0, *saved]).max() <= 6
+    saved.clear()
+    by_steps, _ = run_tiny(tmp_path / "steps", 30, sleep=0.02)
+    assert saved == [10, 20, 30]
+    # a checkpoint only reads the state: the trajectory is the one of a run that saved rarely
+    assert all(torch.equal(x, y) for x, y in zip(params(timed), params(by_steps)))
+    assert metric_rows(tmp_path / "timed" / "out" / "metrics.csv") == metric_rows(tmp_path / "steps" / "out" / "metrics.csv")
+
+
+def test_resume_command_passes_base_dirs_and_every_setting():
+    overrides = {"conservative": False, "scales": (0.5, 3.0), "learning_rate": 1e-4, "interrupt_signal": "SIG TERM"}
+    spec = RunSpec(algo="tiny", task="drawer_open", results_dir=run_root(Path("r"), "tiny", overrides),
+                   checkpoint_dir=run_root(Path("c"), "tiny", overrides), overrides=overrides, profile="small",
+                   eval_episodes_per_instruction=2, checkpoint_every=7, checkpoint_seconds=5.0, threads=None)
+    argv = shlex.split(spec.resume_command())
+    flags = {argv[i]: argv[i + 1] for i in range(2, len(argv) - 1) if argv[i].startswith("--")}
+    assert flags["--results-dir"] == "r" and flags["--checkpoint-dir"] == "c"  # qtbench run adds ablations/<label>
+    assert (flags["--eval-episodes"], flags["--checkpoint-every"], flags["--checkpoint-seconds"]) == ("2", "7", "5.0")
+    assert (flags["--threads"], flags["--profile"], argv[-1]) == ("0", "small", "--resume")
+    pairs = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--set")
+    assert typed_overrides(TinyConfig, pairs) == overrides  # the same typed config, so the same folder
+    plain = RunSpec(algo="tiny", task="drawer_open", overrides=overrides)  # no ablation folder: kept as is
+    assert shlex.split(plain.resume_command())[argv.index("--results-dir") + 1] == "results"

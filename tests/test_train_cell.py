@@ -86,3 +86,88 @@ def test_cli_exit_codes_and_messages(tiny, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| drawer_open | " in out and "autonomous collector" in out
     assert (tmp_path / "r" / "drawer_open" / "tiny" / "seed0" / "eval.json").exists()
+
+
+def test_a_run_failing_before_its_first_checkpoint_leaves_no_cell(tiny, tmp_path, capsys):
+    base = ["run", "--algo", "tiny", "--task", "drawer_open", "--profile", "small", "--no-progress",
+            "--results-dir", str(tmp_path / "r"), "--checkpoint-dir", str(tmp_path / "c")]
+    assert main([*base, "--set", "nan_at=2"]) == 2
+    assert "training diverged" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # no cell holding only a config.json, no empty folders
+    # a run that reached a checkpoint keeps its cell (without eval.json) so --resume can finish it
+    assert main([*base, "--set", "nan_at=12", "--steps", "20", "--checkpoint-every", "10"]) == 2
+    cell = tmp_path / "r" / "ablations" / "tiny+nan_at12" / "drawer_open" / "tiny" / "seed0"
+    assert sorted(p.name for p in cell.iterdir()) == ["config.json", "metrics.csv"]
+
+
+def test_printed_resume_command_resumes_exactly_the_interrupted_run(tiny, tmp_path, caplog):
+    import shlex
+    import signal
+
+    caplog.set_level("INFO")
+    handler = signal.getsignal(signal.SIGTERM)
+    argv = ["run", "--algo", "tiny", "--task", "drawer_open", "--profile", "small", "--steps", "12",
+            "--results-dir", str(tmp_path / "r"), "--checkpoint-dir", str(tmp_path / "c"), "--no-progress",
+            "--no-conservative", "--set", "hidden=4", "interrupt_at=5", "interrupt_signal=SIGTERM",
+            "--eval-episodes", "2", "--checkpoint-every", "3", "--checkpoint-seconds", "0"]
+    try:
+        assert main(argv) == 130  # SIGTERM at update 5: checkpoint, print the resume command, stop
+        printed = [r.getMessage().split("resume with: ")[1] for r in caplog.records if "resume with:" in r.getMessage()]
+        caplog.clear()
+        resume = shlex.split(printed[0])
+        assert resume[:2] == ["qtbench", "run"]
+        assert main(resume[1:]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert "at step 5" in caplog.text and "resuming from" in caplog.text  # resumed, not retrained
+    root = tmp_path / "r" / "ablations" / "tiny+no_conservative+hidden4+interrupt_at5+interrupt_signalSIGTERM"
+    record = read(root / "drawer_open" / "tiny" / "seed0" / "eval.json")
+    assert record["train_steps"] == 12 and record["episodes"] == 6  # --eval-episodes 2 kept
+    assert not (root / "ablations").exists()  # the ablation folder is not applied twice
+    config = read(root / "drawer_open" / "tiny" / "seed0" / "config.json")
+    assert (config["checkpoint_every"], config["checkpoint_seconds"]) == (3, 0.0)
+    assert config["algo_config"]["conservative"] is False and config["algo_config"]["hidden"] == 4
+
+
+def test_kill_9_loses_at_most_the_checkpoint_interval(tiny, small_datasets, tmp_path, caplog):
+    """A 400-step run checkpointing by time only (every 0.5 s) is killed with SIGKILL; the
+    checkpoint it left is recent, and --resume continues from it to the end."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    argv = ["run", "--algo", "tiny", "--task", "drawer_open", "--profile", "small", "--steps", "400",
+            "--eval-episodes", "1", "--results-dir", str(tmp_path / "r"), "--checkpoint-dir", str(tmp_path / "c"),
+            "--no-progress", "--checkpoint-every", "1000", "--checkpoint-seconds", "0.5", "--set", "sleep=0.01"]
+    script = ("import sys; from qtbench.algorithms import ALGORITHMS; from qtbench.cli import main; "
+              "ALGORITHMS['tiny'] = 'test_train:Tiny'; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(small_datasets),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    ckpt_dir = tmp_path / "c" / "ablations" / "tiny+sleep0.01" / "drawer_open" / "tiny" / "seed0"
+    proc = subprocess.Popen([sys.executable, "-c", script, *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, seen = time.monotonic() + 120, []
+        while time.monotonic() < deadline and proc.poll() is None:
+            state = checkpoint.load(ckpt_dir) if (ckpt_dir / "last.pt").exists() else None
+            if state is not None and state.step not in seen:
+                seen.append(state.step)
+            if len(seen) >= 2:  # two checkpoints by time, far from any multiple of 1000 steps
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    assert len(seen) >= 2 and 0 < seen[0] < seen[1] < 400, seen
+    # at >= 0.01 s per update, consecutive time checkpoints 0.5 s apart are <= ~51 steps apart
+    assert seen[1] - seen[0] <= 52
+    killed_at = checkpoint.load(ckpt_dir).step
+    caplog.set_level("INFO")
+    assert main(argv + ["--resume"]) == 0
+    assert f"at step {killed_at}" in caplog.text
+    results = tmp_path / "r" / "ablations" / "tiny+sleep0.01" / "drawer_open" / "tiny" / "seed0"
+    assert read(results / "eval.json")["train_steps"] == 400

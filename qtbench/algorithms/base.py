@@ -12,6 +12,8 @@ from typing import Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
+from qtbench.algorithms.ranges import check_ranges, ranged
+
 
 @dataclass(frozen=True)
 class EnvSpecInfo:
@@ -27,22 +29,39 @@ class EnvSpecInfo:
     state_std: tuple[float, ...] | None = None
 
 
+def _dataset_splits() -> tuple[str, ...]:
+    from qtbench.data.store import SPLITS  # lazily: qtbench.data imports this module
+
+    return SPLITS
+
+
 @dataclass
 class AlgoConfig:
-    """Fields every algorithm config has: they tell the data loader what to sample."""
+    """Fields every algorithm config has: they tell the data loader what to sample.
 
-    dataset: str = "mixed"  # "demos", "failures" or "mixed"
-    history: int = 4  # observation window length (current step included)
-    n_step: int = 1  # bootstrap horizon of the sampled targets
-    gamma: float = 0.98
-    batch_size: int = 256
-    learning_rate: float = 3e-4
+    Each field's valid range is declared beside it (``ranged``) and checked when a config
+    is built, so an out-of-range value fails before a run writes anything.
+    """
+
+    dataset: str = ranged("mixed", one_of=_dataset_splits)  # "demos", "failures" or "mixed"
+    history: int = ranged(4, at_least=1)  # observation window length (current step included)
+    n_step: int = ranged(1, at_least=1)  # bootstrap horizon of the sampled targets
+    gamma: float = ranged(0.98, at_least=0, at_most=1)  # discount per step
+    batch_size: int = ranged(256, at_least=1)  # transitions per gradient step
+    learning_rate: float = ranged(3e-4, above=0)
     filtered: bool = False  # train only on the successful episodes of the chosen dataset
     # Bootstrap nothing past a time-limit truncation: an attempt that ran out of time is
     # scored as failed (return 0), as the paper scores its robots' episodes. Off, a
     # truncated episode bootstraps from its last state (Gymnasium's time-limit reading).
     timeout_is_terminal: bool = False
-    target_return: float = 1.0  # return to go that evaluation windows start from (DT reads it)
+    target_return: float = ranged(1.0)  # return to go that evaluation windows start from (DT reads it)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """QtbenchError naming every field outside its declared range (subclasses add rules)."""
+        check_ranges(self)
 
 
 def _map_fields(obj: Any, fn: Callable[[Any], Any]) -> Any:
