@@ -167,7 +167,8 @@ def run_spec_from_config(config: dict[str, Any], workdir: Path):
     """The RunSpec that repeats a stored run, writing into ``workdir``."""
     from qtbench.train import RunSpec
 
-    extra = {k: config[k] for k in ("device", "log_every", "checkpoint_every", "threads") if k in config}
+    extra = {k: config[k] for k in ("device", "log_every", "checkpoint_every", "threads", "curve_points",
+                                    "curve_episodes_per_instruction") if k in config}
     return RunSpec(
         algo=config["algo"],
         task=config["task"],
