@@ -49,6 +49,8 @@ def cell_dir(root: str | Path, task: str, algo: str, seed: int) -> Path:
 
 # Runs with config overrides (ablations, --set) live under <root>/ablations/<label>/.
 ABLATIONS_DIR = "ablations"
+# `qtbench tune` writes its searches under <root>/tuning/<algo>/ (not leaderboard cells).
+TUNING_DIR = "tuning"
 
 
 def run_label(algo: str, overrides: dict[str, object] | None) -> str:
