@@ -147,10 +147,11 @@ def _normalise(value: Any) -> Any:
 
 
 def config_overrides(algo: str, algo_config: dict[str, Any]) -> dict[str, object]:
-    """The stored algorithm config's fields that differ from the algorithm's current defaults."""
-    from qtbench.algorithms import algorithm_class
+    """The stored algorithm config's fields that differ from the algorithm's current reference
+    config (its defaults plus the settings frozen by `qtbench tune --freeze`)."""
+    from qtbench.train import reference_config
 
-    defaults = dataclasses.asdict(algorithm_class(algo).config_class())
+    defaults = dataclasses.asdict(reference_config(algo))
     overrides: dict[str, object] = {}
     for key, value in algo_config.items():
         if key not in defaults:

@@ -233,8 +233,16 @@ def typed_overrides(config_class: type[AlgoConfig], overrides: dict[str, object]
 
 
 def resolve_config(config_class: type[AlgoConfig], overrides: dict[str, object]) -> AlgoConfig:
-    """The algorithm's reference config with ``overrides`` applied (only existing fields)."""
+    """The config class's defaults with ``overrides`` applied (only existing fields)."""
     return config_class(**typed_overrides(config_class, overrides))
+
+
+def reference_config(algo: str, overrides: dict[str, object] | None = None) -> AlgoConfig:
+    """The algorithm's reference config, the defaults plus the settings ``qtbench tune --freeze``
+    chose (qtbench.tuning), with ``overrides`` applied on top."""
+    from qtbench.tuning import reference_overrides
+
+    return resolve_config(algorithm_class(algo).config_class, {**reference_overrides(algo), **(overrides or {})})
 
 
 def check_names(algo: str, task: str) -> None:
@@ -501,7 +509,7 @@ def run_cell(spec: RunSpec) -> Path:
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     cls = algorithm_class(spec.algo)
-    config = resolve_config(cls.config_class, spec.overrides)
+    config = reference_config(spec.algo, spec.overrides)
     config_dict = checkpoint.normalise_config(dataclasses.asdict(config))
     episodes = spec.eval_episodes_per_instruction or default_episodes(spec.task)
     curve_episodes = min(episodes, spec.curve_episodes_per_instruction or default_curve_episodes(spec.task))
