@@ -457,8 +457,8 @@ def aggregate_table(rows: list[AggregateRow]) -> str:
 
 
 AGGREGATE_NOTE = (
-    "Aggregates over tasks and seeds with [rliable](https://github.com/google-research/rliable) "
-    "(Agarwal et al., 2021): interquartile mean (IQM) and mean of the per-task success rates, "
+    "with [rliable](https://github.com/google-research/rliable) (Agarwal et al., 2021): "
+    "interquartile mean (IQM) and mean of the per-task success rates, "
     f"and the probability that a run of the algorithm beats a run of `{BASELINE}` on the same task "
     "(0.5: no difference), each with a 95% stratified-bootstrap interval "
     f"({stats.BOOTSTRAP_REPS} resamples of the seeds within each task; none with a single seed). "
@@ -562,7 +562,7 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
         parts += [headline_table(headline), "", describe_setting(headline), "",
                   "The same models per skill:", "", skill_table(headline)]
         if aggregates.get("all"):
-            parts += ["", "Aggregated over the four skills and the seeds. " + AGGREGATE_NOTE, "",
+            parts += ["", "Aggregated over the four skills and the seeds " + AGGREGATE_NOTE, "",
                       aggregate_table(aggregates["all"])]
     elif any(r.task == HEADLINE_TASK for r in rows):
         parts += ["The runs on task `all` all differ from the algorithms' current default settings "
@@ -576,7 +576,7 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
         parts += ["", "### Single-skill models (one model per task)", "", task_table(per_task), "",
                   describe_setting(per_task)]
         if aggregates.get("single"):
-            parts += ["", "Aggregated over the tasks and the seeds. " + AGGREGATE_NOTE, "",
+            parts += ["", "Aggregated over the tasks and the seeds " + AGGREGATE_NOTE, "",
                       aggregate_table(aggregates["single"])]
     if ablations:
         parts += ["", "### Ablations", "",
