@@ -400,7 +400,7 @@ def format_outcomes(outcomes: list[CellOutcome]) -> str:
     return markdown_table(header, rows) + f"\n\n{len(outcomes)} cells: {summary}"
 
 
-def _validate(config: SweepConfig) -> None:
+def validate(config: SweepConfig) -> None:
     from qtbench.algorithms import ALGORITHMS
     from qtbench.errors import unknown_name
 
@@ -435,7 +435,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         force=args.force,
         workers=args.workers,
     )
-    _validate(config)
+    validate(config)
     if args.dry_run:
         print(format_plan(plan_status(config)))
         return 0

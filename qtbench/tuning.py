@@ -119,8 +119,7 @@ def summarise(config: Any) -> dict[str, Any]:
                 record = json.loads(path.read_text())
                 steps.add(record.get("train_steps"))
                 machines.add(record.get("machine", "?"))
-                per_seed[str(seed)] = {k: record[k] for k in ("success_rate", "successes", "episodes", "ci95")
-                                       if k in record}
+                per_seed[str(seed)] = {k: record[k] for k in ("success_rate", "episodes", "ci95") if k in record}
         done = len(per_seed) == len(config.seeds)
         mean = sum(r["success_rate"] for r in per_seed.values()) / len(per_seed) if done else None
         rows.append({"setting": setting, "label": Cell(algo, task, 0, tuple(sorted(setting.items()))).label,
@@ -135,7 +134,6 @@ def summarise(config: Any) -> dict[str, Any]:
 def render_section(summary: dict[str, Any], frozen: dict[str, object]) -> str:
     """The benchmarks.md section ``tuning-<algo>``: every setting, its seeds and the choice."""
     from qtbench.report import markdown_table
-    from qtbench.results import wilson_interval
 
     algo = summary["algo"]
     header = ["#", "setting", *(f"seed {s} % [Wilson 95%]" for s in summary["seeds"]), "mean %", ""]
@@ -147,7 +145,7 @@ def render_section(summary: dict[str, Any], frozen: dict[str, object]) -> str:
             if r is None:
                 cells.append("not run yet")
                 continue
-            lo, hi = wilson_interval(r["successes"], r["episodes"]) if "successes" in r else (math.nan, math.nan)
+            lo, hi = r.get("ci95", (math.nan, math.nan))
             cells.append(f"{100 * r['success_rate']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] ({r['episodes']} ep)")
         setting = ", ".join(f"{k}={v}" for k, v in row["setting"].items())
         mark = "**chosen**" if i == summary["chosen"] else ("recipe" if i == 0 else "")
@@ -167,7 +165,8 @@ def render_section(summary: dict[str, Any], frozen: dict[str, object]) -> str:
         "",
         f"Rule (the same for every algorithm): at most {MAX_SETTINGS} settings declared beside the config, the "
         f"first the paper's sparse-reward recipe; each trained on `{summary['task']}` with seeds "
-        f"{', '.join(map(str, summary['seeds']))} at the default budget; chosen: {summary['rule']}. "
+        f"{', '.join(map(str, summary['seeds']))} (the default budget unless stated otherwise below); "
+        f"chosen: {summary['rule']}. "
         f"Budget: {steps} gradient steps per run, dataset profile {summary['profile']}; "
         f"machine: {'; '.join(summary['machines']) or '?'}. "
         f"Cells: `results/tuning/{algo}/`; summary: `results/tuning/{algo}/{SUMMARY_FILE}`.",
@@ -198,12 +197,12 @@ def write_tuning_section(summary: dict[str, Any], benchmarks: Path) -> Path:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from qtbench.sweep import LocalExecutor, _validate, format_outcomes, format_plan, plan_status
+    from qtbench.sweep import LocalExecutor, format_outcomes, format_plan, plan_status, validate
 
     config = search_config(args.algo, Path(args.results_dir), Path(args.checkpoint_dir), task=args.task,
                            seeds=tuple(args.seeds), steps=args.steps, profile=args.profile,
                            eval_episodes_per_instruction=args.eval_episodes, workers=args.workers)
-    _validate(config)
+    validate(config)
     if args.dry_run:
         print(format_plan(plan_status(config)))
         return 0

@@ -93,11 +93,14 @@ def test_choice_is_the_best_mean_and_ties_go_to_the_earlier_setting(tiny, tmp_pa
         for seed, rate in zip((0, 1), rates[index]):
             out = Cell("tiny", "drawer_open", seed, tuple(sorted(setting.items()))).results_dir(config.results_dir)
             out.mkdir(parents=True)
-            (out / "eval.json").write_text(json.dumps({"success_rate": rate, "successes": int(10 * rate),
-                                                       "episodes": 10, "train_steps": 6}))
+            (out / "eval.json").write_text(json.dumps({"success_rate": rate, "ci95": [rate - 0.1, rate + 0.1],
+                                                       "episodes": 10, "train_steps": 6, "machine": "box"}))
     summary = tuning.summarise(config)
     assert [s["mean"] for s in summary["settings"]] == pytest.approx([0.3, 0.4, 0.4])
-    assert summary["chosen"] == 1
+    assert summary["chosen"] == 1 and summary["machines"] == ["box"]
+    text = tuning.render_section(summary, {})
+    assert "| 1 | `hidden=6, learning_rate=0.05` | 50.0 [40.0, 60.0] (10 ep) | 30.0 [20.0, 40.0] (10 ep) | 40.0 | **chosen** |" in text
+    assert "| 0 | `hidden=4` | 20.0 [10.0, 30.0] (10 ep) | 40.0 [30.0, 50.0] (10 ep) | 30.0 | recipe |" in text
 
 
 def test_unfinished_search_cannot_be_frozen(tiny, tmp_path):
