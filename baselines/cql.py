@@ -72,8 +72,9 @@ class CQLConfig(AlgoConfig):
 
 
 # `qtbench tune --algo cql` tries these settings on drawer_open (at most 8). The first is
-# CQL's published sparse-reward (AntMaze) choice: rewards 4 * (r - 0.5) and conservative
-# weight 5; then weight 1 (ours) and a lower learning rate, with and without the transform.
+# CQL's published choice for a sparse binary reward: the CQL authors' AntMaze reward
+# transform 4 * (r - 0.5) with the paper's conservative weight 5; then weight 1 (ours) and
+# a lower learning rate, with and without the transform.
 TUNING_SETTINGS: list[dict[str, object]] = [
     {"reward_scale": 4.0, "reward_shift": -2.0, "cql_alpha": alpha, "learning_rate": lr}
     for alpha in (5.0, 1.0) for lr in (3e-4, 1e-4)
