@@ -44,6 +44,15 @@ class BCConfig(AlgoConfig):
     weight_decay: float = ranged(0.01, at_least=0)  # AdamW, as Q-Transformer
 
 
+# `qtbench tune --algo bc` tries these settings on drawer_open (at most 8). The first is
+# RT-1's recipe as the Q-Transformer paper ran it (demonstrations only, dropout 0.1); then
+# no dropout, a lower learning rate and the whole mixture (demos and failures) to clone.
+TUNING_SETTINGS: list[dict[str, object]] = [
+    {"dataset": dataset, "dropout": dropout, "learning_rate": lr}
+    for dataset in ("demos", "mixed") for dropout in (0.1, 0.0) for lr in (3e-4, 1e-4)
+]
+
+
 class AutoregressivePolicy(nn.Module):
     """Context tokens, then one token per action dimension; token i predicts dimension i's bin.
 

@@ -38,7 +38,14 @@ from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
-from qtbench.baselines.iql import Instructions, ObsNet, polyak_update, unique_instructions
+from qtbench.baselines.iql import (
+    Instructions,
+    ObsNet,
+    check_reward_transform,
+    polyak_update,
+    shifted_return,
+    unique_instructions,
+)
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -56,6 +63,22 @@ class CQLConfig(AlgoConfig):
     hidden_dim: int = ranged(256, at_least=1)  # MLP width
     n_layers: int = ranged(2, at_least=1)  # hidden layers per MLP
     word_dim: int = ranged(32, at_least=1)  # instruction word embedding size
+    reward_scale: float = ranged(1.0, above=0)  # the critic learns from reward_scale * r + reward_shift
+    reward_shift: float = ranged(0.0)  # CQL's AntMaze recipe: 4 * (r - 0.5), i.e. scale 4, shift -2 (needs n_step 1)
+
+    def validate(self) -> None:
+        super().validate()
+        check_reward_transform(self)
+
+
+# `qtbench tune --algo cql` tries these settings on drawer_open (at most 8). The first is
+# CQL's published choice for a sparse binary reward: the CQL authors' AntMaze reward
+# transform 4 * (r - 0.5) with the paper's conservative weight 5; then weight 1 (ours) and
+# a lower learning rate, with and without the transform.
+TUNING_SETTINGS: list[dict[str, object]] = [
+    {"reward_scale": 4.0, "reward_shift": -2.0, "cql_alpha": alpha, "learning_rate": lr}
+    for alpha in (5.0, 1.0) for lr in (3e-4, 1e-4)
+] + [{"cql_alpha": alpha} for alpha in (5.0, 1.0)]
 
 
 def conservative_gap(
@@ -138,7 +161,7 @@ class CQL:
             next_mean, next_log_std = self._policy(batch.next_window, ins)
             next_actions, next_log_prob = self._sample(next_mean, next_log_std, 1 + k)
             target_q = self.q_target(batch.next_window, next_actions[:, 0], ins).amin(0).squeeze(-1)
-            td_target = batch.nstep_return + batch.bootstrap_discount * target_q
+            td_target = shifted_return(batch, c.reward_scale, c.reward_shift) + batch.bootstrap_discount * target_q
         q_data = self.q.head(features, action).squeeze(-1)  # (2, B)
         td_loss = F.mse_loss(q_data, td_target.expand_as(q_data)) * 2  # summed over the twins
         critic_loss = td_loss

@@ -51,6 +51,16 @@ class DTConfig(AlgoConfig):
     dropout: float = ranged(0.1, at_least=0, below=1)
 
 
+# `qtbench tune --algo dt` tries these settings on drawer_open (at most 8). The first is
+# the DT paper's D4RL choice (context 20, learning rate 1e-4, dropout 0.1; the target
+# return is the maximum, 1 = success, for a sparse binary reward); then a shorter context,
+# a higher learning rate and no dropout.
+TUNING_SETTINGS: list[dict[str, object]] = [
+    {"history": history, "learning_rate": lr, "dropout": dropout}
+    for history in (20, 10) for lr in (1e-4, 3e-4) for dropout in (0.1, 0.0)
+]
+
+
 class DTModel(nn.Module):
     """Embeds a window as interleaved (R, s, a) tokens after the instruction words; predicts actions."""
 

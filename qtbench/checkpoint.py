@@ -38,6 +38,7 @@ class TrainState:
     pending: dict[str, float] = field(default_factory=dict)  # metric sums since the last row
     pending_count: int = 0
     cuda_rng: list[Any] = field(default_factory=list)
+    curve: list[dict[str, Any]] = field(default_factory=list)  # learning-curve points so far
 
 
 def normalise_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ GROUP_MODULES = [
     "qtbench.data.cli",
     "qtbench.run_cli",
     "qtbench.sweep",
+    "qtbench.tuning",
     "qtbench.leaderboard",
     "qtbench.reproduce",
 ]

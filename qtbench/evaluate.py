@@ -26,10 +26,14 @@ from qtbench.results import EpisodeOutcome
 
 log = logging.getLogger(__name__)
 
-# Episodes per instruction when the caller gives none: 10 for a single skill (3-18
-# instructions, so 30-420 episodes); 3 for "all" (66 instructions -> 198 episodes).
-DEFAULT_EPISODES_PER_INSTRUCTION = 10
-DEFAULT_EPISODES_PER_INSTRUCTION_ALL = 3
+# Episodes per instruction when the caller gives none, sized for power: 100 for a single
+# skill (drawer_open: 300 episodes, so one run's 95% Wilson interval is at most +-5.7
+# points; move_near: 4200), 10 for "all" (66 instructions -> 660 episodes, 30-420 per
+# skill). The reset seeds depend only on the run seed (``qtbench.data.eval_seeds``), not
+# on the algorithm: every algorithm with run seed k meets the same episodes, so
+# comparisons across algorithms at the same seed are paired.
+DEFAULT_EPISODES_PER_INSTRUCTION = 100
+DEFAULT_EPISODES_PER_INSTRUCTION_ALL = 10
 DEFAULT_NUM_ENVS = 32
 # Episodes recorded as GIFs by --video (the first jobs, i.e. one per instruction first).
 VIDEO_EPISODES = 3
@@ -176,7 +180,9 @@ def evaluate_policy(
 ) -> tuple[list[EpisodeOutcome], float]:
     """Evaluate on every instruction of ``task``; returns the outcomes and the seconds taken.
 
-    With ``video_dir``, the first VIDEO_EPISODES episodes are also saved there as GIFs.
+    The episodes are the first ``episodes_per_instruction`` rounds of the run seed's
+    evaluation jobs: fewer episodes give a prefix of the same job list (the learning
+    curve evaluates such a fixed subset). With ``video_dir``, the first VIDEO_EPISODES episodes are also saved there as GIFs.
     """
     from qtbench.data import eval_seeds
     from qtbench.envs import make_env

@@ -6,27 +6,37 @@ episodes of its skills, see ``CATEGORIES``) and their average (the mean of the t
 category rates, as in the paper's table). Single-skill runs form a second table, and
 runs with config overrides an ablation table: those under ``ablations/<label>/`` (the
 sweep's paths, see ``qtbench.results.run_label``) and any run whose stored algorithm
-config differs from the current defaults.
+config differs from the current defaults. Runs under ``tuning/`` (``qtbench tune``) are
+not leaderboard cells.
 
-Across seeds we report mean, sample standard deviation and a 95% t-interval of the
-mean (n - 1 degrees of freedom); each seed's own binomial uncertainty is its Wilson
-interval, kept in eval.json and in the per-seed rows of leaderboard.csv.
+Per cell (task, algorithm) we report the mean over seeds, the sample standard deviation
+and a 95% t-interval of the mean (n - 1 degrees of freedom); each seed's own binomial
+uncertainty is its Wilson interval, kept in eval.json and in the per-seed rows of
+leaderboard.csv. Across tasks and seeds we report the field's aggregates
+(``qtbench.stats``, rliable): IQM and mean with stratified-bootstrap 95% intervals, the
+probability of improvement of each algorithm over ``bc`` with its interval, and
+performance profiles. Tables are pandas frames; figures are drawn by ``qtbench.plots``
+from the numbers computed here.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
+import numpy as np
+
+from qtbench import stats
 from qtbench.errors import QtbenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -39,37 +49,14 @@ PLOTS_DIR = "plots"
 SECTION = "leaderboard"
 # Display order of algorithms; others follow alphabetically.
 ALGO_ORDER = ("q_transformer", "dt", "iql", "bc", "cql")
+BASELINE = "bc"  # every algorithm's probability of improvement is stated against this one
 PRODUCE_HINT = (
     "run `qtbench sweep --algos q_transformer bc iql dt --tasks all --seeds 0 1 2` "
     "(or one cell: `qtbench run --algo q_transformer --task drawer_open`)"
 )
 
 
-# ---- statistics --------------------------------------------------------------------------
-def _t_cdf(x: float, df: int) -> float:
-    """Student-t CDF for x >= 0 by Simpson integration of the density (no scipy needed)."""
-    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-    n = 2000
-    h = x / n
-    total = 0.0
-    for i in range(n + 1):
-        t = i * h
-        weight = 1 if i in (0, n) else (4 if i % 2 else 2)
-        total += weight * math.exp(log_norm - (df + 1) / 2 * math.log1p(t * t / df))
-    return 0.5 + total * h / 3
-
-
-def t_quantile(p: float, df: int) -> float:
-    """The p-quantile (p > 0.5) of Student's t with ``df`` degrees of freedom, by bisection."""
-    lo, hi = 0.0, 1.0
-    while _t_cdf(hi, df) < p:
-        hi *= 2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_cdf(mid, df) < p else (lo, mid)
-    return (lo + hi) / 2
-
-
+# ---- per-cell statistics -----------------------------------------------------------------
 @dataclass(frozen=True)
 class Aggregate:
     """One number over seeds: per-seed values and their summary."""
@@ -83,15 +70,12 @@ class Aggregate:
 
     @property
     def mean(self) -> float:
-        return sum(self.values) / self.n if self.n else math.nan
+        return float(np.mean(self.values)) if self.n else math.nan
 
     @property
     def std(self) -> float:
         """Sample standard deviation (ddof=1); NaN for fewer than two seeds."""
-        if self.n < 2:
-            return math.nan
-        m = self.mean
-        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (self.n - 1))
+        return float(np.std(self.values, ddof=1)) if self.n >= 2 else math.nan
 
     @property
     def ci95(self) -> tuple[float, float]:
@@ -99,10 +83,17 @@ class Aggregate:
 
         NaN bounds for fewer than two seeds.
         """
+        from scipy.stats import t
+
         if self.n < 2:
             return (math.nan, math.nan)
-        half = t_quantile(0.975, self.n - 1) * self.std / math.sqrt(self.n)
+        half = float(t.ppf(0.975, self.n - 1)) * self.std / math.sqrt(self.n)
         return (max(0.0, self.mean - half), min(1.0, self.mean + half))
+
+    @property
+    def interval(self) -> tuple[float, float, float]:
+        """(mean, lo, hi): what the plots draw."""
+        return (self.mean, *self.ci95)
 
 
 def aggregate(values: Iterable[float], seeds: Iterable[int]) -> Aggregate:
@@ -157,9 +148,14 @@ def run_label_of(run_dir: Path, results_dir: Path, algo: str, config: dict[str, 
 
 
 def load_runs(results_dir: Path) -> list[RunRecord]:
-    """Every finished cell under ``results_dir`` (unreadable eval.json files are skipped with a warning)."""
+    """Every finished cell under ``results_dir`` but the tuning runs (unreadable eval.json files
+    are skipped with a warning)."""
+    from qtbench.results import TUNING_DIR
+
     runs = []
     for path in sorted(Path(results_dir).rglob("eval.json")):
+        if path.relative_to(results_dir).parts[0] == TUNING_DIR:  # searches, not leaderboard cells
+            continue
         try:
             record = json.loads(path.read_text())
             task, algo, seed = record["task"], record["algo"], int(record["seed"])
@@ -213,9 +209,19 @@ def category_rates(record: dict[str, Any]) -> dict[str, float]:
 
 
 # ---- tables ------------------------------------------------------------------------------
+# The columns a row is grouped by. A run's values come from ``run_keys``; a new grouping
+# (e.g. a data regime) adds its column here and its value there.
+GROUP_COLUMNS: tuple[str, ...] = ("task", "label")
+
+
+def run_keys(run: RunRecord) -> dict[str, object]:
+    """The grouping values of one run (GROUP_COLUMNS)."""
+    return {"task": run.task, "label": run.label}
+
+
 @dataclass(frozen=True)
 class Row:
-    """One (task, label) group of seeds with its aggregated columns."""
+    """One group of seeds (same GROUP_COLUMNS values) with its aggregated columns."""
 
     task: str
     label: str
@@ -230,33 +236,55 @@ def _label_key(label: str) -> tuple[int, str]:
     return (rank, label)
 
 
-def group_runs(runs: list[RunRecord]) -> dict[tuple[str, str], list[RunRecord]]:
-    groups: dict[tuple[str, str], list[RunRecord]] = {}
-    for run in runs:
-        groups.setdefault((run.task, run.label), []).append(run)
-    ordered = sorted(groups, key=lambda k: (k[0], _label_key(k[1])))
-    return {k: sorted(groups[k], key=lambda r: r.seed) for k in ordered}
+def run_columns(run: RunRecord) -> dict[str, tuple[float, int | None, int | None]]:
+    """column -> (rate, successes, episodes) of one run: overall success for every run, and for
+    a multi-task run its paper categories (pooled episodes), their average and each skill."""
+    skills = skill_counts(run.eval)
+    out: dict[str, tuple[float, int | None, int | None]] = {
+        OVERALL: (float(run.eval["success_rate"]), sum(s for s, _ in skills.values()), int(run.eval.get("episodes", 0)))
+    }
+    if run.task == HEADLINE_TASK:
+        categories = category_counts(run.eval)
+        rates = category_rates(run.eval)
+        for name, (s, e) in categories.items():
+            out[name] = (rates[name], s, e)
+        if AVERAGE in rates:
+            out[AVERAGE] = (rates[AVERAGE], None, None)
+        for skill, (s, e) in skills.items():
+            if e > 0:
+                out[skill] = (s / e, s, e)
+    return out
 
 
-def _seed_rates(record: dict[str, Any]) -> dict[str, float]:
-    """A multi-task run's rates per paper category (and average) and per skill."""
-    skills = {skill: s / e for skill, (s, e) in skill_counts(record).items() if e > 0}
-    return {**category_rates(record), **skills}
+def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
+    """Long format: one row per (run, column) with GROUP_COLUMNS, algo, seed, rate, successes, episodes."""
+    import pandas as pd
+    records = [
+        {**run_keys(run), "algo": run.algo, "seed": run.seed, "column": column, "rate": rate,
+         "successes": successes, "episodes": episodes}
+        for run in runs for column, (rate, successes, episodes) in run_columns(run).items()
+    ]
+    frame = pd.DataFrame.from_records(
+        records, columns=[*GROUP_COLUMNS, "algo", "seed", "column", "rate", "successes", "episodes"])
+    return frame.astype({"successes": "Int64", "episodes": "Int64"})
 
 
 def build_rows(runs: list[RunRecord]) -> list[Row]:
-    """Aggregated rows: overall success for every group, plus categories and skills for task ``all``."""
+    """Aggregated rows, ordered by task then algorithm: a column per run_columns name."""
+    frame = runs_frame(runs)
+    by_key = {}
+    for run in runs:
+        by_key.setdefault(tuple(run_keys(run).values()), []).append(run)
     rows = []
-    for (task, label), members in group_runs(runs).items():
-        seeds = [r.seed for r in members]
-        columns = {OVERALL: aggregate((r.eval["success_rate"] for r in members), seeds)}
-        if task == HEADLINE_TASK:
-            per_seed = [_seed_rates(r.eval) for r in members]
-            for name in sorted({k for rates in per_seed for k in rates}):
-                have = [(rates[name], r.seed) for rates, r in zip(per_seed, members) if name in rates]
-                columns[name] = aggregate((v for v, _ in have), (s for _, s in have))
-        rows.append(Row(task, label, members[0].algo, tuple(members), columns))
-    return rows
+    for key, group in frame.groupby(list(GROUP_COLUMNS), sort=False):
+        members = tuple(sorted(by_key[key], key=lambda r: r.seed))
+        columns = {}
+        for column, values in group.groupby("column", sort=False):
+            values = values.sort_values("seed")
+            columns[column] = aggregate(values["rate"], values["seed"])
+        keys = dict(zip(GROUP_COLUMNS, key))
+        rows.append(Row(keys["task"], keys["label"], members[0].algo, members, columns))
+    return sorted(rows, key=lambda r: (r.task, _label_key(r.label)))
 
 
 def _joined(values: Iterable[object]) -> str:
@@ -284,7 +312,7 @@ def describe_setting(rows: list[Row]) -> str:
         f"(dataset profile {_joined(r.eval.get('profile', '?') for r in runs)})",
         f"- seeds: {_joined(r.seed for r in runs)} ({_joined(len(row.runs) for row in rows)} per row)",
         f"- evaluation: {_joined(r.eval.get('episodes', '?') for r in runs)} episodes per run "
-        f"({per_instruction} per instruction)",
+        f"({per_instruction} per instruction; the same reset seeds for every algorithm at a given seed)",
         f"- mean training time per run: {mean_train}",
         f"- machine: {_joined(r.eval.get('machine', '?') for r in runs)}",
     ]
@@ -346,22 +374,171 @@ def ablation_table(rows: list[Row]) -> str:
 
     body = []
     for row in rows:
-        steps = [r.eval.get("train_steps", 0) for r in row.runs]
-        seconds = [r.eval.get("train_seconds", 0.0) for r in row.runs]
-        mean_steps = sum(steps) / len(steps)
-        mean_seconds = sum(seconds) / len(seconds)
-        rate = mean_steps / mean_seconds if mean_seconds else math.nan
-        body.append([
-            row.task, f"`{row.label}`", fmt_pct(row.columns[OVERALL]), len(row.runs),
-            f"{mean_steps:.0f}", f"{mean_seconds / 60:.1f}", f"{rate:.1f}",
-        ])
+        steps = float(np.mean([r.eval.get("train_steps", 0) for r in row.runs]))
+        seconds = float(np.mean([r.eval.get("train_seconds", 0.0) for r in row.runs]))
+        rate = steps / seconds if seconds else math.nan
+        body.append([row.task, f"`{row.label}`", fmt_pct(row.columns[OVERALL]), len(row.runs),
+                     f"{steps:.0f}", f"{seconds / 60:.1f}", f"{rate:.1f}"])
     header = ["task", "variant", "success % (mean ± std [95% CI])", "seeds", "gradient steps", "train min", "steps/s"]
     return markdown_table(header, body)
 
 
-def render_markdown(runs: list[RunRecord], figures: Iterable[str] = ()) -> str:
+# ---- aggregates across tasks (rliable) ----------------------------------------------------
+@dataclass(frozen=True)
+class AggregateRow:
+    """One algorithm's scores over tasks and seeds, with the field's aggregate statistics."""
+
+    label: str
+    scores: np.ndarray  # (seeds, tasks) success rates
+    seeds: tuple[int, ...]
+    tasks: tuple[str, ...]
+    iqm: stats.Estimate
+    mean: stats.Estimate
+    improvement: stats.Estimate | None  # P(this > BASELINE) on the baseline's tasks; None without a baseline
+
+
+def score_matrix(frame: pd.DataFrame, tasks: list[str]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(seeds x tasks) rates from a frame with seed, column and rate; only seeds that have every task."""
+    table = frame.pivot_table(index="seed", columns="column", values="rate").reindex(columns=tasks).dropna()
+    return table.to_numpy(dtype=np.float64), tuple(int(s) for s in table.index)
+
+
+def aggregate_rows(frame: pd.DataFrame, per_task: str) -> list[AggregateRow]:
+    """IQM, mean and probability of improvement over BASELINE for each reference algorithm.
+
+    ``frame`` is runs_frame of the reference runs; ``per_task`` says what a task is: "skill"
+    (the skill columns of task-``all`` runs: one multi-task model, scored per skill) or
+    "task" (the overall success of single-skill runs: one model per task).
+    """
+    if per_task == "skill":
+        frame = frame[(frame["task"] == HEADLINE_TASK) & frame["column"].isin(SINGLE_TASKS)]
+    else:
+        frame = frame[(frame["task"] != HEADLINE_TASK) & (frame["column"] == OVERALL)].assign(column=lambda f: f["task"])
+    tasks = {label: ordered_tasks(set(group["column"])) for label, group in frame.groupby("label")}
+    baseline = frame[frame["label"] == BASELINE]
+    rows = []
+    for label in sorted(tasks, key=_label_key):
+        scores, seeds = score_matrix(frame[frame["label"] == label], tasks[label])
+        if not len(seeds):
+            continue
+        improvement = None
+        common = [t for t in tasks[label] if t in tasks.get(BASELINE, [])]
+        if common and label != BASELINE:
+            x, _ = score_matrix(frame[frame["label"] == label], common)
+            y, _ = score_matrix(baseline, common)
+            if len(x) and len(y):
+                improvement = stats.probability_of_improvement(x, y)
+        rows.append(AggregateRow(label, scores, seeds, tuple(tasks[label]), stats.iqm(scores), stats.mean(scores),
+                                 improvement))
+    return rows
+
+
+def _fmt_estimate(estimate: stats.Estimate | None, percent: bool = True) -> str:
+    if estimate is None:
+        return "–"
+    scale, digits = (100, 1) if percent else (1, 2)
+    text = f"{scale * estimate.point:.{digits}f}"
+    if estimate.has_interval:
+        text += f" [{scale * estimate.lo:.{digits}f}, {scale * estimate.hi:.{digits}f}]"
+    return text
+
+
+def aggregate_table(rows: list[AggregateRow]) -> str:
+    from qtbench.report import markdown_table
+
+    body = [
+        [f"`{r.label}`", _fmt_estimate(r.iqm), _fmt_estimate(r.mean), _fmt_estimate(r.improvement, percent=False),
+         "–" if r.improvement is None else stats.beats(r.improvement), len(r.seeds), ", ".join(r.tasks)]
+        for r in rows
+    ]
+    header = ["algorithm", "IQM % [95% CI]", "mean % [95% CI]", f"P(improvement over `{BASELINE}`) [95% CI]",
+              f"beats `{BASELINE}`?", "seeds", "tasks"]
+    return markdown_table(header, body)
+
+
+AGGREGATE_NOTE = (
+    "with [rliable](https://github.com/google-research/rliable) (Agarwal et al., 2021): "
+    "interquartile mean (IQM) and mean of the per-task success rates, "
+    f"and the probability that a run of the algorithm beats a run of `{BASELINE}` on the same task "
+    "(0.5: no difference), each with a 95% stratified-bootstrap interval "
+    f"({stats.BOOTSTRAP_REPS} resamples of the seeds within each task; none with a single seed). "
+    f"`beats {BASELINE}?` reads that interval: yes when it lies above 0.5, no (worse) when below, "
+    "not resolved when it contains 0.5."
+)
+
+
+# ---- figures -----------------------------------------------------------------------------
+def curve_frame(runs: Iterable[RunRecord]) -> pd.DataFrame:
+    """The learning-curve points of runs (eval.json's learning_curve), with their seed."""
+    import pandas as pd
+    from qtbench.results import CURVE_KEY
+
+    frames = [pd.DataFrame(run.eval[CURVE_KEY]).assign(seed=run.seed) for run in runs if run.eval.get(CURVE_KEY)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _loss_curve(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, usecols=["step", "loss"]).dropna()
+    except (OSError, ValueError) as err:
+        log.warning("no loss curve from %s (%s)", path, err)
+        return np.array([]), np.array([])
+    return frame["step"].to_numpy(), frame["loss"].to_numpy()
+
+
+def write_plots(rows: list[Row], aggregates: dict[str, list[AggregateRow]], out_dir: Path) -> list[Path]:
+    """Every leaderboard figure; returns the files written."""
+    from qtbench import plots
+    from qtbench.paper import PAPER_COLUMNS, PAPER_RESULTS
+    from qtbench.results import METRICS_FILE
+
+    written: list[Path | None] = []
+    reference = [r for r in rows if r.label == r.algo]
+    headline = {r.label: {c: a.interval for c, a in r.columns.items()} for r in reference if r.task == HEADLINE_TASK}
+    if headline:
+        paper = {ours: dict(zip(PAPER_COLUMNS, values)) for ours, values in PAPER_RESULTS.values()}
+        written.append(plots.bar_chart(headline, list(PAPER_COLUMNS), out_dir / "categories_all.png",
+                                       "multi-task models (task all): success per paper category", reference=paper))
+    single = [r for r in reference if r.task != HEADLINE_TASK]
+    if single:
+        series: dict[str, dict[str, plots.Interval]] = {}
+        for r in single:
+            series.setdefault(r.label, {})[r.task] = r.columns[OVERALL].interval
+        written.append(plots.bar_chart(series, ordered_tasks({r.task for r in single}), out_dir / "tasks.png",
+                                       "single-skill models: success per task"))
+    for name, agg in aggregates.items():
+        if not agg:
+            continue
+        estimates = {a.label: {"IQM": (a.iqm.point, a.iqm.lo, a.iqm.hi), "mean": (a.mean.point, a.mean.lo, a.mean.hi)}
+                     for a in agg}
+        written.append(plots.interval_estimates(estimates, ["IQM", "mean"], out_dir / f"aggregates_{name}.png",
+                                                f"{AGGREGATE_TITLES[name]}: IQM and mean (95% CI)"))
+        profiles = {a.label: stats.performance_profile(a.scores) for a in agg}
+        written.append(plots.performance_profiles(profiles, stats.PROFILE_THRESHOLDS,
+                                                  out_dir / f"performance_profile_{name}.png",
+                                                  f"{AGGREGATE_TITLES[name]}: performance profile"))
+    for task in sorted({r.task for r in rows}):
+        here = [r for r in rows if r.task == task]
+        curves = {r.label: curve_frame(r.runs) for r in here}
+        written.append(plots.success_curves(curves, out_dir / f"success_curves_{task}.png",
+                                            f"learning curves, task {task} (subset of the evaluation episodes)"))
+        losses = {r.label: {run.seed: _loss_curve(run.directory / METRICS_FILE) for run in r.runs
+                            if (run.directory / METRICS_FILE).is_file()} for r in here}
+        written.append(plots.loss_curves(losses, out_dir / f"learning_curves_{task}.png", f"training loss, task {task}"))
+    return [p for p in written if p is not None]
+
+
+AGGREGATE_TITLES = {"all": "multi-task models, per skill", "single": "single-skill models"}
+
+
+# ---- the section, the CSV and the command -------------------------------------------------
+def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
+                    aggregates: dict[str, list[AggregateRow]] | None = None) -> str:
     """The benchmarks.md leaderboard section; ``figures`` are image paths relative to the markdown file."""
     rows = build_rows(runs)
+    aggregates = compute_aggregates(runs) if aggregates is None else aggregates
     reference = [r for r in rows if r.label == r.algo]
     headline = [r for r in reference if r.task == HEADLINE_TASK]
     per_task = [r for r in reference if r.task != HEADLINE_TASK]
@@ -384,6 +561,9 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = ()) -> str:
     if headline:
         parts += [headline_table(headline), "", describe_setting(headline), "",
                   "The same models per skill:", "", skill_table(headline)]
+        if aggregates.get("all"):
+            parts += ["", "Aggregated over the four skills and the seeds " + AGGREGATE_NOTE, "",
+                      aggregate_table(aggregates["all"])]
     elif any(r.task == HEADLINE_TASK for r in rows):
         parts += ["The runs on task `all` all differ from the algorithms' current default settings "
                   "(they are listed as variants below): re-run them with "
@@ -395,6 +575,9 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = ()) -> str:
     if per_task:
         parts += ["", "### Single-skill models (one model per task)", "", task_table(per_task), "",
                   describe_setting(per_task)]
+        if aggregates.get("single"):
+            parts += ["", "Aggregated over the tasks and the seeds " + AGGREGATE_NOTE, "",
+                      aggregate_table(aggregates["single"])]
     if ablations:
         parts += ["", "### Ablations", "",
                   "Variants trained with config overrides (the paper's Q-Transformer ablations come from "
@@ -405,45 +588,51 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = ()) -> str:
     if figures:
         parts += ["", "### Figures", "",
                   "Bars: mean over seeds with the 95% t-interval; black diamonds: the paper's real-robot "
-                  "numbers. Learning curves: training loss per seed from metrics.csv.", ""]
+                  "numbers. Aggregates and performance profiles: rliable's plots with 95% stratified-bootstrap "
+                  "intervals. Success curves: success on a fixed subset of the evaluation episodes at a few "
+                  "points of training, against gradient step and training wall-clock (thin: seeds, thick: "
+                  "their mean; runs made before learning curves existed have none). Loss curves: training "
+                  "loss per seed from metrics.csv.", ""]
         parts += ["\n\n".join(f"![{Path(f).stem}]({f})" for f in figures)]
     return "\n".join(parts) + "\n"
 
 
-def _wilson(successes: int, episodes: int) -> tuple[float, float]:
-    from qtbench.results import wilson_interval
+def compute_aggregates(runs: list[RunRecord]) -> dict[str, list[AggregateRow]]:
+    """The rliable aggregates of the reference runs: "all" per skill, "single" per task."""
+    frame = runs_frame([r for r in runs if r.label == r.algo])
+    return {"all": aggregate_rows(frame, "skill"), "single": aggregate_rows(frame, "task")}
 
-    return wilson_interval(successes, episodes)
 
-
-def leaderboard_csv(runs: list[RunRecord]) -> str:
-    """Long format: one row per (task, algorithm, column) for the mean over seeds, and one per seed.
+def leaderboard_frame(runs: list[RunRecord]) -> pd.DataFrame:
+    """The CSV's table, long format: one row per (group, column) for the mean over seeds, and one per seed.
 
     Mean rows carry the t-interval across seeds (empty for a single seed), seed rows the
-    seed's Wilson interval.
+    seed's Wilson interval (the average of categories has no counts, so no interval).
     """
-    header = ["task", "algorithm", "algo", "column", "scope", "seeds", "n_seeds", "mean", "std",
-              "ci95_lo", "ci95_hi", "successes", "episodes", "train_steps"]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
+    import pandas as pd
+    from qtbench.results import wilson_interval
+
+    frame = runs_frame(runs)
+    means, seeds = [], []
     for row in build_rows(runs):
         steps = _joined(r.eval.get("train_steps", "") for r in row.runs)
         for column, agg in row.columns.items():
-            numbers = ["" if math.isnan(v) else v for v in (agg.mean, agg.std, *agg.ci95)]
-            writer.writerow([row.task, row.label, row.algo, column, "mean", " ".join(map(str, agg.seeds)), agg.n,
-                             *numbers, "", "", steps])
-        for run in row.runs:
-            counts = {OVERALL: (sum(s for s, _ in skill_counts(run.eval).values()), int(run.eval.get("episodes", 0)))}
-            if row.task == HEADLINE_TASK:
-                counts.update(category_counts(run.eval))
-                counts.update(skill_counts(run.eval))
-            for column, (successes, episodes) in counts.items():
-                rate = run.eval["success_rate"] if column == OVERALL else successes / max(episodes, 1)
-                lo, hi = _wilson(successes, episodes)
-                writer.writerow([row.task, row.label, row.algo, column, "seed", run.seed, 1, rate, "", lo, hi,
-                                 successes, episodes, run.eval.get("train_steps", "")])
-    return buf.getvalue()
+            lo, hi = agg.ci95
+            means.append({"task": row.task, "algorithm": row.label, "algo": row.algo, "column": column,
+                          "scope": "mean", "seeds": " ".join(map(str, agg.seeds)), "n_seeds": agg.n,
+                          "mean": agg.mean, "std": agg.std, "ci95_lo": lo, "ci95_hi": hi, "train_steps": steps})
+    steps_of = {(r.task, r.label, r.seed): r.eval.get("train_steps", "") for r in runs}
+    for record in frame.itertuples(index=False):
+        counted = not pd.isna(record.episodes)
+        lo, hi = wilson_interval(int(record.successes), int(record.episodes)) if counted else (math.nan, math.nan)
+        seeds.append({"task": record.task, "algorithm": record.label, "algo": record.algo, "column": record.column,
+                      "scope": "seed", "seeds": str(record.seed), "n_seeds": 1, "mean": record.rate,
+                      "ci95_lo": lo, "ci95_hi": hi, "successes": record.successes, "episodes": record.episodes,
+                      "train_steps": steps_of[(record.task, record.label, record.seed)]})
+    header = ["task", "algorithm", "algo", "column", "scope", "seeds", "n_seeds", "mean", "std",
+              "ci95_lo", "ci95_hi", "successes", "episodes", "train_steps"]
+    table = pd.DataFrame(means + seeds, columns=header)
+    return table.astype({"successes": "Int64", "episodes": "Int64"})
 
 
 @dataclass(frozen=True)
@@ -465,22 +654,25 @@ def write_leaderboard(
     runs = load_runs(results_dir) if results_dir.is_dir() else []
     if not runs:
         raise QtbenchError(f"no results found: no eval.json under {results_dir}/", PRODUCE_HINT)
+    aggregates = compute_aggregates(runs)
     images: tuple[Path, ...] = ()
     if plots:
-        from qtbench.plots import make_plots
-
-        images = tuple(make_plots(build_rows(runs), results_dir / PLOTS_DIR))
+        images = tuple(write_plots(build_rows(runs), aggregates, results_dir / PLOTS_DIR))
     figures = [Path(os.path.relpath(p, Path(benchmarks).resolve().parent)).as_posix() for p in map(Path.resolve, images)]
-    write_section(SECTION, render_markdown(runs, figures), benchmarks)
-    csv_path = atomic_write_text(results_dir / CSV_NAME, leaderboard_csv(runs))
+    write_section(SECTION, render_markdown(runs, figures, aggregates), benchmarks)
+    csv_path = atomic_write_text(results_dir / CSV_NAME, leaderboard_frame(runs).to_csv(index=False, lineterminator="\n"))
     return LeaderboardFiles(Path(benchmarks), csv_path, images, len(runs))
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     files = write_leaderboard(Path(args.results_dir), Path(args.benchmarks), plots=not args.no_plots)
-    rows = [r for r in build_rows(load_runs(Path(args.results_dir))) if r.label == r.algo and r.task == HEADLINE_TASK]
+    runs = load_runs(Path(args.results_dir))
+    rows = [r for r in build_rows(runs) if r.label == r.algo and r.task == HEADLINE_TASK]
     if rows:
         print(headline_table(rows))
+    for name, agg in compute_aggregates(runs).items():
+        if agg:
+            print(f"\n{AGGREGATE_TITLES[name]}:\n{aggregate_table(agg)}")
     print(f"\n{files.runs} runs -> {files.benchmarks} (section '{SECTION}'), {files.csv}, "
           f"{len(files.plots)} plots in {Path(args.results_dir) / PLOTS_DIR}")
     return 0
@@ -490,7 +682,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "leaderboard",
         help="aggregate results over seeds into benchmarks.md, leaderboard.csv and plots",
-        description="Read every eval.json under --results-dir and write the leaderboard.",
+        description="Read every eval.json under --results-dir (except tuning/) and write the leaderboard.",
     )
     p.add_argument("--results-dir", default="results")
     p.add_argument("--benchmarks", default="benchmarks.md", help="markdown file to write the section into")

@@ -1,19 +1,19 @@
-"""Leaderboard figures (matplotlib, Agg backend: works headless): success bars and learning curves.
+"""Leaderboard figures (matplotlib, Agg backend: works headless).
 
-Error bars are the 95% t-interval of the mean across seeds (none for a single seed).
-Learning curves plot each seed's training loss from metrics.csv, one panel per
-algorithm because the losses of different algorithms are not on one scale.
+Every function draws what it is given: plain numbers, arrays and data frames, never
+leaderboard objects, so this module imports nothing of the leaderboard. An interval is a
+``(point, lo, hi)`` triple of fractions; NaN bounds draw no error bar.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from qtbench.leaderboard import Aggregate, Row
+import numpy as np
+
+Interval = tuple[float, float, float]
 
 
 def _pyplot():
@@ -25,14 +25,23 @@ def _pyplot():
     return plt
 
 
+def _save(fig: Any, path: Path) -> Path:
+    plt = _pyplot()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def bar_chart(
-    series: dict[str, dict[str, "Aggregate"]],
+    series: dict[str, dict[str, Interval]],
     columns: list[str],
     path: Path,
     title: str,
     reference: dict[str, dict[str, float]] | None = None,
 ) -> Path:
-    """Grouped bars: one group per column, one bar per label, success in percent.
+    """Grouped bars: one group per column, one bar per label, success in percent with its interval.
 
     ``reference`` (label -> column -> percent) is drawn as a marker on the label's bar:
     the paper's real-robot number for that algorithm.
@@ -45,15 +54,14 @@ def bar_chart(
     for i, label in enumerate(labels):
         xs, shown, heights, errors = [], [], [], [[], []]
         for j, column in enumerate(columns):
-            agg = series[label].get(column)
-            if agg is None or agg.n == 0:
+            if column not in series[label]:
                 continue
-            lo, hi = agg.ci95
+            point, lo, hi = series[label][column]
             xs.append(j + (i - (len(labels) - 1) / 2) * width)
             shown.append(column)
-            heights.append(100 * agg.mean)
-            errors[0].append(0.0 if math.isnan(lo) else 100 * (agg.mean - lo))
-            errors[1].append(0.0 if math.isnan(hi) else 100 * (hi - agg.mean))
+            heights.append(100 * point)
+            errors[0].append(0.0 if math.isnan(lo) else 100 * (point - lo))
+            errors[1].append(0.0 if math.isnan(hi) else 100 * (hi - point))
         ax.bar(xs, heights, width, yerr=errors, capsize=3, label=label)
         ref = (reference or {}).get(label, {})
         marks = [(x, ref[c]) for x, c in zip(xs, shown) if c in ref]
@@ -66,77 +74,102 @@ def bar_chart(
     ax.set_ylim(0, 105)
     ax.set_title(title)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
-def _read_curve(path: Path) -> tuple[list[float], list[float]]:
-    steps, losses = [], []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                steps.append(float(row["step"]))
-                losses.append(float(row["loss"]))
-            except (KeyError, TypeError, ValueError):
-                continue
-    return steps, losses
+def loss_curves(curves: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]], path: Path, title: str) -> Path | None:
+    """Training loss against gradient step: one panel per label, one line per seed.
 
-
-def learning_curves(curves: dict[str, dict[int, Path]], path: Path, title: str) -> Path | None:
-    """Training loss against gradient step: one panel per label, one line per seed."""
-    readable = {
-        label: {seed: _read_curve(p) for seed, p in seeds.items()} for label, seeds in curves.items()
-    }
-    readable = {label: {s: c for s, c in seeds.items() if c[0]} for label, seeds in readable.items()}
-    readable = {label: seeds for label, seeds in readable.items() if seeds}
-    if not readable:
+    ``curves``: label -> seed -> (steps, losses). One panel each because the losses of
+    different algorithms are not on one scale."""
+    curves = {label: {s: c for s, c in seeds.items() if len(c[0])} for label, seeds in curves.items()}
+    curves = {label: seeds for label, seeds in curves.items() if seeds}
+    if not curves:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(readable), figsize=(3.6 * len(readable), 3.2), squeeze=False)
-    for ax, (label, seeds) in zip(axes[0], readable.items()):
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.2), squeeze=False)
+    for ax, (label, seeds) in zip(axes[0], curves.items()):
         for seed, (steps, losses) in sorted(seeds.items()):
             ax.plot(steps, losses, linewidth=1, label=f"seed {seed}")
-        if all(v > 0 for _, losses in seeds.values() for v in losses):
+        if all(np.all(losses > 0) for _, losses in seeds.values()):
             ax.set_yscale("log")
         ax.set_title(label, fontsize="small")
         ax.set_xlabel("gradient step")
         ax.legend(fontsize="x-small")
     axes[0][0].set_ylabel("training loss")
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
-def make_plots(rows: list["Row"], out_dir: Path) -> list[Path]:
-    """All leaderboard figures for these rows; returns the files written."""
-    from qtbench.leaderboard import HEADLINE_TASK, OVERALL, ordered_tasks
-    from qtbench.paper import PAPER_COLUMNS, PAPER_RESULTS
+def success_curves(curves: dict[str, Any], path: Path, title: str) -> Path | None:
+    """Learning curves: success against gradient step (left) and training wall-clock (right).
 
-    written = []
-    headline = {r.label: r.columns for r in rows if r.task == HEADLINE_TASK and r.label == r.algo}
-    if headline:
-        paper = {ours: dict(zip(PAPER_COLUMNS, values)) for ours, values in PAPER_RESULTS.values()}
-        written.append(bar_chart(headline, list(PAPER_COLUMNS), out_dir / "categories_all.png",
-                                 "multi-task models (task all): success per paper category", reference=paper))
-    single = [r for r in rows if r.task != HEADLINE_TASK and r.label == r.algo]
-    if single:
-        tasks = ordered_tasks({r.task for r in single})
-        series: dict[str, dict[str, "Aggregate"]] = {}
-        for r in single:
-            series.setdefault(r.label, {})[r.task] = r.columns[OVERALL]
-        written.append(bar_chart(series, tasks, out_dir / "tasks.png", "single-skill models: success per task"))
-    for task in sorted({r.task for r in rows}):
-        curves = {
-            r.label: {run.seed: run.directory / "metrics.csv" for run in r.runs if (run.directory / "metrics.csv").is_file()}
-            for r in rows if r.task == task
-        }
-        image = learning_curves(curves, out_dir / f"learning_curves_{task}.png", f"training loss, task {task}")
-        if image is not None:
-            written.append(image)
-    return written
+    ``curves``: label -> data frame with columns seed, step, train_seconds, success_rate
+    (one row per curve point). Thin lines are seeds, the thick line their mean per step.
+    """
+    curves = {label: frame for label, frame in curves.items() if len(frame)}
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(10.0, 3.6), sharey=True)
+    for i, (label, frame) in enumerate(curves.items()):
+        color = f"C{i}"
+        for _, seed_frame in frame.groupby("seed"):
+            by_step.plot(seed_frame["step"], 100 * seed_frame["success_rate"], color=color, linewidth=0.6, alpha=0.4)
+            by_time.plot(seed_frame["train_seconds"] / 60, 100 * seed_frame["success_rate"], color=color,
+                         linewidth=0.6, alpha=0.4)
+        mean = frame.groupby("step", as_index=False)[["train_seconds", "success_rate"]].mean()
+        by_step.plot(mean["step"], 100 * mean["success_rate"], color=color, linewidth=2, marker="o", label=label)
+        by_time.plot(mean["train_seconds"] / 60, 100 * mean["success_rate"], color=color, linewidth=2, marker="o")
+    by_step.set_xlabel("gradient step")
+    by_time.set_xlabel("training wall-clock (min)")
+    by_step.set_ylabel("success rate (%)")
+    by_step.set_ylim(-2, 102)
+    by_step.legend(fontsize="small")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def performance_profiles(
+    profiles: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], thresholds: np.ndarray, path: Path, title: str
+) -> Path:
+    """rliable's performance-profile plot: fraction of runs with success > tau, with 95% bands.
+
+    ``profiles``: label -> (profile, lo, hi), each evaluated at ``thresholds``."""
+    from rliable import plot_utils
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    points = {label: p for label, (p, _, _) in profiles.items()}
+    bands = {label: np.stack([np.nan_to_num(lo, nan=p_), np.nan_to_num(hi, nan=p_)])
+             for label, (p_, lo, hi) in profiles.items()}
+    colors = {label: f"C{i}" for i, label in enumerate(profiles)}
+    plot_utils.plot_performance_profiles(points, thresholds, performance_profile_cis=bands, colors=colors, ax=ax,
+                                         xlabel=r"success rate $\tau$", ylabel=r"fraction of runs with success $> \tau$")
+    ax.legend([plt.Line2D([0], [0], color=c, lw=2) for c in colors.values()], list(colors), fontsize="small")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def interval_estimates(estimates: dict[str, dict[str, Interval]], metrics: list[str], path: Path, title: str) -> Path:
+    """Aggregate estimates as in rliable's figures: one panel per metric (IQM, mean), one
+    horizontal 95% interval per label, the point estimate marked.
+
+    ``estimates``: label -> metric -> (point, lo, hi), fractions (drawn in percent)."""
+    plt = _pyplot()
+    labels = list(estimates)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics) + 1.5, 0.5 * len(labels) + 1.4),
+                             sharey=True, squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for y, label in enumerate(labels):
+            point, lo, hi = (100 * v for v in estimates[label][metric])
+            if not (math.isnan(lo) or math.isnan(hi)):
+                ax.barh(y, hi - lo, left=lo, height=0.6, color=f"C{y}", alpha=0.6)
+            ax.plot([point, point], [y - 0.3, y + 0.3], color="black", linewidth=2)
+        ax.set_xlim(0, 100)
+        ax.set_title(metric)
+        ax.set_xlabel("success rate (%)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(labels)), labels)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -53,6 +53,16 @@ class QTransformerConfig(AlgoConfig):
     weight_decay: float = ranged(0.01, at_least=0)  # AdamW
 
 
+# `qtbench tune --algo q_transformer` tries these settings on drawer_open (at most 8), the
+# same treatment as every baseline. The first is the paper's recipe: conservative weight 1,
+# Monte-Carlo lower bound, 1-step returns; then a weaker regulariser, n-step returns (the
+# paper's faster variant) and a lower learning rate.
+TUNING_SETTINGS: list[dict[str, object]] = [
+    {"alpha": alpha, "n_step": n_step, "learning_rate": lr}
+    for alpha in (1.0, 0.1) for n_step in (1, 3) for lr in (3e-4, 1e-4)
+]
+
+
 # Config fields that change parameter shapes: a checkpoint must agree on these.
 _ARCHITECTURE_FIELDS = ("n_bins", "d_model", "n_layers", "n_heads", "history")
 

@@ -147,10 +147,11 @@ def _normalise(value: Any) -> Any:
 
 
 def config_overrides(algo: str, algo_config: dict[str, Any]) -> dict[str, object]:
-    """The stored algorithm config's fields that differ from the algorithm's current defaults."""
-    from qtbench.algorithms import algorithm_class
+    """The stored algorithm config's fields that differ from the algorithm's current reference
+    config (its defaults plus the settings frozen by `qtbench tune --freeze`)."""
+    from qtbench.train import reference_config
 
-    defaults = dataclasses.asdict(algorithm_class(algo).config_class())
+    defaults = dataclasses.asdict(reference_config(algo))
     overrides: dict[str, object] = {}
     for key, value in algo_config.items():
         if key not in defaults:
@@ -167,7 +168,8 @@ def run_spec_from_config(config: dict[str, Any], workdir: Path):
     """The RunSpec that repeats a stored run, writing into ``workdir``."""
     from qtbench.train import RunSpec
 
-    extra = {k: config[k] for k in ("device", "log_every", "checkpoint_every", "threads") if k in config}
+    extra = {k: config[k] for k in ("device", "log_every", "checkpoint_every", "threads", "curve_points",
+                                    "curve_episodes_per_instruction") if k in config}
     return RunSpec(
         algo=config["algo"],
         task=config["task"],

@@ -4,7 +4,11 @@ Layout of one cell (task, algo, seed)::
 
     <results_dir>/<task>/<algo>/seed<k>/config.json   full resolved config
                                         metrics.csv   step, wall_seconds, loss, ...
-                                        eval.json     success rates with 95% intervals
+                                        curve.csv     the learning curve: success on a fixed
+                                                      subset of the evaluation episodes at a
+                                                      few points during training
+                                        eval.json     success rates with 95% intervals (overall,
+                                                      per skill, per instruction) and the curve
 
 Every file is written atomically, and eval.json is written last, so a directory with an
 eval.json holds a finished run. Timing fields of eval.json differ between identical runs;
@@ -32,6 +36,10 @@ EVAL_FILE = "eval.json"
 # eval.json fields that depend on the machine or the clock, not on the learned policy.
 TIMING_FIELDS = ("train_seconds", "eval_seconds", "machine")
 METRICS_HEAD = ("step", "wall_seconds", "loss")
+CURVE_FILE = "curve.csv"
+CURVE_KEY = "learning_curve"  # eval.json field holding the curve's points
+CURVE_COLUMNS = ("step", "train_seconds", "eval_seconds", "episodes", "successes", "success_rate",
+                 "ci95_lo", "ci95_hi")
 
 
 def cell_dir(root: str | Path, task: str, algo: str, seed: int) -> Path:
@@ -41,6 +49,8 @@ def cell_dir(root: str | Path, task: str, algo: str, seed: int) -> Path:
 
 # Runs with config overrides (ablations, --set) live under <root>/ablations/<label>/.
 ABLATIONS_DIR = "ablations"
+# `qtbench tune` writes its searches under <root>/tuning/<algo>/ (not leaderboard cells).
+TUNING_DIR = "tuning"
 
 
 def run_label(algo: str, overrides: dict[str, object] | None) -> str:
@@ -122,9 +132,7 @@ def success_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
             row = table.setdefault(key, {"episodes": 0, "successes": 0})
             row["episodes"] += 1
             row["successes"] += int(out.success)
-    for row in per_instruction.values():
-        row["success_rate"] = _rate(row["successes"], row["episodes"])
-    for row in per_skill.values():
+    for row in [*per_instruction.values(), *per_skill.values()]:
         row["success_rate"] = _rate(row["successes"], row["episodes"])
         row["ci95"] = list(wilson_interval(row["successes"], row["episodes"]))
     total = sum(int(o.success) for o in outcomes)
@@ -137,9 +145,31 @@ def success_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
     }
 
 
+def curve_point(step: int, train_seconds: float, eval_seconds: float, outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
+    """One point of the learning curve: overall success on ``outcomes`` after ``step`` updates."""
+    summary = success_summary(outcomes)
+    lo, hi = summary["ci95"]
+    successes = sum(int(o.success) for o in outcomes)
+    return {"step": int(step), "train_seconds": float(train_seconds), "eval_seconds": float(eval_seconds),
+            "episodes": summary["episodes"], "successes": successes, "success_rate": summary["success_rate"],
+            "ci95_lo": lo, "ci95_hi": hi}
+
+
+def write_curve(directory: Path, points: list[dict[str, Any]]) -> Path:
+    """curve.csv: one row per learning-curve point (CURVE_COLUMNS)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CURVE_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: point[k] for k in CURVE_COLUMNS} for point in points)
+    return atomic_write_text(Path(directory) / CURVE_FILE, buf.getvalue())
+
+
 def comparable_eval(record: dict[str, Any]) -> dict[str, Any]:
     """eval.json without its timing fields: equal for two runs of the same config and seed."""
-    return {k: v for k, v in record.items() if k not in TIMING_FIELDS}
+    out = {k: v for k, v in record.items() if k not in TIMING_FIELDS}
+    if CURVE_KEY in out:
+        out[CURVE_KEY] = [{k: v for k, v in p.items() if k not in TIMING_FIELDS} for p in out[CURVE_KEY]]
+    return out
 
 
 def write_config(directory: Path, config: dict[str, Any]) -> Path:
@@ -189,26 +219,37 @@ def _pct(rate: float) -> str:
     return f"{100 * rate:.1f}%"
 
 
+def _success_row(name: str, row: dict[str, Any]) -> list[object]:
+    lo, hi = row["ci95"] if "ci95" in row else wilson_interval(row["successes"], row["episodes"])
+    return [name, f"{row['successes']}/{row['episodes']}", _pct(row["success_rate"]), f"[{_pct(lo)}, {_pct(hi)}]"]
+
+
 def summary_table(record: dict[str, Any], collector_rate: float | None = None) -> str:
-    """A markdown table of one eval.json: per skill and overall success with 95% intervals.
+    """Markdown tables of one eval.json: success per skill, overall, per instruction and along
+    the learning curve, each with its 95% Wilson interval.
 
     ``collector_rate`` (the autonomous collector's raw success rate, from the dataset
     manifest) is shown beside it for reference: the offline learner should beat it.
     """
-    rows = []
-    for skill, row in record["per_skill"].items():
-        lo, hi = row["ci95"]
-        rows.append([skill, f"{row['successes']}/{row['episodes']}", _pct(row["success_rate"]),
-                     f"[{_pct(lo)}, {_pct(hi)}]"])
-    lo, hi = record["ci95"]
+    header = ["skill", "successes", "success", "95% CI (Wilson)"]
+    rows = [_success_row(skill, row) for skill, row in record["per_skill"].items()]
     successes = sum(r["successes"] for r in record["per_skill"].values())
-    rows.append(["**overall**", f"{successes}/{record['episodes']}", _pct(record["success_rate"]),
-                 f"[{_pct(lo)}, {_pct(hi)}]"])
-    table = markdown_table(["skill", "successes", "success", "95% CI (Wilson)"], rows)
+    overall = {"successes": successes, "episodes": record["episodes"], "success_rate": record["success_rate"],
+               "ci95": record["ci95"]}
+    rows.append(_success_row("**overall**", overall))
     head = (f"{record['algo']} on {record['task']} (seed {record['seed']}, "
             f"{record['train_steps']} steps, {record['train_seconds']:.0f}s train, "
             f"{record['eval_seconds']:.0f}s eval)")
-    lines = [head, "", table]
+    lines = [head, "", markdown_table(header, rows)]
+    per_instruction = [_success_row(text, row) for text, row in record.get("per_instruction", {}).items()]
+    if per_instruction:
+        lines += ["", markdown_table(["instruction", *header[1:]], per_instruction)]
+    curve = record.get(CURVE_KEY, [])
+    if curve:
+        points = [[p["step"], f"{p['train_seconds']:.0f}", f"{p['successes']}/{p['episodes']}",
+                   _pct(p["success_rate"]), f"[{_pct(p['ci95_lo'])}, {_pct(p['ci95_hi'])}]"] for p in curve]
+        lines += ["", "learning curve (a fixed subset of the evaluation episodes):", "",
+                  markdown_table(["step", "train s", "successes", "success", "95% CI (Wilson)"], points)]
     if collector_rate is not None:
         lines += ["", f"autonomous collector (dataset manifest): {_pct(collector_rate)} success"]
     return "\n".join(lines)

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 
 from qtbench.errors import QtbenchError
-from qtbench.train import CHECKPOINT_EVERY, CHECKPOINT_SECONDS
+from qtbench.train import (
+    CHECKPOINT_EVERY,
+    CHECKPOINT_SECONDS,
+    CURVE_EPISODES_PER_INSTRUCTION,
+    CURVE_EPISODES_PER_INSTRUCTION_ALL,
+    CURVE_POINTS,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"))
     p.add_argument("--eval-episodes", type=int, default=None,
-                   help="evaluation episodes per instruction (default 10; 3 for --task all)")
+                   help="evaluation episodes per instruction (default 100; 10 for --task all); every "
+                   "algorithm run with the same --seed is evaluated on the same episodes")
+    p.add_argument("--curve-points", type=int, default=CURVE_POINTS,
+                   help=f"learning-curve evaluations during training (default {CURVE_POINTS}; 0 = none), each on "
+                   f"the first {CURVE_EPISODES_PER_INSTRUCTION} episodes per instruction "
+                   f"({CURVE_EPISODES_PER_INSTRUCTION_ALL} for --task all) of the final evaluation")
     p.add_argument("--resume", action="store_true", help="continue from the cell's last checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=CHECKPOINT_EVERY, metavar="STEPS",
                    help=f"checkpoint every STEPS gradient steps or every --checkpoint-seconds of training, "
@@ -106,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_seconds=args.checkpoint_seconds,
         threads=args.threads or None,
         progress=not args.no_progress,
+        curve_points=args.curve_points,
     )
     out_dir = run_cell(spec)
     print(summary_table(read_json(out_dir / EVAL_FILE), collector_success_rate(args.task)))

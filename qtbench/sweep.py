@@ -277,6 +277,9 @@ class SweepConfig:
     tasks: list[str] = field(default_factory=lambda: ["all"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     ablations: bool = False  # also run the paper's Q-Transformer ablations (ABLATIONS)
+    # Config overrides to run for every algorithm instead of its reference settings (a
+    # search, see qtbench.tuning); empty = the reference settings (plus ablations).
+    settings: list[dict[str, object]] = field(default_factory=list)
     steps: int | None = None
     profile: str = "default"
     results_dir: Path = Path("results")
@@ -291,7 +294,7 @@ def plan(config: SweepConfig) -> list[Cell]:
     cells = []
     for task in config.tasks:
         for algo in config.algos:
-            variants: list[dict[str, object]] = [{}]
+            variants: list[dict[str, object]] = list(config.settings) or [{}]
             if config.ablations and algo == ABLATION_ALGO:
                 variants += list(ABLATIONS.values())
             for overrides in variants:
@@ -397,7 +400,7 @@ def format_outcomes(outcomes: list[CellOutcome]) -> str:
     return markdown_table(header, rows) + f"\n\n{len(outcomes)} cells: {summary}"
 
 
-def _validate(config: SweepConfig) -> None:
+def validate(config: SweepConfig) -> None:
     from qtbench.algorithms import ALGORITHMS
     from qtbench.errors import unknown_name
 
@@ -432,7 +435,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         force=args.force,
         workers=args.workers,
     )
-    _validate(config)
+    validate(config)
     if args.dry_run:
         print(format_plan(plan_status(config)))
         return 0

@@ -9,6 +9,12 @@ drawn with a numpy Generator seeded from the seed, and a checkpoint stores the m
 its optimisers, both RNG states and the metrics so far. A run resumed from step k
 therefore takes exactly the steps an uninterrupted run takes, and ends with the same
 weights, the same eval.json success numbers and the same metrics.csv rows.
+
+Learning curve: at ``curve_points`` evenly spaced steps (the last is the final step) the
+policy is evaluated on a fixed prefix of the run's evaluation episodes. Those evaluations
+run under ``torch.random.fork_rng`` and never touch the sampling Generator, so a run with
+a curve takes the same gradient steps as one without; their points are kept in the
+checkpoint, and their time is not counted as training time.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -32,14 +38,18 @@ from qtbench.algorithms import ALGORITHMS, AlgoConfig, algorithm_class
 from qtbench.errors import QtbenchError, unknown_name
 from qtbench.results import (
     CONFIG_FILE,
+    CURVE_FILE,
+    CURVE_KEY,
     EVAL_FILE,
     METRICS_FILE,
     MetricsLog,
     base_root,
     cell_dir,
+    curve_point,
     qtbench_version,
     success_summary,
     write_config,
+    write_curve,
     write_eval,
 )
 
@@ -68,10 +78,26 @@ CHECKPOINT_EVERY = 500  # steps between checkpoints
 # taken never changes the training trajectory: resume stays bit-exact.
 CHECKPOINT_SECONDS = 60.0
 DATA_SEED = 0  # datasets are fixed across run seeds: only the learner's seed varies
+CURVE_POINTS = 5  # learning-curve evaluations per run (evenly spaced, the last at the final step)
+# Episodes per instruction of each curve point: a prefix of the final evaluation's episodes.
+# Five points cost 5 x 30 drawer_open episodes (about 10 s) against minutes of training.
+CURVE_EPISODES_PER_INSTRUCTION = 10
+CURVE_EPISODES_PER_INSTRUCTION_ALL = 2
 
 
 def default_steps(algo: str) -> int:
     return DEFAULT_STEPS.get(algo, FALLBACK_STEPS)
+
+
+def default_curve_episodes(task: str) -> int:
+    return CURVE_EPISODES_PER_INSTRUCTION_ALL if task == "all" else CURVE_EPISODES_PER_INSTRUCTION
+
+
+def curve_steps(total: int, points: int) -> list[int]:
+    """The steps at which the learning curve is evaluated: ``points`` evenly spaced, ending at ``total``."""
+    if points <= 0 or total <= 0:
+        return []
+    return sorted({max(1, round(total * k / points)) for k in range(1, points + 1)})
 
 
 @dataclass
@@ -95,6 +121,8 @@ class RunSpec:
     checkpoint_every: int = CHECKPOINT_EVERY
     checkpoint_seconds: float = CHECKPOINT_SECONDS  # 0 = checkpoint by steps only
     progress: bool = True
+    curve_points: int = CURVE_POINTS  # 0 = no learning curve
+    curve_episodes_per_instruction: int | None = None  # None = default_curve_episodes(task)
     # torch intra-op threads; None keeps torch's default (one per core). 1 by default: on a
     # shared 2-core machine 2 threads measured ~12x slower per update (spinning OpenMP
     # workers compete with other processes), and a fixed count keeps CPU runs bit-exact
@@ -110,7 +138,8 @@ class RunSpec:
         minimum = {"--steps": (self.steps, 1), "--seed": (self.seed, 0),
                    "--eval-episodes": (self.eval_episodes_per_instruction, 1),
                    "--threads": (self.threads, 1), "--checkpoint-every": (self.checkpoint_every, 1),
-                   "--checkpoint-seconds": (self.checkpoint_seconds, 0), "log_every": (self.log_every, 1)}
+                   "--checkpoint-seconds": (self.checkpoint_seconds, 0), "log_every": (self.log_every, 1),
+                   "--curve-points": (self.curve_points, 0)}
         problems = [f"{flag} {value} is out of range: it must be >= {low}"
                     for flag, (value, low) in minimum.items() if value is not None and not value >= low]
         if problems:
@@ -139,7 +168,8 @@ class RunSpec:
         optional = {"--eval-episodes": (self.eval_episodes_per_instruction, None),
                     "--checkpoint-every": (self.checkpoint_every, CHECKPOINT_EVERY),
                     "--checkpoint-seconds": (self.checkpoint_seconds, CHECKPOINT_SECONDS),
-                    "--device": (self.device, "cpu"), "--threads": (self.threads or 0, 1)}
+                    "--device": (self.device, "cpu"), "--threads": (self.threads or 0, 1),
+                    "--curve-points": (self.curve_points, CURVE_POINTS)}
         for flag, (value, default) in optional.items():
             if value != default:
                 parts += [flag, str(value)]
@@ -203,8 +233,16 @@ def typed_overrides(config_class: type[AlgoConfig], overrides: dict[str, object]
 
 
 def resolve_config(config_class: type[AlgoConfig], overrides: dict[str, object]) -> AlgoConfig:
-    """The algorithm's reference config with ``overrides`` applied (only existing fields)."""
+    """The config class's defaults with ``overrides`` applied (only existing fields)."""
     return config_class(**typed_overrides(config_class, overrides))
+
+
+def reference_config(algo: str, overrides: dict[str, object] | None = None) -> AlgoConfig:
+    """The algorithm's reference config, the defaults plus the settings ``qtbench tune --freeze``
+    chose (qtbench.tuning), with ``overrides`` applied on top."""
+    from qtbench.tuning import reference_overrides
+
+    return resolve_config(algorithm_class(algo).config_class, {**reference_overrides(algo), **(overrides or {})})
 
 
 def check_names(algo: str, task: str) -> None:
@@ -257,6 +295,20 @@ class TrainOutcome:
     steps: int
     seconds: float
     metrics: MetricsLog
+    curve: list[dict[str, Any]] = field(default_factory=list)
+
+
+# Evaluates the current policy for the learning curve: (step, train seconds) -> curve point.
+CurveEval = Callable[[int, float], dict[str, Any]]
+
+
+def _isolated(fn: Callable[[], Any], device: str) -> Any:
+    """``fn()`` under torch.random.fork_rng: whatever it draws, the training RNG is untouched."""
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):
+        return fn()
 
 
 def train(
@@ -268,12 +320,14 @@ def train(
     ckpt_dir: Path,
     out_dir: Path,
     state: checkpoint.TrainState | None = None,
+    curve_eval: CurveEval | None = None,
 ) -> TrainOutcome:
     """Run gradient steps up to ``spec.total_steps``, starting from ``state`` if given.
 
-    Writes metrics.csv into ``out_dir`` and checkpoints into ``ckpt_dir`` every
-    ``spec.checkpoint_every`` steps or ``spec.checkpoint_seconds`` of training, whichever
-    comes first, on interrupt and at the end.
+    Writes metrics.csv (and curve.csv) into ``out_dir`` and checkpoints into ``ckpt_dir``
+    every ``spec.checkpoint_every`` steps or ``spec.checkpoint_seconds`` of training,
+    whichever comes first, on interrupt and at the end. With ``curve_eval``, the policy is
+    evaluated after each step of ``curve_steps(total, spec.curve_points)``.
     """
     import torch
     from tqdm import tqdm
@@ -284,6 +338,8 @@ def train(
     metrics = MetricsLog()
     pending: dict[str, float] = {}
     pending_count = 0
+    curve: list[dict[str, Any]] = []
+    curve_at = set(curve_steps(total, spec.curve_points)) if curve_eval is not None else set()
     if state is not None:
         algorithm.load_state_dict(state.algorithm)
         rng.bit_generator.state = state.sampler_rng
@@ -293,19 +349,23 @@ def train(
         step, offset = state.step, state.wall_seconds
         metrics = MetricsLog(list(state.metrics))
         pending, pending_count = dict(state.pending), state.pending_count
+        curve = [dict(point) for point in state.curve]
     start_time = last_save = time.perf_counter()
+    curve_seconds = 0.0  # spent on learning-curve evaluations in this segment (not training)
 
     def elapsed() -> float:
-        return offset + time.perf_counter() - start_time
+        return offset + time.perf_counter() - start_time - curve_seconds
 
     def save() -> None:
         checkpoint.save(ckpt_dir, checkpoint.TrainState(
             algo=spec.algo, algo_config=algo_config, step=step, algorithm=algorithm.state_dict(),
             sampler_rng=rng.bit_generator.state, torch_rng=torch.get_rng_state(),
             wall_seconds=elapsed(), metrics=metrics.rows, pending=pending, pending_count=pending_count,
-            cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [], curve=curve,
         ))
         _with_partial_row(metrics, pending, pending_count, step, elapsed()).write(out_dir)
+        if curve_at:
+            write_curve(out_dir, curve)
 
     bar = tqdm(total=total, initial=step, desc=f"train {spec.algo}", unit="step",
                disable=not spec.progress, mininterval=1.0)
@@ -331,6 +391,11 @@ def train(
             if step % spec.log_every == 0:
                 metrics.append(_row(pending, pending_count, step, elapsed()))
                 pending, pending_count = {}, 0
+            if step in curve_at:
+                began = time.perf_counter()
+                point = _isolated(lambda: curve_eval(step, elapsed()), spec.device)
+                curve_seconds += time.perf_counter() - began
+                curve.append(point)
             overdue = spec.checkpoint_seconds and time.perf_counter() - last_save >= spec.checkpoint_seconds
             if step % spec.checkpoint_every == 0 or overdue or step == total or interrupted.set:
                 save()
@@ -347,7 +412,7 @@ def train(
     bar.close()
     if seg_start_step == total:  # nothing to train (already at the requested step): keep the csv whole
         _with_partial_row(metrics, pending, pending_count, step, elapsed()).write(out_dir)
-    return TrainOutcome(step, elapsed(), _with_partial_row(metrics, pending, pending_count, step, elapsed()))
+    return TrainOutcome(step, elapsed(), _with_partial_row(metrics, pending, pending_count, step, elapsed()), curve)
 
 
 def _row(sums: dict[str, float], count: int, step: int, wall: float) -> dict[str, float]:
@@ -365,7 +430,7 @@ def _with_partial_row(metrics: MetricsLog, pending: dict[str, float], count: int
 
 
 # ---- one cell ------------------------------------------------------------------------------
-def resolved_config(spec: RunSpec, algo_config: AlgoConfig, episodes: int) -> dict[str, Any]:
+def resolved_config(spec: RunSpec, algo_config: AlgoConfig, episodes: int, curve_episodes: int) -> dict[str, Any]:
     return {
         "algo": spec.algo,
         "task": spec.task,
@@ -382,6 +447,8 @@ def resolved_config(spec: RunSpec, algo_config: AlgoConfig, episodes: int) -> di
         "checkpoint_seconds": spec.checkpoint_seconds,
         "default_steps": default_steps(spec.algo),
         "threads": spec.threads,
+        "curve_points": spec.curve_points,
+        "curve_episodes_per_instruction": curve_episodes,
     }
 
 
@@ -442,9 +509,10 @@ def run_cell(spec: RunSpec) -> Path:
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     cls = algorithm_class(spec.algo)
-    config = resolve_config(cls.config_class, spec.overrides)
+    config = reference_config(spec.algo, spec.overrides)
     config_dict = checkpoint.normalise_config(dataclasses.asdict(config))
     episodes = spec.eval_episodes_per_instruction or default_episodes(spec.task)
+    curve_episodes = min(episodes, spec.curve_episodes_per_instruction or default_curve_episodes(spec.task))
     out_dir = cell_dir(spec.results_dir, spec.task, spec.algo, spec.seed)
     ckpt_dir = cell_dir(spec.checkpoint_dir, spec.task, spec.algo, spec.seed)
 
@@ -458,20 +526,26 @@ def run_cell(spec: RunSpec) -> Path:
     created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / EVAL_FILE).unlink(missing_ok=True)
-    if state is None:  # a fresh start: an earlier run's metrics describe other weights
+    if state is None:  # a fresh start: an earlier run's metrics and curve describe other weights
         (out_dir / METRICS_FILE).unlink(missing_ok=True)
-    write_config(out_dir, resolved_config(spec, config, episodes))
+        (out_dir / CURVE_FILE).unlink(missing_ok=True)
+    write_config(out_dir, resolved_config(spec, config, episodes, curve_episodes))
+
+    def act(window: Any) -> np.ndarray:
+        return algorithm.act(window.to_torch(spec.device))
+
+    def curve_eval(step: int, train_seconds: float) -> dict[str, Any]:
+        outcomes, seconds = evaluate_policy(act, spec.task, config.history, curve_episodes, spec.seed,
+                                            target_return=config.target_return, progress=False)
+        return curve_point(step, train_seconds, seconds, outcomes)
 
     try:
-        trained = train(algorithm, sampler, rng, spec, config_dict, ckpt_dir, out_dir, state)
+        trained = train(algorithm, sampler, rng, spec, config_dict, ckpt_dir, out_dir, state, curve_eval)
     except BaseException:
         if not (out_dir / METRICS_FILE).exists():  # failed before its first checkpoint: leave nothing
             _remove_unstarted(out_dir, created)
         raise
     trained.metrics.write(out_dir)
-
-    def act(window: Any) -> np.ndarray:
-        return algorithm.act(window.to_torch(spec.device))
 
     outcomes, eval_seconds = evaluate_policy(
         act, spec.task, config.history, episodes, spec.seed, target_return=config.target_return,
@@ -488,6 +562,7 @@ def run_cell(spec: RunSpec) -> Path:
         "machine": machine_description(),
         "qtbench_version": qtbench_version(),
         **success_summary(outcomes),
+        CURVE_KEY: trained.curve,
     }
     write_eval(out_dir, record)
     return out_dir

@@ -56,6 +56,22 @@ def test_td_loss_by_hand_with_constant_critics():
     assert metrics["conservative_gap"] == 0.0 and metrics["alpha"] == 1.0
 
 
+def test_sparse_reward_transform_enters_the_td_target():
+    """CQL's AntMaze recipe: the critic learns from 4 * (r - 0.5) = 4 r - 2."""
+    torch.manual_seed(0)
+    algo = CQL(SPEC, CQLConfig(conservative=False, reward_scale=4.0, reward_shift=-2.0, **SMALL))
+    for net in (algo.q, algo.q_target):
+        with torch.no_grad():
+            net.out.weight.zero_()
+            net.out.bias.fill_(0.6)
+    batch = toy_batch(3, 1, torch.Generator().manual_seed(0))
+    batch.nstep_return = torch.tensor([1.0, 0.0, 0.0])
+    batch.bootstrap_discount = torch.tensor([0.0, 0.98, 0.98])
+    metrics = algo.update(batch)
+    target = torch.tensor([2.0, -2.0 + 0.98 * 0.6, -2.0 + 0.98 * 0.6])
+    assert math.isclose(metrics["td_loss"], 2 * ((0.6 - target) ** 2).mean().item(), rel_tol=1e-5)
+
+
 def test_protocol_and_bit_exact_resume():
     config = CQLConfig(**SMALL)
     check_protocol(lambda: CQL(SPEC, config), lambda g: toy_batch(16, 1, g, bootstrap=0.5), history=1)

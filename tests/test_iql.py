@@ -52,6 +52,27 @@ def test_update_losses_by_hand_with_constant_networks():
     assert math.isclose(metrics["weight_mean"], math.exp(0.9), rel_tol=1e-5)
 
 
+def test_antmaze_reward_shift_enters_the_td_target():
+    """The IQL paper's sparse-reward recipe: the critic learns from r - 1 (1-step returns)."""
+    import pytest
+
+    from qtbench.errors import QtbenchError
+
+    torch.manual_seed(0)
+    algo = IQL(SPEC, IQLConfig(hidden_dim=16, word_dim=8, reward_shift=-1.0))
+    _constant(algo.value, 0.4)
+    _constant(algo.q, 0.7)
+    _constant(algo.q_target, 0.7)
+    batch = toy_batch(3, 1, torch.Generator().manual_seed(0))
+    batch.nstep_return = torch.tensor([1.0, 0.0, 0.0])
+    batch.bootstrap_discount = torch.tensor([0.0, 0.98, 0.98])
+    metrics = algo.update(batch)
+    target = torch.tensor([0.0, -1.0 + 0.98 * 0.4, -1.0 + 0.98 * 0.4])  # rewards 1 -> 0, 0 -> -1
+    assert math.isclose(metrics["q_loss"], 2 * ((0.7 - target) ** 2).mean().item(), rel_tol=1e-5)
+    with pytest.raises(QtbenchError, match="reward_shift=-1.0 needs n_step=1"):
+        IQL(SPEC, IQLConfig(hidden_dim=16, word_dim=8, reward_shift=-1.0, n_step=3))
+
+
 def test_instruction_word_order_changes_the_encoding():
     algo = IQL(SPEC, IQLConfig(hidden_dim=16, word_dim=8))
     window = toy_window(2, 1, torch.Generator().manual_seed(0))

@@ -50,13 +50,16 @@ def test_success_summary_counts_per_skill_and_instruction():
         "episodes": 3, "successes": 2, "success_rate": pytest.approx(2 / 3), "ci95": list(wilson_interval(2, 3)),
     }
     assert s["per_skill"]["drawer_close"]["success_rate"] == 0.0
-    assert s["per_instruction"]["open the top drawer"] == {"episodes": 2, "successes": 1, "success_rate": 0.5}
+    assert s["per_instruction"]["open the top drawer"] == {
+        "episodes": 2, "successes": 1, "success_rate": 0.5, "ci95": list(wilson_interval(1, 2))}
     assert list(s["per_skill"]) == ["drawer_close", "drawer_open"]  # sorted: stable JSON
 
 
 def test_comparable_eval_drops_only_timing_fields():
     record = {"algo": "bc", "success_rate": 0.5, "train_seconds": 3.0, "eval_seconds": 1.0, "machine": "x"}
     assert comparable_eval(record) == {"algo": "bc", "success_rate": 0.5}
+    curve = {"learning_curve": [{"step": 5, "success_rate": 0.25, "train_seconds": 2.0, "eval_seconds": 0.5}]}
+    assert comparable_eval(curve) == {"learning_curve": [{"step": 5, "success_rate": 0.25}]}
 
 
 def test_cell_dir_layout(tmp_path):

@@ -264,7 +264,7 @@ def test_end_to_end_real_cells_then_leaderboard_and_reproduce(small_datasets, tm
     text = files.benchmarks.read_text()
     assert "| drawer_open | `tiny+n_step3` |" in text and "| drawer_open | `tiny` |" in text
     assert "- budget: 12 gradient steps per run (dataset profile small)" in text
-    assert "- evaluation: 3 episodes per run (1 per instruction)" in text
+    assert "- evaluation: 3 episodes per run (1 per instruction; the same reset seeds for every algorithm" in text
 
     verdict, _ = reproduce.reproduce_cell(config.results_dir / "ablations" / "tiny+n_step3" / "drawer_open"
                                           / "tiny" / "seed1", tmp_path / "work")

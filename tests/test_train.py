@@ -19,8 +19,16 @@ from qtbench import checkpoint
 from qtbench.algorithms.base import AlgoConfig
 from qtbench.data import TransitionData, WindowSampler
 from qtbench.errors import QtbenchError
-from qtbench.results import run_root
-from qtbench.train import RunSpec, _initial_state, resolve_config, seed_everything, train, typed_overrides
+from qtbench.results import EpisodeOutcome, curve_point, run_root
+from qtbench.train import (
+    RunSpec,
+    _initial_state,
+    curve_steps,
+    resolve_config,
+    seed_everything,
+    train,
+    typed_overrides,
+)
 
 
 @dataclass
@@ -96,11 +104,21 @@ def synthetic_data(num_episodes: int = 6, seed: int = 0) -> TransitionData:
     return TransitionData.from_episodes(episodes, max_episode_steps=8)
 
 
+def random_curve(step: int, train_seconds: float) -> dict:
+    """A learning-curve evaluation that draws from torch's global RNG (as a stochastic policy
+    or dropout would): the training loop must keep it from shifting the training RNG."""
+    outcomes = [EpisodeOutcome("open the top drawer", "drawer_open", bool(torch.rand(()) < 0.5)) for _ in range(4)]
+    return curve_point(step, train_seconds, 0.0, outcomes)
+
+
 def run_tiny(tmp_path, steps: int, resume: bool = False, seed: int = 0, checkpoint_seconds: float = 0.0,
-             **config):
-    """Train Tiny like run_cell does (seed, build, maybe resume); returns (algo, outcome)."""
+             curve: bool = False, **config):
+    """Train Tiny like run_cell does (seed, build, maybe resume); returns (algo, outcome).
+
+    With ``curve``, 4 learning-curve points are evaluated by ``random_curve``."""
     spec = RunSpec(algo="tiny", task="drawer_open", seed=seed, steps=steps, resume=resume,
-                   log_every=5, checkpoint_every=10, checkpoint_seconds=checkpoint_seconds, progress=False)
+                   log_every=5, checkpoint_every=10, checkpoint_seconds=checkpoint_seconds, progress=False,
+                   curve_points=4)
     cfg = TinyConfig(**config)
     cfg_dict = checkpoint.normalise_config(cfg.__dict__)
     ckpt_dir, out_dir = tmp_path / "ckpt", tmp_path / "out"
@@ -109,7 +127,7 @@ def run_tiny(tmp_path, steps: int, resume: bool = False, seed: int = 0, checkpoi
     sampler = WindowSampler(data, cfg.history, cfg.n_step, cfg.gamma)
     rng = seed_everything(seed)
     algo = Tiny(data.spec_info(), cfg)
-    outcome = train(algo, sampler, rng, spec, cfg_dict, ckpt_dir, out_dir, state)
+    outcome = train(algo, sampler, rng, spec, cfg_dict, ckpt_dir, out_dir, state, random_curve if curve else None)
     return algo, outcome
 
 
@@ -143,6 +161,37 @@ def test_resume_reaches_the_uninterrupted_weights_and_metrics(tmp_path):
     full_rows = metric_rows(tmp_path / "full" / "out" / "metrics.csv")
     assert [int(r["step"]) for r in full_rows] == [5, 10, 15, 20, 25, 30, 32]
     assert metric_rows(tmp_path / "split" / "out" / "metrics.csv") == full_rows
+
+
+def test_curve_steps():
+    assert curve_steps(3000, 5) == [600, 1200, 1800, 2400, 3000]
+    assert curve_steps(32, 4) == [8, 16, 24, 32]
+    assert curve_steps(3, 5) == [1, 2, 3]  # fewer steps than points: one point per step
+    assert curve_steps(100, 0) == [] and curve_steps(0, 5) == []
+
+
+def _timeless(points):
+    return [{k: v for k, v in p.items() if not k.endswith("seconds")} for p in points]
+
+
+def test_learning_curve_leaves_training_bit_exact_and_resumes(tmp_path):
+    plain, _ = run_tiny(tmp_path / "plain", 32)
+    full, full_out = run_tiny(tmp_path / "full", 32, curve=True)
+    # the curve evaluations drew from torch's RNG, yet training took the very same steps
+    assert all(torch.equal(x, y) for x, y in zip(params(plain), params(full)))
+    assert [p["step"] for p in full_out.curve] == [8, 16, 24, 32]
+    assert all(p["episodes"] == 4 for p in full_out.curve)
+    # Ctrl-C at step 12 (after the first point, between checkpoints), then resumed
+    with pytest.raises(KeyboardInterrupt):
+        run_tiny(tmp_path / "split", 32, curve=True, interrupt_at=12)
+    assert [p["step"] for p in checkpoint.load(tmp_path / "split" / "ckpt").curve] == [8]
+    resumed, resumed_out = run_tiny(tmp_path / "split", 32, resume=True, curve=True, interrupt_at=12)
+    assert all(torch.equal(x, y) for x, y in zip(params(full), params(resumed)))
+    assert _timeless(resumed_out.curve) == _timeless(full_out.curve)
+    with open(tmp_path / "split" / "out" / "curve.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [8, 16, 24, 32]
+    assert metric_rows(tmp_path / "split" / "out" / "metrics.csv") == metric_rows(tmp_path / "full" / "out" / "metrics.csv")
 
 
 def test_checkpoint_holds_only_plain_data(tmp_path):

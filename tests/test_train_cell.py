@@ -36,14 +36,15 @@ def read(path):
 
 
 def metric_rows(path):
+    """The rows of a csv file without its timing columns."""
     with open(path) as f:
-        return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in csv.DictReader(f)]
+        return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in csv.DictReader(f)]
 
 
 def test_cell_layout_and_identical_eval_on_rerun(tiny, tmp_path):
     out = run_cell(spec(tmp_path, "a", overrides={"hidden": "4"}))
     assert out == tmp_path / "a" / "results" / "drawer_open" / "tiny" / "seed0"
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "eval.json", "metrics.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "curve.csv", "eval.json", "metrics.csv"]
     config = read(out / "config.json")
     assert config["steps"] == 12 and config["eval_episodes_per_instruction"] == 1
     assert config["algo_config"]["hidden"] == 4 and config["algo_config"]["dataset"] == "mixed"
@@ -51,6 +52,11 @@ def test_cell_layout_and_identical_eval_on_rerun(tiny, tmp_path):
     assert record["train_steps"] == 12 and record["episodes"] == 3  # 3 drawers x 1 episode
     assert set(record["per_skill"]) == {"drawer_open"} and len(record["per_instruction"]) == 3
     assert {"train_seconds", "eval_seconds", "machine", "qtbench_version", "ci95"} <= set(record)
+    assert all(len(row["ci95"]) == 2 for row in record["per_instruction"].values())
+    # the learning curve: 5 points, each on the first episode per instruction (all the final eval has here)
+    assert [p["step"] for p in record["learning_curve"]] == [2, 5, 7, 10, 12]
+    assert {p["episodes"] for p in record["learning_curve"]} == {3}
+    assert config["curve_points"] == 5 and config["curve_episodes_per_instruction"] == 1
     again = run_cell(spec(tmp_path, "b", overrides={"hidden": "4"}))
     assert comparable_eval(read(again / "eval.json")) == comparable_eval(record)
     assert (tmp_path / "a" / "ckpt" / "drawer_open" / "tiny" / "seed0" / "last.pt").exists()
@@ -58,10 +64,14 @@ def test_cell_layout_and_identical_eval_on_rerun(tiny, tmp_path):
 
 def test_resumed_cell_matches_uninterrupted(tiny, tmp_path):
     full = run_cell(spec(tmp_path, "full", steps=16))
-    run_cell(spec(tmp_path, "split", steps=7))
-    resumed = run_cell(spec(tmp_path, "split", steps=16, resume=True))
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C after update 7, past the first curve point (3)
+        run_cell(spec(tmp_path, "split", steps=16, overrides={"interrupt_at": "7"}))
+    resumed = run_cell(spec(tmp_path, "split", steps=16, resume=True, overrides={"interrupt_at": "7"}))
+    # the same success numbers, per-instruction intervals and learning curve (timing aside)
     assert comparable_eval(read(resumed / "eval.json")) == comparable_eval(read(full / "eval.json"))
+    assert [p["step"] for p in read(resumed / "eval.json")["learning_curve"]] == [3, 6, 10, 13, 16]
     assert metric_rows(resumed / "metrics.csv") == metric_rows(full / "metrics.csv")
+    assert metric_rows(resumed / "curve.csv") == metric_rows(full / "curve.csv")
     a = checkpoint.load(tmp_path / "full" / "ckpt" / "drawer_open" / "tiny" / "seed0").algorithm["net"]
     b = checkpoint.load(tmp_path / "split" / "ckpt" / "drawer_open" / "tiny" / "seed0").algorithm["net"]
     assert all((a[k] == b[k]).all() for k in a)
@@ -85,6 +95,8 @@ def test_cli_exit_codes_and_messages(tiny, tmp_path, capsys):
     assert main([*base, "--algo", "tiny"]) == 0
     out = capsys.readouterr().out
     assert "| drawer_open | " in out and "autonomous collector" in out
+    assert "| open the top drawer | 0/1 |" in out or "| open the top drawer | 1/1 |" in out  # per instruction
+    assert "learning curve" in out and "| 4 | " in out  # the curve's last point, at the final step
     assert (tmp_path / "r" / "drawer_open" / "tiny" / "seed0" / "eval.json").exists()
 
 
@@ -97,7 +109,7 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_no_cell(tiny, tmp_path
     # a run that reached a checkpoint keeps its cell (without eval.json) so --resume can finish it
     assert main([*base, "--set", "nan_at=12", "--steps", "20", "--checkpoint-every", "10"]) == 2
     cell = tmp_path / "r" / "ablations" / "tiny+nan_at12" / "drawer_open" / "tiny" / "seed0"
-    assert sorted(p.name for p in cell.iterdir()) == ["config.json", "metrics.csv"]
+    assert sorted(p.name for p in cell.iterdir()) == ["config.json", "curve.csv", "metrics.csv"]
 
 
 def test_printed_resume_command_resumes_exactly_the_interrupted_run(tiny, tmp_path, caplog):
