@@ -32,16 +32,6 @@ def test_probability_of_improvement_hand_computed():
         stats.probability_of_improvement(x2, y)
 
 
-def test_vectorised_improvement_is_rliables_statistic():
-    from rliable import metrics
-
-    rng = np.random.default_rng(3)
-    for runs_x, runs_y in ((3, 3), (5, 2)):
-        x, y = rng.integers(0, 4, (runs_x, 3)) / 4, rng.integers(0, 4, (runs_y, 3)) / 4  # ties included
-        columns = [x[:, j] for j in range(3)] + [y[:, j] for j in range(3)]
-        assert stats._improvement(*columns) == pytest.approx(metrics.probability_of_improvement(x, y))
-
-
 def test_bootstrap_intervals_are_stratified_and_reproducible():
     # task 1 runs are all 0.5: a stratified resample keeps that column; task 2 spreads
     scores = np.array([[0.5, 0.0], [0.5, 1.0], [0.5, 1.0]])
