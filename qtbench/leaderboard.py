@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from qtbench.errors import QtbenchError
+from qtbench.funnel import PLOT_NAME as FUNNEL_PLOT
+from qtbench.funnel import funnel_markdown, funnel_plot
 
 log = logging.getLogger(__name__)
 
@@ -401,6 +403,7 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = ()) -> str:
                   "`qtbench sweep --ablations`, under `ablations/<variant>/`), beside the reference run "
                   "of the same algorithm and task: success, gradient steps and the training time they took.", "",
                   ablation_table(ablations), "", describe_setting(ablations)]
+    parts += ["", funnel_markdown(_funnel_entries(runs))]
     figures = list(figures)
     if figures:
         parts += ["", "### Figures", "",
@@ -408,6 +411,10 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = ()) -> str:
                   "numbers. Learning curves: training loss per seed from metrics.csv.", ""]
         parts += ["\n\n".join(f"![{Path(f).stem}]({f})" for f in figures)]
     return "\n".join(parts) + "\n"
+
+
+def _funnel_entries(runs: list[RunRecord]) -> list[tuple[str, str, int, dict[str, Any]]]:
+    return [(r.task, r.label, r.seed, r.eval) for r in runs]
 
 
 def _wilson(successes: int, episodes: int) -> tuple[float, float]:
@@ -470,6 +477,8 @@ def write_leaderboard(
         from qtbench.plots import make_plots
 
         images = tuple(make_plots(build_rows(runs), results_dir / PLOTS_DIR))
+        funnels = funnel_plot(_funnel_entries(runs), results_dir / PLOTS_DIR / FUNNEL_PLOT)
+        images += (funnels,) if funnels else ()
     figures = [Path(os.path.relpath(p, Path(benchmarks).resolve().parent)).as_posix() for p in map(Path.resolve, images)]
     write_section(SECTION, render_markdown(runs, figures), benchmarks)
     csv_path = atomic_write_text(results_dir / CSV_NAME, leaderboard_csv(runs))

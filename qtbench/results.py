@@ -98,26 +98,55 @@ class EpisodeOutcome:
     success: bool
     length: int = 0
     seed: int = 0
+    furthest_stage: str | None = None  # the last of the skill's stages passed in order ("none")
+    handover_step: int | None = None  # step at which a demo prefix handed over to the policy
 
 
 def _rate(successes: int, episodes: int) -> float:
     return successes / episodes if episodes else 0.0
 
 
+def stage_funnel(outcomes: list[EpisodeOutcome]) -> dict[str, list]:
+    """How many of one skill's episodes passed each of its stages, in stage order.
+
+    ``{"names": [...], "counts": [...], "reached": [fractions]}``; an episode that passed
+    stage k passed every stage before it (stages count only in order).
+    """
+    from qtbench.envs.base import SKILL_MODULES
+
+    names = list(SKILL_MODULES[outcomes[0].skill].stage_names)
+    passed = [names.index(o.furthest_stage) + 1 if o.furthest_stage in names else 0 for o in outcomes]
+    counts = [sum(p > k for p in passed) for k in range(len(names))]
+    return {"names": names, "counts": counts, "reached": [_rate(c, len(outcomes)) for c in counts]}
+
+
 def success_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
-    """The success fields of eval.json: overall, per skill (with intervals), per instruction."""
+    """The success fields of eval.json: overall, per skill (with intervals), per instruction.
+
+    Outcomes with a furthest stage also give each skill and instruction row its stage
+    funnel (``stages``, see ``stage_funnel``), and each instruction row the furthest stage
+    of every episode in evaluation order (``furthest_stage``).
+    """
     per_skill: dict[str, dict[str, Any]] = {}
     per_instruction: dict[str, dict[str, Any]] = {}
+    groups: dict[tuple[int, str], list[EpisodeOutcome]] = {}
     for out in outcomes:
-        for table, key in ((per_skill, out.skill), (per_instruction, out.instruction)):
+        for index, (table, key) in enumerate(((per_skill, out.skill), (per_instruction, out.instruction))):
             row = table.setdefault(key, {"episodes": 0, "successes": 0})
             row["episodes"] += 1
             row["successes"] += int(out.success)
-    for row in per_instruction.values():
+            groups.setdefault((index, key), []).append(out)
+    staged = bool(outcomes) and all(o.furthest_stage is not None for o in outcomes)
+    for text, row in per_instruction.items():
         row["success_rate"] = _rate(row["successes"], row["episodes"])
-    for row in per_skill.values():
+        if staged:
+            row["stages"] = stage_funnel(groups[(1, text)])
+            row["furthest_stage"] = [o.furthest_stage for o in groups[(1, text)]]
+    for skill, row in per_skill.items():
         row["success_rate"] = _rate(row["successes"], row["episodes"])
         row["ci95"] = list(wilson_interval(row["successes"], row["episodes"]))
+        if staged:
+            row["stages"] = stage_funnel(groups[(0, skill)])
     total = sum(int(o.success) for o in outcomes)
     return {
         "success_rate": _rate(total, len(outcomes)),
@@ -125,6 +154,22 @@ def success_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
         "episodes": len(outcomes),
         "per_skill": dict(sorted(per_skill.items())),
         "per_instruction": dict(sorted(per_instruction.items())),
+    }
+
+
+def handover_summary(outcomes: list[EpisodeOutcome], stage: str) -> dict[str, Any]:
+    """The fields of eval_from_<stage>.json: success of the learned policy over the episodes
+    it took over (with intervals and funnels, as in eval.json), and the episodes it never got:
+    those where the demo never passed ``stage``, and those the demo finished in that step."""
+    handed = [o for o in outcomes if o.handover_step is not None]
+    steps = [o.handover_step for o in handed]
+    return {
+        "from_stage": stage,
+        "episodes_total": len(outcomes),
+        "demo_never_reached": sum(o.handover_step is None and not o.success for o in outcomes),
+        "demo_finished_first": sum(o.handover_step is None and o.success for o in outcomes),
+        "mean_handover_step": sum(steps) / len(steps) if steps else None,
+        **success_summary(handed),
     }
 
 

@@ -70,7 +70,8 @@ def test_run_episodes_outcomes_in_job_order(num_envs):
         batch_sizes.append(len(window.states))
         return forward_if_open(window)
 
-    outcomes, frames = run_episodes(act, lambda: LineEnv(log), jobs, history=2, num_envs=num_envs, progress=False)
+    outcomes, frames = run_episodes(act, lambda: LineEnv(log), jobs, history=2, num_envs=num_envs, progress=False,
+                                    track_stages=False)
     # x starts at seed % 3 and needs 3 - x steps of +1; "close" never moves and times out at 5
     assert [(o.success, o.length, o.seed) for o in outcomes] == [(True, 3, 0), (True, 2, 1), (True, 1, 2), (False, 5, 5)]
     assert [o.skill for o in outcomes] == ["drawer_open"] * 3 + ["drawer_close"]
@@ -87,7 +88,7 @@ def test_run_episodes_acts_only_on_active_slots_and_sees_history():
         return forward_if_open(window)
 
     jobs = [EvalJob("open the top drawer", 0), EvalJob("open the top drawer", 2)]
-    run_episodes(act, lambda: LineEnv([]), jobs, history=2, num_envs=2, progress=False)
+    run_episodes(act, lambda: LineEnv([]), jobs, history=2, num_envs=2, progress=False, track_stages=False)
     # step 0: two slots, only the current state is valid; step 1: slot 1 finished (seed 2 needs 1 step)
     assert seen[0][0].tolist() == [[False, True], [False, True]]
     assert seen[1][0].tolist() == [[True, True]] and seen[1][1].tolist() == [[0.0, 1.0]]
@@ -97,7 +98,7 @@ def test_run_episodes_acts_only_on_active_slots_and_sees_history():
 def test_run_episodes_records_frames_of_chosen_jobs(tmp_path):
     jobs = [EvalJob("open the top drawer", 1), EvalJob("close the top drawer", 0)]
     outcomes, frames = run_episodes(forward_if_open, lambda: LineEnv([]), jobs, history=1,
-                                    record={1}, progress=False)
+                                    record={1}, progress=False, track_stages=False)
     assert list(frames) == [1] and len(frames[1]) == 1 + outcomes[1].length  # reset frame + one per step
     path = save_gif(tmp_path / "ep.gif", frames[1])
     from PIL import Image
