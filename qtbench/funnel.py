@@ -93,8 +93,9 @@ def funnel_markdown(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> 
         parts += ["", f"`{skill}`:", "",
                   markdown_table(["task", "algorithm", *members[0].names, "episodes", "seeds"], body)]
     if not rows:
-        parts += ["", "No run has a stage funnel yet."]
-    if missing:
+        parts += ["", f"No run has a stage funnel yet: every eval.json here was written before stages "
+                  f"were tracked ({MISSING_HINT})."]
+    elif missing:
         parts += ["", f"Without a funnel (evaluated before stages were tracked; {MISSING_HINT}): "
                   + ", ".join(missing) + "."]
     return "\n".join(parts)

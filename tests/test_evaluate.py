@@ -132,3 +132,50 @@ def test_evaluate_policy_saves_videos(tmp_path):
                     video_dir=tmp_path, progress=False)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert len(names) == VIDEO_EPISODES and names[0] == "ep00_failure_open_the_top_drawer.gif"
+
+
+def test_outcomes_carry_the_furthest_stage():
+    from qtbench.evaluate import evaluate_policy
+
+    outcomes, _ = evaluate_policy(zero_policy, "drawer_open", history=2, episodes_per_instruction=1,
+                                  seed=0, progress=False)
+    assert [o.furthest_stage for o in outcomes] == ["none"] * 3  # standing still reaches no handle
+    assert all(o.handover_step is None for o in outcomes)
+
+
+def pull_policy(window) -> np.ndarray:
+    """Fingers closed, pulling straight toward the robot: opens a drawer whose knob it holds."""
+    actions = np.zeros((len(window.states), 4), np.float32)
+    actions[:, 1], actions[:, 3] = -1.0, 1.0
+    return actions
+
+
+def test_handover_from_a_stage_runs_the_demo_then_the_policy():
+    from qtbench.evaluate import evaluate_policy
+
+    first_steps = []
+
+    def pull(window):
+        first_steps.append(int(window.timesteps[:, -1].min()))
+        return pull_policy(window)
+
+    pulled, _ = evaluate_policy(pull, "drawer_open", history=2, episodes_per_instruction=2, seed=0,
+                                progress=False, handover="grasped_handle")
+    idle, _ = evaluate_policy(zero_policy, "drawer_open", history=2, episodes_per_instruction=2, seed=0,
+                              progress=False, handover="grasped_handle")
+    steps = [o.handover_step for o in pulled]
+    assert all(s is not None and s > 0 for s in steps)  # the demo grasped every handle
+    assert steps == [o.handover_step for o in idle]  # the same demo prefix whatever the policy
+    assert min(first_steps) == min(steps)  # the policy acts only from the hand-over on
+    assert all(o.success for o in pulled)  # holding the knob, pulling opens the drawer
+    assert not any(o.success for o in idle) and {o.furthest_stage for o in idle} <= {"grasped_handle", "pulled_half"}
+
+
+def test_handover_needs_an_intermediate_stage():
+    from qtbench.errors import QtbenchError
+    from qtbench.evaluate import evaluate_policy
+
+    for stage in ("open", "lifted"):
+        with pytest.raises(QtbenchError, match="reached_handle, grasped_handle, pulled_half"):
+            evaluate_policy(zero_policy, "drawer_open", history=2, episodes_per_instruction=1, seed=0,
+                            progress=False, handover=stage)
