@@ -95,7 +95,7 @@ def _setup(args: argparse.Namespace) -> None:
 
 # ---- qtbench eval ------------------------------------------------------------------------
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from qtbench.evaluate import evaluate_policy, handover_stage_index
+    from qtbench.evaluate import default_episodes, evaluate_policy, handover_stage_index
     from qtbench.funnel import compact
     from qtbench.io import atomic_write_json
     from qtbench.report import machine_description
@@ -111,11 +111,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             handover_stage_index(skill, args.from_stage)
     run = load_run(args.run_dir, args.checkpoint_dir, args.device)
     task, seed = run.config["task"], int(run.config["seed"])
-    episodes = args.eval_episodes or run.config.get("eval_episodes_per_instruction")
-    if episodes is None:
-        from qtbench.evaluate import default_episodes
-
-        episodes = default_episodes(task)
+    episodes = run.config.get("eval_episodes_per_instruction") or default_episodes(task)
+    if args.eval_episodes and args.eval_episodes != episodes:
+        if args.from_stage is None:
+            raise QtbenchError(
+                f"--eval-episodes {args.eval_episodes}: eval.json holds the run's own evaluation "
+                f"({episodes} episodes per instruction, as in config.json)",
+                "drop --eval-episodes, or use it with --from-stage",
+            )
+        episodes = args.eval_episodes
     outcomes, seconds = evaluate_policy(
         _act(run), task, run.algo_config.history, int(episodes), seed, target_return=run.algo_config.target_return,
         progress=not args.no_progress, handover=args.from_stage,
@@ -132,7 +136,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print("\nstage funnel (episodes past each stage, in order):\n" + compact(record))
     else:
         record = {"algo": run.config["algo"], "task": task, "seed": seed, "checkpoint_step": run.checkpoint_step,
-                  **common, **handover_summary(outcomes, args.from_stage)}
+                  "episodes_per_instruction": int(episodes), **common, **handover_summary(outcomes, args.from_stage)}
         path = atomic_write_json(run.run_dir / HANDOVER_FILE.format(stage=args.from_stage), record)
         print(handover_table(record))
     print(f"\nwritten: {path}")
@@ -141,22 +145,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def handover_table(record: dict[str, Any]) -> str:
     """Success from the hand-over per skill with 95% Wilson intervals, and who never got there."""
-    from qtbench.report import markdown_table
+    from qtbench.results import success_table
 
-    def pct(x: float) -> str:
-        return f"{100 * x:.1f}%"
-
-    rows = [[skill, f"{row['successes']}/{row['episodes']}", pct(row["success_rate"]),
-             f"[{pct(row['ci95'][0])}, {pct(row['ci95'][1])}]"] for skill, row in record["per_skill"].items()]
-    rows.append(["**overall**", f"{sum(r['successes'] for r in record['per_skill'].values())}/{record['episodes']}",
-                 pct(record["success_rate"]), f"[{pct(record['ci95'][0])}, {pct(record['ci95'][1])}]"])
+    stage = record["from_stage"]
     head = (f"{record['algo']} on {record['task']} (seed {record['seed']}, step {record['checkpoint_step']}), "
-            f"from stage {record['from_stage']}: the demo policy drove {record['episodes_total']} episodes, "
-            f"handed over in {record['episodes']}; success of the learned policy from there:")
-    notes = [f"- the demo never reached {record['from_stage']}: {record['demo_never_reached']} episodes (not counted above)",
-             f"- the demo succeeded in the step it reached {record['from_stage']}: "
-             f"{record['demo_finished_first']} episodes (not counted above)"]
-    return "\n".join([head, "", markdown_table(["skill", "successes", "success", "95% CI (Wilson)"], rows), "", *notes])
+            f"from stage {stage}: the demo policy drove {record['episodes_total']} episodes and handed "
+            f"{record['episodes']} over; success of the learned policy from there:")
+    notes = [f"- the demo never passed {stage}: {record['demo_never_reached']} episodes (not counted above)",
+             f"- the demo succeeded in the step it passed {stage}: {record['demo_finished_first']} episodes "
+             "(not counted above)"]
+    return "\n".join([head, "", success_table(record), "", *notes])
 
 
 # ---- qtbench probe -----------------------------------------------------------------------
@@ -205,7 +203,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="hand over at this stage, e.g. for drawer_open reached_handle, grasped_handle or "
                         "pulled_half (an unknown name lists the task's stages)")
     p.add_argument("--eval-episodes", type=int, default=None,
-                   help="episodes per instruction (default: the run's own)")
+                   help="episodes per instruction with --from-stage (default: the run's own count)")
     p.set_defaults(func=_cmd_eval)
     q = subparsers.add_parser(
         "probe",

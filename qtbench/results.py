@@ -225,12 +225,8 @@ def _pct(rate: float) -> str:
     return f"{100 * rate:.1f}%"
 
 
-def summary_table(record: dict[str, Any], collector_rate: float | None = None) -> str:
-    """A markdown table of one eval.json: per skill and overall success with 95% intervals.
-
-    ``collector_rate`` (the autonomous collector's raw success rate, from the dataset
-    manifest) is shown beside it for reference: the offline learner should beat it.
-    """
+def success_table(record: dict[str, Any]) -> str:
+    """Per skill and overall success with 95% intervals, from success_summary's fields."""
     rows = []
     for skill, row in record["per_skill"].items():
         lo, hi = row["ci95"]
@@ -240,11 +236,19 @@ def summary_table(record: dict[str, Any], collector_rate: float | None = None) -
     successes = sum(r["successes"] for r in record["per_skill"].values())
     rows.append(["**overall**", f"{successes}/{record['episodes']}", _pct(record["success_rate"]),
                  f"[{_pct(lo)}, {_pct(hi)}]"])
-    table = markdown_table(["skill", "successes", "success", "95% CI (Wilson)"], rows)
+    return markdown_table(["skill", "successes", "success", "95% CI (Wilson)"], rows)
+
+
+def summary_table(record: dict[str, Any], collector_rate: float | None = None) -> str:
+    """A markdown table of one eval.json: per skill and overall success with 95% intervals.
+
+    ``collector_rate`` (the autonomous collector's raw success rate, from the dataset
+    manifest) is shown beside it for reference: the offline learner should beat it.
+    """
     head = (f"{record['algo']} on {record['task']} (seed {record['seed']}, "
             f"{record['train_steps']} steps, {record['train_seconds']:.0f}s train, "
             f"{record['eval_seconds']:.0f}s eval)")
-    lines = [head, "", table]
+    lines = [head, "", success_table(record)]
     if collector_rate is not None:
         lines += ["", f"autonomous collector (dataset manifest): {_pct(collector_rate)} success"]
     return "\n".join(lines)

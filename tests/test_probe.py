@@ -156,6 +156,8 @@ def test_eval_and_probe_commands(cells, capsys):
     assert record["episodes"] + record["demo_never_reached"] + record["demo_finished_first"] == 3
     assert "from stage pulled_half" in capsys.readouterr().out
 
+    assert main(["eval", str(tiny), "--eval-episodes", "2", *ckpt]) == 2  # eval.json stays the run's own
+    assert "use it with --from-stage" in capsys.readouterr().err
     assert main(["eval", str(tiny), "--from-stage", "lifted", *ckpt]) == 2
     assert "no stage 'lifted'" in capsys.readouterr().err
     assert main(["eval", str(tiny), "--checkpoint-dir", str(cells / "nowhere")]) == 2
