@@ -84,8 +84,8 @@ def funnel_markdown(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> 
     rows, missing = funnel_rows(entries)
     parts = ["### Stage funnels", "",
              "The percentage of evaluation episodes that passed each stage of their skill, in order "
-             "(the stages are defined beside each skill's success test in `qtbench/envs/`; the last "
-             "stage is success). Episodes pooled over the seeds listed."]
+             "(the stages are defined beside each skill's success test in `envs/<skill>.py`; the "
+             "last stage is success). Episodes pooled over the seeds listed."]
     for skill in dict.fromkeys(r.skill for r in rows):
         members = [r for r in rows if r.skill == skill]
         body = [[r.task, f"`{r.label}`", *(f"{100 * x:.1f}" for x in r.reached), r.episodes,
@@ -110,7 +110,7 @@ def funnel_plot(entries: Iterable[tuple[str, str, int, dict[str, Any]]], path: P
         return None
     skills = list(dict.fromkeys(r.skill for r in rows))
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(skills), figsize=(4.2 * len(skills), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(skills), figsize=(max(6.5, 4.2 * len(skills)), 3.6), squeeze=False)
     for ax, skill in zip(axes[0], skills):
         members = [r for r in rows if r.skill == skill]
         for r in members:

@@ -414,7 +414,8 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = ()) -> str:
 
 
 def _funnel_entries(runs: list[RunRecord]) -> list[tuple[str, str, int, dict[str, Any]]]:
-    return [(r.task, r.label, r.seed, r.eval) for r in runs]
+    """(task, label, seed, eval.json) of every run, in the leaderboard's row order."""
+    return [(r.task, r.label, r.seed, r.eval) for members in group_runs(runs).values() for r in members]
 
 
 def _wilson(successes: int, episodes: int) -> tuple[float, float]:
