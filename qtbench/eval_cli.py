@@ -91,18 +91,19 @@ def _setup(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise QtbenchError(f"--device {args.device} requested but torch sees no CUDA device", "use --device cpu")
 
 
 # ---- qtbench eval ------------------------------------------------------------------------
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from qtbench.envs.instructions import instructions_for
     from qtbench.evaluate import default_episodes, evaluate_policy, handover_stage_index
     from qtbench.funnel import compact
     from qtbench.io import atomic_write_json
     from qtbench.report import machine_description
-    from qtbench.results import EVAL_FILE, handover_summary, qtbench_version, success_summary, summary_table
-
-    from qtbench.envs.instructions import instructions_for
     from qtbench.reproduce import read_cell
+    from qtbench.results import EVAL_FILE, handover_summary, qtbench_version, success_summary, summary_table
 
     _setup(args)
     if args.from_stage is not None:  # a bad stage name fails before anything is loaded
@@ -112,14 +113,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, args.checkpoint_dir, args.device)
     task, seed = run.config["task"], int(run.config["seed"])
     episodes = run.config.get("eval_episodes_per_instruction") or default_episodes(task)
-    if args.eval_episodes and args.eval_episodes != episodes:
-        if args.from_stage is None:
+    if args.from_stage is None:  # eval.json stays the record of the run's own evaluation
+        if run.checkpoint_step != run.record.get("train_steps"):
+            raise QtbenchError(
+                f"the checkpoint is at step {run.checkpoint_step} but {run.run_dir / EVAL_FILE} describes "
+                f"step {run.record.get('train_steps')}: rewriting it would mix two sets of weights",
+                "finish the run first (`qtbench run ... --resume`), or evaluate with --from-stage",
+            )
+        if args.eval_episodes and args.eval_episodes != episodes:
             raise QtbenchError(
                 f"--eval-episodes {args.eval_episodes}: eval.json holds the run's own evaluation "
                 f"({episodes} episodes per instruction, as in config.json)",
                 "drop --eval-episodes, or use it with --from-stage",
             )
-        episodes = args.eval_episodes
+    episodes = args.eval_episodes or episodes
     outcomes, seconds = evaluate_policy(
         _act(run), task, run.algo_config.history, int(episodes), seed, target_return=run.algo_config.target_return,
         progress=not args.no_progress, handover=args.from_stage,
@@ -127,7 +134,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     common = {"machine": machine_description(), "qtbench_version": qtbench_version(), "eval_seconds": seconds}
     if args.from_stage is None:
         record = {**run.record, **common, **success_summary(outcomes)}
-        if record["episodes"] == run.record.get("episodes") and record["success_rate"] != run.record.get("success_rate"):
+        if record["success_rate"] != run.record.get("success_rate"):
             log.warning("success differs from the stored eval.json (%.3f now, %.3f before): "
                         "the checkpoint may not hold the weights that were evaluated",
                         record["success_rate"], run.record.get("success_rate"))
