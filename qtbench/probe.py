@@ -163,13 +163,15 @@ def probe_run(run: Any, radius: float | None = None, max_transitions: int | None
         w = sampler.window(obs_rows[batch])
         w.actions[:, -1] = 0.0
         windows.append((w.to_torch(run.device), batch))
-    greedy = np.concatenate([algorithm.act(w) for w, _ in windows]) if windows else np.zeros((0, data.action_dim))
     swapped = data.actions[rows].copy()
     swapped[demo_idx] = data.actions[rows][fail_idx]
-    total = 3 * len(rows)
-    with tqdm(total=total, desc="probe", unit="value", disable=not progress, leave=False) as bar:
+    with tqdm(total=4 * len(rows), desc="probe", unit="value", disable=not progress, leave=False) as bar:
+        greedy = np.zeros((len(rows), data.action_dim), np.float32)
+        for w, batch in windows:
+            greedy[batch] = algorithm.act(w)
+            bar.update(len(batch))
         q_data = _values(algorithm, windows, data.actions[rows], run.device, bar)
-        q_greedy = _values(algorithm, windows, greedy.astype(np.float32), run.device, bar)
+        q_greedy = _values(algorithm, windows, greedy, run.device, bar)
         q_swapped = _values(algorithm, windows, swapped, run.device, bar)
     mc = sampler.targets.mc_return[rows]
 
