@@ -201,7 +201,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Restore the run's last checkpoint and evaluate it on the same episodes and seeds as "
             "`qtbench run`. Without --from-stage, eval.json is rewritten with stage funnels. With "
             "--from-stage STAGE, the scripted demo policy drives each episode until STAGE is passed, "
-            "then the learned policy takes over; success from there (95%% Wilson intervals) and the "
+            "then the learned policy takes over; success from there (95% Wilson intervals) and the "
             "episodes where the demo never got there go to eval_from_STAGE.json in RUN_DIR."
         ),
     )
