@@ -85,4 +85,5 @@ def test_cli_exit_codes_and_messages(tiny, tmp_path, capsys):
     assert main([*base, "--algo", "tiny"]) == 0
     out = capsys.readouterr().out
     assert "| drawer_open | " in out and "autonomous collector" in out
+    assert "stage funnel" in out and "drawer_open (3 ep): reached_handle " in out
     assert (tmp_path / "r" / "drawer_open" / "tiny" / "seed0" / "eval.json").exists()
