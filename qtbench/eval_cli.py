@@ -97,8 +97,7 @@ def _setup(args: argparse.Namespace) -> None:
 
 # ---- qtbench eval ------------------------------------------------------------------------
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from qtbench.envs.instructions import instructions_for
-    from qtbench.evaluate import default_episodes, evaluate_policy, handover_stage_index
+    from qtbench.evaluate import default_episodes, evaluate_policy, handover_instructions
     from qtbench.funnel import compact
     from qtbench.io import atomic_write_json
     from qtbench.report import machine_description
@@ -107,9 +106,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     _setup(args)
     if args.from_stage is not None:  # a bad stage name fails before anything is loaded
-        task = read_cell(args.run_dir)[0].get("task", "all")
-        for skill in dict.fromkeys(ins.skill for ins in instructions_for(task)):
-            handover_stage_index(skill, args.from_stage)
+        handover_instructions(read_cell(args.run_dir)[0].get("task", "all"), args.from_stage)
     run = load_run(args.run_dir, args.checkpoint_dir, args.device)
     task, seed = run.config["task"], int(run.config["seed"])
     episodes = run.config.get("eval_episodes_per_instruction") or default_episodes(task)

@@ -82,6 +82,22 @@ def handover_stage_index(skill: str, stage: str) -> int:
     return names.index(stage)
 
 
+def handover_instructions(task: str, stage: str) -> list[str]:
+    """The instructions of ``task`` whose skill has ``stage`` to hand over from (on task
+    ``all``, e.g. ``grasped`` selects the pick_place and move_near instructions)."""
+    from qtbench.envs.base import SKILL_MODULES
+    from qtbench.envs.instructions import instructions_for
+    from qtbench.errors import QtbenchError
+
+    texts = [ins.text for ins in instructions_for(task) if stage in SKILL_MODULES[ins.skill].stage_names[:-1]]
+    if not texts:
+        skills = dict.fromkeys(ins.skill for ins in instructions_for(task))
+        choices = "; ".join(f"{s}: {', '.join(SKILL_MODULES[s].stage_names[:-1])}" for s in skills)
+        raise QtbenchError(f"no skill of task {task} has a stage {stage!r} to hand over from",
+                           f"choose one of the stages before success ({choices})")
+    return texts
+
+
 def _rows(window: Window, rows: np.ndarray) -> Window:
     return Window(*(getattr(window, f)[rows] for f in Window.__dataclass_fields__))
 
@@ -244,13 +260,14 @@ def evaluate_policy(
 
     With ``video_dir``, the first VIDEO_EPISODES episodes are also saved there as GIFs.
     With ``handover`` (a stage name), the demo policy drives each episode to that stage
-    first (see ``run_episodes``); the episodes and their seeds are the same as without.
+    first (see ``run_episodes``), on the instructions whose skill has that stage; on a
+    single-skill task the episodes and their seeds are the same as without.
     """
     from qtbench.data import eval_seeds
     from qtbench.envs import make_env
     from qtbench.envs.instructions import instructions_for
 
-    texts = [ins.text for ins in instructions_for(task)]
+    texts = [ins.text for ins in instructions_for(task)] if handover is None else handover_instructions(task, handover)
     jobs = eval_jobs(texts, episodes_per_instruction, lambda count: list(eval_seeds(count, seed)))
     record = set(range(min(VIDEO_EPISODES, len(jobs)))) if video_dir else set()
     kwargs = {"render_mode": "rgb_array"} if record else {}

@@ -179,3 +179,15 @@ def test_handover_needs_an_intermediate_stage():
         with pytest.raises(QtbenchError, match="reached_handle, grasped_handle, pulled_half"):
             evaluate_policy(zero_policy, "drawer_open", history=2, episodes_per_instruction=1, seed=0,
                             progress=False, handover=stage)
+
+
+def test_handover_on_several_skills_keeps_the_instructions_that_have_the_stage():
+    from qtbench.envs.instructions import BY_TEXT
+    from qtbench.errors import QtbenchError
+    from qtbench.evaluate import handover_instructions
+
+    texts = handover_instructions("all", "grasped")
+    assert len(texts) == 18 + 42 and {BY_TEXT[t].skill for t in texts} == {"pick_place", "move_near"}
+    assert len(handover_instructions("all", "reached_handle")) == 6  # drawer_open and drawer_close
+    with pytest.raises(QtbenchError, match="move_near: reached_object, grasped, lifted, near_target"):
+        handover_instructions("all", "placed")

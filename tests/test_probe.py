@@ -159,7 +159,7 @@ def test_eval_and_probe_commands(cells, capsys):
     assert main(["eval", str(tiny), "--eval-episodes", "2", *ckpt]) == 2  # eval.json stays the run's own
     assert "use it with --from-stage" in capsys.readouterr().err
     assert main(["eval", str(tiny), "--from-stage", "lifted", *ckpt]) == 2
-    assert "no stage 'lifted'" in capsys.readouterr().err
+    assert "no skill of task drawer_open has a stage 'lifted'" in capsys.readouterr().err
     assert main(["eval", str(tiny), "--checkpoint-dir", str(cells / "nowhere")]) == 2
     assert "no checkpoint of" in capsys.readouterr().err
 
