@@ -240,7 +240,9 @@ def probe_plot(result: dict[str, Any], path: Path) -> Path:
              capsize=3, color=["tab:green", "tab:red", "tab:blue", "tab:purple"][: len(shown)])
     left.set_xticks(range(len(labels)), labels, fontsize="small")
     left.set_ylabel("learned Q (mean, 95% CI)")
-    left.set_title(f"{result['algo']} on {result['task']}: values", fontsize="small")
+    ranked = result["ranking"]["fraction_demo_above"]["mean"]
+    ranking = "no similar pairs" if ranked is None else f"demo > failure action in similar states: {100 * ranked:.0f}%"
+    left.set_title(f"{result['algo']} on {result['task']}: values\n({ranking})", fontsize="small")
     bins = result["calibration"]["bins"]
     right.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
     right.plot([b["mean_predicted"] for b in bins], [b["mean_return"] for b in bins], marker="o")
