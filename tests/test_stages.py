@@ -183,3 +183,11 @@ def test_dataset_demos_pass_every_stage_in_order(small_datasets, monkeypatch):
         for state in ep["states"]:
             progress.update(state)
         assert progress.passed == len(progress.skill.stages), (ins.text, progress.furthest)
+
+
+def test_drawer_origin_from_the_state_matches_the_scene(scene):
+    from qtbench.envs.pick_place import drawer_origin
+
+    for drawer, q in (("top", 0.05), ("middle", 0.2), ("bottom", 0.13)):
+        state = state_with(scene, drawers={drawer: q})
+        assert drawer_origin(state, drawer) == pytest.approx(scene.drawer_frame_origin(drawer), abs=1e-6)
