@@ -173,3 +173,47 @@ def test_eval_and_probe_commands(cells, capsys):
     assert sum(b["count"] for b in probe["calibration"]["bins"]) == probe["transitions"]
     assert "smaller of the two online critics" in probe["value"]
     assert (iql / "probe.png").stat().st_size > 1000
+
+
+class ActionScore:
+    """A fake value-based algorithm: Q(s, a) = a_0, greedy action 0."""
+
+    def act(self, window) -> np.ndarray:
+        return np.zeros((window.states.shape[0], 4), np.float32)
+
+    def values(self, window, actions):
+        """Q = the first action component."""
+        return actions[:, 0]
+
+
+def test_probe_on_a_toy_dataset_by_hand():
+    from types import SimpleNamespace
+
+    from qtbench.algorithms import AlgoConfig
+    from qtbench.data import TransitionData
+    from qtbench.envs import layout
+    from qtbench.probe import probe_run
+
+    def episode(success: bool, first: float, shift: float = 0.0) -> dict:
+        states = np.zeros((4, layout.STATE_DIM), np.float32)
+        states[:, 0] = np.arange(4) * 0.1 + shift  # gripper x: the same path unless shifted
+        return {"states": states, "actions": np.tile(np.float32([first, 0, 0, 0]), (3, 1)),
+                "rewards": np.float32([0, 0, 1 if success else 0]), "terminations": np.array([0, 0, success], bool),
+                "truncations": np.array([0, 0, not success], bool), "instruction": "open the top drawer"}
+
+    data = TransitionData.from_episodes([episode(True, 0.5), episode(True, 0.5), episode(False, -0.5),
+                                         episode(False, 0.9, shift=50.0)])
+    run = SimpleNamespace(algo_config=AlgoConfig(history=1, gamma=0.5), data=data, algorithm=ActionScore(),
+                          config={"algo": "toy", "task": "drawer_open", "seed": 0}, checkpoint_step=1, device="cpu")
+    result = probe_run(run, progress=False)
+    assert result["demo_actions"]["mean"] == 0.5 and result["failure_actions"]["mean"] == pytest.approx(0.2)
+    assert result["greedy_at_demo_states"]["mean"] == 0.0
+    # Every demo state pairs with the unshifted failure episode's state at the same step (distance 0),
+    # whose action (-0.5) scores below the demo's: the far episode's 0.9 is never compared.
+    rank = result["ranking"]
+    assert (rank["pairs"], rank["demo_transitions"], rank["median_distance"]) == (6, 6, 0.0)
+    assert rank["fraction_demo_above"]["mean"] == 1.0
+    # Q 0.5 for demo steps whose discounted returns are 0.25, 0.5, 1; Q -0.5 / 0.9 for return 0.
+    bins = {tuple(b["bin"]): b for b in result["calibration"]["bins"]}
+    assert bins[(0.5, 0.6)]["count"] == 6 and bins[(0.5, 0.6)]["mean_return"] == pytest.approx(1.75 / 3)
+    assert bins[(0.0, 0.1)]["count"] == 3 and bins[(0.9, 1.0)]["count"] == 3
