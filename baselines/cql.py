@@ -197,6 +197,11 @@ class CQL:
         mean, _ = self._policy(window)
         return torch.tanh(mean).clamp(-1.0, 1.0).float().cpu().numpy()
 
+    @torch.no_grad()
+    def values(self, window: Window, actions: torch.Tensor) -> torch.Tensor:
+        """Q of given actions (B, A) -> (B,): the smaller of the two online critics (twin Q)."""
+        return self.q(window, actions).amin(0)[:, 0]
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "q": self.q.state_dict(), "q_target": self.q_target.state_dict(), "actor": self.actor.state_dict(),

@@ -290,6 +290,11 @@ class IQL:
     def act(self, window: Window) -> np.ndarray:
         return self.policy_mean(window).clamp(-1.0, 1.0).float().cpu().numpy()
 
+    @torch.no_grad()
+    def values(self, window: Window, actions: torch.Tensor) -> torch.Tensor:
+        """Q of given actions (B, A) -> (B,): the smaller of the two online critics (twin Q)."""
+        return self.q(window, actions).amin(0)[:, 0]
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "value": self.value.state_dict(), "q": self.q.state_dict(), "q_target": self.q_target.state_dict(),

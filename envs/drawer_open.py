@@ -1,12 +1,16 @@
-"""drawer_open: all drawers start closed; success when the named drawer is pulled open."""
+"""drawer_open: all drawers start closed; success when the named drawer is pulled open.
+
+Stages: reached_handle (gripper point within REACH of the knob), grasped_handle (there, with
+the fingers closed), pulled_half (the drawer past half of OPEN_THRESHOLD), open (success)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from qtbench.envs import layout
 from qtbench.envs.instructions import DRAWERS, OBJECTS, Instruction
 from qtbench.envs.scene import Scene, sample_counter_positions
-from qtbench.envs.skill import Skill
+from qtbench.envs.skill import Skill, Stage, fingers_closed, near_handle
 
 OPEN_THRESHOLD = 0.15  # m of drawer travel (of 0.2)
 CLOSED_MAX = 0.01  # drawers start at most this far open
@@ -27,4 +31,10 @@ def success(scene: Scene, ins: Instruction) -> bool:
     return scene.drawer_q(ins.drawer) >= OPEN_THRESHOLD
 
 
-SKILL = Skill("drawer_open", horizon=40, sample=sample, success=success)
+STAGES = (
+    Stage("reached_handle", lambda s, ins: near_handle(s, ins.drawer)),
+    Stage("grasped_handle", lambda s, ins: near_handle(s, ins.drawer) and fingers_closed(s)),
+    Stage("pulled_half", lambda s, ins: bool(layout.drawer_pos(s, ins.drawer) >= 0.5 * OPEN_THRESHOLD)),
+)
+
+SKILL = Skill("drawer_open", horizon=40, sample=sample, success=success, stages=STAGES, goal="open")

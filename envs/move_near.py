@@ -1,6 +1,10 @@
 """move_near: every object starts on the counter (drawers closed), the two named ones at least
 START_DISTANCE apart; success when the moved object rests on the counter within NEAR of the
-target (centre distance in the counter plane)."""
+target (centre distance in the counter plane).
+
+Stages: reached_object (gripper point within REACH of its centre), grasped (held between
+closed fingers), lifted (held, its bottom LIFT above the counter), near_target (held with
+its centre within NEAR of the target's in the counter plane), placed (success)."""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ import numpy as np
 
 from qtbench.envs.drawer_open import CLOSED_MAX
 from qtbench.envs.instructions import DRAWERS, OBJECTS, Instruction
-from qtbench.envs.scene import Scene, sample_counter_positions
-from qtbench.envs.skill import Skill
+from qtbench.envs import layout
+from qtbench.envs.scene import COUNTER_TOP, Scene, sample_counter_positions
+from qtbench.envs.skill import Skill, Stage, holding, lifted, near_object
 
 NEAR = 0.12
 START_DISTANCE = 0.2
@@ -37,4 +42,16 @@ def success(scene: Scene, ins: Instruction) -> bool:
     return distance(scene, ins) < NEAR and scene.on_counter(ins.obj)
 
 
-SKILL = Skill("move_near", horizon=50, sample=sample, success=success)
+def near_target(state: np.ndarray, ins: Instruction) -> bool:
+    gap = layout.object_pos(state, ins.obj)[:2] - layout.object_pos(state, ins.target)[:2]
+    return holding(state, ins.obj) and bool(np.linalg.norm(gap) < NEAR)
+
+
+STAGES = (
+    Stage("reached_object", lambda s, ins: near_object(s, ins.obj)),
+    Stage("grasped", lambda s, ins: holding(s, ins.obj)),
+    Stage("lifted", lambda s, ins: lifted(s, ins.obj, COUNTER_TOP)),
+    Stage("near_target", near_target),
+)
+
+SKILL = Skill("move_near", horizon=50, sample=sample, success=success, stages=STAGES, goal="placed")

@@ -1,4 +1,12 @@
-"""What a skill module provides: its horizon, initial-state sampler and success predicate."""
+"""What a skill module provides: its horizon, initial-state sampler, success predicate and
+stages, plus the stage predicates several skills share.
+
+Stages are the ordered milestones of a skill (drawer_open: reached the handle, grasped it,
+pulled it past half, open). Each is a predicate on the observation state, read through
+``layout``, so it applies equally to a live episode and to a stored dataset row. The last
+stage is the success test itself (it may need velocities the state does not hold), so a
+skill lists its intermediate ``stages`` and names its ``goal``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +15,24 @@ from typing import Callable
 
 import numpy as np
 
+from qtbench.envs import layout
 from qtbench.envs.instructions import Instruction
-from qtbench.envs.scene import Scene
+from qtbench.envs.scene import FINGER_OPEN_GAP, REST_HEIGHT, Scene
+
+# Stage thresholds shared by the skills (m); checked against the scripted plans in tests.
+REACH = 0.03  # gripper point within this of the handle / the object's centre: "reached"
+GRASP_OPENING = FINGER_OPEN_GAP - 0.02  # fingers closed at least this far: "closed"
+HOLD_XY, HOLD_Z = 0.03, 0.05  # object centre within these of the gripper point (xy, z): "in hand"
+HOLD_MIN_OPENING = 0.006  # below this the fingers closed on nothing
+LIFT = 0.03  # object bottom this far above the surface it started on: "lifted"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One milestone: ``reached(state, instruction)`` holds in the states where it is passed."""
+
+    name: str
+    reached: Callable[[np.ndarray, Instruction], bool]
 
 
 @dataclass(frozen=True)
@@ -19,3 +43,65 @@ class Skill:
     sample: Callable[[Scene, Instruction, np.random.Generator], None]
     # The instruction holds in the current physical state (positions/velocities computed).
     success: Callable[[Scene, Instruction], bool]
+    # The ordered intermediate milestones, then the name of the final one (= success).
+    stages: tuple[Stage, ...] = ()
+    goal: str = "success"
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages) + (self.goal,)
+
+
+NO_STAGE = "none"  # the furthest stage of an episode that passed no stage
+
+
+class StageProgress:
+    """The furthest stage one episode has passed, counting stages only in their order.
+
+    ``update`` is called with every observed state: stage k counts once stage k-1 has
+    been passed and its predicate holds (several may pass in one step). Success passes
+    every stage, since the goal was reached whatever the path.
+    """
+
+    def __init__(self, skill: Skill, instruction: Instruction):
+        self.skill, self.instruction = skill, instruction
+        self.passed = 0  # number of stages passed, goal included
+
+    def update(self, state: np.ndarray, success: bool = False) -> int:
+        stages = self.skill.stages
+        while self.passed < len(stages) and stages[self.passed].reached(state, self.instruction):
+            self.passed += 1
+        if success:
+            self.passed = len(stages) + 1
+        return self.passed
+
+    @property
+    def furthest(self) -> str:
+        return self.skill.stage_names[self.passed - 1] if self.passed else NO_STAGE
+
+
+# ---- predicates several skills share -------------------------------------------------------
+def near_handle(state: np.ndarray, drawer: str) -> bool:
+    return bool(np.linalg.norm(layout.gripper_pos(state) - layout.handle_pos(state, drawer)) < REACH)
+
+
+def near_object(state: np.ndarray, obj: str) -> bool:
+    return bool(np.linalg.norm(layout.gripper_pos(state) - layout.object_pos(state, obj)) < REACH)
+
+
+def fingers_closed(state: np.ndarray) -> bool:
+    return bool(layout.finger_opening(state) < GRASP_OPENING)
+
+
+def holding(state: np.ndarray, obj: str) -> bool:
+    """The object sits between closed fingers (closed on it, not on nothing)."""
+    rel = layout.object_pos(state, obj) - layout.gripper_pos(state)
+    opening = layout.finger_opening(state)
+    in_hand = np.linalg.norm(rel[:2]) < HOLD_XY and abs(rel[2]) < HOLD_Z
+    return bool(in_hand and HOLD_MIN_OPENING < opening < GRASP_OPENING)
+
+
+def lifted(state: np.ndarray, obj: str, surface_z: float) -> bool:
+    """Held, with its bottom LIFT above the surface (z) it started on."""
+    bottom = layout.object_pos(state, obj)[2] - REST_HEIGHT[obj]
+    return holding(state, obj) and bool(bottom > surface_z + LIFT)

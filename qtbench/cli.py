@@ -20,6 +20,7 @@ GROUP_MODULES = [
     "qtbench.envs.cli",
     "qtbench.data.cli",
     "qtbench.run_cli",
+    "qtbench.eval_cli",
     "qtbench.sweep",
     "qtbench.tuning",
     "qtbench.leaderboard",

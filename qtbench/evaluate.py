@@ -9,6 +9,12 @@ seed, so the same weights give the same outcomes on every run.
 We use our own batched loop rather than ``gymnasium.vector.SyncVectorEnv`` because each
 slot needs its own pinned instruction and reset seed at every restart, and finished
 slots must stay idle at the tail instead of auto-resetting into extra episodes.
+
+Every episode's progress through its skill's stages (``qtbench.envs.skill``) is tracked
+from the observed states, so each outcome carries its furthest stage. With ``handover``
+the same loop evaluates from a stage: the scripted demo policy (seeded from the episode's
+reset seed, so every algorithm sees the same demo prefix) drives each episode until the
+stage is passed, then the learned policy acts for the rest of it.
 """
 
 from __future__ import annotations
@@ -62,6 +68,40 @@ def eval_jobs(instructions: list[str], episodes_per_instruction: int, seeds: Cal
     return jobs
 
 
+# Salt of the demo policy's generator in hand-over episodes (its seed is [reset seed, salt]).
+HANDOVER_SEED_SALT = 0xD3A0
+
+
+def handover_stage_index(skill: str, stage: str) -> int:
+    """Index of ``stage`` among ``skill``'s stages; a hand-over needs an intermediate one."""
+    from qtbench.envs.base import SKILL_MODULES
+    from qtbench.errors import QtbenchError
+
+    names = SKILL_MODULES[skill].stage_names
+    if stage not in names[:-1]:
+        raise QtbenchError(
+            f"{skill} has no stage {stage!r} to hand over from",
+            f"choose one of {', '.join(names[:-1])} (the last stage, {names[-1]!r}, is success itself)",
+        )
+    return names.index(stage)
+
+
+def handover_instructions(task: str, stage: str) -> list[str]:
+    """The instructions of ``task`` whose skill has ``stage`` to hand over from (on task
+    ``all``, e.g. ``grasped`` selects the pick_place and move_near instructions)."""
+    from qtbench.envs.base import SKILL_MODULES
+    from qtbench.envs.instructions import instructions_for
+    from qtbench.errors import QtbenchError
+
+    texts = [ins.text for ins in instructions_for(task) if stage in SKILL_MODULES[ins.skill].stage_names[:-1]]
+    if not texts:
+        skills = dict.fromkeys(ins.skill for ins in instructions_for(task))
+        choices = "; ".join(f"{s}: {', '.join(SKILL_MODULES[s].stage_names[:-1])}" for s in skills)
+        raise QtbenchError(f"no skill of task {task} has a stage {stage!r} to hand over from",
+                           f"choose one of the stages before success ({choices})")
+    return texts
+
+
 def _rows(window: Window, rows: np.ndarray) -> Window:
     return Window(*(getattr(window, f)[rows] for f in Window.__dataclass_fields__))
 
@@ -75,16 +115,29 @@ def run_episodes(
     record: set[int] | None = None,
     progress: bool = True,
     target_return: float = 1.0,
+    handover: str | None = None,
+    track_stages: bool = True,
 ) -> tuple[list[EpisodeOutcome], dict[int, list[np.ndarray]]]:
     """Run ``jobs`` with batched ``act`` (numpy Window -> (B, A) actions).
 
     Returns one outcome per job (in job order) and, for the job indices in ``record``,
-    the rendered frames of the episode.
+    the rendered frames of the episode. With ``handover`` (a stage name), the demo policy
+    acts until that stage is passed and ``act`` from then on; an outcome's
+    ``handover_step`` says when (None: the demo never got there). ``track_stages=False``
+    skips the stages (for environments without qtbench's state layout).
     """
     from tqdm import tqdm
 
     from qtbench.data import RolloutWindows
+    from qtbench.envs.base import SKILL_MODULES
     from qtbench.envs.instructions import BY_TEXT
+    from qtbench.envs.policies import make_policy
+    from qtbench.envs.skill import StageProgress
+
+    handover_at = {}  # skill -> number of stages passed at which the learned policy takes over
+    if handover is not None:
+        for skill in {BY_TEXT[job.instruction].skill for job in jobs}:
+            handover_at[skill] = handover_stage_index(skill, handover) + 1
 
     record = record or set()
     n = max(1, min(num_envs, len(jobs)))
@@ -95,9 +148,17 @@ def run_episodes(
     slot_job = np.full(n, -1, dtype=np.int64)
     slot_len = np.zeros(n, dtype=np.int64)
     states = np.zeros((n, state_dim), np.float32)
+    observations: list[dict] = [{} for _ in range(n)]
+    stages: list[StageProgress | None] = [None] * n
+    drivers: list[Any] = [None] * n  # the demo policy of a slot until it hands over
+    handed_at: list[int | None] = [None] * n
     outcomes: list[EpisodeOutcome | None] = [None] * len(jobs)
     frames: dict[int, list[np.ndarray]] = {}
     next_job = 0
+
+    def hand_over_if_passed(slot: int) -> None:
+        if drivers[slot] is not None and stages[slot].passed >= handover_at[stages[slot].skill.name]:
+            drivers[slot], handed_at[slot] = None, int(slot_len[slot])
 
     def start(slots: list[int]) -> None:
         nonlocal next_job
@@ -107,9 +168,18 @@ def run_episodes(
                 slot_job[slot] = -1
                 continue
             job = jobs[next_job]
-            obs, _ = envs[slot].reset(seed=job.seed, options={"instruction": job.instruction})
-            states[slot] = obs["state"]
+            obs, info = envs[slot].reset(seed=job.seed, options={"instruction": job.instruction})
+            states[slot], observations[slot] = obs["state"], obs
             slot_job[slot], slot_len[slot] = next_job, 0
+            ins = BY_TEXT[job.instruction]
+            if track_stages or handover is not None:
+                stages[slot] = StageProgress(SKILL_MODULES[ins.skill], ins)
+                stages[slot].update(obs["state"])
+            drivers[slot], handed_at[slot] = None, None
+            if handover is not None:
+                drivers[slot] = make_policy("demo", envs[slot], np.random.default_rng([job.seed, HANDOVER_SEED_SALT]))
+                drivers[slot].reset(obs, info)
+                hand_over_if_passed(slot)
             if next_job in record:
                 frames[next_job] = [envs[slot].render()]
             started.append(slot)
@@ -123,15 +193,22 @@ def run_episodes(
     bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not progress, leave=False)
     while (slot_job >= 0).any():
         active = np.flatnonzero(slot_job >= 0)
+        learned = np.array([s for s in active if drivers[s] is None], dtype=np.int64)
         actions = np.zeros((n, action_dim), np.float32)
-        actions[active] = act(_rows(windows.window(), active))
+        if len(learned):
+            actions[learned] = act(_rows(windows.window(), learned))
+        for slot in active:
+            if drivers[slot] is not None:
+                actions[slot] = drivers[slot].act(observations[slot])
         rewards = np.zeros(n, np.float32)
         finished = []
         for slot in active:
             obs, reward, terminated, truncated, info = envs[slot].step(actions[slot])
-            states[slot] = obs["state"]
+            states[slot], observations[slot] = obs["state"], obs
             rewards[slot] = reward
             slot_len[slot] += 1
+            if stages[slot] is not None:
+                stages[slot].update(obs["state"], bool(info.get("success", False)))
             job_index = int(slot_job[slot])
             if job_index in frames:
                 frames[job_index].append(envs[slot].render())
@@ -139,9 +216,13 @@ def run_episodes(
                 job = jobs[job_index]
                 skill = info.get("skill") or BY_TEXT[job.instruction].skill
                 outcomes[job_index] = EpisodeOutcome(
-                    job.instruction, skill, bool(info.get("success", False)), int(slot_len[slot]), job.seed
+                    job.instruction, skill, bool(info.get("success", False)), int(slot_len[slot]), job.seed,
+                    furthest_stage=stages[slot].furthest if stages[slot] is not None else None,
+                    handover_step=handed_at[slot],
                 )
                 finished.append(int(slot))
+            else:
+                hand_over_if_passed(slot)
         windows.record(actions, rewards, states.copy())
         if finished:
             bar.update(len(finished))
@@ -177,24 +258,28 @@ def evaluate_policy(
     video_dir: Path | None = None,
     progress: bool = True,
     target_return: float = 1.0,
+    handover: str | None = None,
 ) -> tuple[list[EpisodeOutcome], float]:
     """Evaluate on every instruction of ``task``; returns the outcomes and the seconds taken.
 
     The episodes are the first ``episodes_per_instruction`` rounds of the run seed's
     evaluation jobs: fewer episodes give a prefix of the same job list (the learning
     curve evaluates such a fixed subset). With ``video_dir``, the first VIDEO_EPISODES episodes are also saved there as GIFs.
+    With ``handover`` (a stage name), the demo policy drives each episode to that stage
+    first (see ``run_episodes``), on the instructions whose skill has that stage; on a
+    single-skill task the episodes and their seeds are the same as without.
     """
     from qtbench.data import eval_seeds
     from qtbench.envs import make_env
     from qtbench.envs.instructions import instructions_for
 
-    texts = [ins.text for ins in instructions_for(task)]
+    texts = [ins.text for ins in instructions_for(task)] if handover is None else handover_instructions(task, handover)
     jobs = eval_jobs(texts, episodes_per_instruction, lambda count: list(eval_seeds(count, seed)))
     record = set(range(min(VIDEO_EPISODES, len(jobs)))) if video_dir else set()
     kwargs = {"render_mode": "rgb_array"} if record else {}
     start = time.perf_counter()
     outcomes, frames = run_episodes(
-        act, lambda: make_env(task, **kwargs), jobs, history, num_envs, record, progress, target_return
+        act, lambda: make_env(task, **kwargs), jobs, history, num_envs, record, progress, target_return, handover
     )
     seconds = time.perf_counter() - start
     for job_index, episode in frames.items():

@@ -34,6 +34,8 @@ import numpy as np
 
 from qtbench import stats
 from qtbench.errors import QtbenchError
+from qtbench.funnel import PLOT_NAME as FUNNEL_PLOT
+from qtbench.funnel import funnel_markdown, funnel_plot
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -584,6 +586,7 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
                   "`qtbench sweep --ablations`, under `ablations/<variant>/`), beside the reference run "
                   "of the same algorithm and task: success, gradient steps and the training time they took.", "",
                   ablation_table(ablations), "", describe_setting(ablations)]
+    parts += ["", funnel_markdown(_funnel_entries(runs))]
     figures = list(figures)
     if figures:
         parts += ["", "### Figures", "",
@@ -601,6 +604,11 @@ def compute_aggregates(runs: list[RunRecord]) -> dict[str, list[AggregateRow]]:
     """The rliable aggregates of the reference runs: "all" per skill, "single" per task."""
     frame = runs_frame([r for r in runs if r.label == r.algo])
     return {"all": aggregate_rows(frame, "skill"), "single": aggregate_rows(frame, "task")}
+
+
+def _funnel_entries(runs: list[RunRecord]) -> list[tuple[str, str, int, dict[str, Any]]]:
+    """(task, label, seed, eval.json) of every run, in the leaderboard's row order."""
+    return [(r.task, r.label, r.seed, r.eval) for row in build_rows(runs) for r in row.runs]
 
 
 def leaderboard_frame(runs: list[RunRecord]) -> pd.DataFrame:
@@ -658,6 +666,8 @@ def write_leaderboard(
     images: tuple[Path, ...] = ()
     if plots:
         images = tuple(write_plots(build_rows(runs), aggregates, results_dir / PLOTS_DIR))
+        funnels = funnel_plot(_funnel_entries(runs), results_dir / PLOTS_DIR / FUNNEL_PLOT)
+        images += (funnels,) if funnels else ()
     figures = [Path(os.path.relpath(p, Path(benchmarks).resolve().parent)).as_posix() for p in map(Path.resolve, images)]
     write_section(SECTION, render_markdown(runs, figures, aggregates), benchmarks)
     csv_path = atomic_write_text(results_dir / CSV_NAME, leaderboard_frame(runs).to_csv(index=False, lineterminator="\n"))

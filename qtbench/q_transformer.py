@@ -249,6 +249,17 @@ class QTransformer:
         self.online.train()
         return bin_centres(bins, self.config.n_bins).cpu().numpy().astype(np.float32)
 
+    @torch.no_grad()
+    def values(self, window: Window, actions: torch.Tensor) -> torch.Tensor:
+        """Q of given actions (B, A) -> (B,): the online network's Q of the last dimension with
+        the actions' bins fed in, Q(s, a_1..a_A), the one value that scores the whole action
+        (the earlier dimensions' Q values are maxima over the dimensions still to come)."""
+        self.online.eval()
+        bins = to_bins(actions, self.config.n_bins)
+        q = torch.sigmoid(self.online(window, bins))
+        self.online.train()
+        return dataset_values(q, bins)[:, -1]
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": dataclasses.asdict(self.config),

@@ -117,24 +117,53 @@ class EpisodeOutcome:
     success: bool
     length: int = 0
     seed: int = 0
+    furthest_stage: str | None = None  # the last of the skill's stages passed in order ("none")
+    handover_step: int | None = None  # step at which a demo prefix handed over to the policy
 
 
 def _rate(successes: int, episodes: int) -> float:
     return successes / episodes if episodes else 0.0
 
 
+def stage_funnel(outcomes: list[EpisodeOutcome]) -> dict[str, list]:
+    """How many of one skill's episodes passed each of its stages, in stage order.
+
+    ``{"names": [...], "counts": [...], "reached": [fractions]}``; an episode that passed
+    stage k passed every stage before it (stages count only in order).
+    """
+    from qtbench.envs.base import SKILL_MODULES
+
+    names = list(SKILL_MODULES[outcomes[0].skill].stage_names)
+    passed = [names.index(o.furthest_stage) + 1 if o.furthest_stage in names else 0 for o in outcomes]
+    counts = [sum(p > k for p in passed) for k in range(len(names))]
+    return {"names": names, "counts": counts, "reached": [_rate(c, len(outcomes)) for c in counts]}
+
+
 def success_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
-    """The success fields of eval.json: overall, per skill (with intervals), per instruction."""
+    """The success fields of eval.json: overall, per skill (with intervals), per instruction.
+
+    Outcomes with a furthest stage also give each skill and instruction row its stage
+    funnel (``stages``, see ``stage_funnel``), and each instruction row the furthest stage
+    of every episode in evaluation order (``furthest_stage``).
+    """
     per_skill: dict[str, dict[str, Any]] = {}
     per_instruction: dict[str, dict[str, Any]] = {}
+    groups: dict[tuple[int, str], list[EpisodeOutcome]] = {}
     for out in outcomes:
-        for table, key in ((per_skill, out.skill), (per_instruction, out.instruction)):
+        for index, (table, key) in enumerate(((per_skill, out.skill), (per_instruction, out.instruction))):
             row = table.setdefault(key, {"episodes": 0, "successes": 0})
             row["episodes"] += 1
             row["successes"] += int(out.success)
-    for row in [*per_instruction.values(), *per_skill.values()]:
+            groups.setdefault((index, key), []).append(out)
+    staged = bool(outcomes) and all(o.furthest_stage is not None for o in outcomes)
+    for (index, key), members in groups.items():
+        row = (per_skill, per_instruction)[index][key]
         row["success_rate"] = _rate(row["successes"], row["episodes"])
         row["ci95"] = list(wilson_interval(row["successes"], row["episodes"]))
+        if staged:
+            row["stages"] = stage_funnel(members)
+            if index == 1:
+                row["furthest_stage"] = [o.furthest_stage for o in members]
     total = sum(int(o.success) for o in outcomes)
     return {
         "success_rate": _rate(total, len(outcomes)),
@@ -162,6 +191,22 @@ def write_curve(directory: Path, points: list[dict[str, Any]]) -> Path:
     writer.writeheader()
     writer.writerows({k: point[k] for k in CURVE_COLUMNS} for point in points)
     return atomic_write_text(Path(directory) / CURVE_FILE, buf.getvalue())
+
+
+def handover_summary(outcomes: list[EpisodeOutcome], stage: str) -> dict[str, Any]:
+    """The fields of eval_from_<stage>.json: success of the learned policy over the episodes
+    it took over (with intervals and funnels, as in eval.json), and the episodes it never got:
+    those where the demo never passed ``stage``, and those the demo finished in that step."""
+    handed = [o for o in outcomes if o.handover_step is not None]
+    steps = [o.handover_step for o in handed]
+    return {
+        "from_stage": stage,
+        "episodes_total": len(outcomes),
+        "demo_never_reached": sum(o.handover_step is None and not o.success for o in outcomes),
+        "demo_finished_first": sum(o.handover_step is None and o.success for o in outcomes),
+        "mean_handover_step": sum(steps) / len(steps) if steps else None,
+        **success_summary(handed),
+    }
 
 
 def comparable_eval(record: dict[str, Any]) -> dict[str, Any]:
@@ -224,6 +269,19 @@ def _success_row(name: str, row: dict[str, Any]) -> list[object]:
     return [name, f"{row['successes']}/{row['episodes']}", _pct(row["success_rate"]), f"[{_pct(lo)}, {_pct(hi)}]"]
 
 
+SUCCESS_HEADER = ["skill", "successes", "success", "95% CI (Wilson)"]
+
+
+def success_table(record: dict[str, Any]) -> str:
+    """Per skill and overall success with 95% intervals, from success_summary's fields."""
+    rows = [_success_row(skill, row) for skill, row in record["per_skill"].items()]
+    successes = sum(r["successes"] for r in record["per_skill"].values())
+    overall = {"successes": successes, "episodes": record["episodes"], "success_rate": record["success_rate"],
+               "ci95": record["ci95"]}
+    rows.append(_success_row("**overall**", overall))
+    return markdown_table(SUCCESS_HEADER, rows)
+
+
 def summary_table(record: dict[str, Any], collector_rate: float | None = None) -> str:
     """Markdown tables of one eval.json: success per skill, overall, per instruction and along
     the learning curve, each with its 95% Wilson interval.
@@ -231,19 +289,13 @@ def summary_table(record: dict[str, Any], collector_rate: float | None = None) -
     ``collector_rate`` (the autonomous collector's raw success rate, from the dataset
     manifest) is shown beside it for reference: the offline learner should beat it.
     """
-    header = ["skill", "successes", "success", "95% CI (Wilson)"]
-    rows = [_success_row(skill, row) for skill, row in record["per_skill"].items()]
-    successes = sum(r["successes"] for r in record["per_skill"].values())
-    overall = {"successes": successes, "episodes": record["episodes"], "success_rate": record["success_rate"],
-               "ci95": record["ci95"]}
-    rows.append(_success_row("**overall**", overall))
     head = (f"{record['algo']} on {record['task']} (seed {record['seed']}, "
             f"{record['train_steps']} steps, {record['train_seconds']:.0f}s train, "
             f"{record['eval_seconds']:.0f}s eval)")
-    lines = [head, "", markdown_table(header, rows)]
+    lines = [head, "", success_table(record)]
     per_instruction = [_success_row(text, row) for text, row in record.get("per_instruction", {}).items()]
     if per_instruction:
-        lines += ["", markdown_table(["instruction", *header[1:]], per_instruction)]
+        lines += ["", markdown_table(["instruction", *SUCCESS_HEADER[1:]], per_instruction)]
     curve = record.get(CURVE_KEY, [])
     if curve:
         points = [[p["step"], f"{p['train_seconds']:.0f}", f"{p['successes']}/{p['episodes']}",

@@ -92,6 +92,7 @@ def collector_success_rate(task: str) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     from qtbench.algorithms import algorithm_class
+    from qtbench.funnel import compact
     from qtbench.results import EVAL_FILE, read_json, run_root, summary_table
     from qtbench.train import RunSpec, check_names, run_cell, typed_overrides
 
@@ -120,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         curve_points=args.curve_points,
     )
     out_dir = run_cell(spec)
-    print(summary_table(read_json(out_dir / EVAL_FILE), collector_success_rate(args.task)))
+    record = read_json(out_dir / EVAL_FILE)
+    print(summary_table(record, collector_success_rate(args.task)))
+    print("\nstage funnel (episodes past each stage, in order):\n" + compact(record))
     print(f"\nresults: {out_dir}")
     return 0

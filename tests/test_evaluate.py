@@ -70,7 +70,8 @@ def test_run_episodes_outcomes_in_job_order(num_envs):
         batch_sizes.append(len(window.states))
         return forward_if_open(window)
 
-    outcomes, frames = run_episodes(act, lambda: LineEnv(log), jobs, history=2, num_envs=num_envs, progress=False)
+    outcomes, frames = run_episodes(act, lambda: LineEnv(log), jobs, history=2, num_envs=num_envs, progress=False,
+                                    track_stages=False)
     # x starts at seed % 3 and needs 3 - x steps of +1; "close" never moves and times out at 5
     assert [(o.success, o.length, o.seed) for o in outcomes] == [(True, 3, 0), (True, 2, 1), (True, 1, 2), (False, 5, 5)]
     assert [o.skill for o in outcomes] == ["drawer_open"] * 3 + ["drawer_close"]
@@ -87,7 +88,7 @@ def test_run_episodes_acts_only_on_active_slots_and_sees_history():
         return forward_if_open(window)
 
     jobs = [EvalJob("open the top drawer", 0), EvalJob("open the top drawer", 2)]
-    run_episodes(act, lambda: LineEnv([]), jobs, history=2, num_envs=2, progress=False)
+    run_episodes(act, lambda: LineEnv([]), jobs, history=2, num_envs=2, progress=False, track_stages=False)
     # step 0: two slots, only the current state is valid; step 1: slot 1 finished (seed 2 needs 1 step)
     assert seen[0][0].tolist() == [[False, True], [False, True]]
     assert seen[1][0].tolist() == [[True, True]] and seen[1][1].tolist() == [[0.0, 1.0]]
@@ -97,7 +98,7 @@ def test_run_episodes_acts_only_on_active_slots_and_sees_history():
 def test_run_episodes_records_frames_of_chosen_jobs(tmp_path):
     jobs = [EvalJob("open the top drawer", 1), EvalJob("close the top drawer", 0)]
     outcomes, frames = run_episodes(forward_if_open, lambda: LineEnv([]), jobs, history=1,
-                                    record={1}, progress=False)
+                                    record={1}, progress=False, track_stages=False)
     assert list(frames) == [1] and len(frames[1]) == 1 + outcomes[1].length  # reset frame + one per step
     path = save_gif(tmp_path / "ep.gif", frames[1])
     from PIL import Image
@@ -131,3 +132,62 @@ def test_evaluate_policy_saves_videos(tmp_path):
                     video_dir=tmp_path, progress=False)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert len(names) == VIDEO_EPISODES and names[0] == "ep00_failure_open_the_top_drawer.gif"
+
+
+def test_outcomes_carry_the_furthest_stage():
+    from qtbench.evaluate import evaluate_policy
+
+    outcomes, _ = evaluate_policy(zero_policy, "drawer_open", history=2, episodes_per_instruction=1,
+                                  seed=0, progress=False)
+    assert [o.furthest_stage for o in outcomes] == ["none"] * 3  # standing still reaches no handle
+    assert all(o.handover_step is None for o in outcomes)
+
+
+def pull_policy(window) -> np.ndarray:
+    """Fingers closed, pulling straight toward the robot: opens a drawer whose knob it holds."""
+    actions = np.zeros((len(window.states), 4), np.float32)
+    actions[:, 1], actions[:, 3] = -1.0, 1.0
+    return actions
+
+
+def test_handover_from_a_stage_runs_the_demo_then_the_policy():
+    from qtbench.evaluate import evaluate_policy
+
+    first_steps = []
+
+    def pull(window):
+        first_steps.append(int(window.timesteps[:, -1].min()))
+        return pull_policy(window)
+
+    pulled, _ = evaluate_policy(pull, "drawer_open", history=2, episodes_per_instruction=2, seed=0,
+                                progress=False, handover="grasped_handle")
+    idle, _ = evaluate_policy(zero_policy, "drawer_open", history=2, episodes_per_instruction=2, seed=0,
+                              progress=False, handover="grasped_handle")
+    steps = [o.handover_step for o in pulled]
+    assert all(s is not None and s > 0 for s in steps)  # the demo grasped every handle
+    assert steps == [o.handover_step for o in idle]  # the same demo prefix whatever the policy
+    assert min(first_steps) == min(steps)  # the policy acts only from the hand-over on
+    assert all(o.success for o in pulled)  # holding the knob, pulling opens the drawer
+    assert not any(o.success for o in idle) and {o.furthest_stage for o in idle} <= {"grasped_handle", "pulled_half"}
+
+
+def test_handover_needs_an_intermediate_stage():
+    from qtbench.errors import QtbenchError
+    from qtbench.evaluate import evaluate_policy
+
+    for stage in ("open", "lifted"):
+        with pytest.raises(QtbenchError, match="reached_handle, grasped_handle, pulled_half"):
+            evaluate_policy(zero_policy, "drawer_open", history=2, episodes_per_instruction=1, seed=0,
+                            progress=False, handover=stage)
+
+
+def test_handover_on_several_skills_keeps_the_instructions_that_have_the_stage():
+    from qtbench.envs.instructions import BY_TEXT
+    from qtbench.errors import QtbenchError
+    from qtbench.evaluate import handover_instructions
+
+    texts = handover_instructions("all", "grasped")
+    assert len(texts) == 18 + 42 and {BY_TEXT[t].skill for t in texts} == {"pick_place", "move_near"}
+    assert len(handover_instructions("all", "reached_handle")) == 6  # drawer_open and drawer_close
+    with pytest.raises(QtbenchError, match="move_near: reached_object, grasped, lifted, near_target"):
+        handover_instructions("all", "placed")

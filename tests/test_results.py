@@ -86,3 +86,31 @@ def test_summary_table_lists_skills_overall_and_collector():
     assert "| drawer_open | 7/10 | 70.0% | [39.7%, 89.2%] |" in text
     assert "| **overall** | 7/10 | 70.0% |" in text
     assert "autonomous collector" in text and "25.0%" in text
+
+
+def test_stage_funnels_per_skill_and_instruction():
+    from qtbench.results import handover_summary, stage_funnel
+
+    def out(text, skill, furthest, success=False, handover=None):
+        return EpisodeOutcome(text, skill, success, furthest_stage=furthest, handover_step=handover)
+
+    top, mid = "open the top drawer", "open the middle drawer"
+    outcomes = [out(top, "drawer_open", "none"), out(top, "drawer_open", "grasped_handle"),
+                out(mid, "drawer_open", "open", True), out(mid, "drawer_open", "reached_handle")]
+    funnel = stage_funnel(outcomes)
+    assert funnel == {"names": ["reached_handle", "grasped_handle", "pulled_half", "open"],
+                      "counts": [3, 2, 1, 1], "reached": [0.75, 0.5, 0.25, 0.25]}
+    s = success_summary(outcomes)
+    assert s["per_skill"]["drawer_open"]["stages"] == funnel
+    assert s["per_instruction"][top]["furthest_stage"] == ["none", "grasped_handle"]  # in evaluation order
+    assert s["per_instruction"][top]["stages"]["counts"] == [1, 1, 0, 0]
+    # Outcomes without stages (other environments) keep the old fields only.
+    assert "stages" not in success_summary([EpisodeOutcome(top, "drawer_open", True)])["per_skill"]["drawer_open"]
+
+    handed = [out(top, "drawer_open", "open", True, 5), out(top, "drawer_open", "pulled_half", False, 7),
+              out(mid, "drawer_open", "reached_handle"), out(mid, "drawer_open", "open", True)]
+    h = handover_summary(handed, "grasped_handle")
+    assert (h["episodes_total"], h["episodes"], h["demo_never_reached"], h["demo_finished_first"]) == (4, 2, 1, 1)
+    assert h["per_skill"]["drawer_open"]["successes"] == 1
+    assert h["success_rate"] == 0.5 and h["ci95"] == pytest.approx(list(wilson_interval(1, 2)))
+    assert h["mean_handover_step"] == 6.0 and h["from_stage"] == "grasped_handle"

@@ -97,6 +97,7 @@ def test_cli_exit_codes_and_messages(tiny, tmp_path, capsys):
     assert "| drawer_open | " in out and "autonomous collector" in out
     assert "| open the top drawer | 0/1 |" in out or "| open the top drawer | 1/1 |" in out  # per instruction
     assert "learning curve" in out and "| 4 | " in out  # the curve's last point, at the final step
+    assert "stage funnel" in out and "drawer_open (3 ep): reached_handle " in out
     assert (tmp_path / "r" / "drawer_open" / "tiny" / "seed0" / "eval.json").exists()
 
 

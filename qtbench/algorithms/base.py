@@ -127,3 +127,7 @@ class Algorithm(Protocol):
         """Everything needed to resume training bit for bit (networks and optimisers)."""
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    # Optional (value-based algorithms: q_transformer, iql, cql), used by `qtbench probe`:
+    #     def values(self, window: Window, actions: torch.Tensor) -> torch.Tensor
+    # the learned Q of the given actions (B, A) in a torch window of B states -> (B,).

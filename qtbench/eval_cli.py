@@ -1,0 +1,227 @@
+"""`qtbench eval` and `qtbench probe`: diagnostics of a finished run, from its checkpoint.
+
+``qtbench eval RUN_DIR`` re-evaluates the run's final weights (same episodes and seeds as
+``qtbench run``) and rewrites its eval.json with stage funnels; ``--from-stage STAGE``
+instead lets the scripted demo policy drive every episode until STAGE is passed and the
+learned policy finish it, and writes ``eval_from_<STAGE>.json``. ``qtbench probe RUN_DIR``
+scores the run's own dataset with the learned Q function (see ``qtbench.probe``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qtbench.errors import QtbenchError
+
+log = logging.getLogger(__name__)
+
+HANDOVER_FILE = "eval_from_{stage}.json"
+
+
+@dataclass
+class LoadedRun:
+    """A finished run with its final weights restored."""
+
+    run_dir: Path
+    config: dict[str, Any]  # config.json
+    record: dict[str, Any]  # eval.json
+    algo_config: Any  # the algorithm's config dataclass
+    algorithm: Any
+    data: Any  # the TransitionData it trained on
+    checkpoint_step: int
+    device: str
+
+
+def checkpoint_cell(run_dir: Path, checkpoint_root: Path) -> Path:
+    """The checkpoint folder of a results cell: the same <task>/<algo>/seed<k> below the
+    checkpoint root, under ablations/<label>/ when the cell is an ablation run."""
+    parts = Path(run_dir).resolve().parts
+    tail = parts[-5:] if len(parts) >= 5 and parts[-5] == "ablations" else parts[-3:]
+    return Path(checkpoint_root).joinpath(*tail)
+
+
+def load_run(run_dir: Path, checkpoint_root: Path, device: str = "cpu") -> LoadedRun:
+    """Read a cell's config and eval.json, its datasets and its last checkpoint."""
+    from qtbench import checkpoint
+    from qtbench.algorithms import algorithm_class
+    from qtbench.data import TransitionData, ensure_datasets
+    from qtbench.reproduce import config_overrides, read_cell
+    from qtbench.train import DATA_SEED, check_names, resolve_config
+
+    config, record = read_cell(Path(run_dir))
+    algo, task = config["algo"], config["task"]
+    check_names(algo, task)
+    ckpt_dir = checkpoint_cell(run_dir, checkpoint_root)
+    state = checkpoint.load(ckpt_dir)
+    if state is None:
+        raise QtbenchError(
+            f"no checkpoint of {run_dir} in {ckpt_dir} (checkpoints are not committed with results)",
+            "pass --checkpoint-dir with the root `qtbench run --checkpoint-dir` wrote to, "
+            f"or train the cell again: qtbench reproduce {run_dir}",
+        )
+    cls = algorithm_class(algo)
+    algo_config = resolve_config(cls.config_class, config_overrides(algo, config.get("algo_config", {})))
+    checkpoint.check_compatible(state, algo, dataclasses.asdict(algo_config), checkpoint.checkpoint_path(ckpt_dir))
+    if state.step != record.get("train_steps", state.step):
+        log.warning("checkpoint %s is at step %d, but eval.json was written after %s steps",
+                     ckpt_dir, state.step, record.get("train_steps"))
+    ensure_datasets(task, profile=config.get("profile", "default"), seed=DATA_SEED)
+    data = TransitionData.load(task, algo_config.dataset, successful_only=algo_config.filtered)
+    algorithm = cls(data.spec_info(), algo_config, device=device)
+    algorithm.load_state_dict(state.algorithm)
+    return LoadedRun(Path(run_dir), config, record, algo_config, algorithm, data, state.step, device)
+
+
+def _act(run: LoadedRun):
+    def act(window: Any) -> np.ndarray:
+        return run.algorithm.act(window.to_torch(run.device))
+
+    return act
+
+
+def _setup(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise QtbenchError(f"--device {args.device} requested but torch sees no CUDA device", "use --device cpu")
+
+
+# ---- qtbench eval ------------------------------------------------------------------------
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from qtbench.evaluate import default_episodes, evaluate_policy, handover_instructions
+    from qtbench.funnel import compact
+    from qtbench.io import atomic_write_json
+    from qtbench.report import machine_description
+    from qtbench.reproduce import read_cell
+    from qtbench.results import EVAL_FILE, handover_summary, qtbench_version, success_summary, summary_table
+
+    _setup(args)
+    if args.from_stage is not None:  # a bad stage name fails before anything is loaded
+        handover_instructions(read_cell(args.run_dir)[0].get("task", "all"), args.from_stage)
+    run = load_run(args.run_dir, args.checkpoint_dir, args.device)
+    task, seed = run.config["task"], int(run.config["seed"])
+    episodes = run.config.get("eval_episodes_per_instruction") or default_episodes(task)
+    if args.from_stage is None:  # eval.json stays the record of the run's own evaluation
+        if run.checkpoint_step != run.record.get("train_steps"):
+            raise QtbenchError(
+                f"the checkpoint is at step {run.checkpoint_step} but {run.run_dir / EVAL_FILE} describes "
+                f"step {run.record.get('train_steps')}: rewriting it would mix two sets of weights",
+                "finish the run first (`qtbench run ... --resume`), or evaluate with --from-stage",
+            )
+        if args.eval_episodes and args.eval_episodes != episodes:
+            raise QtbenchError(
+                f"--eval-episodes {args.eval_episodes}: eval.json holds the run's own evaluation "
+                f"({episodes} episodes per instruction, as in config.json)",
+                "drop --eval-episodes, or use it with --from-stage",
+            )
+    episodes = args.eval_episodes or episodes
+    outcomes, seconds = evaluate_policy(
+        _act(run), task, run.algo_config.history, int(episodes), seed, target_return=run.algo_config.target_return,
+        progress=not args.no_progress, handover=args.from_stage,
+    )
+    common = {"machine": machine_description(), "qtbench_version": qtbench_version(), "eval_seconds": seconds}
+    if args.from_stage is None:
+        record = {**run.record, **common, **success_summary(outcomes)}
+        if record["success_rate"] != run.record.get("success_rate"):
+            log.warning("success differs from the stored eval.json (%.3f now, %.3f before): "
+                        "the checkpoint may not hold the weights that were evaluated",
+                        record["success_rate"], run.record.get("success_rate"))
+        path = atomic_write_json(run.run_dir / EVAL_FILE, record)
+        print(summary_table(record))
+        print("\nstage funnel (episodes past each stage, in order):\n" + compact(record))
+    else:
+        record = {"algo": run.config["algo"], "task": task, "seed": seed, "checkpoint_step": run.checkpoint_step,
+                  "episodes_per_instruction": int(episodes), **common, **handover_summary(outcomes, args.from_stage)}
+        path = atomic_write_json(run.run_dir / HANDOVER_FILE.format(stage=args.from_stage), record)
+        print(handover_table(record))
+    print(f"\nwritten: {path}")
+    return 0
+
+
+def handover_table(record: dict[str, Any]) -> str:
+    """Success from the hand-over per skill with 95% Wilson intervals, and who never got there."""
+    from qtbench.results import success_table
+
+    stage = record["from_stage"]
+    head = (f"{record['algo']} on {record['task']} (seed {record['seed']}, step {record['checkpoint_step']}), "
+            f"from stage {stage}: the demo policy drove {record['episodes_total']} episodes and handed "
+            f"{record['episodes']} over; success of the learned policy from there:")
+    notes = [f"- the demo never passed {stage}: {record['demo_never_reached']} episodes (not counted above)",
+             f"- the demo succeeded in the step it passed {stage}: {record['demo_finished_first']} episodes "
+             "(not counted above)"]
+    return "\n".join([head, "", success_table(record), "", *notes])
+
+
+# ---- qtbench probe -----------------------------------------------------------------------
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from qtbench.probe import PROBE_FILE, PROBE_PLOT, format_probe, probe_plot, probe_run
+
+    _setup(args)
+    run = load_run(args.run_dir, args.checkpoint_dir, args.device)
+    if not hasattr(run.algorithm, "values"):
+        print(f"qtbench probe: skipped: {run.config['algo']} learns no Q function of actions "
+              "(probes need one: q_transformer, iql, cql)")
+        return 0
+    from qtbench.io import atomic_write_json
+
+    result = probe_run(run, radius=args.radius, max_transitions=args.max_transitions, progress=not args.no_progress)
+    path = atomic_write_json(run.run_dir / PROBE_FILE, result)
+    image = probe_plot(result, run.run_dir / PROBE_PLOT)
+    print(format_probe(result))
+    print(f"\nwritten: {path}, {image}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a cell's results directory, e.g. results/drawer_open/q_transformer/seed0")
+    p.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"),
+                   help="the checkpoint root the run was trained with (default: checkpoints)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="re-evaluate a finished run from its checkpoint (stage funnels), or from a stage with --from-stage",
+        description=(
+            "Restore the run's last checkpoint and evaluate it on the same episodes and seeds as "
+            "`qtbench run`. Without --from-stage, eval.json is rewritten with stage funnels. With "
+            "--from-stage STAGE, the scripted demo policy drives each episode until STAGE is passed, "
+            "then the learned policy takes over; success from there (95% Wilson intervals) and the "
+            "episodes where the demo never got there go to eval_from_STAGE.json in RUN_DIR."
+        ),
+    )
+    _common(p)
+    p.add_argument("--from-stage", metavar="STAGE", default=None,
+                   help="hand over at this stage, e.g. for drawer_open reached_handle, grasped_handle or "
+                        "pulled_half (an unknown name lists the task's stages)")
+    p.add_argument("--eval-episodes", type=int, default=None,
+                   help="episodes per instruction with --from-stage (default: the run's own count)")
+    p.set_defaults(func=_cmd_eval)
+    q = subparsers.add_parser(
+        "probe",
+        help="learned values of demo vs failure actions on the run's dataset (probe.json, probe.png)",
+        description=(
+            "Score the run's own training dataset with its learned Q function: mean value of demo "
+            "and failure actions, how often the demo action ranks above a failure action seen in a "
+            "similar state, the greedy action's value, and calibration against the Monte-Carlo "
+            "return. Needs an algorithm with values() (q_transformer, iql, cql); others are skipped."
+        ),
+    )
+    _common(q)
+    q.add_argument("--radius", type=float, default=None,
+                   help="max normalised-state distance of a 'similar' failure state (default: see qtbench.probe)")
+    q.add_argument("--max-transitions", type=int, default=None,
+                   help="probe at most this many transitions, drawn uniformly (default: all)")
+    q.set_defaults(func=_cmd_probe)

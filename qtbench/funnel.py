@@ -1,0 +1,130 @@
+"""Stage funnels: how far the evaluation episodes of a run got, stage by stage.
+
+Reads the ``stages`` rows that evaluation writes into eval.json (see
+``qtbench.results.stage_funnel``) and renders them: one compact line per skill for the
+run summary, and for the leaderboard a table per skill (rows = task and algorithm) and a
+plot. Funnels pool the episodes of every seed of a group (the fraction of all its
+episodes that passed each stage). eval.json files written before stages were tracked
+have no funnel: they are left out and named in a note.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+PLOT_NAME = "funnels.png"
+MISSING_HINT = "`qtbench eval RUN_DIR` adds funnels to a run whose checkpoint exists"
+
+
+def _pct(rate: float) -> str:
+    return f"{100 * rate:.0f}%"
+
+
+def compact(record: dict[str, Any]) -> str:
+    """One line per skill, e.g. ``drawer_open (30 ep): reached_handle 90% > ... > open 7%``."""
+    rows = {skill: row["stages"] for skill, row in record.get("per_skill", {}).items() if "stages" in row}
+    if not rows:
+        return f"no stage funnel in this eval.json (written before stages were tracked; {MISSING_HINT})"
+    lines = []
+    for skill, funnel in rows.items():
+        episodes = record["per_skill"][skill]["episodes"]
+        steps = " > ".join(f"{n} {_pct(r)}" for n, r in zip(funnel["names"], funnel["reached"]))
+        lines.append(f"{skill} ({episodes} ep): {steps}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class FunnelRow:
+    """One skill's funnel of one (task, label) group, pooled over its seeds."""
+
+    task: str
+    label: str
+    skill: str
+    names: tuple[str, ...]
+    counts: tuple[int, ...]
+    episodes: int
+    seeds: tuple[int, ...]
+
+    @property
+    def reached(self) -> tuple[float, ...]:
+        return tuple(c / self.episodes if self.episodes else 0.0 for c in self.counts)
+
+
+def funnel_rows(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> tuple[list[FunnelRow], list[str]]:
+    """Pool ``(task, label, seed, eval record)`` entries into rows; also the runs without funnels.
+
+    Returns the rows (in the order their groups first appear) and "task/label seed k"
+    names of the records that hold no funnel.
+    """
+    pooled: dict[tuple[str, str, str], dict[str, Any]] = {}
+    missing = []
+    for task, label, seed, record in entries:
+        skills = {s: row["stages"] for s, row in record.get("per_skill", {}).items() if "stages" in row}
+        if not skills:
+            missing.append(f"{task}/{label} seed {seed}")
+            continue
+        for skill, funnel in skills.items():
+            group = pooled.setdefault((task, label, skill), {"names": tuple(funnel["names"]), "counts": None,
+                                                            "episodes": 0, "seeds": []})
+            counts = [int(c) for c in funnel["counts"]]
+            group["counts"] = counts if group["counts"] is None else [a + b for a, b in zip(group["counts"], counts)]
+            group["episodes"] += int(record["per_skill"][skill]["episodes"])
+            group["seeds"].append(int(seed))
+    rows = [FunnelRow(task, label, skill, g["names"], tuple(g["counts"]), g["episodes"], tuple(sorted(g["seeds"])))
+            for (task, label, skill), g in pooled.items()]
+    return rows, missing
+
+
+def funnel_markdown(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> str:
+    """The leaderboard's funnel section: one table per skill, and a note on runs without one."""
+    from qtbench.report import markdown_table
+
+    rows, missing = funnel_rows(entries)
+    parts = ["### Stage funnels", "",
+             "The percentage of evaluation episodes that passed each stage of their skill, in order "
+             "(the stages are defined beside each skill's success test in `envs/<skill>.py`; the "
+             "last stage is success). Episodes pooled over the seeds listed."]
+    for skill in dict.fromkeys(r.skill for r in rows):
+        members = [r for r in rows if r.skill == skill]
+        body = [[r.task, f"`{r.label}`", *(f"{100 * x:.1f}" for x in r.reached), r.episodes,
+                 ", ".join(map(str, r.seeds))] for r in members]
+        parts += ["", f"`{skill}`:", "",
+                  markdown_table(["task", "algorithm", *members[0].names, "episodes", "seeds"], body)]
+    if not rows:
+        parts += ["", f"No run has a stage funnel yet: every eval.json here was written before stages "
+                  f"were tracked ({MISSING_HINT})."]
+    elif missing:
+        parts += ["", f"Without a funnel (evaluated before stages were tracked; {MISSING_HINT}): "
+                  + ", ".join(missing) + "."]
+    return "\n".join(parts)
+
+
+def funnel_plot(entries: Iterable[tuple[str, str, int, dict[str, Any]]], path: Path) -> Path | None:
+    """One panel per skill: percent of episodes past each stage, one line per task and algorithm."""
+    from qtbench.plots import _pyplot
+
+    rows, _ = funnel_rows(entries)
+    if not rows:
+        return None
+    skills = list(dict.fromkeys(r.skill for r in rows))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(skills), figsize=(max(6.5, 4.2 * len(skills)), 3.6), squeeze=False)
+    for ax, skill in zip(axes[0], skills):
+        members = [r for r in rows if r.skill == skill]
+        for r in members:
+            ax.plot(range(len(r.names)), [100 * x for x in r.reached], marker="o", linewidth=1,
+                    label=f"{r.label} ({r.task}, {r.episodes} ep)")
+        names = members[0].names
+        ax.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize="small")
+        ax.set_ylim(0, 105)
+        ax.set_title(skill, fontsize="small")
+        ax.legend(fontsize="x-small")
+    axes[0][0].set_ylabel("episodes past the stage (%)")
+    fig.suptitle("stage funnels (evaluation episodes pooled over seeds)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,64 @@
+"""Stage funnels: the run summary line, pooling over seeds, the leaderboard table and plot,
+and old eval.json files without stages."""
+
+from __future__ import annotations
+
+import json
+
+from qtbench import funnel
+from qtbench import leaderboard as lb
+
+from test_leaderboard import write_cell
+
+NAMES = ["reached_handle", "grasped_handle", "pulled_half", "open"]
+
+
+def with_stages(cell, counts: list[int], episodes: int = 10) -> dict:
+    """Add a drawer_open funnel to a cell's eval.json, as evaluation writes it."""
+    path = cell / "eval.json"
+    record = json.loads(path.read_text())
+    record["per_skill"]["drawer_open"]["stages"] = {
+        "names": NAMES, "counts": counts, "reached": [c / episodes for c in counts]}
+    path.write_text(json.dumps(record))
+    return record
+
+
+def test_compact_line_and_old_records(tmp_path):
+    cell = write_cell(tmp_path, "q_transformer", "drawer_open", 0, {"drawer_open": (1, 10)})
+    old = json.loads((cell / "eval.json").read_text())
+    assert "no stage funnel" in funnel.compact(old) and "qtbench eval RUN_DIR" in funnel.compact(old)
+    record = with_stages(cell, [9, 4, 2, 1])
+    assert funnel.compact(record) == (
+        "drawer_open (10 ep): reached_handle 90% > grasped_handle 40% > pulled_half 20% > open 10%")
+
+
+def test_rows_pool_episodes_over_seeds_and_name_runs_without_funnels(tmp_path):
+    records = []
+    for seed, counts in ((0, [9, 4, 2, 1]), (1, [7, 6, 4, 3])):
+        cell = write_cell(tmp_path, "q_transformer", "drawer_open", seed, {"drawer_open": (counts[-1], 10)})
+        records.append(("drawer_open", "q_transformer", seed, with_stages(cell, counts)))
+    old = json.loads((write_cell(tmp_path, "bc", "drawer_open", 0, {"drawer_open": (2, 10)}) / "eval.json").read_text())
+    rows, missing = funnel.funnel_rows(records + [("drawer_open", "bc", 0, old)])
+    assert len(rows) == 1 and missing == ["drawer_open/bc seed 0"]
+    row = rows[0]
+    assert (row.counts, row.episodes, row.seeds) == ((16, 10, 6, 4), 20, (0, 1))
+    assert row.reached == (0.8, 0.5, 0.3, 0.2)
+    text = funnel.funnel_markdown(records + [("drawer_open", "bc", 0, old)])
+    assert "| task | algorithm | reached_handle | grasped_handle | pulled_half | open | episodes | seeds |" in text
+    assert "| drawer_open | `q_transformer` | 80.0 | 50.0 | 30.0 | 20.0 | 20 | 0, 1 |" in text
+    assert "drawer_open/bc seed 0" in text
+    path = funnel.funnel_plot(records, tmp_path / "plots" / "funnels.png")
+    assert path.stat().st_size > 1000
+    assert funnel.funnel_plot([("drawer_open", "bc", 0, old)], tmp_path / "none.png") is None
+
+
+def test_leaderboard_shows_funnels_and_still_reads_old_records(tmp_path):
+    root = tmp_path / "results"
+    with_stages(write_cell(root, "q_transformer", "drawer_open", 0, {"drawer_open": (1, 10)}), [9, 4, 2, 1])
+    write_cell(root, "bc", "drawer_open", 0, {"drawer_open": (2, 10)})  # written before stages existed
+    files = lb.write_leaderboard(root, tmp_path / "benchmarks.md")
+    text = files.benchmarks.read_text()
+    assert "### Stage funnels" in text and "| drawer_open | `q_transformer` | 90.0 | 40.0 | 20.0 | 10.0 | 10 | 0 |" in text
+    assert "drawer_open/bc seed 0" in text  # named as lacking a funnel, and still on the leaderboard
+    assert "| `bc` | 20.0 (1 seed) |" in text
+    assert root / "plots" / "funnels.png" in files.plots
