@@ -71,11 +71,14 @@ def run_episodes(
     record: set[int] | None = None,
     progress: bool = True,
     target_return: float = 1.0,
+    on_step: Callable[..., None] | None = None,
 ) -> tuple[list[EpisodeOutcome], dict[int, list[np.ndarray]]]:
     """Run ``jobs`` with batched ``act`` (numpy Window -> (B, A) actions).
 
     Returns one outcome per job (in job order) and, for the job indices in ``record``,
-    the rendered frames of the episode.
+    the rendered frames of the episode. ``on_step(job_index, obs, action, reward,
+    terminated, truncated)``, when given, sees every reset (action None) and every step
+    (dataset collection keeps whole trajectories this way).
     """
     from tqdm import tqdm
 
@@ -106,6 +109,8 @@ def run_episodes(
             obs, _ = envs[slot].reset(seed=job.seed, options={"instruction": job.instruction})
             states[slot] = obs["state"]
             slot_job[slot], slot_len[slot] = next_job, 0
+            if on_step is not None:
+                on_step(next_job, obs, None, 0.0, False, False)
             if next_job in record:
                 frames[next_job] = [envs[slot].render()]
             started.append(slot)
@@ -129,6 +134,8 @@ def run_episodes(
             rewards[slot] = reward
             slot_len[slot] += 1
             job_index = int(slot_job[slot])
+            if on_step is not None:
+                on_step(job_index, obs, actions[slot], reward, terminated, truncated)
             if job_index in frames:
                 frames[job_index].append(envs[slot].render())
             if terminated or truncated:

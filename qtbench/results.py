@@ -67,6 +67,42 @@ def run_root(base_dir: Path, algo: str, overrides: dict[str, object] | None) -> 
     return Path(base_dir) / ABLATIONS_DIR / run_label(algo, overrides)
 
 
+DEFAULT_DATA_REGIME = "default-bc"
+
+
+def data_identity(config: dict[str, Any]) -> tuple[str, str]:
+    """(regime, fingerprint) of the data a run trained on, from its config.json; runs that
+    predate the record get ("unrecorded", "")."""
+    data = config.get("data") or {}
+    return (data.get("regime", "unrecorded"), data.get("fingerprint", "")) if data else ("unrecorded", "")
+
+
+def data_suffixes(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Label suffixes that keep runs trained on different data in different leaderboard rows.
+
+    ``runs`` are (task, config.json) pairs. Within a task where every run trained on the same
+    data, no suffix; otherwise the runs on the task's reference data (the default regime's
+    most common fingerprint) keep their plain label and every other run gets
+    ``@<regime>-<first 8 hex digits of its fingerprint>`` (``@unrecorded`` for old runs).
+    """
+    by_task: dict[str, list[tuple[str, str]]] = {}
+    for task, config in runs:
+        by_task.setdefault(task, []).append(data_identity(config))
+    reference = {}
+    for task, identities in by_task.items():
+        default = sorted(i for i in identities if i[0] == DEFAULT_DATA_REGIME)
+        reference[task] = max(default, key=default.count) if default else None
+    suffixes = []
+    for task, config in runs:
+        regime, fingerprint = data_identity(config)
+        if len(set(by_task[task])) == 1 or (regime, fingerprint) == reference[task]:
+            suffixes.append("")
+        else:
+            short = fingerprint.split(":")[-1][:8]
+            suffixes.append(f"@{regime}" + (f"-{short}" if short else ""))
+    return suffixes
+
+
 def qtbench_version() -> str:
     try:
         return metadata.version("qtbench")

@@ -76,6 +76,7 @@ class RunSpec:
     seed: int = 0
     steps: int | None = None  # None = default_steps(algo)
     profile: str = "default"
+    failures: str = "bc"  # failure source of the datasets (qtbench.data.store.DatasetName)
     results_dir: Path = Path("results")
     checkpoint_dir: Path = Path("checkpoints")
     overrides: dict[str, object] = field(default_factory=dict)  # algorithm config fields
@@ -100,7 +101,7 @@ class RunSpec:
     def resume_command(self) -> str:
         """The shell command that continues this run from its last checkpoint."""
         parts = ["qtbench", "run", "--algo", self.algo, "--task", self.task, "--seed", str(self.seed),
-                 "--steps", str(self.total_steps), "--profile", self.profile,
+                 "--steps", str(self.total_steps), "--profile", self.profile, "--failures", self.failures,
                  "--results-dir", str(self.results_dir), "--checkpoint-dir", str(self.checkpoint_dir)]
         for key, value in self.overrides.items():
             parts += ["--set", f"{key}={value}"]
@@ -178,6 +179,16 @@ def seed_everything(seed: int) -> np.random.Generator:
     # Cheap on CPU; on CUDA some kernels have no deterministic version, so only warn there.
     torch.use_deterministic_algorithms(True, warn_only=True)
     return np.random.default_rng(np.random.SeedSequence([seed, 0x5A3]))
+
+
+def build_learner(spec: RunSpec, cls: type, config: AlgoConfig, data: Any) -> tuple[Any, Any, np.random.Generator]:
+    """A run's freshly initialised algorithm, its window sampler on ``data`` and the seeded
+    batch Generator (the model is built after seeding: same seed, same initial weights)."""
+    from qtbench.data import WindowSampler
+
+    sampler = WindowSampler(data, config.history, config.n_step, config.gamma, config.timeout_is_terminal)
+    rng = seed_everything(spec.seed)
+    return cls(data.spec_info(), config, device=spec.device), sampler, rng
 
 
 # ---- the loop --------------------------------------------------------------------------
@@ -322,8 +333,10 @@ def _with_partial_row(metrics: MetricsLog, pending: dict[str, float], count: int
 
 
 # ---- one cell ------------------------------------------------------------------------------
-def resolved_config(spec: RunSpec, algo_config: AlgoConfig, episodes: int) -> dict[str, Any]:
+def resolved_config(spec: RunSpec, algo_config: AlgoConfig, episodes: int,
+                    data: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
+        "data": data,
         "algo": spec.algo,
         "task": spec.task,
         "seed": spec.seed,
@@ -364,14 +377,15 @@ def _initial_state(spec: RunSpec, ckpt_dir: Path, algo_config: dict[str, Any]) -
 
 
 def run_cell(spec: RunSpec) -> Path:
-    """Ensure the datasets, train (checkpointing), evaluate, and write the cell's results.
+    """Train (checkpointing), evaluate, and write the cell's results; the datasets must exist
+    (``qtbench.datasets.ensure_datasets`` makes them: callers run it first).
 
     Returns the results directory of the cell. eval.json is written last and atomically;
     a stale one from an earlier run is removed first, so it never describes other weights.
     """
     import torch
 
-    from qtbench.data import TransitionData, WindowSampler, ensure_datasets
+    from qtbench.data import TransitionData, data_record
     from qtbench.evaluate import default_episodes, evaluate_policy
     from qtbench.report import machine_description
 
@@ -388,15 +402,13 @@ def run_cell(spec: RunSpec) -> Path:
         raise QtbenchError("--device cuda requested but torch sees no CUDA device", "use --device cpu")
 
     state = _initial_state(spec, ckpt_dir, config_dict)
-    ensure_datasets(spec.task, profile=spec.profile, seed=DATA_SEED)
-    data = TransitionData.load(spec.task, config.dataset, successful_only=config.filtered)
-    sampler = WindowSampler(data, config.history, config.n_step, config.gamma, config.timeout_is_terminal)
-
-    rng = seed_everything(spec.seed)
-    algorithm = cls(data.spec_info(), config, device=spec.device)
+    data = TransitionData.load(spec.task, config.dataset, successful_only=config.filtered,
+                               profile=spec.profile, source=spec.failures)
+    trained_on = data_record(spec.task, spec.profile, spec.failures, config.dataset)
+    algorithm, sampler, rng = build_learner(spec, cls, config, data)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / EVAL_FILE).unlink(missing_ok=True)
-    write_config(out_dir, resolved_config(spec, config, episodes))
+    write_config(out_dir, resolved_config(spec, config, episodes, trained_on))
 
     trained = train(algorithm, sampler, rng, spec, config_dict, ckpt_dir, out_dir, state)
     trained.metrics.write(out_dir)
@@ -413,6 +425,7 @@ def run_cell(spec: RunSpec) -> Path:
         "task": spec.task,
         "seed": spec.seed,
         "profile": spec.profile,
+        "data": trained_on,
         "train_steps": trained.steps,
         "train_seconds": trained.seconds,
         "eval_seconds": eval_seconds,
