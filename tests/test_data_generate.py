@@ -309,3 +309,28 @@ def test_no_import_cycle_through_the_data_package():
     back = sorted(m for m in outside if graph[m] & inside)
     assert not back, f"qtbench.data reaches {back}, which import qtbench.data back"
     assert "qtbench.train" not in seen and "qtbench.datasets" not in seen
+
+
+def test_runs_record_their_data_and_rows_never_mix_data(generated, tmp_path, monkeypatch):
+    from qtbench.algorithms import ALGORITHMS
+    from qtbench.results import data_suffixes
+    from qtbench.train import RunSpec, run_cell
+    from test_train import Tiny
+
+    monkeypatch.setitem(ALGORITHMS, "tiny", f"{Tiny.__module__}:Tiny")
+    out = run_cell(RunSpec(algo="tiny", task=TASK, steps=3, profile="small", results_dir=tmp_path / "r",
+                           checkpoint_dir=tmp_path / "c", eval_episodes_per_instruction=1, progress=False))
+    config, record = (json.loads((out / name).read_text()) for name in ("config.json", "eval.json"))
+    assert config["data"] == record["data"]
+    assert config["data"]["dataset_id"] == IDS["mixed"] and config["data"]["regime"] == "small-bc"
+    assert config["data"]["content_hashes"] == {did: generated[s]["content_hash"] for s, did in IDS.items()}
+    assert config["data"]["fingerprint"] == generated["mixed"]["content_hash"]
+
+    def cfg(regime, fingerprint):
+        return {"data": {"regime": regime, "fingerprint": "sha256:" + fingerprint}}
+
+    same = [("t", cfg("default-bc", "aa")), ("t", cfg("default-bc", "aa"))]
+    assert data_suffixes(same) == ["", ""]
+    mixed = [("t", cfg("default-bc", "aa")), ("t", cfg("default-bc", "aa")), ("t", cfg("default-bc", "bb")),
+             ("t", cfg("default-scripted", "cc")), ("t", {}), ("u", cfg("small-bc", "dd"))]
+    assert data_suffixes(mixed) == ["", "", "@default-bc-bb", "@default-scripted-cc", "@unrecorded", ""]

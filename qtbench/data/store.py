@@ -1,7 +1,7 @@
 """Where datasets live, how they are written (atomically) and read back (verified).
 
-A dataset is a Minari dataset directory ``$MINARI_DATASETS_PATH/qtbench/<task>/<split>-v0``
-plus ``qtbench_manifest.json`` beside Minari's ``data/`` folder. It is written under a
+A dataset is a Minari dataset directory ``$MINARI_DATASETS_PATH/<id>`` (ids: see
+:class:`DatasetName`) plus ``qtbench_manifest.json`` beside Minari's ``data/`` folder. It is written under a
 hidden staging folder of the same root (Minari's listing skips hidden folders) and renamed
 into place only once complete and read back, so a reader never sees half a dataset.
 """
