@@ -334,3 +334,42 @@ def test_runs_record_their_data_and_rows_never_mix_data(generated, tmp_path, mon
     mixed = [("t", cfg("default-bc", "aa")), ("t", cfg("default-bc", "aa")), ("t", cfg("default-bc", "bb")),
              ("t", cfg("default-scripted", "cc")), ("t", {}), ("u", cfg("small-bc", "dd"))]
     assert data_suffixes(mixed) == ["", "", "@default-bc-bb", "@default-scripted-cc", "@unrecorded", ""]
+
+
+def test_killed_collection_training_resumes_to_the_same_policy(generated, tmp_path, monkeypatch):
+    """A generation killed while training the collection policy continues from its last
+    checkpoint and ends with the weights of an uninterrupted training."""
+    import functools
+    import shutil
+
+    import qtbench.train
+    from qtbench.collection_policy import state_hash, train_collection_policy
+    from qtbench.checkpoint import load
+
+    shutil.copytree(dataset_dir(IDS["demos"]), tmp_path / "qtbench" / TASK / dataset_dir(IDS["demos"]).name)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    monkeypatch.setattr(qtbench.train, "RunSpec", functools.partial(qtbench.train.RunSpec, checkpoint_every=10))
+    build = qtbench.train.build_learner
+
+    def killed_at_step_25(*args):
+        algorithm, sampler, rng = build(*args)
+        calls = iter(range(10**6))
+
+        class Dying:
+            def sample(self, *a):
+                if next(calls) == 25:
+                    raise KeyboardInterrupt
+                return sampler.sample(*a)
+
+        return algorithm, Dying(), rng
+
+    monkeypatch.setattr(qtbench.train, "build_learner", killed_at_step_25)
+    with pytest.raises(KeyboardInterrupt):
+        train_collection_policy(TASK, "small", 0, progress=False)
+    directory = tmp_path / "qtbench" / TASK / "collection-policy-small"
+    assert load(directory).step == 20
+    monkeypatch.setattr(qtbench.train, "build_learner", build)
+    train_collection_policy(TASK, "small", 0, progress=False)
+    state = load(directory)
+    assert state.step == PROFILES["small"].collection_steps
+    assert state_hash(state.algorithm) == generated["mixed"]["collection_policy"]["weights_hash"]
