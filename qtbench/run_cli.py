@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="gradient steps (default: the algorithm's budget)")
     p.add_argument("--profile", default="default", help="dataset size profile (default: default)")
     p.add_argument("--failures", default="bc", metavar="SOURCE",
-                   help="failure source of the datasets: bc (default, the BC collection policy) or scripted")
+                   help="failure source of the datasets: bc (default, the BC collection policy) or scripted "
+                   "(such runs write under <results-dir>/failures-scripted/)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"))
     p.add_argument("--eval-episodes", type=int, default=None,
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     check_failure_source(args.failures)
     # typed before they name the results directory: "--set conservative=false" is "no_conservative"
     overrides = typed_overrides(algorithm_class(args.algo).config_class, parse_overrides(args))
+    data_folder = "" if args.failures == "bc" else f"failures-{args.failures}"
     spec = RunSpec(
         algo=args.algo,
         task=args.task,
@@ -91,9 +93,10 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         profile=args.profile,
         failures=args.failures,
-        # Runs with overrides (ablations, --set) never overwrite the reference cell.
-        results_dir=run_root(args.results_dir, args.algo, overrides),
-        checkpoint_dir=run_root(args.checkpoint_dir, args.algo, overrides),
+        # Runs with overrides (ablations, --set) or on another failure source never overwrite
+        # the reference cell.
+        results_dir=run_root(Path(args.results_dir) / data_folder, args.algo, overrides),
+        checkpoint_dir=run_root(Path(args.checkpoint_dir) / data_folder, args.algo, overrides),
         overrides=overrides,
         resume=args.resume,
         eval_episodes_per_instruction=args.eval_episodes,

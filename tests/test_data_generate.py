@@ -373,3 +373,25 @@ def test_killed_collection_training_resumes_to_the_same_policy(generated, tmp_pa
     state = load(directory)
     assert state.step == PROFILES["small"].collection_steps
     assert state_hash(state.algorithm) == generated["mixed"]["collection_policy"]["weights_hash"]
+
+
+def test_run_on_another_failure_source_writes_beside_the_reference_cell(tmp_path, monkeypatch):
+    import qtbench.datasets
+    import qtbench.train
+    from qtbench import run_cli
+
+    calls = []
+    monkeypatch.setattr(qtbench.datasets, "ensure_datasets", lambda *args, **kwargs: calls.append(args))
+
+    def stop(spec):
+        calls.append(spec)
+        raise QtbenchError("stop here")
+
+    monkeypatch.setattr(qtbench.train, "run_cell", stop)
+    parser = argparse.ArgumentParser()
+    run_cli.register(parser.add_subparsers(dest="command"))
+    with pytest.raises(QtbenchError):
+        run_cli.run(parser.parse_args(["run", "--algo", "bc", "--task", TASK, "--failures", "scripted",
+                                       "--results-dir", str(tmp_path / "r")]))
+    assert calls[0] == (TASK, "default", 0, "scripted")
+    assert calls[1].failures == "scripted" and calls[1].results_dir == tmp_path / "r" / "failures-scripted"
