@@ -18,7 +18,7 @@ from qtbench.errors import QtbenchError
 # Command groups, in the order `qtbench --help` lists them.
 GROUP_MODULES = [
     "qtbench.envs.cli",
-    "qtbench.data.cli",
+    "qtbench.data_cli",
     "qtbench.run_cli",
     "qtbench.eval_cli",
     "qtbench.sweep",
@@ -30,7 +30,7 @@ GROUP_MODULES = [
 BENCH_MODULES = [
     "qtbench.envs.bench",
     "qtbench.train_bench",
-    "qtbench.data.bench",
+    "qtbench.data_bench",
 ]
 
 

@@ -117,6 +117,7 @@ def run_episodes(
     target_return: float = 1.0,
     handover: str | None = None,
     track_stages: bool = True,
+    on_step: Callable[..., None] | None = None,
 ) -> tuple[list[EpisodeOutcome], dict[int, list[np.ndarray]]]:
     """Run ``jobs`` with batched ``act`` (numpy Window -> (B, A) actions).
 
@@ -125,6 +126,9 @@ def run_episodes(
     acts until that stage is passed and ``act`` from then on; an outcome's
     ``handover_step`` says when (None: the demo never got there). ``track_stages=False``
     skips the stages (for environments without qtbench's state layout).
+    the rendered frames of the episode. ``on_step(job_index, obs, action, reward,
+    terminated, truncated)``, when given, sees every reset (action None) and every step
+    (dataset collection keeps whole trajectories this way).
     """
     from tqdm import tqdm
 
@@ -180,6 +184,8 @@ def run_episodes(
                 drivers[slot] = make_policy("demo", envs[slot], np.random.default_rng([job.seed, HANDOVER_SEED_SALT]))
                 drivers[slot].reset(obs, info)
                 hand_over_if_passed(slot)
+            if on_step is not None:
+                on_step(next_job, obs, None, 0.0, False, False)
             if next_job in record:
                 frames[next_job] = [envs[slot].render()]
             started.append(slot)
@@ -210,6 +216,8 @@ def run_episodes(
             if stages[slot] is not None:
                 stages[slot].update(obs["state"], bool(info.get("success", False)))
             job_index = int(slot_job[slot])
+            if on_step is not None:
+                on_step(job_index, obs, actions[slot], reward, terminated, truncated)
             if job_index in frames:
                 frames[job_index].append(envs[slot].render())
             if terminated or truncated:

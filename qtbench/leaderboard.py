@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -168,7 +168,10 @@ def load_runs(results_dir: Path) -> list[RunRecord]:
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
         label = run_label_of(path.parent, Path(results_dir), algo, config)
         runs.append(RunRecord(path.parent, task, algo, label, seed, record, config))
-    return runs
+    from qtbench.results import data_suffixes
+
+    # runs trained on different data never share a row (their labels get the data regime)
+    return [replace(r, label=r.label + s) for r, s in zip(runs, data_suffixes([(r.task, r.config) for r in runs]))]
 
 
 def skill_counts(record: dict[str, Any]) -> dict[str, tuple[int, int]]:

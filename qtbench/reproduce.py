@@ -176,6 +176,7 @@ def run_spec_from_config(config: dict[str, Any], workdir: Path):
         seed=int(config["seed"]),
         steps=config.get("steps"),
         profile=config.get("profile", "default"),
+        failures=(config.get("data") or {}).get("failure_source", "bc"),
         results_dir=workdir / "results",
         checkpoint_dir=workdir / "checkpoints",
         overrides=config_overrides(config["algo"], config.get("algo_config", {})),
@@ -192,9 +193,13 @@ def reproduce_cell(
 ) -> tuple[Verdict, Path]:
     """Re-run the cell in ``run_dir`` into ``workdir``; returns the verdict and the new cell dir."""
     config, original = read_cell(run_dir)
+    spec = run_spec_from_config(config, Path(workdir))
     if run is None:
-        from qtbench.train import run_cell as run
-    new_dir = Path(run(run_spec_from_config(config, Path(workdir))))
+        from qtbench.datasets import ensure_datasets
+        from qtbench.train import DATA_SEED, run_cell as run
+
+        ensure_datasets(spec.task, spec.profile, DATA_SEED, spec.failures, progress=spec.progress)
+    new_dir = Path(run(spec))
     reproduced = json.loads((new_dir / "eval.json").read_text())
     verdict = compare(original, reproduced, tolerance)
     # The re-run must have trained the same configuration, or the comparison means nothing.
@@ -214,38 +219,43 @@ def stored_tasks() -> list[str]:
     """Tasks that have datasets under the current MINARI_DATASETS_PATH."""
     from qtbench.data.store import list_datasets, parse_dataset_id
 
-    return sorted({parse_dataset_id(did)[0] for did in list_datasets()})
+    return sorted({parse_dataset_id(did).task for did in list_datasets()})
 
 
 def reproduce_datasets(tasks: list[str], workdir: Path, workers: int = 1) -> Verdict:
-    """Re-generate each task's datasets into ``workdir`` and compare content hashes with the manifests."""
-    from qtbench.data import SPLITS, dataset_id, generate_task
-    from qtbench.data.store import read_manifest, use_datasets_path
+    """Re-generate each stored variant (profile, failure source) of each task's datasets into
+    ``workdir`` (collection policy included) and compare content hashes with the manifests."""
+    from qtbench.data import SPLITS, dataset_id
+    from qtbench.data.store import list_datasets, parse_dataset_id, read_manifest, use_datasets_path
+    from qtbench.datasets import FAILURE_SOURCES, generate_datasets
 
     differences, notes = [], []
+    names = [parse_dataset_id(did) for did in list_datasets()]
     for task in tasks:
-        stored = {split: read_manifest(dataset_id(task, split)) for split in SPLITS}
-        policy = stored["failures"].get("autonomous_policy")
-        if policy:
-            raise QtbenchError(
-                f"the {task} failures were collected by a trained policy ({policy.get('checkpoint')}); "
-                "reproduce --datasets only re-generates scripted collections",
-                f"check the stored files with `qtbench data verify`, or re-generate with: "
-                f"{stored['failures'].get('regenerate')}",
-            )
-        profile, seed = stored["demos"].get("profile", "default"), int(stored["demos"].get("seed", 0))
-        log.info("re-generating %s (profile %s, seed %d) into %s", task, profile, seed, workdir)
-        with use_datasets_path(Path(workdir) / task):
-            fresh = generate_task(task, profile=profile, seed=seed, workers=workers)
-        before = len(differences)
-        for split in SPLITS:
-            for key in ("content_hash", "episodes", "steps"):
-                if stored[split].get(key) != fresh[split].get(key):
-                    differences.append(Difference(f"{dataset_id(task, split)}.{key}",
-                                                  stored[split].get(key), fresh[split].get(key)))
-        old_code, new_code = stored["demos"].get("code"), fresh["demos"].get("code")
-        if len(differences) > before and old_code != new_code:
-            notes.append(f"{task}: stored datasets were made by {old_code}; this checkout is {new_code}")
+        for profile, source in sorted({(n.profile, n.source) for n in names if n.task == task and n.split == "mixed"}):
+            ids = {split: dataset_id(task, split, profile, source) for split in SPLITS}
+            stored = {split: read_manifest(did) for split, did in ids.items()}
+            if source not in FAILURE_SOURCES:
+                raise QtbenchError(
+                    f"the {ids['failures']} failures were collected by a given checkpoint "
+                    f"({(stored['failures'].get('collection_policy') or {}).get('checkpoint')}); "
+                    "reproduce --datasets only re-generates the pipeline's own sources "
+                    f"({', '.join(FAILURE_SOURCES)})",
+                    f"check the stored files with `qtbench data verify`, or re-generate with: "
+                    f"{stored['failures'].get('regenerate')}",
+                )
+            seed = int(stored["demos"].get("seed", 0))
+            log.info("re-generating %s %s-%s (seed %d) into %s", task, profile, source, seed, workdir)
+            with use_datasets_path(Path(workdir) / task / f"{profile}-{source}"):
+                fresh = generate_datasets(task, profile, seed, source, workers=workers, progress=False).manifests
+            before = len(differences)
+            for split, did in ids.items():
+                for key in ("content_hash", "episodes", "steps"):
+                    if stored[split].get(key) != fresh[split].get(key):
+                        differences.append(Difference(f"{did}.{key}", stored[split].get(key), fresh[split].get(key)))
+            old_code, new_code = stored["demos"].get("code"), fresh["demos"].get("code")
+            if len(differences) > before and old_code != new_code:
+                notes.append(f"{task}: stored datasets were made by {old_code}; this checkout is {new_code}")
     return Verdict(DIFFERENT if differences else IDENTICAL, tuple(differences), 0.0, tuple(notes))
 
 

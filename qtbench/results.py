@@ -27,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from qtbench.data.store import DEFAULT_SOURCE as DEFAULT_FAILURES
 from qtbench.io import atomic_write_json, atomic_write_text
 from qtbench.report import markdown_table
 
@@ -70,20 +71,66 @@ def run_label(algo: str, overrides: dict[str, object] | None) -> str:
     return "+".join(parts)
 
 
-def run_root(base_dir: Path, algo: str, overrides: dict[str, object] | None) -> Path:
-    """The ``results_dir`` (or ``checkpoint_dir``) a run with these overrides writes under."""
+def _data_folder(failures: str) -> str:
+    """Runs on a non-default failure source write under ``failures-<source>/``."""
+    return "" if failures == DEFAULT_FAILURES else f"failures-{failures}"
+
+
+def run_root(base_dir: Path, algo: str, overrides: dict[str, object] | None, failures: str = DEFAULT_FAILURES) -> Path:
+    """The ``results_dir`` (or ``checkpoint_dir``) a run with these overrides, on this failure
+    source, writes under: neither ever overwrites the reference cell."""
+    root = Path(base_dir) / _data_folder(failures)
     if not overrides:
-        return Path(base_dir)
-    return Path(base_dir) / ABLATIONS_DIR / run_label(algo, overrides)
+        return root
+    return root / ABLATIONS_DIR / run_label(algo, overrides)
 
 
-def base_root(root: Path, algo: str, overrides: dict[str, object] | None) -> Path:
+def base_root(root: Path, algo: str, overrides: dict[str, object] | None, failures: str = DEFAULT_FAILURES) -> Path:
     """The ``base_dir`` that :func:`run_root` turned into ``root`` (``root`` itself when
-    it is not an ablation directory of these overrides)."""
+    it is not a directory that run_root makes for these overrides and failure source)."""
     root = Path(root)
     if overrides and root.parts[-2:] == (ABLATIONS_DIR, run_label(algo, overrides)):
-        return root.parent.parent
+        root = root.parent.parent
+    folder = _data_folder(failures)
+    if folder and root.name == folder:
+        root = root.parent
     return root
+
+
+DEFAULT_DATA_REGIME = "default-bc"
+
+
+def data_identity(config: dict[str, Any]) -> tuple[str, str]:
+    """(regime, fingerprint) of the data a run trained on, from its config.json; runs that
+    predate the record get ("unrecorded", "")."""
+    data = config.get("data") or {}
+    return (data.get("regime", "unrecorded"), data.get("fingerprint", "")) if data else ("unrecorded", "")
+
+
+def data_suffixes(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Label suffixes that keep runs trained on different data in different leaderboard rows.
+
+    ``runs`` are (task, config.json) pairs. Within a task where every run trained on the same
+    data, no suffix; otherwise the runs on the task's reference data (the default regime's
+    most common fingerprint) keep their plain label and every other run gets
+    ``@<regime>-<first 8 hex digits of its fingerprint>`` (``@unrecorded`` for old runs).
+    """
+    by_task: dict[str, list[tuple[str, str]]] = {}
+    for task, config in runs:
+        by_task.setdefault(task, []).append(data_identity(config))
+    reference = {}
+    for task, identities in by_task.items():
+        default = sorted(i for i in identities if i[0] == DEFAULT_DATA_REGIME)
+        reference[task] = max(default, key=default.count) if default else None
+    suffixes = []
+    for task, config in runs:
+        regime, fingerprint = data_identity(config)
+        if len(set(by_task[task])) == 1 or (regime, fingerprint) == reference[task]:
+            suffixes.append("")
+        else:
+            short = fingerprint.split(":")[-1][:8]
+            suffixes.append(f"@{regime}" + (f"-{short}" if short else ""))
+    return suffixes
 
 
 def qtbench_version() -> str:

@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="learner seed (model init, batch sampling, eval resets)")
     p.add_argument("--steps", type=int, default=None, help="gradient steps (default: the algorithm's budget)")
     p.add_argument("--profile", default="default", help="dataset size profile (default: default)")
+    p.add_argument("--failures", default="bc", metavar="SOURCE",
+                   help="failure source of the datasets: bc (default, the BC collection policy) or scripted "
+                   "(such runs write under <results-dir>/failures-scripted/)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"))
     p.add_argument("--eval-episodes", type=int, default=None,
@@ -78,13 +81,13 @@ def parse_overrides(args: argparse.Namespace) -> dict[str, object]:
     return overrides
 
 
-def collector_success_rate(task: str) -> float | None:
+def collector_success_rate(task: str, profile: str = "default", failures: str = "bc") -> float | None:
     """The autonomous collector's raw success rate on ``task``: the successes it had (and
     that were discarded, as in the paper) over all its attempts, from the failures manifest."""
     from qtbench.data.store import dataset_id, read_manifest
 
     try:
-        cell = read_manifest(dataset_id(task, "failures"))["collectors"]["failures"]
+        cell = read_manifest(dataset_id(task, "failures", profile, failures))["collectors"]["failures"]
     except (QtbenchError, KeyError, OSError):
         return None
     return cell["discarded"] / cell["attempts"] if cell.get("attempts") else None
@@ -93,10 +96,12 @@ def collector_success_rate(task: str) -> float | None:
 def run(args: argparse.Namespace) -> int:
     from qtbench.algorithms import algorithm_class
     from qtbench.funnel import compact
+    from qtbench.datasets import check_failure_source, ensure_datasets
     from qtbench.results import EVAL_FILE, read_json, run_root, summary_table
-    from qtbench.train import RunSpec, check_names, run_cell, typed_overrides
+    from qtbench.train import DATA_SEED, RunSpec, check_names, run_cell, typed_overrides
 
     check_names(args.algo, args.task)
+    check_failure_source(args.failures)
     # typed before they name the results directory: "--set conservative=false" is "no_conservative"
     overrides = typed_overrides(algorithm_class(args.algo).config_class, parse_overrides(args))
     spec = RunSpec(
@@ -105,9 +110,11 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         steps=args.steps,
         profile=args.profile,
-        # Runs with overrides (ablations, --set) never overwrite the reference cell.
-        results_dir=run_root(args.results_dir, args.algo, overrides),
-        checkpoint_dir=run_root(args.checkpoint_dir, args.algo, overrides),
+        failures=args.failures,
+        # Runs with overrides (ablations, --set) or on another failure source never overwrite
+        # the reference cell.
+        results_dir=run_root(args.results_dir, args.algo, overrides, args.failures),
+        checkpoint_dir=run_root(args.checkpoint_dir, args.algo, overrides, args.failures),
         overrides=overrides,
         resume=args.resume,
         eval_episodes_per_instruction=args.eval_episodes,
@@ -120,9 +127,10 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         curve_points=args.curve_points,
     )
+    ensure_datasets(args.task, args.profile, DATA_SEED, args.failures, progress=not args.no_progress)
     out_dir = run_cell(spec)
     record = read_json(out_dir / EVAL_FILE)
-    print(summary_table(record, collector_success_rate(args.task)))
+    print(summary_table(record, collector_success_rate(args.task, args.profile, args.failures)))
     print("\nstage funnel (episodes past each stage, in order):\n" + compact(record))
     print(f"\nresults: {out_dir}")
     return 0

@@ -104,10 +104,14 @@ class CellJob:
 
 
 def run_job(job: CellJob) -> Path:
-    """The default cell function: train, evaluate and write results with the real loop."""
-    from qtbench.train import run_cell
+    """The default cell function: train, evaluate and write results with the real loop (a
+    worker on another machine makes the datasets it lacks; prepare_datasets made them here)."""
+    from qtbench.datasets import ensure_datasets
+    from qtbench.train import DATA_SEED, run_cell
 
-    return run_cell(job.run_spec())
+    spec = job.run_spec()
+    ensure_datasets(spec.task, spec.profile, DATA_SEED, spec.failures, progress=spec.progress)
+    return run_cell(spec)
 
 
 CellFn = Callable[[CellJob], Path]
@@ -264,7 +268,7 @@ class RayExecutor:
 
 def prepare_datasets(tasks: Iterable[str], profile: str, workers: int) -> None:
     """Generate (or verify) each task's datasets once, before any cell starts."""
-    from qtbench.data import ensure_datasets
+    from qtbench.datasets import ensure_datasets
     from qtbench.train import DATA_SEED
 
     for task in tasks:

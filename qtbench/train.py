@@ -109,6 +109,7 @@ class RunSpec:
     seed: int = 0
     steps: int | None = None  # None = default_steps(algo)
     profile: str = "default"
+    failures: str = "bc"  # failure source of the datasets (qtbench.data.store.DatasetName)
     results_dir: Path = Path("results")
     checkpoint_dir: Path = Path("checkpoints")
     overrides: dict[str, object] = field(default_factory=dict)  # algorithm config fields
@@ -160,9 +161,9 @@ class RunSpec:
         """The `qtbench run` command that continues exactly this run from its last checkpoint."""
         # qtbench run puts runs with overrides under <dir>/ablations/<label>/ itself: pass the base
         parts = ["qtbench", "run", "--algo", self.algo, "--task", self.task, "--seed", str(self.seed),
-                 "--steps", str(self.total_steps), "--profile", self.profile,
-                 "--results-dir", str(base_root(self.results_dir, self.algo, self.overrides)),
-                 "--checkpoint-dir", str(base_root(self.checkpoint_dir, self.algo, self.overrides))]
+                 "--steps", str(self.total_steps), "--profile", self.profile, "--failures", self.failures,
+                 "--results-dir", str(base_root(self.results_dir, self.algo, self.overrides, self.failures)),
+                 "--checkpoint-dir", str(base_root(self.checkpoint_dir, self.algo, self.overrides, self.failures))]
         for key, value in self.overrides.items():
             parts += ["--set", f"{key}={_cli_value(value)}"]
         optional = {"--eval-episodes": (self.eval_episodes_per_instruction, None),
@@ -262,6 +263,16 @@ def seed_everything(seed: int) -> np.random.Generator:
     # Cheap on CPU; on CUDA some kernels have no deterministic version, so only warn there.
     torch.use_deterministic_algorithms(True, warn_only=True)
     return np.random.default_rng(np.random.SeedSequence([seed, 0x5A3]))
+
+
+def build_learner(spec: RunSpec, cls: type, config: AlgoConfig, data: Any) -> tuple[Any, Any, np.random.Generator]:
+    """A run's freshly initialised algorithm, its window sampler on ``data`` and the seeded
+    batch Generator (the model is built after seeding: same seed, same initial weights)."""
+    from qtbench.data import WindowSampler
+
+    sampler = WindowSampler(data, config.history, config.n_step, config.gamma, config.timeout_is_terminal)
+    rng = seed_everything(spec.seed)
+    return cls(data.spec_info(), config, device=spec.device), sampler, rng
 
 
 # ---- the loop --------------------------------------------------------------------------
@@ -430,8 +441,10 @@ def _with_partial_row(metrics: MetricsLog, pending: dict[str, float], count: int
 
 
 # ---- one cell ------------------------------------------------------------------------------
-def resolved_config(spec: RunSpec, algo_config: AlgoConfig, episodes: int, curve_episodes: int) -> dict[str, Any]:
+def resolved_config(spec: RunSpec, algo_config: AlgoConfig, episodes: int, curve_episodes: int,
+                    data: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
+        "data": data,
         "algo": spec.algo,
         "task": spec.task,
         "seed": spec.seed,
@@ -490,7 +503,8 @@ def _remove_unstarted(out_dir: Path, created: list[Path]) -> None:
 
 
 def run_cell(spec: RunSpec) -> Path:
-    """Ensure the datasets, train (checkpointing), evaluate, and write the cell's results.
+    """Train (checkpointing), evaluate, and write the cell's results; the datasets must exist
+    (``qtbench.datasets.ensure_datasets`` makes them: callers run it first).
 
     Returns the results directory of the cell. Every setting is checked before anything is
     written. eval.json is written last and atomically; a stale one from an earlier run is
@@ -500,7 +514,7 @@ def run_cell(spec: RunSpec) -> Path:
     """
     import torch
 
-    from qtbench.data import TransitionData, WindowSampler, ensure_datasets
+    from qtbench.data import TransitionData, data_record
     from qtbench.evaluate import default_episodes, evaluate_policy
     from qtbench.report import machine_description
 
@@ -517,19 +531,17 @@ def run_cell(spec: RunSpec) -> Path:
     ckpt_dir = cell_dir(spec.checkpoint_dir, spec.task, spec.algo, spec.seed)
 
     state = _initial_state(spec, ckpt_dir, config_dict)
-    ensure_datasets(spec.task, profile=spec.profile, seed=DATA_SEED)
-    data = TransitionData.load(spec.task, config.dataset, successful_only=config.filtered)
-    sampler = WindowSampler(data, config.history, config.n_step, config.gamma, config.timeout_is_terminal)
-
-    rng = seed_everything(spec.seed)
-    algorithm = cls(data.spec_info(), config, device=spec.device)
+    data = TransitionData.load(spec.task, config.dataset, successful_only=config.filtered,
+                               profile=spec.profile, source=spec.failures)
+    trained_on = data_record(spec.task, spec.profile, spec.failures, config.dataset)
+    algorithm, sampler, rng = build_learner(spec, cls, config, data)
     created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / EVAL_FILE).unlink(missing_ok=True)
     if state is None:  # a fresh start: an earlier run's metrics and curve describe other weights
         (out_dir / METRICS_FILE).unlink(missing_ok=True)
         (out_dir / CURVE_FILE).unlink(missing_ok=True)
-    write_config(out_dir, resolved_config(spec, config, episodes, curve_episodes))
+    write_config(out_dir, resolved_config(spec, config, episodes, curve_episodes, trained_on))
 
     def act(window: Any) -> np.ndarray:
         return algorithm.act(window.to_torch(spec.device))
@@ -556,6 +568,7 @@ def run_cell(spec: RunSpec) -> Path:
         "task": spec.task,
         "seed": spec.seed,
         "profile": spec.profile,
+        "data": trained_on,
         "train_steps": trained.steps,
         "train_seconds": trained.seconds,
         "eval_seconds": eval_seconds,

@@ -30,7 +30,7 @@ def small_datasets(tmp_path_factory):
 
     Tests point MINARI_DATASETS_PATH here with monkeypatch and must not modify the files
     (copy them first, as the corruption tests do)."""
-    from qtbench.data import ensure_datasets
+    from qtbench.datasets import ensure_datasets
 
     root = tmp_path_factory.mktemp("minari")
     mp = pytest.MonkeyPatch()

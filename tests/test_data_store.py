@@ -24,7 +24,7 @@ from qtbench.envs.instructions import TEXT_CHARSET, TEXT_MAX_LENGTH
 from qtbench.errors import QtbenchError
 
 TOY_ID = "qtbench_test/Toy-v0"
-DID = "qtbench/drawer_open/mixed-v0"
+DID = "qtbench/drawer_open/mixed-small-bc-v0"
 
 
 class ToyEnv(gym.Env):
@@ -102,22 +102,25 @@ def test_minari_round_trip(root):
 
 def test_manifest_and_read_back(root):
     write_toy()
-    stored = read_dataset("drawer_open", "mixed")
+    stored = read_dataset(DID)
     manifest = json.loads((dataset_dir(DID) / MANIFEST_NAME).read_text())
     assert manifest["content_hash"].startswith("sha256:") and manifest["episodes"] == 2
     assert stored.manifest == manifest
-    data = TransitionData.load("drawer_open", "mixed")
+    data = TransitionData.load("drawer_open", "mixed", profile="small")
     assert data.num_episodes == 2 and data.num_transitions == 5 and data.max_episode_steps == 10
     np.testing.assert_allclose(data.obs_returns_to_go, [1, 1, 1, 0, 0, 0, 0])
-    demos = TransitionData.load("drawer_open", "mixed", successful_only=True)
+    demos = TransitionData.load("drawer_open", "mixed", successful_only=True, profile="small")
     assert demos.num_episodes == 1 and demos.instructions == ["open the top drawer"]
 
 
 def test_missing_dataset_names_the_fix(root):
     with pytest.raises(QtbenchError) as err:
-        read_dataset("drawer_open", "demos")
-    assert "qtbench/drawer_open/demos-v0" in str(err.value)
-    assert "qtbench data generate --task drawer_open" in str(err.value)
+        read_dataset("qtbench/drawer_open/demos-small-v0")
+    assert "qtbench/drawer_open/demos-small-v0" in str(err.value)
+    assert "qtbench data generate --task drawer_open --profile small" in str(err.value)
+    with pytest.raises(QtbenchError) as err:
+        read_dataset("qtbench/drawer_open/mixed-large-scripted-v0")
+    assert "--profile large --seed 0 --failures scripted" in str(err.value)
 
 
 def test_truncated_file_is_detected(root):
@@ -125,14 +128,14 @@ def test_truncated_file_is_detected(root):
     path = dataset_dir(DID) / "data" / "main_data.hdf5"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(QtbenchError) as err:
-        read_dataset("drawer_open", "mixed")
+        read_dataset(DID)
     assert "corrupt" in str(err.value)
     assert "qtbench data generate --task drawer_open --profile small --seed 0" in str(err.value)
 
 
 def test_flipped_bytes_are_detected(root):
     write_toy()
-    read_dataset("drawer_open", "mixed")  # a cached read must not hide the change below
+    read_dataset(DID)  # a cached read must not hide the change below
     path = dataset_dir(DID) / "data" / "main_data.hdf5"
     with h5py.File(path, "r") as f:  # locate the stored bytes of episode 0's states
         dset = f["episode_0/observations/state"]
@@ -141,21 +144,21 @@ def test_flipped_bytes_are_detected(root):
     raw[offset + 5] ^= 0xFF
     path.write_bytes(bytes(raw))
     with pytest.raises(QtbenchError, match="content hash"):
-        read_dataset("drawer_open", "mixed")
+        read_dataset(DID)
 
 
 def test_missing_manifest_is_half_written(root):
     write_toy()
     (dataset_dir(DID) / MANIFEST_NAME).unlink()
     with pytest.raises(QtbenchError, match="manifest"):
-        read_dataset("drawer_open", "mixed")
+        read_dataset(DID)
 
 
 def test_failed_write_leaves_nothing(root, monkeypatch):
     import qtbench.data.store as store
 
     write_toy()
-    before = read_dataset("drawer_open", "mixed").manifest["content_hash"]
+    before = read_dataset(DID).manifest["content_hash"]
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -163,7 +166,7 @@ def test_failed_write_leaves_nothing(root, monkeypatch):
     monkeypatch.setattr(store, "_episode_buffers", broken)
     with pytest.raises(RuntimeError):
         write_toy()
-    assert read_dataset("drawer_open", "mixed").manifest["content_hash"] == before
+    assert read_dataset(DID).manifest["content_hash"] == before
     assert not [p for p in root.iterdir() if p.name.startswith(".qtbench")]
 
 
@@ -193,9 +196,26 @@ def test_d4rl_export_respects_episode_boundaries(root, tmp_path):
 
 
 def test_dataset_ids():
-    assert parse_dataset_id("qtbench/pick_place/demos-v0") == ("pick_place", "demos")
-    assert parse_dataset_id("move_near/failures") == ("move_near", "failures")
+    from minari.dataset.minari_dataset import parse_dataset_id as minari_parse
+
+    from qtbench.data.store import DatasetName, dataset_id
+
+    assert parse_dataset_id("qtbench/pick_place/demos-default-v0") == DatasetName("pick_place", "demos", "default")
+    assert parse_dataset_id("move_near/failures-large-scripted") == DatasetName("move_near", "failures", "large",
+                                                                                 "scripted")
+    name = parse_dataset_id("qtbench/all/mixed-small-policy0a1b2c3d-v0")
+    assert (name.split, name.profile, name.source) == ("mixed", "small", "policy0a1b2c3d")
+    assert dataset_id("drawer_open", "mixed") == "qtbench/drawer_open/mixed-default-bc-v0"
+    assert dataset_id("drawer_open", "demos", "large", "scripted") == "qtbench/drawer_open/demos-large-v0"
+    # Minari's own grammar: namespace/name-vN
+    assert minari_parse(dataset_id("drawer_open", "failures", "small", "scripted")) == (
+        "qtbench/drawer_open", "failures-small-scripted", 0)
     with pytest.raises(QtbenchError, match="use one of"):
-        parse_dataset_id("qtbench/nope/demos-v0")
-    with pytest.raises(QtbenchError):
-        parse_dataset_id("qtbench/drawer_open/best-v0")
+        parse_dataset_id("qtbench/nope/demos-default-v0")
+    with pytest.raises(QtbenchError, match="use one of"):
+        parse_dataset_id("qtbench/drawer_open/demos-huge-v0")
+    for bad in ("qtbench/drawer_open/best-v0", "qtbench/drawer_open/mixed-v0", "qtbench/drawer_open/demos-small-bc-v0"):
+        with pytest.raises(QtbenchError, match="not a qtbench dataset id"):
+            parse_dataset_id(bad)
+    with pytest.raises(QtbenchError, match="unknown failure source"):
+        dataset_id("drawer_open", "mixed", "small", "Bad-Source")

@@ -51,6 +51,7 @@ def test_unknown_algo_and_task_list_the_valid_names():
 
 
 def test_runs_with_overrides_write_beside_the_reference_cell(tmp_path, monkeypatch):
+    import qtbench.datasets
     import qtbench.train
 
     specs = []
@@ -60,6 +61,7 @@ def test_runs_with_overrides_write_beside_the_reference_cell(tmp_path, monkeypat
         raise QtbenchError("stop here")  # only the spec matters
 
     monkeypatch.setattr(qtbench.train, "run_cell", fake_run_cell)
+    monkeypatch.setattr(qtbench.datasets, "ensure_datasets", lambda *args, **kwargs: None)
     base = ["--algo", "q_transformer", "--task", "drawer_open", "--results-dir", str(tmp_path / "r"),
             "--checkpoint-dir", str(tmp_path / "c")]
     for extra in ([], ["--no-conservative"], ["--set", "conservative=false", "gamma=0.90"]):

@@ -29,10 +29,8 @@ class EnvSpecInfo:
     state_std: tuple[float, ...] | None = None
 
 
-def _dataset_splits() -> tuple[str, ...]:
-    from qtbench.data.store import SPLITS  # lazily: qtbench.data imports this module
-
-    return SPLITS
+# The dataset splits a config can train on (AlgoConfig.dataset); qtbench.data stores them.
+SPLITS = ("demos", "failures", "mixed")
 
 
 @dataclass
@@ -43,7 +41,7 @@ class AlgoConfig:
     is built, so an out-of-range value fails before a run writes anything.
     """
 
-    dataset: str = ranged("mixed", one_of=_dataset_splits)  # "demos", "failures" or "mixed"
+    dataset: str = ranged("mixed", one_of=SPLITS)  # "demos", "failures" or "mixed"
     history: int = ranged(4, at_least=1)  # observation window length (current step included)
     n_step: int = ranged(1, at_least=1)  # bootstrap horizon of the sampled targets
     gamma: float = ranged(0.98, at_least=0, at_most=1)  # discount per step

@@ -1,27 +1,29 @@
-"""Datasets of the benchmark: generation (Minari), integrity, export and the training view.
+"""Datasets of the benchmark: storage (Minari), integrity, scripted collection, export and
+the training view. The default pipeline that also trains the BC collection policy lives
+above this package and above training, in :mod:`qtbench.datasets`; nothing here imports
+training code.
 
-Public contract (other areas code against these names): ``dataset_id``,
-``ensure_datasets``, ``TransitionData``, ``WindowSampler``, ``RolloutWindows``, and the
-seed scheme ``eval_seeds`` / ``EVAL_SEED_OFFSET`` (evaluation seeds are disjoint from
-every data seed).
+Public contract (other areas code against these names): ``dataset_id``, ``DatasetName``,
+``data_record``, ``TransitionData``, ``WindowSampler``, ``RolloutWindows``, and the seed
+scheme ``eval_seeds`` / ``EVAL_SEED_OFFSET`` (evaluation seeds are disjoint from every
+data seed).
 """
 
-from qtbench.data.generate import ensure_datasets, generate_task
 from qtbench.data.profiles import EVAL_SEED_OFFSET, PROFILES, eval_seeds
 from qtbench.data.rollout_windows import RolloutWindows
 from qtbench.data.sampler import WindowSampler
-from qtbench.data.store import SPLITS, dataset_id
+from qtbench.data.store import SPLITS, DatasetName, data_record, dataset_id
 from qtbench.data.transitions import TransitionData
 
 __all__ = [
     "EVAL_SEED_OFFSET",
     "PROFILES",
     "SPLITS",
+    "DatasetName",
     "RolloutWindows",
     "TransitionData",
     "WindowSampler",
+    "data_record",
     "dataset_id",
-    "ensure_datasets",
     "eval_seeds",
-    "generate_task",
 ]

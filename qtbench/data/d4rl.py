@@ -35,8 +35,7 @@ def export_d4rl(dataset_id: str, out: str | Path) -> dict[str, tuple[int, ...]]:
     """Write ``out`` (.npz, atomically) from a verified dataset; returns the array shapes."""
     from qtbench.data.store import parse_dataset_id, read_dataset
 
-    task, split = parse_dataset_id(dataset_id)
-    arrays = d4rl_arrays(read_dataset(task, split, verify=True).episodes)
+    arrays = d4rl_arrays(read_dataset(parse_dataset_id(dataset_id).id, verify=True).episodes)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a path

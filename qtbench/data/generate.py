@@ -1,11 +1,15 @@
-"""Generation of a task's datasets: scripted demonstrations and failed autonomous episodes.
+"""Scripted collection of a task's episodes, and writing them as its Minari datasets.
 
 As in the Q-Transformer paper, demonstrations are successful episodes (reward 1 at the
-last step, terminated) of a human-like scripted policy, and the autonomous collector's
+last step, terminated) of a human-like scripted policy, and an autonomous collector's
 successful episodes are discarded so that only failures (all rewards 0) are kept. Work
 is split into one unit per (split, instruction); each unit runs its attempts in order
 with seeds from :func:`qtbench.data.profiles.episode_seed`, so the result does not
 depend on how many worker processes ran the units.
+
+This module only collects with scripted policies and writes datasets; the default
+pipeline (demos -> BC collection policy -> its failures) is :mod:`qtbench.datasets`,
+which passes the failures of a learned policy to :func:`write_failures`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 
 from qtbench.data.manifest import package_versions, summarize
 from qtbench.data.profiles import EVAL_SEED_OFFSET, get_profile
-from qtbench.data.store import SPLITS, dataset_id, regenerate_command, write_dataset
+from qtbench.data.store import DatasetName, dataset_id, regenerate_command, write_dataset
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,8 @@ class UnitResult:
     unit: Unit
     episodes: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0
-    discarded: int = 0
+    discarded: int = 0  # attempts that were not kept (failed demos, successful autonomous episodes)
+    surplus: int = 0  # kept-kind episodes beyond the target (batched collection runs a few extra attempts)
 
 
 _ENV_CACHE: dict[str, Any] = {}
@@ -87,6 +92,12 @@ def rollout(env: Any, kind: str, seed: int, instruction: str) -> dict[str, Any]:
             break
     else:
         raise RuntimeError(f"episode of {instruction!r} did not end within max_episode_steps={limit}")
+    return as_episode(instruction, seed, states, actions, rewards, terms, truncs)
+
+
+def as_episode(instruction: str, seed: int, states: list, actions: list, rewards: list, terms: list,
+               truncs: list) -> dict[str, Any]:
+    """One episode's step lists as the arrays a dataset stores (states has one more row)."""
     states = np.asarray(states, np.float32)
     if not np.isfinite(states).all():  # an unstable simulation must not enter a dataset silently
         raise RuntimeError(f"non-finite state in the episode of {instruction!r} with reset seed {seed}")
@@ -125,9 +136,9 @@ def collect_unit(unit: Unit) -> UnitResult:
     return result
 
 
-def make_units(task: str, profile: str, seed: int, instructions: int | None = None) -> list[Unit]:
-    """Units of every instruction of ``task``, or of ``instructions`` of them spread evenly
-    over its list (so a sample of the multi-task list covers every skill)."""
+def make_units(task: str, profile: str, seed: int, split: str, instructions: int | None = None) -> list[Unit]:
+    """Units of one split for every instruction of ``task``, or for ``instructions`` of them
+    spread evenly over its list (so a sample of the multi-task list covers every skill)."""
     from qtbench.envs.instructions import instructions_for
 
     prof = get_profile(profile)
@@ -137,7 +148,6 @@ def make_units(task: str, profile: str, seed: int, instructions: int | None = No
     targets = {"demos": prof.demos_per_instruction, "failures": prof.failures_per_instruction}
     return [
         Unit(task, profile, seed, split, ins.text, targets[split], targets[split] * prof.max_attempts_per_episode)
-        for split in ("demos", "failures")
         for ins in chosen
     ]
 
@@ -163,7 +173,7 @@ def run_units(units: list[Unit], workers: int = 1, progress: bool = True) -> lis
         bar.close()
 
 
-def _code_version() -> str:
+def code_version() -> str:
     """qtbench version and git commit of this checkout (when it is one), for metadata."""
     version = package_versions()["qtbench"]
     try:
@@ -175,41 +185,45 @@ def _code_version() -> str:
     return f"qtbench {version}" + (f" (git {commit})" if commit else "")
 
 
-def _manifest(task: str, split: str, profile: str, seed: int, results: list[UnitResult],
-              episodes: list[dict[str, Any]], max_episode_steps: int,
-              policy: dict[str, Any] | None = None) -> dict[str, Any]:
-    prof = get_profile(profile)
-    collectors = dict(COLLECTORS, failures=f"checkpoint:{policy['algo']}") if policy else COLLECTORS
-    cells = {}
-    for res in results:
-        cell = cells.setdefault(res.unit.split, {"collector": collectors[res.unit.split], "per_instruction": {}})
-        cell["per_instruction"][res.unit.instruction] = {
-            "kept": len(res.episodes),
-            "target": res.unit.target,
-            "attempts": res.attempts,
-            "discarded": res.discarded,
+def collector_cell(results: list[UnitResult], collector: str) -> dict[str, Any]:
+    """How one split was collected: per instruction kept / target / attempts / discarded."""
+    rows = {
+        res.unit.instruction: {
+            "kept": len(res.episodes), "target": res.unit.target, "attempts": res.attempts,
+            "discarded": res.discarded, "surplus": res.surplus,
         }
-    for cell in cells.values():
-        rows = cell["per_instruction"].values()
-        cell["attempts"] = sum(r["attempts"] for r in rows)
-        cell["discarded"] = sum(r["discarded"] for r in rows)
-        cell["shortfall"] = sum(r["target"] - r["kept"] for r in rows)
+        for res in results
+    }
     return {
-        "task": task,
-        "split": split,
-        "profile": profile,
+        "collector": collector,
+        "per_instruction": rows,
+        "attempts": sum(r["attempts"] for r in rows.values()),
+        "discarded": sum(r["discarded"] for r in rows.values()),
+        "shortfall": sum(r["target"] - r["kept"] for r in rows.values()),
+    }
+
+
+def _manifest(name: DatasetName, seed: int, cells: dict[str, Any], episodes: list[dict[str, Any]],
+              episode_seeds: list[int], max_episode_steps: int, policy: dict[str, Any] | None) -> dict[str, Any]:
+    prof = get_profile(name.profile)
+    checkpoint = policy.get("checkpoint") if policy and policy.get("external") else None
+    return {
+        "task": name.task,
+        "split": name.split,
+        "profile": name.profile,
         "profile_counts": asdict(prof),
+        "failure_source": None if name.split == "demos" else name.source,
         "seed": seed,
         "seed_scheme": "reset seed = sha256(task|profile|seed|split|instruction|attempt) mod 2**31; "
         f"evaluation seeds start at {EVAL_SEED_OFFSET}",
-        "episode_seeds": [int(ep["seed"]) for ep in episodes],
+        "episode_seeds": episode_seeds,
         "collectors": cells,
         "discarded_demo_attempts": cells.get("demos", {}).get("discarded", 0),
         "discarded_autonomous_successes": cells.get("failures", {}).get("discarded", 0),
-        "autonomous_policy": policy,
+        "collection_policy": policy,
         "max_episode_steps": max_episode_steps,
-        "regenerate": regenerate_command(task, profile, seed, policy and policy["checkpoint"]),
-        "code": _code_version(),
+        "regenerate": regenerate_command(name.task, name.profile, seed, name.source, checkpoint),
+        "code": code_version(),
         "versions": package_versions(),
         **summarize(episodes),
     }
@@ -221,15 +235,17 @@ DESCRIPTIONS = {
     "failures": "Failed episodes (all rewards 0.0) of {collector} on '{task}'; "
     "its successful episodes were discarded, as in the Q-Transformer paper.",
     "mixed": "Demonstrations followed by failed episodes of {collector} on '{task}' (the "
-    "Q-Transformer paper's training data: few successes, many failures).",
+    "Q-Transformer paper's training data: demonstrations plus failed autonomous attempts).",
 }
 DEMO_COLLECTOR = "qtbench.envs.policies 'demo' (scripted, human-like noise)"
+SCRIPTED_COLLECTOR = "the erring scripted autonomous collector (qtbench.envs.policies 'autonomous')"
 
 
 def _failure_collector(policy: dict[str, Any] | None) -> str:
     if policy is None:
-        return "the erring scripted autonomous collector (qtbench.envs.policies 'autonomous')"
-    return f"a trained qtbench {policy['algo']} policy ({policy['checkpoint']}, step {policy['step']})"
+        return SCRIPTED_COLLECTOR
+    return (f"a trained qtbench {policy['algo']} policy ({policy['checkpoint']}, step {policy['step']}, "
+            f"weights {policy['weights_hash'][:19]})")
 
 
 def _algorithm_name(split: str, policy: dict[str, Any] | None) -> str:
@@ -238,78 +254,82 @@ def _algorithm_name(split: str, policy: dict[str, Any] | None) -> str:
     return {"demos": DEMO_COLLECTOR, "failures": failures, "mixed": f"{DEMO_COLLECTOR} + {failures}"}[split]
 
 
-def generate_task(task: str, profile: str = "default", seed: int = 0, workers: int = 1,
-                  progress: bool = True, instructions: int | None = None,
-                  autonomous_policy: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    """Generate and write ``demos``, ``failures`` and ``mixed`` of one task; returns their manifests.
-
-    ``instructions`` limits generation to that many of the task's instructions, spread
-    evenly over its list (benchmarks only).
-    ``autonomous_policy``: a training checkpoint whose policy collects the failures instead
-    of the scripted autonomous collector (in this process, batched over environments).
-    """
+def _write(name: DatasetName, seed: int, episodes: list[dict[str, Any]], episode_seeds: list[int],
+           cells: dict[str, Any], policy: dict[str, Any] | None) -> dict[str, Any]:
     from qtbench.envs import TASKS
 
-    ids = {split: dataset_id(task, split) for split in SPLITS}  # validates the task name
-    get_profile(profile)
-    units = make_units(task, profile, seed, instructions)
-    log.info("generating %s (profile %s, seed %d): %d units on %d worker(s)", task, profile, seed, len(units), workers)
-    if autonomous_policy is None:
-        policy_info = None
-        results = run_units(units, workers, progress)
-    else:
-        from qtbench.data.policy_collector import collect_with_policy, load_trained_policy
+    manifest = _manifest(name, seed, cells, episodes, episode_seeds, max_episode_steps(name.task), policy)
+    metadata = dict(
+        algorithm_name=_algorithm_name(name.split, policy),
+        author=AUTHOR,
+        code_permalink=f"{manifest['code']}: qtbench/data/generate.py",
+        description=DESCRIPTIONS[name.split].format(task=name.task, collector=_failure_collector(policy))
+        + f" Profile {name.profile!r}, seed {seed}; regenerate with `{manifest['regenerate']}`.",
+    )
+    return write_dataset(name.id, episodes, TASKS[name.task], manifest, metadata)
 
-        policy = load_trained_policy(autonomous_policy, task)  # before any dataset is replaced
-        policy_info = policy.describe()
-        results = run_units([u for u in units if u.split == "demos"], workers, progress)
-        results += collect_with_policy([u for u in units if u.split == "failures"], policy, progress=progress)
-    by_split = {
-        "demos": [r for r in results if r.unit.split == "demos"],
-        "failures": [r for r in results if r.unit.split == "failures"],
-    }
-    by_split["mixed"] = by_split["demos"] + by_split["failures"]
+
+def max_episode_steps(task: str) -> int:
+    return int(_env(task).unwrapped.max_episode_steps)
+
+
+def _warn_shortfall(results: list[UnitResult]) -> None:
     for res in results:
         if len(res.episodes) < res.unit.target:
             log.warning(
-                "%s %r: kept %d of %d episodes after %d attempts",
+                "%s %r: kept %d of %d episodes after %d attempts (the collector rarely produced this kind "
+                "there; the manifest records the shortfall)",
                 res.unit.split, res.unit.instruction, len(res.episodes), res.unit.target, res.attempts,
             )
-    max_steps = int(_env(task).unwrapped.max_episode_steps)
-    code = _code_version()
-    manifests = {}
-    for split in SPLITS:
-        episodes = [ep for res in by_split[split] for ep in res.episodes]
-        manifest = _manifest(task, split, profile, seed, by_split[split], episodes, max_steps, policy_info)
-        metadata = dict(
-            algorithm_name=_algorithm_name(split, policy_info),
-            author=AUTHOR,
-            code_permalink=f"{code}: qtbench/data/generate.py",
-            description=DESCRIPTIONS[split].format(task=task, collector=_failure_collector(policy_info))
-            + f" Profile {profile!r}, seed {seed}; regenerate with `{manifest['regenerate']}`.",
-        )
-        manifests[split] = write_dataset(ids[split], episodes, TASKS[task], manifest, metadata)
+
+
+def collect_demos(task: str, profile: str, seed: int, workers: int = 1, progress: bool = True,
+                  instructions: int | None = None) -> list[UnitResult]:
+    """Scripted demonstrations of every (or ``instructions`` of the) instruction(s) of ``task``."""
+    return run_units(make_units(task, profile, seed, "demos", instructions), workers, progress)
+
+
+def collect_scripted_failures(task: str, profile: str, seed: int, workers: int = 1, progress: bool = True,
+                              instructions: int | None = None) -> list[UnitResult]:
+    """Failures of the scripted autonomous collector (``--failures scripted``)."""
+    return run_units(make_units(task, profile, seed, "failures", instructions), workers, progress)
+
+
+def write_demos(task: str, profile: str, seed: int, results: list[UnitResult]) -> dict[str, Any]:
+    """Write ``demos-<profile>``; returns its manifest."""
+    _warn_shortfall(results)
+    episodes = [ep for res in results for ep in res.episodes]
+    cells = {"demos": collector_cell(results, COLLECTORS["demos"])}
+    return _write(DatasetName(task, "demos", profile), seed, episodes, [int(ep["seed"]) for ep in episodes],
+                  cells, None)
+
+
+def write_failures(task: str, profile: str, seed: int, source: str, results: list[UnitResult],
+                   demos: tuple[list[dict[str, Any]], dict[str, Any]],
+                   policy: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Write ``failures-<profile>-<source>`` and ``mixed-<profile>-<source>`` (the stored
+    ``demos`` episodes and manifest, then these failures); returns both manifests.
+
+    ``policy`` describes the learned policy that collected the failures (None: the scripted
+    collector); its success rate over the collection attempts is added here.
+    """
+    dataset_id(task, "failures", profile, source)  # validates the names before any work
+    _warn_shortfall(results)
+    demo_episodes, demo_manifest = demos
+    failures = [ep for res in results for ep in res.episodes]
+    cell = collector_cell(results, f"checkpoint:{policy['algo']}" if policy else COLLECTORS["failures"])
+    if policy is not None:
+        policy = dict(policy, attempts=cell["attempts"], successes=cell["discarded"],
+                      success_rate=cell["discarded"] / cell["attempts"] if cell["attempts"] else None)
+    failure_seeds = [int(ep["seed"]) for ep in failures]
+    manifests = {
+        "failures": _write(DatasetName(task, "failures", profile, source), seed, failures, failure_seeds,
+                           {"failures": cell}, policy),
+    }
+    demo_seeds = list(demo_manifest["episode_seeds"])
+    demo_episodes = [dict(ep, seed=s) for ep, s in zip(demo_episodes, demo_seeds)]  # read back without seeds
+    manifests["mixed"] = _write(
+        DatasetName(task, "mixed", profile, source), seed, demo_episodes + failures, demo_seeds + failure_seeds,
+        {"demos": demo_manifest["collectors"]["demos"], "failures": cell}, policy,
+    )
     return manifests
-
-
-def ensure_datasets(task: str, profile: str = "default", seed: int = 0, workers: int = 1) -> None:
-    """Generate a task's datasets when none exist; otherwise check that they were made
-    with this profile and seed and that their content hashes still match."""
-    from qtbench.data.store import read_episodes, read_manifest, dataset_dir, verify_episodes
-    from qtbench.errors import QtbenchError
-
-    ids = [dataset_id(task, split) for split in SPLITS]
-    get_profile(profile)
-    if not all((dataset_dir(did) / "data").exists() for did in ids):
-        generate_task(task, profile, seed, workers)
-        return
-    for did in ids:
-        manifest = read_manifest(did)
-        made_with = (manifest.get("profile"), manifest.get("seed"))
-        if made_with != (profile, seed):
-            raise QtbenchError(
-                f"dataset {did} was generated with profile {made_with[0]!r} and seed {made_with[1]}, "
-                f"but profile {profile!r} and seed {seed} were asked for",
-                f"regenerate it: {regenerate_command(task, profile, seed)}",
-            )
-        verify_episodes(did, read_episodes(did, manifest), manifest)

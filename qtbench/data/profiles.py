@@ -1,21 +1,28 @@
 """Dataset sizes (profiles) and the seeding scheme of generated and evaluation episodes.
 
-Profiles, counts per instruction (a task's dataset = counts x its instructions:
-drawer_open 3, drawer_close 3, pick_place 18, move_near 42, all 66):
+Profiles keep the Q-Transformer paper's proportions (about 38,000 demonstrations and
+20,000 failures over about 700 instructions: roughly two demos per failure). Counts per
+instruction (a task's dataset = counts x its instructions: drawer_open 3, drawer_close 3,
+pick_place 18, move_near 42, all 66):
 
-=========  =====  ========  ==========================================================
-profile    demos  failures  use
-=========  =====  ========  ==========================================================
-small          2         3  tests and smoke runs (seconds per task)
-default       20        40  the benchmark: few demos, more failures than demos
-large        100        50  towards the paper's per-task counts (100 demos per task
-                            instruction, failures kept from a larger autonomous pool)
-=========  =====  ========  ==========================================================
+=========  =====  ========  ================  ==============================================
+profile    demos  failures  collection BC     use
+=========  =====  ========  ================  ==============================================
+small          4         2  40 steps          tests and smoke runs (seconds per task)
+default       50        25  bc's default      the benchmark (the paper: ~54 + ~29)
+large        100        50  bc's default      twice the default
+=========  =====  ========  ================  ==============================================
+
+"collection BC" is the gradient-step budget of the behaviour-cloning policy whose failed
+episodes fill the failures (qtbench.datasets); None means the ``bc`` leaderboard row's own
+default budget, so the collection policy is trained exactly like that row.
 
 Seeds. Every generated episode's reset seed is a hash of (task, profile, seed, split,
 instruction, attempt index), so generation is identical whatever ``--workers`` is, and
 it lies in ``[0, EVAL_SEED_OFFSET)``. Evaluation episodes use :func:`eval_seeds`, which
-start at ``EVAL_SEED_OFFSET = 2**31``: the two sets are disjoint by construction.
+start at ``EVAL_SEED_OFFSET = 2**31``: the two sets are disjoint by construction. The
+collection policy's learner seed is ``COLLECTION_SEED_OFFSET + data seed``, so it is never
+one of the learner seeds of the evaluated runs (0, 1, 2...).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 from qtbench.errors import unknown_name
 
 EVAL_SEED_OFFSET = 2**31
+COLLECTION_SEED_OFFSET = 10_000
 # Evaluation seeds of different run seeds never overlap for fewer episodes than this.
 EVAL_SEEDS_PER_RUN = 1_000_000
 
@@ -41,12 +49,16 @@ class Profile:
     failures_per_instruction: int
     # Attempts allowed per kept episode before giving up on an instruction (e.g. an
     # autonomous collector that almost never fails there); the shortfall is recorded.
+    # With a collector that fails less than 1 time in 10 on an instruction, that instruction
+    # gets fewer failures than asked (its manifest records the shortfall, generation warns).
     max_attempts_per_episode: int = 10
+    # Gradient steps of the BC collection policy; None = the bc algorithm's default budget.
+    collection_steps: int | None = None
 
 
 PROFILES: dict[str, Profile] = {
-    "small": Profile("small", demos_per_instruction=2, failures_per_instruction=3),
-    "default": Profile("default", demos_per_instruction=20, failures_per_instruction=40),
+    "small": Profile("small", demos_per_instruction=4, failures_per_instruction=2, collection_steps=40),
+    "default": Profile("default", demos_per_instruction=50, failures_per_instruction=25),
     "large": Profile("large", demos_per_instruction=100, failures_per_instruction=50),
 }
 
@@ -63,6 +75,11 @@ def profile_table() -> str:
         f"{p.name}: {p.demos_per_instruction} demos + {p.failures_per_instruction} failures per instruction"
         for p in PROFILES.values()
     )
+
+
+def collection_seed(data_seed: int) -> int:
+    """Learner seed of the collection policy trained on the demos of data seed ``data_seed``."""
+    return COLLECTION_SEED_OFFSET + int(data_seed)
 
 
 def episode_seed(task: str, profile: str, seed: int, split: str, instruction: str, attempt: int) -> int:

@@ -1,7 +1,7 @@
 """Where datasets live, how they are written (atomically) and read back (verified).
 
-A dataset is a Minari dataset directory ``$MINARI_DATASETS_PATH/qtbench/<task>/<split>-v0``
-plus ``qtbench_manifest.json`` beside Minari's ``data/`` folder. It is written under a
+A dataset is a Minari dataset directory ``$MINARI_DATASETS_PATH/<id>`` (ids: see
+:class:`DatasetName`) plus ``qtbench_manifest.json`` beside Minari's ``data/`` folder. It is written under a
 hidden staging folder of the same root (Minari's listing skips hidden folders) and renamed
 into place only once complete and read back, so a reader never sees half a dataset.
 """
@@ -23,17 +23,50 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from qtbench.algorithms.base import SPLITS
 from qtbench.data.manifest import content_hash
+from qtbench.data.profiles import get_profile
 from qtbench.errors import QtbenchError, unknown_name
 from qtbench.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("demos", "failures", "mixed")
 NAMESPACE = "qtbench"
 VERSION = 0
 MANIFEST_NAME = "qtbench_manifest.json"
-_ID_RE = re.compile(rf"^{NAMESPACE}/(?P<task>[a-z_]+)/(?P<split>[a-z]+)-v{VERSION}$")
+# Failure sources: the BC collection policy trained on the demos (the default, as in the
+# paper), the erring scripted collector, or "policy<8 hex digits of its weights hash>" for
+# a checkpoint given with --autonomous-policy.
+DEFAULT_SOURCE = "bc"
+SCRIPTED_SOURCE = "scripted"
+_NAME_RE = re.compile(
+    r"^(?:demos-(?P<dprofile>[a-z]+)|(?P<split>failures|mixed)-(?P<profile>[a-z]+)-(?P<source>[a-z0-9]+))$"
+)
+_ID_RE = re.compile(rf"^{NAMESPACE}/(?P<task>[a-z_]+)/(?P<name>[a-z0-9-]+)-v{VERSION}$")
+
+
+@dataclass(frozen=True)
+class DatasetName:
+    """What a dataset id says: task, split, profile and (for failures and mixed) failure source.
+
+    Ids follow Minari's ``namespace/name-vN`` grammar::
+
+        qtbench/<task>/demos-<profile>-v0                 scripted demonstrations
+        qtbench/<task>/failures-<profile>-<source>-v0     failed episodes of <source>
+        qtbench/<task>/mixed-<profile>-<source>-v0        demos + failures (the paper's data)
+
+    The demos do not depend on the failure source, so every source of a profile shares them.
+    """
+
+    task: str
+    split: str
+    profile: str = "default"
+    source: str = DEFAULT_SOURCE
+
+    @property
+    def id(self) -> str:
+        name = f"demos-{self.profile}" if self.split == "demos" else f"{self.split}-{self.profile}-{self.source}"
+        return f"{NAMESPACE}/{self.task}/{name}-v{VERSION}"
 
 
 def known_tasks() -> list[str]:
@@ -42,27 +75,43 @@ def known_tasks() -> list[str]:
     return list(TASKS)
 
 
-def dataset_id(task: str, split: str) -> str:
-    """``qtbench/<task>/<split>-v0``; a QtbenchError for an unknown task or split."""
+def check_source(source: str) -> str:
+    """``source`` when it can name a failure source in an id; a QtbenchError otherwise."""
+    if not re.fullmatch(r"[a-z0-9]+", source or ""):
+        raise QtbenchError(
+            f"unknown failure source {source!r}",
+            f"use --failures {DEFAULT_SOURCE} (the BC collection policy, default) or --failures "
+            f"{SCRIPTED_SOURCE}, or give a trained checkpoint with --autonomous-policy",
+        )
+    return source
+
+
+def dataset_id(task: str, split: str, profile: str = "default", source: str = DEFAULT_SOURCE) -> str:
+    """The id of one dataset (see :class:`DatasetName`); a QtbenchError for an unknown name."""
     if task not in known_tasks():
         raise unknown_name("task", task, known_tasks())
     if split not in SPLITS:
         raise unknown_name("dataset split", split, SPLITS)
-    return f"{NAMESPACE}/{task}/{split}-v{VERSION}"
+    get_profile(profile)
+    return DatasetName(task, split, profile, check_source(source)).id
 
 
-def parse_dataset_id(name: str) -> tuple[str, str]:
-    """(task, split) of a dataset id; also accepts the short form ``<task>/<split>``."""
+def parse_dataset_id(name: str) -> DatasetName:
+    """What a dataset id names; also accepts the short form ``<task>/<name>`` (no namespace, no version)."""
     match = _ID_RE.match(name) or _ID_RE.match(f"{NAMESPACE}/{name}-v{VERSION}")
-    if not match:
+    parts = _NAME_RE.match(match["name"]) if match else None
+    if not parts:
         raise QtbenchError(
             f"not a qtbench dataset id: {name!r}",
-            f"use qtbench/<task>/<split>-v{VERSION} with split one of {', '.join(SPLITS)} "
-            "(see `qtbench data list`)",
+            f"use qtbench/<task>/demos-<profile>-v{VERSION} or qtbench/<task>/<failures|mixed>-<profile>-<source>-"
+            f"v{VERSION}, e.g. qtbench/drawer_open/mixed-default-{DEFAULT_SOURCE}-v{VERSION} (see `qtbench data list`)",
         )
-    task, split = match["task"], match["split"]
-    dataset_id(task, split)  # validates both names
-    return task, split
+    if parts["dprofile"]:
+        parsed = DatasetName(match["task"], "demos", parts["dprofile"])
+    else:
+        parsed = DatasetName(match["task"], parts["split"], parts["profile"], parts["source"])
+    dataset_id(parsed.task, parsed.split, parsed.profile, parsed.source)  # validates the names
+    return parsed
 
 
 def datasets_root() -> Path:
@@ -76,17 +125,22 @@ def dataset_dir(dataset_id_: str) -> Path:
     return datasets_root() / dataset_id_
 
 
-def regenerate_command(task: str, profile: str | None = None, seed: int | None = None,
+def regenerate_command(task: str, profile: str = "default", seed: int = 0, source: str = DEFAULT_SOURCE,
                        autonomous_policy: str | None = None) -> str:
-    """The exact command that rebuilds a task's datasets."""
-    cmd = f"qtbench data generate --task {task}"
-    if profile is not None:
-        cmd += f" --profile {profile}"
-    if seed is not None:
-        cmd += f" --seed {seed}"
+    """The exact command that rebuilds a task's datasets of one profile and failure source."""
+    cmd = f"qtbench data generate --task {task} --profile {profile} --seed {seed}"
     if autonomous_policy:
-        cmd += f" --autonomous-policy {autonomous_policy}"
+        return cmd + f" --autonomous-policy {autonomous_policy}"
+    if source != DEFAULT_SOURCE:
+        cmd += f" --failures {source}"
     return cmd
+
+
+def _regenerate_hint(dataset_id_: str, manifest: dict[str, Any] | None = None) -> str:
+    name = parse_dataset_id(dataset_id_)
+    if manifest and manifest.get("regenerate"):
+        return manifest["regenerate"]
+    return regenerate_command(name.task, name.profile, 0, name.source)
 
 
 # ---- reading ---------------------------------------------------------------------------
@@ -105,26 +159,23 @@ class StoredDataset:
 
 def read_manifest(dataset_id_: str) -> dict[str, Any]:
     """The manifest of a dataset; QtbenchError (with the fix) when missing or unreadable."""
-    task, _ = parse_dataset_id(dataset_id_)
     path = dataset_dir(dataset_id_) / MANIFEST_NAME
     if not (dataset_dir(dataset_id_) / "data").exists():
         raise QtbenchError(
             f"dataset {dataset_id_} not found under {datasets_root()}",
-            f"generate it: {regenerate_command(task, 'default', 0)}",
+            f"generate it: {_regenerate_hint(dataset_id_)}",
         )
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise QtbenchError(
             f"dataset {dataset_id_} has no readable manifest ({path}: {err}); it may be half-written",
-            f"regenerate it: {regenerate_command(task, 'default', 0)}",
+            f"regenerate it: {_regenerate_hint(dataset_id_)}",
         ) from err
 
 
 def _broken(dataset_id_: str, manifest: dict[str, Any], why: str) -> QtbenchError:
-    task, _ = parse_dataset_id(dataset_id_)
-    cmd = manifest.get("regenerate") or regenerate_command(task, manifest.get("profile", "default"), manifest.get("seed", 0))
-    return QtbenchError(f"dataset {dataset_id_} is corrupt: {why}", f"regenerate it: {cmd}")
+    return QtbenchError(f"dataset {dataset_id_} is corrupt: {why}", f"regenerate it: {_regenerate_hint(dataset_id_, manifest)}")
 
 
 # The last few datasets read in this process, keyed by a digest of their raw file bytes:
@@ -205,14 +256,31 @@ def verify_episodes(dataset_id_: str, episodes: list[dict[str, Any]], manifest: 
     return actual
 
 
-def read_dataset(task: str, split: str, verify: bool = True) -> StoredDataset:
-    """Read ``qtbench/<task>/<split>-v0`` (and check its hash unless ``verify=False``)."""
-    did = dataset_id(task, split)
+def read_dataset(did: str, verify: bool = True) -> StoredDataset:
+    """Read the dataset with id ``did`` (and check its hash unless ``verify=False``)."""
+    parse_dataset_id(did)
     manifest = read_manifest(did)
     episodes = read_episodes(did, manifest)
     if verify:
         verify_episodes(did, episodes, manifest)
     return StoredDataset(did, episodes, manifest)
+
+
+def data_record(task: str, profile: str, source: str, split: str) -> dict[str, Any]:
+    """What a run trained on, for its config.json and eval.json: the dataset it read, the
+    content hashes of its regime's three datasets, and the regime's fingerprint (the mixed
+    dataset's hash, which covers the demos and the failures): runs with equal fingerprints
+    trained on the same data, whichever split each one read."""
+    ids = {s: dataset_id(task, s, profile, source) for s in SPLITS}
+    hashes = {did: read_manifest(did)["content_hash"] for did in ids.values()}
+    return {
+        "regime": f"{profile}-{source}",
+        "profile": profile,
+        "failure_source": source,
+        "dataset_id": ids[split],
+        "content_hashes": hashes,
+        "fingerprint": hashes[ids["mixed"]],
+    }
 
 
 def list_datasets() -> list[str]:
@@ -224,7 +292,7 @@ def list_datasets() -> list[str]:
     for task_dir in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for ds in sorted(p for p in task_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             did = f"{NAMESPACE}/{task_dir.name}/{ds.name}"
-            if _ID_RE.match(did) and (ds / "data").is_dir():
+            if _ID_RE.match(did) and _NAME_RE.match(_ID_RE.match(did)["name"]) and (ds / "data").is_dir():
                 ids.append(did)
     return ids
 

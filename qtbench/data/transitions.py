@@ -125,15 +125,17 @@ class TransitionData:
         )
 
     @classmethod
-    def load(cls, task: str, split: str, successful_only: bool = False) -> "TransitionData":
-        """Read ``qtbench/<task>/<split>-v0`` (verifying its content hash) into flat arrays.
+    def load(cls, task: str, split: str, successful_only: bool = False, profile: str = "default",
+             source: str = "bc") -> "TransitionData":
+        """Read one dataset of ``task`` (verifying its content hash) into flat arrays: the
+        ``split`` of that ``profile`` and failure ``source`` (see qtbench.data.store.DatasetName).
 
         ``successful_only`` keeps the episodes with a positive return (demonstrations
         inside the mixed dataset, for behaviour cloning).
         """
-        from qtbench.data.store import read_dataset
+        from qtbench.data.store import dataset_id, read_dataset
 
-        stored = read_dataset(task, split, verify=True)
+        stored = read_dataset(dataset_id(task, split, profile, source), verify=True)
         episodes = stored.episodes
         if successful_only:
             episodes = [ep for ep in episodes if float(np.sum(ep["rewards"])) > 0]

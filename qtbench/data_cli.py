@@ -18,31 +18,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     gen = sub.add_parser(
         "generate",
-        help="collect demos-v0, failures-v0 and mixed-v0 of a task",
+        help="make a task's demos, BC collection policy, failures and mixed datasets",
         description=(
-            "Collect a task's datasets qtbench/<task>/{demos,failures,mixed}-v0 under "
-            "$MINARI_DATASETS_PATH (Minari's default when unset), replacing existing ones. "
-            f"Profiles: {profile_table()}. The same task, profile and seed give the same "
-            "episodes for any --workers."
+            "Make a task's datasets under $MINARI_DATASETS_PATH (Minari's default when unset): scripted "
+            "demos (qtbench/<task>/demos-<profile>-v0), then the collection policy (the bc baseline "
+            "trained on those demos, kept in qtbench/<task>/collection-policy-<profile>/), then its "
+            "failed greedy episodes (qtbench/<task>/failures-<profile>-bc-v0, successes discarded) and "
+            "demos + failures (qtbench/<task>/mixed-<profile>-bc-v0). Other profiles and failure "
+            "sources get their own ids; this replaces only the datasets of the asked variant. "
+            f"Profiles: {profile_table()}. The same task, profile and seed give the same episodes "
+            "for any --workers."
         ),
     )
     gen.add_argument("--task", required=True, help=TASK_HELP)
     gen.add_argument("--profile", default="default", choices=list(PROFILES), help="dataset size (default: default)")
     gen.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
-    gen.add_argument("--workers", type=int, default=1, help="collector processes (default 1)")
+    gen.add_argument("--workers", type=int, default=1, help="processes collecting the scripted episodes (default 1)")
+    gen.add_argument(
+        "--failures", default="bc", metavar="SOURCE",
+        help="who collects the failures: bc (default: the BC policy trained on the demos, as in the paper) or "
+        "scripted (the erring scripted collector: harder, off the demos' distribution)",
+    )
     gen.add_argument(
         "--autonomous-policy", metavar="CHECKPOINT", default=None,
-        help="collect the failures with a trained qtbench policy (a training checkpoint directory "
-        "or its last.pt; the paper used BC) instead of the scripted autonomous collector; the "
-        "task's datasets the policy was trained on must be present",
+        help="collect the failures with this trained qtbench policy instead (a training checkpoint "
+        "directory or its last.pt); ids get the source policy<weights hash>; the datasets of this "
+        "profile the policy was trained on must be present",
     )
+    gen.add_argument("--resume", action="store_true",
+                     help="reuse the stored demos of this seed and the collection policy trained on them "
+                     "(continuing a killed training) instead of making them again")
     gen.set_defaults(func=cmd_generate)
 
-    lst = sub.add_parser("list", help="list the qtbench datasets present")
+    lst = sub.add_parser("list", help="list the qtbench datasets and collection policies present")
     lst.set_defaults(func=cmd_list)
 
     info = sub.add_parser("info", help="episodes, steps, success fraction and per-instruction counts")
-    info.add_argument("dataset", help="dataset id, e.g. qtbench/drawer_open/mixed-v0 (or drawer_open/mixed)")
+    info.add_argument("dataset", help="dataset id, e.g. qtbench/drawer_open/mixed-default-bc-v0 "
+                      "(or drawer_open/mixed-default-bc)")
     info.set_defaults(func=cmd_info)
 
     ver = sub.add_parser("verify", help="recompute content hashes and compare them with the manifests")
@@ -67,29 +80,31 @@ def _tasks(arg: str) -> list[str]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    import time
+    from qtbench.datasets import check_failure_source, generate_datasets
 
-    from qtbench.data.generate import generate_task
-
+    check_failure_source(args.failures)
     for task in _tasks(args.task):
-        start = time.perf_counter()
-        manifests = generate_task(
-            task, args.profile, args.seed, args.workers, autonomous_policy=args.autonomous_policy
-        )
-        took = time.perf_counter() - start
-        for m in manifests.values():
+        made = generate_datasets(task, args.profile, args.seed, args.failures, args.autonomous_policy,
+                                 args.workers, resume=args.resume)
+        for m in made.manifests.values():
             print(f"{m['dataset_id']}: {m['episodes']} episodes, {m['steps']} steps, {m['content_hash'][:19]}")
-        print(
-            f"{task}: {took:.1f} s; discarded {manifests['mixed']['discarded_demo_attempts']} failed demo attempts "
-            f"and {manifests['mixed']['discarded_autonomous_successes']} successful autonomous episodes"
-        )
+        mixed = made.manifests["mixed"]
+        policy = mixed.get("collection_policy")
+        if policy:
+            print(f"failures collected by {policy['checkpoint']} (weights {policy['weights_hash'][:19]}), "
+                  f"which succeeded in {policy['successes']} of {policy['attempts']} attempts "
+                  f"({policy['success_rate']:.1%}, successes discarded)")
+        print(f"{task}: {sum(made.seconds.values()):.1f} s ("
+              + ", ".join(f"{stage} {s:.1f} s" for stage, s in made.seconds.items())
+              + f"); discarded {mixed['discarded_demo_attempts']} failed demo attempts and "
+              f"{mixed['discarded_autonomous_successes']} successful autonomous episodes")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     import json
 
-    from qtbench.data.store import MANIFEST_NAME, dataset_dir, datasets_root, list_datasets
+    from qtbench.data.store import MANIFEST_NAME, NAMESPACE, dataset_dir, datasets_root, list_datasets
 
     ids = list_datasets()
     if not ids:
@@ -99,9 +114,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     for did in ids:
         try:
             m = json.loads((dataset_dir(did) / MANIFEST_NAME).read_text())
-            print(f"  {did:36s} {m['episodes']:6d} episodes {m['steps']:8d} steps  profile {m['profile']}, seed {m['seed']}")
+            print(f"  {did:44s} {m['episodes']:6d} episodes {m['steps']:8d} steps  seed {m['seed']}  "
+                  f"{m['content_hash'][:19]}")
         except (OSError, ValueError, KeyError):
-            print(f"  {did:36s} (no readable manifest: run `qtbench data verify {did}`)")
+            print(f"  {did:44s} (no readable manifest: run `qtbench data verify {did}`)")
+    policies = sorted((datasets_root() / NAMESPACE).glob("*/collection-policy-*/last.pt"))
+    if policies:
+        print("collection policies:")
+        for path in policies:
+            print(f"  {path.parent.relative_to(datasets_root()).as_posix()}")
     return 0
 
 
@@ -109,8 +130,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from qtbench.data.manifest import summarize
     from qtbench.data.store import parse_dataset_id, read_dataset
 
-    task, split = parse_dataset_id(args.dataset)
-    stored = read_dataset(task, split, verify=False)
+    stored = read_dataset(parse_dataset_id(args.dataset).id, verify=False)
     s, m = summarize(stored.episodes), stored.manifest
     print(f"{stored.dataset_id}  (profile {m.get('profile')}, seed {m.get('seed')})")
     print(f"  episodes            {s['episodes']}")
@@ -119,6 +139,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  mean episode length {s['mean_episode_length']:.1f}")
     print(f"  discarded           {m.get('discarded_demo_attempts', 0)} failed demo attempts, "
           f"{m.get('discarded_autonomous_successes', 0)} successful autonomous episodes")
+    policy = m.get("collection_policy")
+    if policy:
+        print(f"  failures collected  by {policy['algo']} {policy['checkpoint']} (step {policy['step']}, "
+              f"weights {policy['weights_hash'][:19]}, success rate {policy['success_rate']:.3f})")
     print(f"  content hash        {m.get('content_hash')}")
     print("  per instruction:")
     for text, count in s["per_instruction"].items():
@@ -131,8 +155,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     ids = args.datasets or list_datasets()
     for did in ids:
-        task, split = parse_dataset_id(did)
-        stored = read_dataset(task, split, verify=True)
+        stored = read_dataset(parse_dataset_id(did).id, verify=True)
         print(f"ok  {stored.dataset_id}  {stored.manifest['content_hash']}")
     if not ids:
         print("no qtbench datasets to verify")
