@@ -19,7 +19,8 @@ For every transition (s_t, a_t) of the run's own training dataset (or a uniform 
   failure states;
 * **calibration**: predicted Q(s_t, a_t) against the discounted Monte-Carlo return of the
   transition (the run's gamma), in CALIBRATION_BINS equal-width bins of the prediction over
-  [0, 1], and their count-weighted mean absolute gap.
+  [0, 1] (widened to the predictions' range where they leave it: IQL's and CQL's Q are not
+  bounded), and their count-weighted mean absolute gap.
 
 Transitions of one episode are correlated, so every 95% interval here is a percentile
 bootstrap over episodes (the demo episode, for ranking pairs).
@@ -88,16 +89,20 @@ def rank_scores(q_demo: np.ndarray, q_failure: np.ndarray) -> np.ndarray:
 
 
 def calibration(predicted: np.ndarray, returns: np.ndarray, bins: int = CALIBRATION_BINS) -> dict[str, Any]:
-    """Per equal-width bin of ``predicted`` over [0, 1] (values outside go to the end bins):
-    count, mean prediction and mean return; and the count-weighted mean absolute gap."""
-    index = np.clip((np.asarray(predicted) * bins).astype(np.int64), 0, bins - 1)
+    """Per equal-width bin of ``predicted`` over [min(0, lowest), max(1, highest)]: count,
+    mean prediction and mean return; and the count-weighted mean absolute gap."""
+    predicted = np.asarray(predicted, np.float64)
+    lo = min(0.0, float(predicted.min())) if len(predicted) else 0.0
+    hi = max(1.0, float(predicted.max())) if len(predicted) else 1.0
+    edges = np.linspace(lo, hi, bins + 1)
+    index = np.clip(((predicted - lo) / (hi - lo) * bins).astype(np.int64), 0, bins - 1)
     rows, gap = [], 0.0
     for b in range(bins):
         sel = index == b
         if not sel.any():
             continue
         mean_pred, mean_ret = float(predicted[sel].mean()), float(returns[sel].mean())
-        rows.append({"bin": [b / bins, (b + 1) / bins], "count": int(sel.sum()),
+        rows.append({"bin": [float(edges[b]), float(edges[b + 1])], "count": int(sel.sum()),
                      "mean_predicted": mean_pred, "mean_return": mean_ret})
         gap += sel.sum() * abs(mean_pred - mean_ret)
     return {"bins": rows, "mean_abs_gap": gap / max(len(predicted), 1)}
@@ -244,7 +249,8 @@ def probe_plot(result: dict[str, Any], path: Path) -> Path:
     ranking = "no similar pairs" if ranked is None else f"demo > failure action in similar states: {100 * ranked:.0f}%"
     left.set_title(f"{result['algo']} on {result['task']}: values\n({ranking})", fontsize="small")
     bins = result["calibration"]["bins"]
-    right.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
+    span = [min(0.0, bins[0]["bin"][0]), max(1.0, bins[-1]["bin"][1])] if bins else [0.0, 1.0]
+    right.plot(span, span, color="grey", linewidth=1, linestyle="--")
     right.plot([b["mean_predicted"] for b in bins], [b["mean_return"] for b in bins], marker="o")
     right.set_xlabel("predicted Q (bin mean)")
     right.set_ylabel("Monte-Carlo return (bin mean)")

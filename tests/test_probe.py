@@ -85,11 +85,15 @@ def test_similar_pairs_take_the_nearest_failure_within_the_radius():
 
 def test_rank_scores_and_calibration_by_hand():
     assert rank_scores(np.array([0.9, 0.5, 0.2]), np.array([0.8, 0.5, 0.3])).tolist() == [1.0, 0.5, 0.0]
-    cal = calibration(np.array([0.05, 0.15, 0.12, 0.95, 1.3]), np.array([0.0, 1.0, 0.0, 1.0, 1.0]), bins=10)
-    assert [b["count"] for b in cal["bins"]] == [1, 2, 2]  # 1.3 falls into the last bin
+    cal = calibration(np.array([0.05, 0.15, 0.12, 0.95, 1.0]), np.array([0.0, 1.0, 0.0, 1.0, 1.0]), bins=10)
+    assert [b["count"] for b in cal["bins"]] == [1, 2, 2]  # 1.0 falls into the last bin
+    assert cal["bins"][1]["bin"] == pytest.approx([0.1, 0.2])
     assert cal["bins"][1]["mean_predicted"] == pytest.approx(0.135) and cal["bins"][1]["mean_return"] == 0.5
-    # gaps: |0.05 - 0| + 2 * |0.135 - 0.5| + 2 * |1.125 - 1|, over 5
-    assert cal["mean_abs_gap"] == pytest.approx((0.05 + 2 * 0.365 + 2 * 0.125) / 5)
+    # gaps: |0.05 - 0| + 2 * |0.135 - 0.5| + 2 * |0.975 - 1|, over 5
+    assert cal["mean_abs_gap"] == pytest.approx((0.05 + 2 * 0.365 + 2 * 0.025) / 5)
+    # Unbounded values widen the range: [-3, 1] in 4 bins of width 1.
+    wide = calibration(np.array([-3.0, -2.5, 0.5]), np.array([0.0, 0.0, 1.0]), bins=4)
+    assert [(b["bin"], b["count"]) for b in wide["bins"]] == [([-3.0, -2.0], 2), ([0.0, 1.0], 1)]
 
 
 def test_episode_bootstrap_resamples_whole_episodes():
@@ -214,6 +218,7 @@ def test_probe_on_a_toy_dataset_by_hand():
     assert (rank["pairs"], rank["demo_transitions"], rank["median_distance"]) == (6, 6, 0.0)
     assert rank["fraction_demo_above"]["mean"] == 1.0
     # Q 0.5 for demo steps whose discounted returns are 0.25, 0.5, 1; Q -0.5 / 0.9 for return 0.
-    bins = {tuple(b["bin"]): b for b in result["calibration"]["bins"]}
-    assert bins[(0.5, 0.6)]["count"] == 6 and bins[(0.5, 0.6)]["mean_return"] == pytest.approx(1.75 / 3)
-    assert bins[(0.0, 0.1)]["count"] == 3 and bins[(0.9, 1.0)]["count"] == 3
+    bins = [(b["bin"], b["count"], b["mean_return"]) for b in result["calibration"]["bins"]]  # over [-0.5, 1]
+    assert [(lo, n) for (lo, _), n, _ in bins] == [(pytest.approx(-0.5), 3), (pytest.approx(0.4), 6),
+                                                   (pytest.approx(0.85), 3)]
+    assert bins[1][2] == pytest.approx(1.75 / 3)
