@@ -389,7 +389,8 @@ def run_cell(spec: RunSpec) -> Path:
 
     state = _initial_state(spec, ckpt_dir, config_dict)
     ensure_datasets(spec.task, profile=spec.profile, seed=DATA_SEED)
-    data = TransitionData.load(spec.task, config.dataset, successful_only=config.filtered)
+    data = TransitionData.load(spec.task, config.dataset, successful_only=config.filtered,
+                               demo_styles=config.demo_styles)
     sampler = WindowSampler(data, config.history, config.n_step, config.gamma, config.timeout_is_terminal)
 
     rng = seed_everything(spec.seed)

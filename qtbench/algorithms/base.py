@@ -38,6 +38,9 @@ class AlgoConfig:
     batch_size: int = 256
     learning_rate: float = 3e-4
     filtered: bool = False  # train only on the successful episodes of the chosen dataset
+    # Keep only the demonstrations of these styles (names or robust / fragile, one per skill;
+    # qtbench.envs.experts.STYLES); empty = every style. Failures are kept either way.
+    demo_styles: tuple[str, ...] = ()
     # Bootstrap nothing past a time-limit truncation: an attempt that ran out of time is
     # scored as failed (return 0), as the paper scores its robots' episodes. Off, a
     # truncated episode bootstraps from its last state (Gymnasium's time-limit reading).

@@ -98,6 +98,7 @@ def rollout(env: Any, kind: str, seed: int, instruction: str) -> dict[str, Any]:
         terminations=np.asarray(terms, bool),
         truncations=np.asarray(truncs, bool),
         seed=seed,
+        style=policy.style,
     )
 
 
