@@ -146,10 +146,13 @@ def grasp_height(state: np.ndarray, obj: str) -> float:
 FINGER_SWEEP = (0.075, 0.015)  # half extent (x, y) of the region the opening fingers sweep
 
 
-def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float | None = None) -> np.ndarray:
+def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float | None = None,
+                 straight: float | None = None) -> np.ndarray:
     """A free counter point to put ``moving`` down: on a ring of ``radius`` around ``near`` or,
     with no radius, the free grid point closest to ``near``. Free = clear of every other
-    object's footprint and of the region the fingers sweep when they open (along x)."""
+    object's footprint and of the region the fingers sweep when they open (along x); with
+    ``straight``, also reachable on a straight line from ``moving``'s place that passes the
+    other objects with that much room (when such a point exists)."""
     if radius is None:
         xs, ys = np.meshgrid(np.linspace(COUNTER_LOW[0], COUNTER_HIGH[0], 15), np.linspace(COUNTER_LOW[1], -0.21, 6))
         cands = np.stack([xs.ravel(), ys.ravel()], 1)
@@ -166,12 +169,25 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
     apart = np.linalg.norm(gap, axis=2) >= FOOTPRINT[moving] + foot + 0.012
     swept = (gap[..., 0] < FINGER_SWEEP[0] + foot) & (gap[..., 1] < FINGER_SWEEP[1] + foot)
     free = ok & np.all(apart & ~swept, axis=1)
+    if straight is not None:
+        start = layout.object_pos(state, moving)[:2]
+        passes = np.all(_segment_distance(start, cands, pos) >= FOOTPRINT[moving] + foot + straight, axis=1)
+        if (free & passes).any():
+            free &= passes
     if not free.any():  # crowded: the point farthest from everything
         clearance = np.min(np.linalg.norm(gap, axis=2) - foot, axis=1)
         return cands[int(np.argmax(np.where(ok, clearance, -np.inf)))]
     pick = np.where(free)[0]
     origin = near if radius is None else layout.object_pos(state, moving)[:2]
     return cands[pick[int(np.argmin(np.linalg.norm(cands[pick] - origin, axis=1)))]]
+
+
+def _segment_distance(start: np.ndarray, ends: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Distance (ends, points) from each point to each segment start -> end, in the plane."""
+    d = ends - start  # (E, 2)
+    rel = points[None] - start  # (1, P, 2)
+    t = np.clip(np.einsum("epk,ek->ep", rel, d) / np.maximum(np.sum(d * d, axis=1), 1e-12)[:, None], 0.0, 1.0)
+    return np.linalg.norm(rel - t[..., None] * d[:, None], axis=2)
 
 
 # ---- plans per skill and style ----------------------------------------------------------------
@@ -189,6 +205,7 @@ PINCH_TOL = 0.004
 EDGE_OVERLAP = 0.007  # m of the drawer front's width the edge push covers
 END_MARGIN = 0.0175  # an end grasp's finger centre lies this far inside the object's end
 SKIM_LIFT = 0.022  # a skimming carry lifts the object's bottom this high over the counter
+SKIM_ROOM = 0.015  # and aims at a place whose straight path passes the others with this room
 
 
 def _drawer_pull(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray,
@@ -343,7 +360,7 @@ def pick_place_end(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: fl
 def _move_near(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, skim: bool) -> Plan:
     target_xy = layout.object_pos(state, ins.target)[:2]
     radius = min(FOOTPRINT[ins.obj] + FOOTPRINT[ins.target] + 0.015, NEAR - 0.02)
-    place_xy = counter_spot(state, ins.obj, near=target_xy, radius=radius)
+    place_xy = counter_spot(state, ins.obj, near=target_xy, radius=radius, straight=SKIM_ROOM if skim else None)
     high = 0.07 + 2 * REST_HEIGHT[ins.obj] + CARRY_CLEARANCE  # above the tallest object
     if not skim:
         return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, high)
