@@ -1,10 +1,12 @@
-"""Scripted phase-machine experts, one plan per skill (Meta-World style).
+"""Scripted phase-machine experts, one plan per skill and style (Meta-World style).
 
 A plan is a list of phases; each phase names a gripper-point target (a function of the
 current state, read through layout's named fields), a gripper command and a completion
 test. ``Plan.act`` drives a P-controller toward the current target. The ``Perturb`` values
 (waypoint offsets, timing errors) are drawn per episode by the noise models in policies.py,
 so one code path serves the expert, the human-like demonstrator and the erring collector.
+STYLES lists each skill's plans: a robust style first, then a fragile one that needs more
+precision (see the section "plans per skill and style").
 """
 
 from __future__ import annotations
