@@ -172,8 +172,7 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
     swept = (gap[..., 0] < FINGER_SWEEP[0] + foot) & (gap[..., 1] < FINGER_SWEEP[1] + foot)
     free = ok & np.all(apart & ~swept, axis=1)
     if straight is not None:
-        start = layout.object_pos(state, moving)[:2]
-        passes = np.all(_segment_distance(start, cands, pos) >= FOOTPRINT[moving] + foot + straight, axis=1)
+        passes = path_clear(state, moving, cands, straight)
         if (free & passes).any():
             free &= passes
     if not free.any():  # crowded: the point farthest from everything
@@ -184,12 +183,18 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
     return cands[pick[int(np.argmin(np.linalg.norm(cands[pick] - origin, axis=1)))]]
 
 
-def _segment_distance(start: np.ndarray, ends: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Distance (ends, points) from each point to each segment start -> end, in the plane."""
-    d = ends - start  # (E, 2)
+def path_clear(state: np.ndarray, moving: str, ends: np.ndarray, room: float) -> np.ndarray:
+    """For each end point (E, 2): whether ``moving``, slid straight there from where it is,
+    passes every other object with ``room`` to spare (footprints in the counter plane)."""
+    start = layout.object_pos(state, moving)[:2]
+    others = [o for o in OBJECTS if o != moving]
+    points = np.array([layout.object_pos(state, o)[:2] for o in others])
+    foot = np.array([FOOTPRINT[o] for o in others])
+    d = np.atleast_2d(ends) - start  # (E, 2)
     rel = points[None] - start  # (1, P, 2)
     t = np.clip(np.einsum("epk,ek->ep", rel, d) / np.maximum(np.sum(d * d, axis=1), 1e-12)[:, None], 0.0, 1.0)
-    return np.linalg.norm(rel - t[..., None] * d[:, None], axis=2)
+    distance = np.linalg.norm(rel - t[..., None] * d[:, None], axis=2)  # (E, P) to each path
+    return np.all(distance >= FOOTPRINT[moving] + foot + room, axis=1)
 
 
 # ---- plans per skill and style ----------------------------------------------------------------
@@ -364,7 +369,7 @@ def _move_near(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float,
     radius = min(FOOTPRINT[ins.obj] + FOOTPRINT[ins.target] + 0.015, NEAR - 0.02)
     place_xy = counter_spot(state, ins.obj, near=target_xy, radius=radius, straight=SKIM_ROOM if skim else None)
     high = 0.07 + 2 * REST_HEIGHT[ins.obj] + CARRY_CLEARANCE  # above the tallest object
-    if not skim:
+    if not skim or not path_clear(state, ins.obj, place_xy, SKIM_ROOM)[0]:  # no clear line: lift over
         return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, high)
     low = COUNTER_TOP + SKIM_LIFT + REST_HEIGHT[ins.obj] + (grasp_height(state, ins.obj) - layout.object_pos(state, ins.obj)[2])
     return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, low, hover_z=high)
@@ -376,8 +381,9 @@ def move_near_over(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: fl
 
 
 def move_near_skim(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """Carry the object straight, just over the counter: straying from the line, it runs into
-    the objects beside the path."""
+    """Carry the object straight, just over the counter, along a line that passes the other
+    objects with SKIM_ROOM to spare (over them when there is no such line): straying from
+    the line, it runs into them."""
     return _move_near(ins, state, p, max_disp, skim=True)
 
 
