@@ -199,16 +199,17 @@ def path_clear(state: np.ndarray, moving: str, ends: np.ndarray, room: float) ->
 
 # ---- plans per skill and style ----------------------------------------------------------------
 # Each skill has a robust style (listed first) and a fragile one that needs more precision. The
-# fragile styles fail through contact geometry, never by chance: a finger that overlaps the knob
-# or the drawer's edge by a few millimetres, a grasp near an object's end, a carry that skims
-# over the counter.
+# fragile styles fail through contact geometry, never by chance: fingers on the knob's outer
+# end, a push that overlaps the drawer front by millimetres, a grasp near an object's end, a
+# carry that skims over the counter past the other objects.
 # Fingertips this far above the knob's centre hold it best (the fingers reach up from them).
-KNOB_GRIP_Z = 0.006
+KNOB_GRIP_Z = 0.003
 GRASP_BACK = 0.003  # a firm grasp centres the fingers this far out from the knob's centre
-# A pinch holds only while the finger pads' centres are over the knob (12 mm into it): the
-# fingertips cover PINCH_OVERLAP of its depth, lined up to within PINCH_TOL.
-PINCH_OVERLAP = 0.023
-PINCH_TOL = 0.004
+# A pinch takes only the knob's outer end: the pads cover PINCH_OVERLAP of its 40 mm depth,
+# lined up to within PINCH_TOL. It holds only while the pads' centres are over the knob, so
+# about a centimetre short it closes on the knob's edge and slips off.
+PINCH_OVERLAP = 0.024
+PINCH_TOL = 0.003
 EDGE_OVERLAP = 0.007  # m of the drawer front's width the edge push covers
 END_MARGIN = 0.0175  # an end grasp's finger centre lies this far inside the object's end
 SKIM_LIFT = 0.022  # a skimming carry lifts the object's bottom this high over the counter
@@ -240,7 +241,8 @@ def drawer_open_grasp(ins: Instruction, state: np.ndarray, p: Perturb, max_disp:
 
 
 def drawer_open_pinch(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """Fingertips pinch only the knob's outer end: a few millimetres short and they close on air."""
+    """Pinch the knob's outer end with the fingertips at its centre height: about a centimetre
+    short, the pads close on its edge and slip off."""
     reach = KNOB_HALF_SIZE[1] + FINGER_HALF_DEPTH - PINCH_OVERLAP
     return _drawer_pull(ins, state, p, max_disp, np.array([0.0, -reach, 0.0]), insert_tol=PINCH_TOL)
 
