@@ -16,11 +16,11 @@ import gymnasium as gym
 import numpy as np
 
 from qtbench.envs.experts import STYLES, Perturb, Plan
-from qtbench.envs.instructions import BY_TEXT, SKILLS
+from qtbench.envs.instructions import BY_TEXT, instructions_for
 
 POLICY_KINDS = ("expert", "demo", "autonomous")
-# How often the demonstrators use each style. The fragile style is the quicker habit and
-# the more popular one, as it is for people who have not been told which way works best.
+# How often the demonstrators use each style (a habit, fixed per skill): the fragile style is
+# as popular or more, as it is with people who have not been told which way works best.
 STYLE_MIX: dict[str, dict[str, float]] = {
     "drawer_open": {"grasp": 0.4, "pinch": 0.6},
     "drawer_close": {"knob": 0.4, "edge": 0.6},
@@ -64,21 +64,9 @@ NOISE_MODELS: dict[str, NoiseModel] = {
 }
 
 
-def style_for(skill: str, style: str) -> str:
-    """A style name of ``skill``, with "robust" / "fragile" read as its first / second style."""
-    names = list(STYLES[skill])
-    if style in ROLES:
-        return names[ROLES.index(style)]
-    if style not in names:
-        from qtbench.errors import unknown_name
-
-        raise unknown_name(f"style of {skill}", style, [*names, *ROLES])
-    return style
-
-
-def check_styles(styles: str | tuple[str, ...] | None, skills: tuple[str, ...] = SKILLS) -> None:
-    """A QtbenchError unless every skill in ``skills`` has exactly one of ``styles``."""
-    for skill in skills:
+def check_styles(styles: str | tuple[str, ...] | None, task: str) -> None:
+    """A QtbenchError unless every skill of ``task`` has exactly one of ``styles``."""
+    for skill in dict.fromkeys(ins.skill for ins in instructions_for(task)):
         pick_style(skill, styles)
 
 
@@ -94,7 +82,7 @@ def pick_style(skill: str, styles: str | tuple[str, ...] | None) -> str | None:
         every = ", ".join(f"{k}: {'/'.join(v)}" for k, v in STYLES.items())
         raise QtbenchError(f"styles {','.join(styles)} name {len(mine)} styles of {skill}, not one",
                            f"name one style per skill ({every}), or robust / fragile")
-    return style_for(skill, mine[0])
+    return list(STYLES[skill])[ROLES.index(mine[0])] if mine[0] in ROLES else mine[0]
 
 
 class ScriptedPolicy:
@@ -152,14 +140,14 @@ def make_policy(kind: str, env: gym.Env, rng: np.random.Generator, styles: str |
                 noise_scale: float = 1.0) -> ScriptedPolicy:
     """A scripted policy for ``env`` (any qtbench task); kind in POLICY_KINDS. ``styles``
     pins one style per skill of the task (default: the habit's mix); ``noise_scale``
-    multiplies the kind's execution noise (NoiseModel.scaled)."""
+    multiplies the kind's waypoint error (NoiseModel.scaled)."""
     from qtbench.errors import QtbenchError, unknown_name
 
     if kind not in POLICY_KINDS:
         raise unknown_name("policy kind", kind, POLICY_KINDS)
     if not noise_scale >= 0:
         raise QtbenchError(f"noise scale must be 0 or more, got {noise_scale}", "pass e.g. --noise-scale 2")
-    check_styles(styles, tuple(dict.fromkeys(ins.skill for ins in env.unwrapped.instructions)))
+    check_styles(styles, env.unwrapped.task)
     return ScriptedPolicy(NOISE_MODELS[kind].scaled(noise_scale), float(env.unwrapped.max_displacement), rng, styles)
 
 

@@ -128,3 +128,14 @@ def test_style_round_trips_through_minari_and_the_manifest(small_datasets, monke
     assert demos_only.num_episodes == grasps
     with pytest.raises(QtbenchError, match="one style per skill"):
         TransitionData.load("drawer_open", "demos", demo_styles=("knob",))
+
+
+def test_run_checks_demo_styles_before_making_data(tmp_path, monkeypatch, capsys):
+    from qtbench.cli import main
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "data"))
+    args = ["run", "--algo", "bc", "--task", "all", "--steps", "1", "--results-dir", str(tmp_path / "r"),
+            "--checkpoint-dir", str(tmp_path / "c"), "--set"]
+    assert main(args + ["demo_styles=grasp"]) == 2
+    assert "name one style per skill" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "r").exists()
