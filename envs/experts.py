@@ -148,13 +148,10 @@ def grasp_height(state: np.ndarray, obj: str) -> float:
 FINGER_SWEEP = (0.075, 0.015)  # half extent (x, y) of the region the opening fingers sweep
 
 
-def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float | None = None,
-                 straight: float | None = None) -> np.ndarray:
+def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float | None = None) -> np.ndarray:
     """A free counter point to put ``moving`` down: on a ring of ``radius`` around ``near`` or,
     with no radius, the free grid point closest to ``near``. Free = clear of every other
-    object's footprint and of the region the fingers sweep when they open (along x); with
-    ``straight``, also reachable on a straight line from ``moving``'s place that passes the
-    other objects with that much room (when such a point exists)."""
+    object's footprint and of the region the fingers sweep when they open (along x)."""
     if radius is None:
         xs, ys = np.meshgrid(np.linspace(COUNTER_LOW[0], COUNTER_HIGH[0], 15), np.linspace(COUNTER_LOW[1], -0.21, 6))
         cands = np.stack([xs.ravel(), ys.ravel()], 1)
@@ -171,10 +168,6 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
     apart = np.linalg.norm(gap, axis=2) >= FOOTPRINT[moving] + foot + 0.012
     swept = (gap[..., 0] < FINGER_SWEEP[0] + foot) & (gap[..., 1] < FINGER_SWEEP[1] + foot)
     free = ok & np.all(apart & ~swept, axis=1)
-    if straight is not None:
-        passes = path_clear(state, moving, cands, straight)
-        if (free & passes).any():
-            free &= passes
     if not free.any():  # crowded: the point farthest from everything
         clearance = np.min(np.linalg.norm(gap, axis=2) - foot, axis=1)
         return cands[int(np.argmax(np.where(ok, clearance, -np.inf)))]
@@ -183,25 +176,10 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
     return cands[pick[int(np.argmin(np.linalg.norm(cands[pick] - origin, axis=1)))]]
 
 
-def path_clear(state: np.ndarray, moving: str, ends: np.ndarray, room: float) -> np.ndarray:
-    """For each end point (E, 2): whether ``moving``, slid straight there from where it is,
-    passes every other object with ``room`` to spare (footprints in the counter plane)."""
-    start = layout.object_pos(state, moving)[:2]
-    others = [o for o in OBJECTS if o != moving]
-    points = np.array([layout.object_pos(state, o)[:2] for o in others])
-    foot = np.array([FOOTPRINT[o] for o in others])
-    d = np.atleast_2d(ends) - start  # (E, 2)
-    rel = points[None] - start  # (1, P, 2)
-    t = np.clip(np.einsum("epk,ek->ep", rel, d) / np.maximum(np.sum(d * d, axis=1), 1e-12)[:, None], 0.0, 1.0)
-    distance = np.linalg.norm(rel - t[..., None] * d[:, None], axis=2)  # (E, P) to each path
-    return np.all(distance >= FOOTPRINT[moving] + foot + room, axis=1)
-
-
 # ---- plans per skill and style ----------------------------------------------------------------
 # Each skill has a robust style (listed first) and a fragile one that needs more precision. The
 # fragile styles fail through contact geometry, never by chance: fingers on the knob's outer
-# end, a push that overlaps the drawer front by millimetres, a grasp near an object's end, a
-# carry that skims over the counter past the other objects.
+# end, a push that overlaps the drawer front by millimetres, a grasp near an object's end.
 # Fingertips this far above the knob's centre hold it best (the fingers reach up from them).
 KNOB_GRIP_Z = 0.003
 GRASP_BACK = 0.003  # a firm grasp centres the fingers this far out from the knob's centre
@@ -212,8 +190,6 @@ PINCH_OVERLAP = 0.024
 PINCH_TOL = 0.003
 EDGE_OVERLAP = 0.007  # m of the drawer front's width the edge push covers
 END_MARGIN = 0.0175  # an end grasp's finger centre lies this far inside the object's end
-SKIM_LIFT = 0.022  # a skimming carry lifts the object's bottom this high over the counter
-SKIM_ROOM = 0.015  # and aims at a place whose straight path passes the others with this room
 
 
 def _drawer_pull(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray,
@@ -278,26 +254,22 @@ def drawer_close_edge(ins: Instruction, state: np.ndarray, p: Perturb, max_disp:
 
 def _pick_and_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float,
                     place_xy: np.ndarray, place_surface: float, carry_z: float,
-                    hold: np.ndarray = np.zeros(3), hover_z: float | None = None) -> Plan:
+                    hold: np.ndarray) -> Plan:
     """Grasp ``ins.obj`` with the gripper point ``hold`` from its centre (in the counter plane),
-    carry it at ``carry_z`` (after hovering above it at ``hover_z``, default carry_z) and put it
-    down with its centre at ``place_xy`` on a surface of height ``place_surface``."""
+    carry it at ``carry_z`` and put it down with its centre at ``place_xy`` on a surface of
+    height ``place_surface``."""
     obj = ins.obj
     o0 = layout.object_pos(state, obj)
     below_centre = o0[2] - grasp_height(state, obj)  # gripper point below the object centre
     place = np.array([place_xy[0], place_xy[1], place_surface + REST_HEIGHT[obj] - below_centre + 0.012])
     place = place + hold + p.place_offset
-    hover_z = carry_z if hover_z is None else hover_z
 
     def grasp_at(s: np.ndarray) -> np.ndarray:
         """Where to close the fingers: the object where it is now (it may have moved)."""
         o = layout.object_pos(s, obj)
         return np.array([o[0], o[1], grasp_height(s, obj)]) + hold + p.grasp_offset
 
-    def hover(s: np.ndarray) -> np.ndarray:
-        return np.append(grasp_at(s)[:2], hover_z)
-
-    def lift(s: np.ndarray) -> np.ndarray:
+    def above(s: np.ndarray) -> np.ndarray:
         return np.append(grasp_at(s)[:2], carry_z)
 
     def lower_to(s: np.ndarray) -> np.ndarray:
@@ -320,10 +292,10 @@ def _pick_and_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: f
         transport_done = lambda s, t, n, k=p.release_at: n >= k or reached()(s, t, n)  # noqa: E731
     return Plan(
         [
-            Phase("hover", hover, OPEN, reached(0.02)),
+            Phase("hover", above, OPEN, reached(0.02)),
             Phase("descend", grasp_at, OPEN, descend_done),
             Phase("grasp", grasp_at, CLOSE, waited()),
-            Phase("lift", lift, CLOSE, reached(0.02)),
+            Phase("lift", above, CLOSE, reached(0.02)),
             Phase("transport", fixed([place[0], place[1], carry_z]), CLOSE, transport_done),
             Phase("lower", lower_to, CLOSE, reached(0.01)),
             Phase("release", lower_to, OPEN, opened()),
@@ -366,27 +338,22 @@ def pick_place_end(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: fl
     return _pick_place(ins, state, p, max_disp, end_hold(state, ins.obj))
 
 
-def _move_near(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, skim: bool) -> Plan:
+def _move_near(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray) -> Plan:
     target_xy = layout.object_pos(state, ins.target)[:2]
     radius = min(FOOTPRINT[ins.obj] + FOOTPRINT[ins.target] + 0.015, NEAR - 0.02)
-    place_xy = counter_spot(state, ins.obj, near=target_xy, radius=radius, straight=SKIM_ROOM if skim else None)
-    high = 0.07 + 2 * REST_HEIGHT[ins.obj] + CARRY_CLEARANCE  # above the tallest object
-    if not skim or not path_clear(state, ins.obj, place_xy, SKIM_ROOM)[0]:  # no clear line: lift over
-        return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, high)
-    low = COUNTER_TOP + SKIM_LIFT + REST_HEIGHT[ins.obj] + (grasp_height(state, ins.obj) - layout.object_pos(state, ins.obj)[2])
-    return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, low, hover_z=high)
+    place_xy = counter_spot(state, ins.obj, near=target_xy, radius=radius)
+    carry_z = 0.07 + 2 * REST_HEIGHT[ins.obj] + CARRY_CLEARANCE  # over the tallest object
+    return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, carry_z, hold)
 
 
-def move_near_over(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """Carry the object over the clutter, above the tallest object."""
-    return _move_near(ins, state, p, max_disp, skim=False)
+def move_near_centre(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """A top grasp across the object's middle, carried over the clutter."""
+    return _move_near(ins, state, p, max_disp, np.zeros(3))
 
 
-def move_near_skim(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """Carry the object straight, just over the counter, along a line that passes the other
-    objects with SKIM_ROOM to spare (over them when there is no such line): straying from
-    the line, it runs into them."""
-    return _move_near(ins, state, p, max_disp, skim=True)
+def move_near_end(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """A top grasp near one end of the object (as pick_place_end), carried over the clutter."""
+    return _move_near(ins, state, p, max_disp, end_hold(state, ins.obj))
 
 
 # The styles of each skill, the robust one first.
@@ -394,5 +361,5 @@ STYLES: dict[str, dict[str, Callable[[Instruction, np.ndarray, Perturb, float], 
     "drawer_open": {"grasp": drawer_open_grasp, "pinch": drawer_open_pinch},
     "drawer_close": {"knob": drawer_close_knob, "edge": drawer_close_edge},
     "pick_place": {"centre": pick_place_centre, "end": pick_place_end},
-    "move_near": {"over": move_near_over, "skim": move_near_skim},
+    "move_near": {"centre": move_near_centre, "end": move_near_end},
 }

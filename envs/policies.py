@@ -25,7 +25,7 @@ STYLE_MIX: dict[str, dict[str, float]] = {
     "drawer_open": {"grasp": 0.4, "pinch": 0.6},
     "drawer_close": {"knob": 0.4, "edge": 0.6},
     "pick_place": {"centre": 0.5, "end": 0.5},
-    "move_near": {"over": 0.4, "skim": 0.6},
+    "move_near": {"centre": 0.4, "end": 0.6},
 }
 ROLES = ("robust", "fragile")  # aliases of each skill's first and second style
 
