@@ -148,10 +148,12 @@ def grasp_height(state: np.ndarray, obj: str) -> float:
 FINGER_SWEEP = (0.075, 0.015)  # half extent (x, y) of the region the opening fingers sweep
 
 
-def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float | None = None) -> np.ndarray:
+def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float | None = None,
+                 fingers: np.ndarray = np.zeros(2)) -> np.ndarray:
     """A free counter point to put ``moving`` down: on a ring of ``radius`` around ``near`` or,
     with no radius, the free grid point closest to ``near``. Free = clear of every other
-    object's footprint and of the region the fingers sweep when they open (along x)."""
+    object's footprint and of the region the fingers sweep when they open (along x, around
+    the point ``fingers`` from the object's centre where they hold it)."""
     if radius is None:
         xs, ys = np.meshgrid(np.linspace(COUNTER_LOW[0], COUNTER_HIGH[0], 15), np.linspace(COUNTER_LOW[1], -0.21, 6))
         cands = np.stack([xs.ravel(), ys.ravel()], 1)
@@ -166,7 +168,8 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
     foot = np.array([FOOTPRINT[o] for o in others])
     gap = np.abs(cands[:, None, :] - pos[None])  # (candidates, others, 2)
     apart = np.linalg.norm(gap, axis=2) >= FOOTPRINT[moving] + foot + 0.012
-    swept = (gap[..., 0] < FINGER_SWEEP[0] + foot) & (gap[..., 1] < FINGER_SWEEP[1] + foot)
+    reach = np.abs(cands[:, None, :] + fingers[:2] - pos[None])  # from the fingers
+    swept = (reach[..., 0] < FINGER_SWEEP[0] + foot) & (reach[..., 1] < FINGER_SWEEP[1] + foot)
     free = ok & np.all(apart & ~swept, axis=1)
     if not free.any():  # crowded: the point farthest from everything
         clearance = np.min(np.linalg.norm(gap, axis=2) - foot, axis=1)
@@ -320,7 +323,7 @@ def _pick_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float
     obj_h = 2 * REST_HEIGHT[ins.obj]
     carry_z = front_top + obj_h + CARRY_CLEARANCE
     if ins.direction == "out":
-        place_xy = counter_spot(state, ins.obj, near=np.array([0.0, -0.24]))
+        place_xy = counter_spot(state, ins.obj, near=np.array([0.0, -0.24]), fingers=hold)
         return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, carry_z, hold)
     # "in": into the middle of the exposed part of the open drawer.
     place_xy = np.array([knob[0], CABINET_FACE_Y - 0.5 * q - 0.025])
@@ -341,7 +344,7 @@ def pick_place_end(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: fl
 def _move_near(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray) -> Plan:
     target_xy = layout.object_pos(state, ins.target)[:2]
     radius = min(FOOTPRINT[ins.obj] + FOOTPRINT[ins.target] + 0.015, NEAR - 0.02)
-    place_xy = counter_spot(state, ins.obj, near=target_xy, radius=radius)
+    place_xy = counter_spot(state, ins.obj, near=target_xy, radius=radius, fingers=hold)
     carry_z = 0.07 + 2 * REST_HEIGHT[ins.obj] + CARRY_CLEARANCE  # over the tallest object
     return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, carry_z, hold)
 
