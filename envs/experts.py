@@ -191,8 +191,8 @@ GRASP_BACK = 0.003  # a firm grasp centres the fingers this far out from the kno
 # about a centimetre short it closes on the knob's edge and slips off.
 PINCH_OVERLAP = 0.024
 PINCH_TOL = 0.003
-EDGE_OVERLAP = 0.007  # m of the drawer front's width the edge push covers
-END_MARGIN = 0.0175  # an end grasp's finger centre lies this far inside the object's end
+EDGE_OVERLAP = 0.009  # m of the drawer front's width the edge push covers
+END_MARGIN = 0.0185  # an end grasp's finger centre lies this far inside the object's end
 
 
 def _drawer_pull(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray,

@@ -31,7 +31,7 @@ def success_rate(skill: str, kind: str, style: str, episodes: int, noise_scale: 
     wins = 0
     for ep in range(episodes):
         info, _ = play_episode(env, policy, 50_000 + 1000 * seed + ep)
-        assert policy.style == style
+        assert policy.style == pick_style(skill, style)
         wins += int(info["success"])
     return wins / episodes
 
