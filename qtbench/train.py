@@ -380,10 +380,6 @@ def run_cell(spec: RunSpec) -> Path:
         torch.set_num_threads(spec.threads)
     cls = algorithm_class(spec.algo)
     config = resolve_config(cls.config_class, spec.overrides)
-    if config.demo_styles:  # before any dataset is generated
-        from qtbench.envs.policies import check_styles
-
-        check_styles(config.demo_styles, spec.task)
     config_dict = checkpoint.normalise_config(dataclasses.asdict(config))
     episodes = spec.eval_episodes_per_instruction or default_episodes(spec.task)
     out_dir = cell_dir(spec.results_dir, spec.task, spec.algo, spec.seed)
@@ -392,6 +388,10 @@ def run_cell(spec: RunSpec) -> Path:
         raise QtbenchError("--device cuda requested but torch sees no CUDA device", "use --device cpu")
 
     state = _initial_state(spec, ckpt_dir, config_dict)
+    if config.demo_styles:  # checked before any dataset is generated
+        from qtbench.envs.policies import check_styles
+
+        check_styles(config.demo_styles, spec.task)
     ensure_datasets(spec.task, profile=spec.profile, seed=DATA_SEED)
     data = TransitionData.load(spec.task, config.dataset, successful_only=config.filtered,
                                demo_styles=config.demo_styles)
