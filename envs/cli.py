@@ -27,9 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--camera", default="front", help="front, corner or top")
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser("play", help="run a scripted policy and print its success rate per skill")
+    p = sub.add_parser("play", help="run a scripted policy and print its success rate per skill and style")
     p.add_argument("--task", default="all", help="task name (see `qtbench env list`)")
     p.add_argument("--policy", default="expert", help="expert, demo or autonomous")
+    p.add_argument("--style", help="pin the style: robust, fragile, or style names (comma-separated, one per "
+                   "skill, e.g. grasp or pinch for drawer_open); default: each skill's habitual mix")
+    p.add_argument("--noise-scale", type=float, default=1.0,
+                   help="multiply the policy's per-episode waypoint error by this (precision sensitivity)")
     p.add_argument("--episodes", type=int, default=20, help="episodes to play")
     p.add_argument("--seed", type=int, default=0, help="episode i uses env seed SEED+i")
     p.add_argument("--instruction", help="pin this instruction for every episode")
@@ -80,21 +84,30 @@ def cmd_play(args: argparse.Namespace) -> int:
     from qtbench.envs.policies import make_policy, play_episode
     from qtbench.errors import QtbenchError
 
+    from qtbench.results import wilson_interval
+
     if args.episodes < 1:
         raise QtbenchError(f"--episodes must be at least 1, got {args.episodes}")
     env = make_env(args.task)
-    policy = make_policy(args.policy, env, np.random.default_rng(args.seed))
-    wins: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    styles = tuple(s.strip() for s in args.style.split(",") if s.strip()) if args.style else None
+    policy = make_policy(args.policy, env, np.random.default_rng(args.seed), styles, args.noise_scale)
+    wins: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     lengths: list[int] = []
     for episode in tqdm(range(args.episodes), desc=f"{args.policy} on {args.task}", unit="ep"):
         info, steps = play_episode(env, policy, args.seed + episode, _options(args.instruction))
-        wins[info["skill"]][0] += int(info["success"])
-        wins[info["skill"]][1] += 1
+        for key in ((info["skill"], "all"), (info["skill"], policy.style)):
+            wins[key][0] += int(info["success"])
+            wins[key][1] += 1
         lengths.append(steps)
-    total = sum(w for w, _ in wins.values())
-    print(f"{args.policy} policy on {args.task}, seeds {args.seed}..{args.seed + args.episodes - 1}")
-    for skill, (won, played) in sorted(wins.items()):
-        print(f"  {skill:<13} {won / played:6.1%}  ({won}/{played})")
-    print(f"  {'all':<13} {total / args.episodes:6.1%}  ({total}/{args.episodes}), "
-          f"mean episode length {np.mean(lengths):.1f} steps")
+
+    def row(name: str, won: int, played: int) -> str:
+        lo, hi = wilson_interval(won, played)
+        return f"  {name:<22} {won / played:6.1%}  [{lo:6.1%}, {hi:6.1%}]  ({won}/{played})"
+
+    total = sum(won for (_, style), (won, _) in wins.items() if style == "all")
+    print(f"{args.policy} policy on {args.task}, noise scale {args.noise_scale:g}, "
+          f"seeds {args.seed}..{args.seed + args.episodes - 1} (success, Wilson 95% interval)")
+    for (skill, style), (won, played) in sorted(wins.items(), key=lambda kv: (kv[0][0], kv[0][1] != "all", kv[0][1])):
+        print(row(skill if style == "all" else f"  {style}", won, played))
+    print(row("all", total, args.episodes) + f", mean episode length {np.mean(lengths):.1f} steps")
     return 0

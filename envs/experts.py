@@ -1,10 +1,12 @@
-"""Scripted phase-machine experts, one plan per skill (Meta-World style).
+"""Scripted phase-machine experts, one plan per skill and style (Meta-World style).
 
 A plan is a list of phases; each phase names a gripper-point target (a function of the
 current state, read through layout's named fields), a gripper command and a completion
 test. ``Plan.act`` drives a P-controller toward the current target. The ``Perturb`` values
 (waypoint offsets, timing errors) are drawn per episode by the noise models in policies.py,
 so one code path serves the expert, the human-like demonstrator and the erring collector.
+STYLES lists each skill's plans: a robust style first, then a fragile one that needs more
+precision (see the section "plans per skill and style").
 """
 
 from __future__ import annotations
@@ -23,9 +25,15 @@ from qtbench.envs.scene import (
     COUNTER_LOW,
     COUNTER_TOP,
     DRAWER_FRONT_HEIGHT,
+    DRAWER_FRONT_HALF_WIDTH,
     DRAWER_INNER_LOW,
+    FINGER_HALF_DEPTH,
+    FINGER_HALF_WIDTH,
     FOOTPRINT,
+    HALF_LENGTH,
+    KNOB_HALF_SIZE,
     KNOB_HEIGHT,
+    KNOB_STANDOFF,
     REST_HEIGHT,
     WORKSPACE_HIGH,
     WORKSPACE_LOW,
@@ -37,7 +45,6 @@ REACH_TOL = 0.012
 PHASE_TIMEOUT = 15  # a reach phase that has not converged after this many steps moves on
 GRIP_STEPS = 2  # steps to let the fingers close or open
 CARRY_CLEARANCE = 0.05
-KNOB_REACH = 0.032  # knob half-length (0.02) + finger half-thickness (0.012)
 
 
 @dataclass
@@ -141,10 +148,12 @@ def grasp_height(state: np.ndarray, obj: str) -> float:
 FINGER_SWEEP = (0.075, 0.015)  # half extent (x, y) of the region the opening fingers sweep
 
 
-def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float | None = None) -> np.ndarray:
+def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float | None = None,
+                 fingers: np.ndarray = np.zeros(2)) -> np.ndarray:
     """A free counter point to put ``moving`` down: on a ring of ``radius`` around ``near`` or,
     with no radius, the free grid point closest to ``near``. Free = clear of every other
-    object's footprint and of the region the fingers sweep when they open (along x)."""
+    object's footprint and of the region the fingers sweep when they open (along x, around
+    the point ``fingers`` from the object's centre where they hold it)."""
     if radius is None:
         xs, ys = np.meshgrid(np.linspace(COUNTER_LOW[0], COUNTER_HIGH[0], 15), np.linspace(COUNTER_LOW[1], -0.21, 6))
         cands = np.stack([xs.ravel(), ys.ravel()], 1)
@@ -159,7 +168,8 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
     foot = np.array([FOOTPRINT[o] for o in others])
     gap = np.abs(cands[:, None, :] - pos[None])  # (candidates, others, 2)
     apart = np.linalg.norm(gap, axis=2) >= FOOTPRINT[moving] + foot + 0.012
-    swept = (gap[..., 0] < FINGER_SWEEP[0] + foot) & (gap[..., 1] < FINGER_SWEEP[1] + foot)
+    reach = np.abs(cands[:, None, :] + fingers[:2] - pos[None])  # from the fingers
+    swept = (reach[..., 0] < FINGER_SWEEP[0] + foot) & (reach[..., 1] < FINGER_SWEEP[1] + foot)
     free = ok & np.all(apart & ~swept, axis=1)
     if not free.any():  # crowded: the point farthest from everything
         clearance = np.min(np.linalg.norm(gap, axis=2) - foot, axis=1)
@@ -169,15 +179,33 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
     return cands[pick[int(np.argmin(np.linalg.norm(cands[pick] - origin, axis=1)))]]
 
 
-# ---- plans per skill -------------------------------------------------------------------------
-def drawer_open_plan(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    knob = lambda s: layout.handle_pos(s, ins.drawer) + p.grasp_offset  # noqa: E731
+# ---- plans per skill and style ----------------------------------------------------------------
+# Each skill has a robust style (listed first) and a fragile one that needs more precision. The
+# fragile styles fail through contact geometry, never by chance: fingers on the knob's outer
+# end, a push that overlaps the drawer front by millimetres, a grasp near an object's end.
+# Fingertips this far above the knob's centre hold it best (the fingers reach up from them).
+KNOB_GRIP_Z = 0.003
+GRASP_BACK = 0.003  # a firm grasp centres the fingers this far out from the knob's centre
+# A pinch takes only the knob's outer end: the pads cover PINCH_OVERLAP of its 40 mm depth,
+# lined up to within PINCH_TOL. It holds only while the pads' centres are over the knob, so
+# about a centimetre short it closes on the knob's edge and slips off.
+PINCH_OVERLAP = 0.024
+PINCH_TOL = 0.003
+EDGE_OVERLAP = 0.009  # m of the drawer front's width the edge push covers
+END_MARGIN = 0.0185  # an end grasp's finger centre lies this far inside the object's end
+
+
+def _drawer_pull(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray,
+                 insert_tol: float = 0.008) -> Plan:
+    """Close the fingers at ``hold`` from the knob's centre, once within ``insert_tol`` of it,
+    and pull the drawer open."""
+    knob = lambda s: layout.handle_pos(s, ins.drawer) + hold + p.grasp_offset  # noqa: E731
     k0 = knob(state)
     pull_to = k0 - np.array([0.0, 0.2 - p.pull_short, 0.0])
     return Plan(
         [
             Phase("approach", lambda s: knob(s) - [0.0, 0.07, 0.0], OPEN, reached()),
-            Phase("insert", knob, OPEN, reached(0.008)),
+            Phase("insert", knob, OPEN, reached(insert_tol)),
             Phase("grasp", knob, CLOSE, waited()),
             Phase("pull", fixed(pull_to), CLOSE, reached()),
             Phase("release", fixed(pull_to), OPEN, waited(99)),
@@ -186,15 +214,27 @@ def drawer_open_plan(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: 
     )
 
 
-def drawer_close_plan(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    knob = lambda s: layout.handle_pos(s, ins.drawer) + p.grasp_offset  # noqa: E731
-    k0 = knob(state)
+def drawer_open_grasp(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """Fingers around the knob's middle: holds when off by a centimetre either way."""
+    return _drawer_pull(ins, state, p, max_disp, np.array([0.0, -GRASP_BACK, KNOB_GRIP_Z]))
+
+
+def drawer_open_pinch(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """Pinch the knob's outer end with the fingertips at its centre height: about a centimetre
+    short, the pads close on its edge and slip off."""
+    reach = KNOB_HALF_SIZE[1] + FINGER_HALF_DEPTH - PINCH_OVERLAP
+    return _drawer_pull(ins, state, p, max_disp, np.array([0.0, -reach, 0.0]), insert_tol=PINCH_TOL)
+
+
+def _drawer_push(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float,
+                 contact: np.ndarray) -> Plan:
+    """Closed fingers centred ``contact`` from the knob's centre (on a face) push the drawer shut."""
+    point = lambda s: layout.handle_pos(s, ins.drawer) + contact + p.grasp_offset  # noqa: E731
     q0 = float(layout.drawer_pos(state, ins.drawer))
-    # Closed fingers push on the knob's front face (KNOB_REACH in front of its centre).
-    push_to = k0 + np.array([0.0, q0 - KNOB_REACH + 0.015 - p.pull_short, 0.0])
+    push_to = point(state) + np.array([0.0, q0 + 0.015 - p.pull_short, 0.0])
     return Plan(
         [
-            Phase("approach", lambda s: knob(s) - [0.0, 0.07, 0.0], CLOSE, reached()),
+            Phase("approach", lambda s: point(s) - [0.0, 0.07, 0.0], CLOSE, reached()),
             Phase("push", fixed(push_to), CLOSE, reached()),
             Phase("back off", fixed(push_to - [0.0, 0.08, 0.0]), CLOSE, waited(99)),
         ],
@@ -202,18 +242,35 @@ def drawer_close_plan(ins: Instruction, state: np.ndarray, p: Perturb, max_disp:
     )
 
 
+def drawer_close_knob(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """Push the knob's front face; off to a side, the fingers still meet the drawer front."""
+    return _drawer_push(ins, state, p, max_disp, np.array([0.0, -KNOB_HALF_SIZE[1] - FINGER_HALF_DEPTH, 0.0]))
+
+
+def drawer_close_edge(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """Push the drawer front at its outer corner on the gripper's side: a few millimetres further
+    out and the fingers pass beside the drawer and stop against the cabinet."""
+    side = 1.0 if layout.gripper_pos(state)[0] >= layout.handle_pos(state, ins.drawer)[0] else -1.0
+    x = side * (DRAWER_FRONT_HALF_WIDTH + FINGER_HALF_WIDTH - EDGE_OVERLAP)
+    return _drawer_push(ins, state, p, max_disp, np.array([x, KNOB_STANDOFF - FINGER_HALF_DEPTH, 0.0]))
+
+
 def _pick_and_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float,
-                    place_xy: np.ndarray, place_surface: float, carry_z: float) -> Plan:
+                    place_xy: np.ndarray, place_surface: float, carry_z: float,
+                    hold: np.ndarray) -> Plan:
+    """Grasp ``ins.obj`` with the gripper point ``hold`` from its centre (in the counter plane),
+    carry it at ``carry_z`` and put it down with its centre at ``place_xy`` on a surface of
+    height ``place_surface``."""
     obj = ins.obj
     o0 = layout.object_pos(state, obj)
     below_centre = o0[2] - grasp_height(state, obj)  # gripper point below the object centre
     place = np.array([place_xy[0], place_xy[1], place_surface + REST_HEIGHT[obj] - below_centre + 0.012])
-    place = place + p.place_offset
+    place = place + hold + p.place_offset
 
     def grasp_at(s: np.ndarray) -> np.ndarray:
         """Where to close the fingers: the object where it is now (it may have moved)."""
         o = layout.object_pos(s, obj)
-        return np.array([o[0], o[1], grasp_height(s, obj)]) + p.grasp_offset
+        return np.array([o[0], o[1], grasp_height(s, obj)]) + hold + p.grasp_offset
 
     def above(s: np.ndarray) -> np.ndarray:
         return np.append(grasp_at(s)[:2], carry_z)
@@ -226,7 +283,7 @@ def _pick_and_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: f
         return place + [0.0, 0.0, below_centre - held_below]
 
     def held(s: np.ndarray) -> bool:
-        rel = layout.object_pos(s, obj) - layout.gripper_pos(s)
+        rel = layout.object_pos(s, obj) - layout.gripper_pos(s) + hold
         return bool(np.linalg.norm(rel[:2]) < 0.03 and abs(rel[2]) < 0.05 and layout.finger_opening(s) > 0.006)
 
     descend_done = reached(0.008)
@@ -252,7 +309,13 @@ def _pick_and_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: f
     )
 
 
-def pick_place_plan(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+def end_hold(state: np.ndarray, obj: str) -> np.ndarray:
+    """The grasp point of an end grasp: along the object's length, toward the gripper's side."""
+    side = 1.0 if layout.gripper_pos(state)[1] >= layout.object_pos(state, obj)[1] else -1.0
+    return np.array([0.0, side * (HALF_LENGTH[obj] - END_MARGIN), 0.0])
+
+
+def _pick_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray) -> Plan:
     q = float(layout.drawer_pos(state, ins.drawer))
     knob = layout.handle_pos(state, ins.drawer)
     base_z = knob[2] - KNOB_HEIGHT  # height of the drawer body origin
@@ -260,24 +323,46 @@ def pick_place_plan(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: f
     obj_h = 2 * REST_HEIGHT[ins.obj]
     carry_z = front_top + obj_h + CARRY_CLEARANCE
     if ins.direction == "out":
-        place_xy = counter_spot(state, ins.obj, near=np.array([0.0, -0.24]))
-        return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, carry_z)
+        place_xy = counter_spot(state, ins.obj, near=np.array([0.0, -0.24]), fingers=hold)
+        return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, carry_z, hold)
     # "in": into the middle of the exposed part of the open drawer.
     place_xy = np.array([knob[0], CABINET_FACE_Y - 0.5 * q - 0.025])
-    return _pick_and_place(ins, state, p, max_disp, place_xy, base_z + DRAWER_INNER_LOW[2], carry_z)
+    return _pick_and_place(ins, state, p, max_disp, place_xy, base_z + DRAWER_INNER_LOW[2], carry_z, hold)
 
 
-def move_near_plan(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+def pick_place_centre(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """A top grasp across the object's middle."""
+    return _pick_place(ins, state, p, max_disp, np.zeros(3))
+
+
+def pick_place_end(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """A top grasp near one end of the object: the fingers' edge meets it, and a few millimetres
+    further out the squeeze pushes it away or it pivots out of the fingers."""
+    return _pick_place(ins, state, p, max_disp, end_hold(state, ins.obj))
+
+
+def _move_near(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray) -> Plan:
     target_xy = layout.object_pos(state, ins.target)[:2]
     radius = min(FOOTPRINT[ins.obj] + FOOTPRINT[ins.target] + 0.015, NEAR - 0.02)
-    place_xy = counter_spot(state, ins.obj, near=target_xy, radius=radius)
-    carry_z = 0.07 + 2 * REST_HEIGHT[ins.obj] + CARRY_CLEARANCE
-    return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, carry_z)
+    place_xy = counter_spot(state, ins.obj, near=target_xy, radius=radius, fingers=hold)
+    carry_z = 0.07 + 2 * REST_HEIGHT[ins.obj] + CARRY_CLEARANCE  # over the tallest object
+    return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, carry_z, hold)
 
 
-PLANS = {
-    "drawer_open": drawer_open_plan,
-    "drawer_close": drawer_close_plan,
-    "pick_place": pick_place_plan,
-    "move_near": move_near_plan,
+def move_near_centre(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """A top grasp across the object's middle, carried over the clutter."""
+    return _move_near(ins, state, p, max_disp, np.zeros(3))
+
+
+def move_near_end(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """A top grasp near one end of the object (as pick_place_end), carried over the clutter."""
+    return _move_near(ins, state, p, max_disp, end_hold(state, ins.obj))
+
+
+# The styles of each skill, the robust one first.
+STYLES: dict[str, dict[str, Callable[[Instruction, np.ndarray, Perturb, float], Plan]]] = {
+    "drawer_open": {"grasp": drawer_open_grasp, "pinch": drawer_open_pinch},
+    "drawer_close": {"knob": drawer_close_knob, "edge": drawer_close_edge},
+    "pick_place": {"centre": pick_place_centre, "end": pick_place_end},
+    "move_near": {"centre": move_near_centre, "end": move_near_end},
 }

@@ -26,6 +26,9 @@ DRAWER_INNER_LOW = np.array([-0.14, 0.0, 0.01])
 DRAWER_INNER_HIGH = np.array([0.14, 0.21, 0.09])
 DRAWER_FRONT_HEIGHT = 0.09  # top of the front panel above the drawer body origin
 KNOB_HEIGHT = 0.05  # knob centre above the drawer body origin
+KNOB_HALF_SIZE = np.array([0.012, 0.02, 0.012])  # the knob box's half extents (x, y, z)
+KNOB_STANDOFF = 0.02  # the front panel's face lies this far behind (+y) the knob centre
+DRAWER_FRONT_HALF_WIDTH = 0.158
 CABINET_FACE_Y = 0.15
 CABINET_HALF_WIDTH = 0.18
 # The counter: top at z = 0; objects are placed in COUNTER_LOW..COUNTER_HIGH (xy), outside the
@@ -37,6 +40,9 @@ COUNTER_BOUNDS_LOW = np.array([-0.55, -0.45])
 COUNTER_BOUNDS_HIGH = np.array([0.55, 0.45])
 KEEP_OUT_HALF_WIDTH = 0.23
 KEEP_OUT_Y = -0.2
+# Closed fingers form a block of these half extents (x, y) around the gripper point.
+FINGER_HALF_WIDTH = 0.012
+FINGER_HALF_DEPTH = 0.012
 # Gripper workspace (bounds of the point between the fingertips).
 WORKSPACE_LOW = np.array([-0.48, -0.42, 0.004])
 WORKSPACE_HIGH = np.array([0.48, 0.34, 0.5])
@@ -61,6 +67,17 @@ FOOTPRINT = {
     "purple eggplant": 0.048,
     "white cup": 0.025,
     "yellow sponge": 0.036,
+}
+# Half length of each object along y, the axis it lies along at reset (its radius if round).
+HALF_LENGTH = {
+    "red can": 0.022,
+    "green apple": 0.027,
+    "orange": 0.026,
+    "blue chip bag": 0.035,
+    "brown rxbar": 0.04,
+    "purple eggplant": 0.048,
+    "white cup": 0.025,
+    "yellow sponge": 0.03,
 }
 MIN_SPACING = 0.1  # minimum centre distance between objects placed at reset
 RESTING_SPEED = 0.05  # m/s: an object slower than this is "resting"

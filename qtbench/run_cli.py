@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from qtbench.funnel import compact
     from qtbench.datasets import check_failure_source, ensure_datasets
     from qtbench.results import EVAL_FILE, read_json, run_root, summary_table
-    from qtbench.train import DATA_SEED, RunSpec, check_names, run_cell, typed_overrides
+    from qtbench.train import DATA_SEED, RunSpec, check_names, check_run, run_cell, typed_overrides
 
     check_names(args.algo, args.task)
     check_failure_source(args.failures)
@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         curve_points=args.curve_points,
     )
+    check_run(spec)  # before the datasets are made
     ensure_datasets(args.task, args.profile, DATA_SEED, args.failures, progress=not args.no_progress)
     out_dir = run_cell(spec)
     record = read_json(out_dir / EVAL_FILE)

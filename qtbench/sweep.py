@@ -107,9 +107,10 @@ def run_job(job: CellJob) -> Path:
     """The default cell function: train, evaluate and write results with the real loop (a
     worker on another machine makes the datasets it lacks; prepare_datasets made them here)."""
     from qtbench.datasets import ensure_datasets
-    from qtbench.train import DATA_SEED, run_cell
+    from qtbench.train import DATA_SEED, check_run, run_cell
 
     spec = job.run_spec()
+    check_run(spec)
     ensure_datasets(spec.task, spec.profile, DATA_SEED, spec.failures, progress=spec.progress)
     return run_cell(spec)
 

@@ -502,6 +502,19 @@ def _remove_unstarted(out_dir: Path, created: list[Path]) -> None:
             break
 
 
+def check_run(spec: RunSpec) -> AlgoConfig:
+    """Every setting of ``spec`` checked (names, flags, config ranges, demo styles against the
+    task), before datasets are made or anything is written; returns the resolved config."""
+    check_names(spec.algo, spec.task)
+    spec.validate()
+    config = reference_config(spec.algo, spec.overrides)
+    if config.demo_styles:
+        from qtbench.envs.policies import check_styles
+
+        check_styles(config.demo_styles, spec.task)
+    return config
+
+
 def run_cell(spec: RunSpec) -> Path:
     """Train (checkpointing), evaluate, and write the cell's results; the datasets must exist
     (``qtbench.datasets.ensure_datasets`` makes them: callers run it first).
@@ -518,12 +531,10 @@ def run_cell(spec: RunSpec) -> Path:
     from qtbench.evaluate import default_episodes, evaluate_policy
     from qtbench.report import machine_description
 
-    check_names(spec.algo, spec.task)
-    spec.validate()
+    config = check_run(spec)
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     cls = algorithm_class(spec.algo)
-    config = reference_config(spec.algo, spec.overrides)
     config_dict = checkpoint.normalise_config(dataclasses.asdict(config))
     episodes = spec.eval_episodes_per_instruction or default_episodes(spec.task)
     curve_episodes = min(episodes, spec.curve_episodes_per_instruction or default_curve_episodes(spec.task))
@@ -532,7 +543,7 @@ def run_cell(spec: RunSpec) -> Path:
 
     state = _initial_state(spec, ckpt_dir, config_dict)
     data = TransitionData.load(spec.task, config.dataset, successful_only=config.filtered,
-                               profile=spec.profile, source=spec.failures)
+                               profile=spec.profile, source=spec.failures, demo_styles=config.demo_styles)
     trained_on = data_record(spec.task, spec.profile, spec.failures, config.dataset)
     algorithm, sampler, rng = build_learner(spec, cls, config, data)
     created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]

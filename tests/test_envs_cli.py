@@ -28,10 +28,25 @@ def test_env_render_writes_a_png(tmp_path, capsys):
     assert "close the top drawer" in capsys.readouterr().out
 
 
-def test_env_play_reports_success_per_skill(capsys):
+def test_env_play_reports_success_per_skill_and_style(capsys):
     assert main(["env", "play", "--task", "drawer_open", "--policy", "expert", "--episodes", "3"]) == 0
     out = capsys.readouterr().out
-    assert "drawer_open   100.0%  (3/3)" in out
+    assert "drawer_open            100.0%  [ 43.9%, 100.0%]  (3/3)" in out  # Wilson interval of 3/3
+    styles = {line.split()[0]: line for line in out.splitlines() if line.startswith("    ")}
+    assert set(styles) <= {"grasp", "pinch"} and sum(int(line.split("/")[-1][0]) for line in styles.values()) == 3
+
+
+def test_env_play_pins_a_style_and_scales_the_noise(capsys):
+    args = ["env", "play", "--task", "all", "--policy", "demo", "--episodes", "4", "--noise-scale", "3"]
+    assert main(args + ["--style", "fragile"]) == 0
+    out = capsys.readouterr().out
+    assert "noise scale 3" in out
+    styles = {line.split()[0] for line in out.splitlines() if line.startswith("    ")}
+    assert styles and styles <= {"pinch", "edge", "end"}
+    assert main(args + ["--style", "pinch,knob,end"]) == 0  # end: pick_place's and move_near's
+    assert main(args + ["--style", "pinch"]) == 2  # no style named for the other skills
+    assert "one style per skill" in capsys.readouterr().err
+    assert main(args + ["--style", "robust", "--noise-scale", "-1"]) == 2
 
 
 def test_bad_names_exit_2_with_the_choices(capsys):

@@ -94,7 +94,7 @@ def test_expert_is_deterministic_and_demo_depends_on_its_generator():
     obs, info = env.reset(seed=3)
 
     def first_actions(kind: str, seed: int) -> np.ndarray:
-        policy = make_policy(kind, env, np.random.default_rng(seed))
+        policy = make_policy(kind, env, np.random.default_rng(seed), styles="centre")
         policy.reset(obs, info)
         return np.array([policy.act(obs) for _ in range(5)])
 

@@ -48,6 +48,9 @@ class AlgoConfig:
     batch_size: int = ranged(256, at_least=1)  # transitions per gradient step
     learning_rate: float = ranged(3e-4, above=0)
     filtered: bool = False  # train only on the successful episodes of the chosen dataset
+    # Keep only the demonstrations of these styles (names or robust / fragile, one per skill;
+    # qtbench.envs.experts.STYLES); empty = every style. Failures are kept either way.
+    demo_styles: tuple[str, ...] = ()
     # Bootstrap nothing past a time-limit truncation: an attempt that ran out of time is
     # scored as failed (return 0), as the paper scores its robots' episodes. Off, a
     # truncated episode bootstraps from its last state (Gymnasium's time-limit reading).

@@ -92,12 +92,13 @@ def rollout(env: Any, kind: str, seed: int, instruction: str) -> dict[str, Any]:
             break
     else:
         raise RuntimeError(f"episode of {instruction!r} did not end within max_episode_steps={limit}")
-    return as_episode(instruction, seed, states, actions, rewards, terms, truncs)
+    return as_episode(instruction, seed, states, actions, rewards, terms, truncs, style=policy.style)
 
 
 def as_episode(instruction: str, seed: int, states: list, actions: list, rewards: list, terms: list,
-               truncs: list) -> dict[str, Any]:
-    """One episode's step lists as the arrays a dataset stores (states has one more row)."""
+               truncs: list, style: str | None = None) -> dict[str, Any]:
+    """One episode's step lists as the arrays a dataset stores (states has one more row);
+    ``style`` is the scripted demonstrator's style (None for a learned policy's episode)."""
     states = np.asarray(states, np.float32)
     if not np.isfinite(states).all():  # an unstable simulation must not enter a dataset silently
         raise RuntimeError(f"non-finite state in the episode of {instruction!r} with reset seed {seed}")
@@ -109,6 +110,7 @@ def as_episode(instruction: str, seed: int, states: list, actions: list, rewards
         terminations=np.asarray(terms, bool),
         truncations=np.asarray(truncs, bool),
         seed=seed,
+        style=style,
     )
 
 

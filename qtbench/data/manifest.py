@@ -51,12 +51,15 @@ def package_versions() -> dict[str, str]:
 
 def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts a manifest and `qtbench data info` report: episodes, steps, successes,
-    mean length and per-instruction counts (in first-seen order)."""
+    mean length, per-instruction and per-style counts (in first-seen order)."""
     lengths = np.array([len(ep["rewards"]) for ep in episodes], dtype=np.int64)
     success = np.array([float(np.sum(ep["rewards"])) > 0 for ep in episodes], dtype=bool)
     per_instruction: dict[str, int] = {}
+    per_style: dict[str, int] = {}  # the scripted policies' styles (episodes without one left out)
     for ep in episodes:
         per_instruction[ep["instruction"]] = per_instruction.get(ep["instruction"], 0) + 1
+        if ep.get("style"):
+            per_style[ep["style"]] = per_style.get(ep["style"], 0) + 1
     return {
         "episodes": int(len(episodes)),
         "steps": int(lengths.sum()),
@@ -64,4 +67,5 @@ def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
         "success_fraction": float(success.mean()) if len(episodes) else 0.0,
         "mean_episode_length": float(lengths.mean()) if len(episodes) else 0.0,
         "per_instruction": per_instruction,
+        "per_style": per_style,
     }

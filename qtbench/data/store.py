@@ -223,8 +223,9 @@ def _read_minari(dataset_id_: str, manifest: dict[str, Any]) -> list[dict[str, A
     try:
         dataset = minari.load_dataset(dataset_id_)
         raw = list(dataset.storage.get_episodes(range(dataset.total_episodes)))
+        metadata = list(dataset.storage.get_episode_metadata(range(dataset.total_episodes)))
         episodes = []
-        for ep in raw:
+        for ep, meta in zip(raw, metadata):
             obs = ep["observations"]
             texts = obs["instruction"]
             episodes.append(
@@ -236,6 +237,7 @@ def _read_minari(dataset_id_: str, manifest: dict[str, Any]) -> list[dict[str, A
                     rewards=np.asarray(ep["rewards"], np.float32),
                     terminations=np.asarray(ep["terminations"], bool),
                     truncations=np.asarray(ep["truncations"], bool),
+                    style=meta.get("style"),  # the scripted policy's style (experts.STYLES)
                 )
             )
     except QtbenchError:
@@ -386,7 +388,7 @@ def write_dataset(
         with use_datasets_path(staging), warnings.catch_warnings():
             # qtbench publishes no contact address; Minari warns about every missing field.
             warnings.filterwarnings("ignore", message=".*author_email.*")
-            minari.create_dataset_from_buffers(
+            dataset = minari.create_dataset_from_buffers(
                 dataset_id=dataset_id_,
                 buffer=_episode_buffers(episodes),
                 env=env_id,
@@ -395,6 +397,9 @@ def write_dataset(
                 ref_max_score=1.0,
                 **metadata,
             )
+            styled = [i for i, ep in enumerate(episodes) if ep.get("style")]
+            if styled:  # per-episode metadata: Minari's loader returns it (get_episode_metadata)
+                dataset.storage.update_episode_metadata([{"style": episodes[i]["style"]} for i in styled], styled)
             staged = staging / dataset_id_
             atomic_write_json(staged / MANIFEST_NAME, manifest)
             verify_episodes(dataset_id_, read_episodes(dataset_id_, manifest), manifest)

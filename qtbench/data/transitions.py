@@ -126,17 +126,20 @@ class TransitionData:
 
     @classmethod
     def load(cls, task: str, split: str, successful_only: bool = False, profile: str = "default",
-             source: str = "bc") -> "TransitionData":
+             source: str = "bc", demo_styles: tuple[str, ...] = ()) -> "TransitionData":
         """Read one dataset of ``task`` (verifying its content hash) into flat arrays: the
         ``split`` of that ``profile`` and failure ``source`` (see qtbench.data.store.DatasetName).
 
         ``successful_only`` keeps the episodes with a positive return (demonstrations
-        inside the mixed dataset, for behaviour cloning).
+        inside the mixed dataset, for behaviour cloning). ``demo_styles`` (style names or
+        robust / fragile, one per skill of the task) drops the demonstrations of other styles.
         """
         from qtbench.data.store import dataset_id, read_dataset
 
         stored = read_dataset(dataset_id(task, split, profile, source), verify=True)
         episodes = stored.episodes
+        if demo_styles:
+            episodes = keep_demo_styles(episodes, demo_styles, stored.dataset_id)
         if successful_only:
             episodes = [ep for ep in episodes if float(np.sum(ep["rewards"])) > 0]
             if not episodes:
@@ -183,3 +186,24 @@ class TransitionData:
             state_mean=tuple(float(x) for x in mean),
             state_std=tuple(float(x) for x in std),
         )
+
+
+def keep_demo_styles(episodes: list[dict[str, Any]], styles: tuple[str, ...], source: str) -> list[dict[str, Any]]:
+    """``episodes`` without the demonstrations (positive return) whose style is not in ``styles``."""
+    from qtbench.envs.instructions import BY_TEXT
+    from qtbench.envs.policies import pick_style
+    from qtbench.errors import QtbenchError
+
+    demos = [ep for ep in episodes if float(np.sum(ep["rewards"])) > 0]
+    if any(not ep.get("style") for ep in demos):
+        raise QtbenchError(f"dataset {source} does not record the style of its demonstrations",
+                           "regenerate it with this version (qtbench data generate), or drop demo_styles")
+    wanted = {skill: pick_style(skill, styles) for skill in {BY_TEXT[ep["instruction"]].skill for ep in demos}}
+    kept = [ep for ep in episodes
+            if float(np.sum(ep["rewards"])) <= 0 or ep["style"] == wanted[BY_TEXT[ep["instruction"]].skill]]
+    if len(kept) == len(episodes) - len(demos):
+        raise QtbenchError(f"dataset {source} has no demonstration of styles {','.join(styles)}",
+                           "name styles its manifest counts (per_style)")
+    log.info("demo_styles %s: kept %d of %d demonstrations", ",".join(styles), len(kept) - len(episodes) + len(demos),
+             len(demos))
+    return kept

@@ -1,0 +1,141 @@
+"""Demonstrator styles: every style of every skill succeeds when executed precisely, the
+habit's draw is deterministic and in its proportions, the style of each demonstration is
+stored in the dataset (Minari episode metadata) and counted, and demo_styles selects by it.
+
+The default suite plays 12 episodes per (skill, style); ``-m slow`` runs the full gates:
+100 noiseless and 200 demo episodes per style, and the precision-sensitivity check.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import minari
+import numpy as np
+import pytest
+
+from qtbench.data import TransitionData
+from qtbench.data.store import MANIFEST_NAME, dataset_dir, dataset_id
+from qtbench.envs import make_env
+from qtbench.envs.experts import STYLES
+from qtbench.envs.policies import STYLE_MIX, make_policy, pick_style, play_episode
+from qtbench.errors import QtbenchError
+
+CELLS = [(skill, style) for skill, styles in STYLES.items() for style in styles]
+
+
+def success_rate(skill: str, kind: str, style: str, episodes: int, noise_scale: float = 1.0, seed: int = 0) -> float:
+    env = make_env(skill)
+    policy = make_policy(kind, env, np.random.default_rng(seed), style, noise_scale)
+    wins = 0
+    for ep in range(episodes):
+        info, _ = play_episode(env, policy, 50_000 + 1000 * seed + ep)
+        assert policy.style == pick_style(skill, style)
+        wins += int(info["success"])
+    return wins / episodes
+
+
+@pytest.mark.parametrize("skill, style", CELLS)
+def test_every_style_succeeds_when_precise(skill, style):
+    assert success_rate(skill, "expert", style, 12) >= 10 / 12
+
+
+@pytest.mark.parametrize("skill, style", CELLS)
+def test_every_style_succeeds_for_the_demonstrator(skill, style):
+    assert success_rate(skill, "demo", style, 12) >= 10 / 12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("skill, style", CELLS)
+@pytest.mark.parametrize("kind, episodes", [("expert", 100), ("demo", 200)])
+def test_style_gate(skill, style, kind, episodes):
+    rate = success_rate(skill, kind, style, episodes, seed=1)
+    assert rate >= 0.95, f"{kind} {style}: {rate:.3f}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("skill", ["drawer_open", "drawer_close"])
+def test_fragile_style_loses_more_to_imprecision(skill):
+    """At 4x the demonstrator's waypoint error the fragile style fails clearly more often."""
+    robust = success_rate(skill, "demo", "robust", 200, noise_scale=4.0)
+    fragile = success_rate(skill, "demo", "fragile", 200, noise_scale=4.0)
+    assert robust - fragile >= 0.1, (robust, fragile)
+
+
+def test_style_draw_is_deterministic_and_follows_the_habit():
+    env = make_env("drawer_open")
+
+    def styles(seed: int, episodes: int) -> list[str]:
+        policy = make_policy("demo", env, np.random.default_rng(seed))
+        out = []
+        for ep in range(episodes):
+            obs, info = env.reset(seed=ep)
+            policy.reset(obs, info)
+            out.append(policy.style)
+        return out
+
+    assert styles(3, 20) == styles(3, 20)
+    assert styles(3, 20) != styles(4, 20)
+    counts = Counter(styles(0, 300))
+    share = counts["pinch"] / 300  # STYLE_MIX: 0.6; binomial sd 0.028
+    assert abs(share - STYLE_MIX["drawer_open"]["pinch"]) < 0.09, counts
+
+
+def test_style_names_and_roles():
+    assert pick_style("drawer_open", None) is None
+    assert pick_style("drawer_open", "robust") == "grasp"
+    assert pick_style("drawer_close", ("pinch", "fragile")) == "edge"
+    assert pick_style("drawer_close", ("pinch", "edge")) == "edge"
+    assert list(STYLE_MIX) == list(STYLES) and all(set(STYLE_MIX[k]) == set(STYLES[k]) for k in STYLES)
+    with pytest.raises(QtbenchError, match="one style per skill"):
+        pick_style("drawer_open", ("grasp", "pinch"))
+    with pytest.raises(QtbenchError, match="grasp"):
+        make_policy("demo", make_env("drawer_open"), np.random.default_rng(0), "knob")
+
+
+def test_styles_are_not_in_observations():
+    """Pinning a style changes the actions, never what the environment shows."""
+    env = make_env("drawer_open")
+    obs, info = env.reset(seed=0)
+    firsts = []
+    for style in STYLES["drawer_open"]:
+        policy = make_policy("expert", env, np.random.default_rng(0), style)
+        obs2, info2 = env.reset(seed=0)
+        policy.reset(obs2, info2)
+        assert set(obs2) == {"state", "instruction"} and np.array_equal(obs2["state"], obs["state"])
+        firsts.append([policy.act(obs2) for _ in range(8)][-1])
+    assert not np.allclose(firsts[0], firsts[1])
+
+
+def test_style_round_trips_through_minari_and_the_manifest(small_datasets, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(small_datasets))
+    did = dataset_id("drawer_open", "mixed", "small")
+    dataset = minari.load_dataset(did)
+    metadata = list(dataset.storage.get_episode_metadata(range(dataset.total_episodes)))
+    returns = [float(np.sum(ep.rewards)) for ep in dataset.iterate_episodes()]
+    demo_styles = [m.get("style") for m, r in zip(metadata, returns) if r > 0]
+    assert demo_styles and set(demo_styles) <= set(STYLES["drawer_open"])
+    manifest = json.loads((dataset_dir(did) / MANIFEST_NAME).read_text())
+    stored = Counter(m["style"] for m in metadata if m.get("style"))
+    assert manifest["per_style"] == dict(stored)
+
+    everything = TransitionData.load("drawer_open", "mixed", profile="small")
+    robust = TransitionData.load("drawer_open", "mixed", profile="small", demo_styles=("robust",))
+    grasps = demo_styles.count("grasp")
+    assert robust.num_episodes == everything.num_episodes - (len(demo_styles) - grasps)
+    demos_only = TransitionData.load("drawer_open", "demos", profile="small", demo_styles=("grasp",))
+    assert demos_only.num_episodes == grasps
+    with pytest.raises(QtbenchError, match="one style per skill"):
+        TransitionData.load("drawer_open", "demos", profile="small", demo_styles=("knob",))
+
+
+def test_run_checks_demo_styles_before_making_data(tmp_path, monkeypatch, capsys):
+    from qtbench.cli import main
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "data"))
+    args = ["run", "--algo", "bc", "--task", "all", "--steps", "1", "--results-dir", str(tmp_path / "r"),
+            "--checkpoint-dir", str(tmp_path / "c"), "--set"]
+    assert main(args + ["demo_styles=grasp"]) == 2
+    assert "name one style per skill" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "r").exists()
