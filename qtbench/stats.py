@@ -57,12 +57,21 @@ def _interval(
     point = np.atleast_1d(np.asarray(statistic(*group), dtype=np.float64))
     if min(len(s) for s in group) < 2:
         return point, np.full_like(point, np.nan), np.full_like(point, np.nan)
-    with warnings.catch_warnings():  # arch 7 announces its future Generator API; rliable 1.2 passes random_state
-        warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
-        _, intervals = library.get_interval_estimates(
-            {"x": samples}, statistic, method="percentile", reps=BOOTSTRAP_REPS,
-            confidence_interval_size=CONFIDENCE, random_state=np.random.RandomState(BOOTSTRAP_SEED),
-        )
+    # rliable 1.2's stratified resampling draws its indices from numpy's global generator
+    # (np.random.choice), whatever random_state it is given: seed that generator for the
+    # call and put its state back, so every regeneration is identical and nobody else's
+    # random stream moves.
+    saved = np.random.get_state()
+    np.random.seed(BOOTSTRAP_SEED)
+    try:
+        with warnings.catch_warnings():  # arch 7 announces its future Generator API
+            warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
+            _, intervals = library.get_interval_estimates(
+                {"x": samples}, statistic, method="percentile", reps=BOOTSTRAP_REPS,
+                confidence_interval_size=CONFIDENCE, random_state=np.random.RandomState(BOOTSTRAP_SEED),
+            )
+    finally:
+        np.random.set_state(saved)
     return point, np.asarray(intervals["x"][0]), np.asarray(intervals["x"][1])
 
 

@@ -44,6 +44,18 @@ def test_bootstrap_intervals_are_stratified_and_reproducible():
     assert single.point == 0.25 and not single.has_interval and math.isnan(single.lo)
 
 
+def test_intervals_are_identical_across_calls_and_leave_numpys_global_stream_alone():
+    scores = np.random.default_rng(0).random((3, 4))  # continuous: any other resample shows
+    np.random.seed(123)
+    expected_next = np.random.random()
+    np.random.seed(123)
+    first, second = stats.mean(scores), stats.mean(scores)
+    x, y = scores, scores[::-1] * 0.9
+    assert first == second and first.has_interval
+    assert stats.probability_of_improvement(x, y) == stats.probability_of_improvement(x, y)
+    assert np.random.random() == expected_next
+
+
 def test_performance_profile_hand_computed():
     scores = np.array([[0.1, 0.5], [0.9, 0.3]])
     profile, lo, hi = stats.performance_profile(scores, np.array([0.0, 0.4, 1.0]))
