@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
-from qtbench.nets import CausalTransformer, ContextTokens, trim_padding
+from qtbench.nets import ActionTokenTransformer, autocast, float32_head
 from qtbench.q_transformer import bin_centres, to_bins
 
 
@@ -35,50 +35,34 @@ from qtbench.q_transformer import bin_centres, to_bins
 class BCConfig(AlgoConfig):
     dataset: str = "demos"
     bins: int = 256
+    history: int = 1  # as Q-Transformer's (the state is Markov); measured in README "Training speed"
     d_model: int = 128
     n_layers: int = 2  # backbone sizes: Q-Transformer's defaults
     n_heads: int = 4
     dropout: float = 0.1  # RT-1's; demonstrations are few, so BC needs it more than Q-learning
     grad_clip: float = 1.0
     weight_decay: float = 0.01  # AdamW, as Q-Transformer
+    amp: str = "bf16"  # bfloat16 autocast of the forward passes (--amp none: off); the head stays float32
 
 
 class AutoregressivePolicy(nn.Module):
-    """Context tokens, then one token per action dimension; token i predicts dimension i's bin.
-
-    Token 0 is a learned start token; token i > 0 embeds the bin chosen for dimension i-1.
-    The causal mask lets token i see the whole observation and the bins of dimensions < i.
-    """
+    """The shared action-token transformer (``qtbench.nets``) with one linear head over the
+    bins, shared by all dimensions: the output at action token i predicts dimension i's bin."""
 
     def __init__(self, spec: EnvSpecInfo, config: BCConfig):
         super().__init__()
-        d, self.action_dim, self.bins = config.d_model, spec.action_dim, config.bins
-        self.context = ContextTokens(spec, config.history, d)
-        self.body = CausalTransformer(d, config.n_layers, config.n_heads, config.dropout)
-        self.start = nn.Parameter(torch.zeros(1, 1, d))
-        self.dim_pos = nn.Parameter(torch.randn(spec.action_dim, d) * 0.02)
-        # One table per conditioning dimension: bin k of dimension i is row i * bins + k.
-        self.bin_embed = nn.Embedding(max(spec.action_dim - 1, 1) * config.bins, d)
-        self.head = nn.Linear(d, config.bins)
+        self.body = ActionTokenTransformer(
+            spec, config.history, config.bins, config.d_model, config.n_layers, config.n_heads, config.dropout
+        )
+        self.head = nn.Linear(config.d_model, config.bins)
 
     def logits(self, window: Window, prev_bins: torch.Tensor) -> torch.Tensor:
-        """window + bins of dimensions 0..k-2 (B, k-1) -> logits (B, k, bins) for dimensions 0..k-1."""
-        tokens, ignore = self.context(trim_padding(window))
-        batch, k = tokens.shape[0], prev_bins.shape[1] + 1
-        offsets = torch.arange(k - 1, device=prev_bins.device) * self.bins
-        actions = torch.cat([self.start.expand(batch, -1, -1), self.bin_embed(prev_bins + offsets)], dim=1)
-        actions = actions + self.dim_pos[:k]
-        ignore = torch.cat([ignore, ignore.new_zeros(batch, k)], dim=1)
-        return self.head(self.body(torch.cat([tokens, actions], dim=1), ignore, last=k))
+        """window + bins of dimensions 0..k-2 (B, k-1) -> logits (B, k, bins) for dimensions 0..k-1, float32."""
+        return float32_head(self.head, self.body(window, prev_bins, prev_bins.shape[1] + 1))
 
     def greedy(self, window: Window) -> torch.Tensor:
         """Argmax bins (B, A), chosen one dimension at a time."""
-        batch = window.states.shape[0]
-        chosen = torch.zeros(batch, 0, dtype=torch.long, device=window.states.device)
-        for _ in range(self.action_dim):
-            nxt = self.logits(window, chosen)[:, -1].argmax(-1, keepdim=True)
-            chosen = torch.cat([chosen, nxt], dim=1)
-        return chosen
+        return self.body.greedy(window, lambda h, i: float32_head(self.head, h))
 
 
 class BC:
@@ -92,25 +76,28 @@ class BC:
         self.optimizer = torch.optim.AdamW(
             self.policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
+        autocast(self.device, config.amp)  # an unknown amp mode fails here, not at the first update
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.policy.train()
         target = to_bins(batch.window.actions[:, -1], self.config.bins)  # (B, A)
-        logits = self.policy.logits(batch.window, target[:, :-1])
+        with autocast(self.device, self.config.amp):
+            logits = self.policy.logits(batch.window, target[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, self.config.bins), target.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.grad_clip)
         self.optimizer.step()
         accuracy = (logits.detach().argmax(-1) == target).float().mean()
-        values = torch.stack([loss.detach(), accuracy, grad_norm]).tolist()
-        return dict(zip(("loss", "bin_accuracy", "grad_norm"), values))
+        # tensors: the training loop reads them once per log interval, not every step
+        return {"loss": loss.detach(), "bin_accuracy": accuracy, "grad_norm": grad_norm}
 
     @torch.no_grad()
     def act(self, window: Window) -> np.ndarray:
         self.policy.eval()
-        actions = bin_centres(self.policy.greedy(window), self.config.bins)
-        return actions.clamp(-1.0, 1.0).float().cpu().numpy()
+        with autocast(self.device, self.config.amp):
+            bins = self.policy.greedy(window)
+        return bin_centres(bins, self.config.bins).clamp(-1.0, 1.0).float().cpu().numpy()
 
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}

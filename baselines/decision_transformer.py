@@ -2,10 +2,11 @@
 
 The window of the last ``history`` steps becomes the token sequence
 
-    [w_1 .. w_L,  R_1, s_1, a_1,  R_2, s_2, a_2,  ...,  R_H, s_H, a_H]
+    [instruction,  R_1, s_1, a_1,  R_2, s_2, a_2,  ...,  R_H, s_H, a_H]
 
-(instruction words first, then return-to-go, state and action tokens per step, each step's
-tokens plus its timestep embedding). Under the causal mask the output at state token s_h has
+(the instruction as one token from the encoder Q-Transformer and BC use,
+``qtbench.nets.InstructionEncoder``, then return-to-go, state and action tokens per step,
+each step's tokens plus its timestep embedding). Under the causal mask the output at state token s_h has
 seen R_1..R_h, s_1..s_h and a_1..a_{h-1}, and predicts a_h; the action tokens are inputs
 only. Training minimises the MSE between tanh(prediction) and the dataset action at every
 valid (non-padding) step, on all data (demonstrations and failures), so the returns-to-go
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
-from qtbench.nets import CausalTransformer, trim_padding
+from qtbench.nets import CausalTransformer, InstructionEncoder, autocast
 
 TOKENS_PER_STEP = 3  # return-to-go, state, action
 STATE_SLOT = 1  # index of the state token within a step
@@ -48,16 +49,18 @@ class DTConfig(AlgoConfig):
     n_layers: int = 3
     n_heads: int = 1
     dropout: float = 0.1
+    # "bf16": bfloat16 autocast of the forward passes (--amp bf16), 2.3x faster updates; off by
+    # default until DT's success with it is measured (issue 11 checked Q-Transformer and BC).
+    amp: str = "none"
 
 
 class DTModel(nn.Module):
-    """Embeds a window as interleaved (R, s, a) tokens after the instruction words; predicts actions."""
+    """Embeds a window as interleaved (R, s, a) tokens after the instruction token; predicts actions."""
 
     def __init__(self, spec: EnvSpecInfo, config: DTConfig):
         super().__init__()
         d = config.d_model
-        self.word = nn.Embedding(spec.vocab_size, d, padding_idx=0)
-        self.word_pos = nn.Parameter(torch.randn(spec.max_tokens, d) * 0.02)
+        self.instruction = InstructionEncoder(spec.vocab_size, spec.max_tokens, d, config.n_heads)
         self.timestep = nn.Embedding(spec.max_episode_steps + 1, d)
         self.ret = nn.Linear(1, d)
         self.state = nn.Linear(spec.state_dim, d)
@@ -73,7 +76,7 @@ class DTModel(nn.Module):
         self.register_buffer("state_std", std.clamp_min(1e-3))
 
     def tokens(self, window: Window) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L + 3H, d) token sequence and its ignore mask (True = padding)."""
+        """(B, 1 + 3H, d) token sequence and its ignore mask (True = padding)."""
         batch, steps = window.mask.shape
         time = self.timestep(window.timesteps.clamp(0, self.max_t))
         states = (window.states - self.state_mean) / self.state_std
@@ -81,9 +84,10 @@ class DTModel(nn.Module):
             [self.ret(window.returns_to_go[..., None]) + time, self.state(states) + time, self.action(window.actions) + time],
             dim=2,
         ).reshape(batch, steps * TOKENS_PER_STEP, -1)
-        words = self.word(window.instruction) + self.word_pos[: window.instruction.shape[1]]
-        tokens = self.drop(self.norm(torch.cat([words, per_step], dim=1)))
-        ignore = torch.cat([window.instruction == 0, (~window.mask).repeat_interleave(TOKENS_PER_STEP, dim=1)], dim=1)
+        instruction = self.instruction(window.instruction)[:, None].to(per_step.dtype)
+        tokens = self.drop(self.norm(torch.cat([instruction, per_step], dim=1)))
+        never = window.mask.new_zeros(batch, 1)  # the instruction token is never padding
+        ignore = torch.cat([never, (~window.mask).repeat_interleave(TOKENS_PER_STEP, dim=1)], dim=1)
         return tokens, ignore
 
     def forward(self, window: Window, last_step_only: bool = False) -> torch.Tensor:
@@ -91,14 +95,11 @@ class DTModel(nn.Module):
 
         ``last_step_only`` (acting) computes only the current step's, as (B, 1, A).
         """
-        window = trim_padding(window)  # padding words are ignored anyway; fewer tokens
         tokens, ignore = self.tokens(window)
         if last_step_only:  # the last two tokens are (s_H, a_H): read s_H
             return torch.tanh(self.predict(self.body(tokens, ignore, last=2)[:, :1]))
         out = self.body(tokens, ignore)
-        words = window.instruction.shape[1]
-        state_out = out[:, words + STATE_SLOT :: TOKENS_PER_STEP]
-        return torch.tanh(self.predict(state_out))
+        return torch.tanh(self.predict(out[:, 1 + STATE_SLOT :: TOKENS_PER_STEP]))
 
 
 class DecisionTransformer:
@@ -112,13 +113,15 @@ class DecisionTransformer:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
+        autocast(self.device, config.amp)  # an unknown amp mode fails here, not at the first update
         warmup = max(config.warmup_steps, 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min((step + 1) / warmup, 1.0))
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, Any]:
         self.model.train()
         window = batch.window
-        predicted = self.model(window)
+        with autocast(self.device, self.config.amp):
+            predicted = self.model(window).float()
         valid = window.mask[..., None].to(predicted.dtype)
         loss = ((predicted - window.actions).square() * valid).sum() / (valid.sum() * predicted.shape[-1]).clamp_min(1.0)
         self.optimizer.zero_grad(set_to_none=True)
@@ -126,13 +129,15 @@ class DecisionTransformer:
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        values = torch.stack([loss.detach(), grad_norm]).tolist()
-        return {"loss": values[0], "grad_norm": values[1], "lr": self.scheduler.get_last_lr()[0]}
+        # tensors: the training loop reads them once per log interval, not every step
+        return {"loss": loss.detach(), "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]}
 
     @torch.no_grad()
     def act(self, window: Window) -> np.ndarray:
         self.model.eval()
-        return self.model(window, last_step_only=True)[:, -1].clamp(-1.0, 1.0).float().cpu().numpy()
+        with autocast(self.device, self.config.amp):
+            action = self.model(window, last_step_only=True)[:, -1]
+        return action.float().clamp(-1.0, 1.0).cpu().numpy()
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --resume: start fresh when the checkpoint does not match this run")
     p.add_argument("--video", action="store_true", help="save a few evaluation episodes as GIFs under the checkpoint dir")
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    p.add_argument("--amp", choices=["none", "bf16"], default=None,
+                   help="mixed precision of the transformer algorithms' forward passes (sets amp=...; "
+                        "default: the algorithm's)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: much faster on a shared machine; 0 = one per core)")
     p.add_argument("--no-conservative", action="store_true", help="ablation: conservative=False")
@@ -57,6 +60,8 @@ def parse_overrides(args: argparse.Namespace) -> dict[str, object]:
         overrides["mc_return"] = False
     if args.n_step is not None:
         overrides["n_step"] = args.n_step
+    if args.amp is not None:
+        overrides["amp"] = args.amp
     return overrides
 
 

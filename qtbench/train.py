@@ -206,6 +206,32 @@ class _InterruptFlag:
             signal.signal(sig, previous)
 
 
+class _PendingMetrics:
+    """Sums of the ``update()`` metrics since the last metrics.csv row.
+
+    Tensor metrics are summed where the model runs, so adding a step's metrics never waits
+    for the device; ``read()`` does, once per log interval and per checkpoint. The sums
+    are float64, added in step order: the same numbers as summing Python floats.
+    """
+
+    def __init__(self, sums: dict[str, float] | None = None, count: int = 0):
+        self.sums: dict[str, Any] = dict(sums or {})
+        self.count = count
+
+    def add(self, result: dict[str, Any]) -> None:
+        for key, value in result.items():
+            value = value.detach().double() if hasattr(value, "detach") else float(value)
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.count += 1
+
+    def read(self) -> dict[str, float]:
+        import torch
+
+        tensors = [k for k, v in self.sums.items() if isinstance(v, torch.Tensor)]
+        values = dict(zip(tensors, torch.stack([self.sums[k] for k in tensors]).tolist())) if tensors else {}
+        return {k: values.get(k, v) for k, v in self.sums.items()}
+
+
 @dataclass
 class TrainOutcome:
     steps: int
@@ -226,7 +252,8 @@ def train(
     """Run gradient steps up to ``spec.total_steps``, starting from ``state`` if given.
 
     Writes metrics.csv into ``out_dir`` and checkpoints into ``ckpt_dir`` every
-    ``spec.checkpoint_every`` steps and at the end.
+    ``spec.checkpoint_every`` steps and at the end. Metrics are read from the device only
+    at those points, so a diverged loss is caught at the next one, before it is saved.
     """
     import torch
     from tqdm import tqdm
@@ -235,8 +262,7 @@ def train(
     total = spec.total_steps
     step, offset = 0, 0.0
     metrics = MetricsLog()
-    pending: dict[str, float] = {}
-    pending_count = 0
+    pending = _PendingMetrics()
     if state is not None:
         algorithm.load_state_dict(state.algorithm)
         rng.bit_generator.state = state.sampler_rng
@@ -245,7 +271,7 @@ def train(
             torch.cuda.set_rng_state_all(state.cuda_rng)
         step, offset = state.step, state.wall_seconds
         metrics = MetricsLog(list(state.metrics))
-        pending, pending_count = dict(state.pending), state.pending_count
+        pending = _PendingMetrics(state.pending, state.pending_count)
     if step > total:
         raise QtbenchError(
             f"the checkpoint in {ckpt_dir} is at step {step}, past the requested {total} steps",
@@ -256,14 +282,28 @@ def train(
     def elapsed() -> float:
         return offset + time.perf_counter() - start_time
 
+    def read_finite() -> dict[str, float]:
+        """The pending sums, after checking the loss stayed finite since the last read."""
+        sums = pending.read()
+        if not math.isfinite(sums.get("loss", 0.0)):
+            kept = (f"the last good checkpoint (step {last_good}) is kept in {ckpt_dir}"
+                    if last_good is not None else "no checkpoint of this run was saved")
+            raise QtbenchError(
+                f"training diverged: the loss is {sums['loss']} within steps {step - pending.count + 1}-{step}; {kept}",
+                "lower the learning rate (--set learning_rate=...) and start again, "
+                "or change the seed",
+            )
+        return sums
+
     def save() -> None:
+        sums = read_finite()
         checkpoint.save(ckpt_dir, checkpoint.TrainState(
             algo=spec.algo, algo_config=algo_config, step=step, algorithm=algorithm.state_dict(),
             sampler_rng=rng.bit_generator.state, torch_rng=torch.get_rng_state(),
-            wall_seconds=elapsed(), metrics=metrics.rows, pending=pending, pending_count=pending_count,
+            wall_seconds=elapsed(), metrics=metrics.rows, pending=sums, pending_count=pending.count,
             cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         ))
-        _with_partial_row(metrics, pending, pending_count, step, elapsed()).write(out_dir)
+        _with_partial_row(metrics, sums, pending.count, step, elapsed()).write(out_dir)
 
     bar = tqdm(total=total, initial=step, desc=f"train {spec.algo}", unit="step",
                disable=not spec.progress, mininterval=1.0)
@@ -272,39 +312,28 @@ def train(
     with _InterruptFlag() as interrupted:
         while step < total:
             batch = sampler.sample(cfg.batch_size, rng).to_torch(spec.device)
-            result = algorithm.update(batch)
-            loss = float(result["loss"])
-            if not math.isfinite(loss):
-                kept = (f"the last good checkpoint (step {last_good}) is kept in {ckpt_dir}"
-                        if last_good is not None else "no checkpoint of this run was saved")
-                raise QtbenchError(
-                    f"training diverged: loss is {loss} at step {step + 1}; {kept}",
-                    "lower the learning rate (--set learning_rate=...) and start again, "
-                    "or change the seed",
-                )
+            pending.add(algorithm.update(batch))
             step += 1
-            for key, value in result.items():
-                pending[key] = pending.get(key, 0.0) + float(value)
-            pending_count += 1
             if step % spec.log_every == 0:
-                metrics.append(_row(pending, pending_count, step, elapsed()))
-                pending, pending_count = {}, 0
+                row = _row(read_finite(), pending.count, step, elapsed())
+                metrics.append(row)
+                pending = _PendingMetrics()
+                rate = (step - seg_start_step) / max(time.perf_counter() - start_time, 1e-9)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", upd_s=f"{rate:.1f}", refresh=False)
             if step % spec.checkpoint_every == 0 or step == total or interrupted.set:
                 save()
                 last_good = step
             bar.update(1)
-            if bar.n % 20 == 0 or step == total:
-                rate = (step - seg_start_step) / max(time.perf_counter() - start_time, 1e-9)
-                bar.set_postfix(loss=f"{loss:.4f}", upd_s=f"{rate:.1f}", refresh=False)
             if interrupted.set:
                 bar.close()
                 log.warning("interrupted at step %d; checkpoint saved in %s\n  resume with: %s",
                             step, ckpt_dir, spec.resume_command())
                 raise KeyboardInterrupt
     bar.close()
+    sums = read_finite()
     if seg_start_step == total:  # nothing to train (already at the requested step): keep the csv whole
-        _with_partial_row(metrics, pending, pending_count, step, elapsed()).write(out_dir)
-    return TrainOutcome(step, elapsed(), _with_partial_row(metrics, pending, pending_count, step, elapsed()))
+        _with_partial_row(metrics, sums, pending.count, step, elapsed()).write(out_dir)
+    return TrainOutcome(step, elapsed(), _with_partial_row(metrics, sums, pending.count, step, elapsed()))
 
 
 def _row(sums: dict[str, float], count: int, step: int, wall: float) -> dict[str, float]:

@@ -1,5 +1,7 @@
 import math
 
+import pytest
+
 import torch
 from baseline_toys import SPEC, check_protocol, supervised_batch, toy_window
 from torch.nn import functional as F
@@ -7,7 +9,7 @@ from torch.nn import functional as F
 from qtbench.algorithms import algorithm_class
 from qtbench.baselines.bc import BC, BCConfig, bin_centres, to_bins
 
-SMALL = dict(d_model=32, n_layers=1, n_heads=1, dropout=0.0, bins=16)
+SMALL = dict(d_model=32, n_layers=1, n_heads=1, dropout=0.0, bins=16, amp="none")
 
 
 def test_registered_with_reference_defaults():
@@ -49,9 +51,26 @@ def test_cross_entropy_targets_are_dataset_bins_with_teacher_forcing():
     assert not torch.allclose(base[:, 1:], other[:, 1:])
 
 
-def test_protocol_and_bit_exact_resume():
-    config = BCConfig(history=2, d_model=32, n_layers=1, n_heads=2, dropout=0.1, bins=16)
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_protocol_and_bit_exact_resume(amp):
+    config = BCConfig(history=2, d_model=32, n_layers=1, n_heads=2, dropout=0.1, bins=16, amp=amp)
     check_protocol(lambda: BC(SPEC, config), lambda g: supervised_batch(8, 2, g), history=2)
+
+
+def test_cached_greedy_decoding_equals_uncached():
+    torch.manual_seed(0)
+    algo = BC(SPEC, BCConfig(history=2, d_model=32, n_layers=2, n_heads=2, dropout=0.1, bins=64, amp="none"))
+    for s in range(3):
+        algo.update(supervised_batch(16, 2, torch.Generator().manual_seed(s)))
+    window = toy_window(9, 2, torch.Generator().manual_seed(7))
+    window.states += torch.randn(9, 2, SPEC.state_dim, generator=torch.Generator().manual_seed(8))
+    policy = algo.policy.eval()  # amp is off in this test: compares float32 decoding paths
+    with torch.no_grad():
+        chosen = torch.zeros(9, 0, dtype=torch.long)
+        for _ in range(SPEC.action_dim):  # uncached: one teacher-forced pass per dimension
+            chosen = torch.cat([chosen, policy.logits(window, chosen)[:, -1].argmax(-1, keepdim=True)], 1)
+        assert torch.equal(policy.greedy(window), chosen)
+    assert torch.equal(to_bins(torch.as_tensor(algo.act(window)), 64), chosen)
 
 
 def test_reproduces_a_scripted_policy():

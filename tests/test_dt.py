@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 from baseline_toys import SPEC, check_protocol, supervised_batch, toy_batch, toy_window
 
@@ -22,13 +23,13 @@ def test_registered_with_reference_defaults():
 
 
 def test_token_order_and_which_output_predicts_which_action():
-    """Tokens are [words, (R_1, s_1, a_1), (R_2, s_2, a_2), (R_3, s_3, a_3)]; step h's action is
+    """Tokens are [instruction, (R_1, s_1, a_1), (R_2, s_2, a_2), (R_3, s_3, a_3)]; step h's action is
     read at s_h: it sees R_{<=h}, s_{<=h}, a_{<h}, and nothing later."""
     algo = _model(history=3)
     model = algo.model.eval()
     window = toy_window(2, 3, torch.Generator().manual_seed(0))
     tokens, ignore = model.tokens(window)
-    assert tokens.shape[1] == 5 + 3 * 3 and ignore.shape == tokens.shape[:2]
+    assert tokens.shape[1] == 1 + 3 * 3 and ignore.shape == tokens.shape[:2]
     base = model(window)
     for h in range(3):
         for field in ("returns_to_go", "states", "actions"):
@@ -85,8 +86,9 @@ def test_rollout_windows_drive_the_return_to_go():
     assert algo.act(window.to_torch()).shape == (2, 4)
 
 
-def test_protocol_and_bit_exact_resume():
-    config = DTConfig(history=3, d_model=32, n_layers=1, n_heads=2, dropout=0.1)
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_protocol_and_bit_exact_resume(amp):
+    config = DTConfig(history=3, d_model=32, n_layers=1, n_heads=2, dropout=0.1, amp=amp)
     check_protocol(lambda: DecisionTransformer(SPEC, config), lambda g: toy_batch(8, 3, g), history=3)
 
 

@@ -11,14 +11,13 @@ import torch
 
 from qtbench.algorithms.base import Batch, EnvSpecInfo, Window
 from qtbench.errors import QtbenchError
-from qtbench.nets import trim_padding
+from qtbench.nets import greedy_decode
 from qtbench.q_transformer import (
     QTransformer,
     QTransformerConfig,
     bin_centres,
     conservative_penalty,
     dataset_values,
-    greedy_decode,
     td_loss,
     td_targets,
     to_bins,
@@ -127,7 +126,7 @@ def test_greedy_decoding_conditions_each_dimension_on_earlier_choices():
 
 # ---- the algorithm on tiny sizes ---------------------------------------------------------
 SPEC = EnvSpecInfo(state_dim=3, action_dim=3, vocab_size=10, max_tokens=5, max_episode_steps=20)
-TINY = QTransformerConfig(n_bins=7, d_model=16, n_layers=2, n_heads=2, history=2, tau=0.1, batch_size=6)
+TINY = QTransformerConfig(n_bins=7, d_model=16, n_layers=2, n_heads=2, history=2, tau=0.1, batch_size=6, amp="none")
 
 
 def _window(g: torch.Generator, b: int = 6, h: int = 2) -> Window:
@@ -156,17 +155,40 @@ def _algo(config: QTransformerConfig = TINY, seed: int = 0) -> QTransformer:
     return QTransformer(SPEC, config)
 
 
-def test_backbone_last_and_trim_are_exact():
+def test_backbone_last_is_exact_and_the_sequence_is_instruction_states_actions():
     g = torch.Generator().manual_seed(1)
     torch.manual_seed(1)
     algo = _algo()
     window = _window(g)
-    ctx, ignore = algo.online.context(window)
-    full = algo.online.backbone(ctx, ignore)
-    assert torch.allclose(algo.online.backbone(ctx, ignore, last=3), full[:, -3:], atol=1e-6)
-    ctx2, ignore2 = algo.online.context(trim_padding(window))
-    assert ctx2.shape[1] == 3 + 2  # 3 used words + 2 states
-    assert torch.allclose(algo.online.backbone(ctx2, ignore2)[:, -2:], full[:, -2:], atol=1e-5)
+    ctx, ignore = algo.online.body.context(window)
+    assert ctx.shape[1] == 1 + 2  # one instruction token + 2 states, whatever the instruction's length
+    assert ignore[:, 0].logical_not().all() and torch.equal(ignore[:, 1:], ~window.mask)
+    full = algo.online.body.backbone(ctx, ignore)
+    assert torch.allclose(algo.online.body.backbone(ctx, ignore, last=2), full[:, -2:], atol=1e-6)
+
+
+def test_cached_greedy_decoding_equals_uncached():
+    """act() decodes with the context's keys/values cached; decoding by full teacher-forced
+    passes (the training forward, one per dimension) must choose the same bins and scores."""
+    algo = _algo(dataclasses.replace(TINY, n_bins=64))
+    for s in range(3):
+        algo.update(_batch(s))
+    window = _window(torch.Generator().manual_seed(5))
+    net = algo.online.eval()
+    with torch.no_grad():
+        scores = {}
+
+        def uncached(bins, i):
+            scores[i] = net(window, bins, n_tokens=i + 1)[:, i]
+            return scores[i]
+
+        expected = greedy_decode(uncached, 6, 3, "cpu")
+        cache = net.body.backbone.prefill(*net.body.context(window))
+        for i in range(3):
+            h = net.body.backbone.decode(cache, net.body.action_tokens(expected, i, 1, 6))
+            assert torch.allclose(net.heads(h, i)[:, 0], scores[i], atol=1e-5)
+        assert torch.equal(net.greedy(window), expected)
+    assert torch.equal(to_bins(torch.as_tensor(algo.act(window)), 64), expected)
 
 
 def test_act_decodes_with_the_trained_network_and_heads():
@@ -209,16 +231,18 @@ def test_update_matches_the_pure_functions_and_moves_the_target_by_tau():
             assert torch.allclose(p_t, before + config.tau * (p - before), atol=1e-6)
 
 
-def test_resume_is_bit_exact_and_checks_the_architecture():
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_resume_is_bit_exact_and_checks_the_architecture(amp):
+    config = dataclasses.replace(TINY, amp=amp)
     batches = [_batch(s) for s in range(4)]
-    straight = _algo()
+    straight = _algo(config)
     for b in batches:
         straight.update(b)
-    first = _algo()
+    first = _algo(config)
     for b in batches[:2]:
         first.update(b)
     saved = first.state_dict()
-    resumed = _algo(seed=123)  # different init: everything must come from the checkpoint
+    resumed = _algo(config, seed=123)  # different init: everything must come from the checkpoint
     resumed.load_state_dict(saved)
     for b in batches[2:]:
         resumed.update(b)
@@ -226,7 +250,7 @@ def test_resume_is_bit_exact_and_checks_the_architecture():
         assert torch.equal(a, b)
     for a, b in zip(straight.state_dict()["target"].values(), resumed.state_dict()["target"].values()):
         assert torch.equal(a, b)
-    other = QTransformer(SPEC, dataclasses.replace(TINY, d_model=8))
+    other = QTransformer(SPEC, dataclasses.replace(config, d_model=8))
     with pytest.raises(QtbenchError, match="d_model"):
         other.load_state_dict(saved)
 
@@ -244,7 +268,7 @@ def test_tiny_mdp_converges_to_the_optimal_q_values():
     spec = EnvSpecInfo(state_dim=2, action_dim=2, vocab_size=3, max_tokens=1, max_episode_steps=2)
     config = QTransformerConfig(
         n_bins=n, d_model=32, n_layers=1, n_heads=2, history=1, gamma=gamma, learning_rate=3e-3,
-        tau=0.1, conservative=False, mc_return=False, weight_decay=0.0,
+        tau=0.1, conservative=False, mc_return=False, weight_decay=0.0, amp="none",
     )
     torch.manual_seed(0)
     algo = QTransformer(spec, config)
@@ -284,4 +308,5 @@ def test_tiny_mdp_converges_to_the_optimal_q_values():
 def test_reference_defaults_are_the_papers():
     cfg = QTransformerConfig()
     assert (cfg.n_bins, cfg.alpha, cfg.conservative, cfg.mc_return) == (256, 1.0, True, True)
-    assert (cfg.batch_size, cfg.learning_rate, cfg.history, cfg.n_step) == (256, 3e-4, 4, 1)
+    assert (cfg.batch_size, cfg.learning_rate, cfg.n_step) == (256, 3e-4, 1)
+    assert (cfg.history, cfg.amp) == (1, "bf16")  # measured choices, not the paper's (issue 11)
