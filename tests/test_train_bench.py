@@ -81,13 +81,17 @@ def test_run_writes_its_section(tmp_path, monkeypatch, capsys):
     assert "(1 threads)" in text
 
 
-def test_bad_names_and_mismatched_reference(tmp_path):
-    with pytest.raises(QtbenchError, match="unknown algorithm"):
-        train_bench.run(_args(tmp_path, algo="nope"))
-    with pytest.raises(QtbenchError, match="unknown task"):
-        train_bench.run(_args(tmp_path, task="nope"))
-    with pytest.raises(QtbenchError, match="reference for 'iql'"):
-        train_bench.run(_args(tmp_path, compare="d3rlpy_iql"))
+@pytest.mark.parametrize("flags, message", [
+    ({"algo": "nope"}, "unknown algorithm"),
+    ({"task": "nope"}, "unknown task"),
+    ({"compare": "d3rlpy_iql"}, "reference for 'iql'"),
+    ({"variant": "nope=1"}, "no field 'nope'"),
+    ({"variant": "history"}, "KEY=VALUE"),
+    ({"against": "no-such-ref-xyz"}, "not a commit"),
+])
+def test_bad_input_is_a_clear_error(tmp_path, flags, message):
+    with pytest.raises(QtbenchError, match=message):
+        train_bench.run(_args(tmp_path, **flags))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("q_transformer") is not None, reason="reference package installed here")
@@ -124,11 +128,3 @@ def test_against_a_git_ref_variants_and_acting_side_by_side(tmp_path, monkeypatc
     assert len(acting) == 2  # this checkout and HEAD, 32 envs, 2 episodes
     assert not list(Path(tempfile.gettempdir()).glob("qtbench-against-*"))  # the export is removed
 
-
-def test_bad_variant_and_ref(tmp_path):
-    with pytest.raises(QtbenchError, match="no field 'nope'"):
-        train_bench.run(_args(tmp_path, variant="nope=1"))
-    with pytest.raises(QtbenchError, match="KEY=VALUE"):
-        train_bench.run(_args(tmp_path, variant="history"))
-    with pytest.raises(QtbenchError, match="not a commit"):
-        train_bench.run(_args(tmp_path, against="no-such-ref-xyz"))
