@@ -373,6 +373,7 @@ class _Against:
 
 def run(args: argparse.Namespace) -> int:
     import torch
+    from tqdm import tqdm
 
     from qtbench.algorithms import algorithm_class
     from qtbench.bench_worker import ROLLOUT_ENVS, build, rollout
@@ -432,11 +433,15 @@ def run(args: argparse.Namespace) -> int:
                 contestants.append((Row(name, params, batch_size, 0, 0.0, note),
                                     lambda seconds, step=step: time_calls(step, seconds)))
         rounds = args.rounds if len(contestants) > 1 else 1
+        bar = tqdm(total=rounds * len(contestants), unit="timing", leave=False, desc="measuring",
+                   disable=rounds * len(contestants) * args.seconds < 3)
         for r in range(rounds):  # alternate, so background load falls on every contestant alike
             for row, timed in contestants:
                 n, elapsed, cpu = timed(args.seconds)
                 row.updates, row.seconds, row.cpu_seconds = row.updates + n, row.seconds + elapsed, row.cpu_seconds + cpu
                 log.info("round %d/%d %s: %.2f updates/s", r + 1, rounds, row.name, n / elapsed)
+                bar.update(1)
+        bar.close()
         acting = []
         if args.rollout_episodes:
             acting.append((contestants[0][0].name, rollout(ours, args.task, texts, args.rollout_episodes, args.seed)))

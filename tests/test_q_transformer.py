@@ -310,3 +310,19 @@ def test_reference_defaults_are_the_papers():
     assert (cfg.n_bins, cfg.alpha, cfg.conservative, cfg.mc_return) == (256, 1.0, True, True)
     assert (cfg.batch_size, cfg.learning_rate, cfg.n_step) == (256, 3e-4, 1)
     assert (cfg.history, cfg.amp) == (1, "bf16")  # measured choices, not the paper's (issue 11)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_update_never_waits_for_the_device_and_matches_cpu():
+    batch = _batch(3)
+    cpu, gpu = _algo(), QTransformer(SPEC, TINY, device="cuda")
+    gpu.load_state_dict(cpu.state_dict())
+    on_gpu = batch.to_torch("cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any device-to-host wait in update() raises
+    try:
+        metrics = gpu.update(on_gpu)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert metrics["loss"].item() == pytest.approx(cpu.update(batch)["loss"].item(), rel=1e-4)
+    assert gpu.act(_window(torch.Generator().manual_seed(5)).to_torch("cuda")).shape == (6, 3)
