@@ -49,7 +49,7 @@ class DTConfig(AlgoConfig):
     n_layers: int = 3
     n_heads: int = 1
     dropout: float = 0.1
-    # "bf16": bfloat16 autocast of the forward passes (--amp bf16), 2.3x faster updates; off by
+    # "bf16": bfloat16 autocast of the forward passes (--amp bf16), 2.2x faster updates; off by
     # default until DT's success with it is measured (issue 11 checked Q-Transformer and BC).
     amp: str = "none"
 

@@ -15,7 +15,8 @@ separate virtual environment (they pull dependencies qtbench must not), e.g.::
     python3 -m venv /tmp/qtref
     echo "import site; site.addsitedir('<qtbench venv>/lib/python3.11/site-packages')" \
         > /tmp/qtref/lib/python3.11/site-packages/qtbench_venv.pth
-    /tmp/qtref/bin/pip install q-transformer torch==2.13.0   # CPU torch, no CUDA
+    /tmp/qtref/bin/pip install q-transformer d3rlpy torch==2.13.0   # CPU torch, no CUDA
+    /tmp/qtref/bin/pip uninstall -y torchvision   # PyPI's build needs CUDA torch; transformers imports it
     /tmp/qtref/bin/python -m qtbench bench train --algo q_transformer --compare q_transformer_pypi
 """
 

@@ -34,6 +34,12 @@ def test_ablation_flags_and_set_pairs_become_overrides():
     }
 
 
+def test_amp_flag_sets_the_config_field_and_is_checked():
+    assert run_cli.parse_overrides(parse("--algo", "bc", "--task", "drawer_open", "--amp", "none")) == {"amp": "none"}
+    with pytest.raises(SystemExit):  # argparse: only none and bf16
+        parse("--algo", "bc", "--task", "drawer_open", "--amp", "fp16")
+
+
 def test_set_without_equals_is_an_error():
     args = parse("--algo", "bc", "--task", "drawer_open", "--set", "learning_rate")
     with pytest.raises(QtbenchError, match="not KEY=VALUE"):
