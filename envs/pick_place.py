@@ -21,6 +21,7 @@ from qtbench.envs.scene import (
     COUNTER_TOP,
     DRAWER_INNER_HIGH,
     DRAWER_INNER_LOW,
+    HALF_LENGTH,
     KNOB_HEIGHT,
     RESTING_SPEED,
     Scene,
@@ -60,10 +61,11 @@ def drawer_origin(state: np.ndarray, drawer: str) -> np.ndarray:
     return np.array([knob[0], CABINET_FACE_Y - q, knob[2] - KNOB_HEIGHT])
 
 
-def over_drawer(state: np.ndarray, obj: str, drawer: str) -> bool:
-    """The object's centre lies above the drawer's interior footprint (any height)."""
+def over_drawer(state: np.ndarray, obj: str, drawer: str, margin: float = 0.0) -> bool:
+    """The object's centre lies above the drawer's interior footprint grown by ``margin`` on
+    every side (any height)."""
     rel = layout.object_pos(state, obj)[:2] - drawer_origin(state, drawer)[:2]
-    return bool(np.all(rel >= DRAWER_INNER_LOW[:2]) and np.all(rel <= DRAWER_INNER_HIGH[:2]))
+    return bool(np.all(rel >= DRAWER_INNER_LOW[:2] - margin) and np.all(rel <= DRAWER_INNER_HIGH[:2] + margin))
 
 
 def start_surface(state: np.ndarray, ins: Instruction) -> float:
@@ -76,8 +78,8 @@ def start_surface(state: np.ndarray, ins: Instruction) -> float:
 def over_target(state: np.ndarray, ins: Instruction) -> bool:
     if not holding(state, ins.obj):
         return False
-    if ins.direction == "in":
-        return over_drawer(state, ins.obj, ins.drawer)
+    if ins.direction == "in":  # released with its centre up to its half length past the rim, it still falls in
+        return over_drawer(state, ins.obj, ins.drawer, margin=HALF_LENGTH[ins.obj])
     xy = layout.object_pos(state, ins.obj)[:2]
     on_counter = bool(np.all(xy >= COUNTER_BOUNDS_LOW) and np.all(xy <= COUNTER_BOUNDS_HIGH))
     return on_counter and not over_drawer(state, ins.obj, ins.drawer)

@@ -17,12 +17,12 @@ import numpy as np
 
 from qtbench.envs import layout
 from qtbench.envs.instructions import Instruction
-from qtbench.envs.scene import FINGER_OPEN_GAP, REST_HEIGHT, Scene
+from qtbench.envs.scene import FINGER_OPEN_GAP, HALF_LENGTH, REST_HEIGHT, Scene
 
 # Stage thresholds shared by the skills (m); checked against the scripted plans in tests.
-REACH = 0.03  # gripper point within this of the handle / the object's centre: "reached"
+REACH = 0.03  # gripper point within this of the handle / the object (see near_object): "reached"
 GRASP_OPENING = FINGER_OPEN_GAP - 0.02  # fingers closed at least this far: "closed"
-HOLD_XY, HOLD_Z = 0.03, 0.05  # object centre within these of the gripper point (xy, z): "in hand"
+HOLD_XY, HOLD_Z = 0.03, 0.05  # object (its length) within these of the gripper point (xy, z): "in hand"
 HOLD_MIN_OPENING = 0.006  # below this the fingers closed on nothing
 LIFT = 0.03  # object bottom this far above the surface it started on: "lifted"
 
@@ -85,8 +85,17 @@ def near_handle(state: np.ndarray, drawer: str) -> bool:
     return bool(np.linalg.norm(layout.gripper_pos(state) - layout.handle_pos(state, drawer)) < REACH)
 
 
+def offset_from_length(state: np.ndarray, obj: str) -> np.ndarray:
+    """The gripper point's offset from the nearest point of the object's length: the segment
+    along y (the axis the object lies along at reset) through its centre, of its half length.
+    A grasp near one end (the fragile demonstrator style) is then as close as a centred one."""
+    offset = layout.gripper_pos(state) - layout.object_pos(state, obj)
+    offset[1] = max(0.0, abs(offset[1]) - HALF_LENGTH[obj])
+    return offset
+
+
 def near_object(state: np.ndarray, obj: str) -> bool:
-    return bool(np.linalg.norm(layout.gripper_pos(state) - layout.object_pos(state, obj)) < REACH)
+    return bool(np.linalg.norm(offset_from_length(state, obj)) < REACH)
 
 
 def fingers_closed(state: np.ndarray) -> bool:
@@ -94,8 +103,9 @@ def fingers_closed(state: np.ndarray) -> bool:
 
 
 def holding(state: np.ndarray, obj: str) -> bool:
-    """The object sits between closed fingers (closed on it, not on nothing)."""
-    rel = layout.object_pos(state, obj) - layout.gripper_pos(state)
+    """The object sits between closed fingers (closed on it, not on nothing), anywhere along
+    its length (see offset_from_length)."""
+    rel = offset_from_length(state, obj)
     opening = layout.finger_opening(state)
     in_hand = np.linalg.norm(rel[:2]) < HOLD_XY and abs(rel[2]) < HOLD_Z
     return bool(in_hand and HOLD_MIN_OPENING < opening < GRASP_OPENING)

@@ -51,7 +51,8 @@ def load_run(run_dir: Path, checkpoint_root: Path, device: str = "cpu") -> Loade
     """Read a cell's config and eval.json, its datasets and its last checkpoint."""
     from qtbench import checkpoint
     from qtbench.algorithms import algorithm_class
-    from qtbench.data import TransitionData, ensure_datasets
+    from qtbench.data import TransitionData, data_record
+    from qtbench.datasets import ensure_datasets
     from qtbench.reproduce import config_overrides, read_cell
     from qtbench.train import DATA_SEED, check_names, resolve_config
 
@@ -72,8 +73,21 @@ def load_run(run_dir: Path, checkpoint_root: Path, device: str = "cpu") -> Loade
     if state.step != record.get("train_steps", state.step):
         log.warning("checkpoint %s is at step %d, but eval.json was written after %s steps",
                      ckpt_dir, state.step, record.get("train_steps"))
-    ensure_datasets(task, profile=config.get("profile", "default"), seed=DATA_SEED)
-    data = TransitionData.load(task, algo_config.dataset, successful_only=algo_config.filtered)
+    trained_on = config.get("data")
+    if not trained_on:
+        raise QtbenchError(
+            f"{run_dir} predates data records: its config.json does not say which datasets it trained on",
+            f"train the cell again on today's data (qtbench reproduce {run_dir}), then evaluate or probe it",
+        )
+    profile, source = trained_on["profile"], trained_on["failure_source"]
+    ensure_datasets(task, profile, DATA_SEED, source)
+    if data_record(task, profile, source, algo_config.dataset)["fingerprint"] != trained_on["fingerprint"]:
+        raise QtbenchError(
+            f"the {profile}-{source} datasets of {task} are not the ones {run_dir} trained on (content hashes differ)",
+            f"regenerate them with the code the run used, or train the cell again: qtbench reproduce {run_dir}",
+        )
+    data = TransitionData.load(task, algo_config.dataset, successful_only=algo_config.filtered, profile=profile,
+                               source=source, demo_styles=algo_config.demo_styles)
     algorithm = cls(data.spec_info(), algo_config, device=device)
     algorithm.load_state_dict(state.algorithm)
     return LoadedRun(Path(run_dir), config, record, algo_config, algorithm, data, state.step, device)

@@ -46,7 +46,7 @@ def knob(scene: Scene, drawer: str) -> np.ndarray:
 
 def test_stage_names_end_with_the_goal():
     assert SKILL_MODULES["drawer_open"].stage_names == ("reached_handle", "grasped_handle", "pulled_half", "open")
-    assert SKILL_MODULES["drawer_close"].stage_names == ("reached_handle", "pushed_half", "closed")
+    assert SKILL_MODULES["drawer_close"].stage_names == ("reached_front", "pushed_half", "closed")
     assert SKILL_MODULES["pick_place"].stage_names == ("reached_object", "grasped", "lifted", "over_target", "placed")
     assert SKILL_MODULES["move_near"].stage_names == ("reached_object", "grasped", "lifted", "near_target", "placed")
 
@@ -72,8 +72,12 @@ def test_drawer_close_stages(scene):
     text = "close the middle drawer"
     state_with(scene, drawers={"middle": 0.15})
     k = knob(scene, "middle")
-    assert reached("drawer_close", text, state_with(scene, k + [0.0, -0.04, 0.0], FINGER_TRAVEL))["reached_handle"]
-    assert not reached("drawer_close", text, state_with(scene, k + [0.0, -0.05, 0.0], FINGER_TRAVEL))["reached_handle"]
+    assert reached("drawer_close", text, state_with(scene, k + [0.0, -0.06, 0.0], FINGER_TRAVEL))["reached_front"]
+    assert not reached("drawer_close", text, state_with(scene, k + [0.0, -0.07, 0.0], FINGER_TRAVEL))["reached_front"]
+    # the edge style's push point: on the front panel 16 cm beside the knob; past its edge, not
+    assert reached("drawer_close", text, state_with(scene, k + [0.161, 0.008, 0.0], FINGER_TRAVEL))["reached_front"]
+    assert not reached("drawer_close", text, state_with(scene, k + [0.20, 0.008, 0.0], FINGER_TRAVEL))["reached_front"]
+    assert not reached("drawer_close", text, state_with(scene, k + [0.0, 0.03, 0.0], FINGER_TRAVEL))["reached_front"]
     for q, half in [(0.065, False), (0.055, True)]:
         assert reached("drawer_close", text, state_with(scene, drawers={"middle": q}))["pushed_half"] is half
 
@@ -172,10 +176,10 @@ def test_scripted_episodes_pass_every_stage_in_order_many_seeds(kind):
 
 
 def test_dataset_demos_pass_every_stage_in_order(small_datasets, monkeypatch):
-    from qtbench.data.store import read_dataset
+    from qtbench.data.store import dataset_id, read_dataset
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(small_datasets))
-    episodes = read_dataset("drawer_open", "demos").episodes
+    episodes = read_dataset(dataset_id("drawer_open", "demos", "small")).episodes
     assert episodes
     for ep in episodes:
         ins = BY_TEXT[str(ep["instruction"])]

@@ -29,6 +29,14 @@ class EnvSpecInfo:
     state_std: tuple[float, ...] | None = None
 
 
+def _style_names() -> tuple[str, ...]:
+    """Every demonstrator style name and role (read lazily: the envs are heavy to import)."""
+    from qtbench.envs.experts import STYLES
+    from qtbench.envs.policies import ROLES
+
+    return (*ROLES, *dict.fromkeys(name for styles in STYLES.values() for name in styles))
+
+
 # The dataset splits a config can train on (AlgoConfig.dataset); qtbench.data stores them.
 SPLITS = ("demos", "failures", "mixed")
 
@@ -50,7 +58,7 @@ class AlgoConfig:
     filtered: bool = False  # train only on the successful episodes of the chosen dataset
     # Keep only the demonstrations of these styles (names or robust / fragile, one per skill;
     # qtbench.envs.experts.STYLES); empty = every style. Failures are kept either way.
-    demo_styles: tuple[str, ...] = ()
+    demo_styles: tuple[str, ...] = ranged((), each_one_of=_style_names)
     # Bootstrap nothing past a time-limit truncation: an attempt that ran out of time is
     # scored as failed (return 0), as the paper scores its robots' episodes. Off, a
     # truncated episode bootstraps from its last state (Gymnasium's time-limit reading).

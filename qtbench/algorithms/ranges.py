@@ -32,6 +32,7 @@ class Range:
     below: float | None = None
     one_of: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None  # a callable is read lazily
     divides: str | None = None  # the name of another field this value must divide
+    each_one_of: Callable[[], tuple[Any, ...]] | None = None  # a tuple field: every item one of (lazy)
 
     def choices(self) -> tuple[Any, ...] | None:
         return self.one_of() if callable(self.one_of) else self.one_of
@@ -41,6 +42,8 @@ class Range:
         choices = self.choices()
         if choices is not None:
             return "one of " + ", ".join(map(str, choices))
+        if self.each_one_of is not None:
+            return "a list of " + ", ".join(map(str, self.each_one_of()))
         low = (f"[{_num(self.at_least)}" if self.at_least is not None
                else f"({_num(self.above)}" if self.above is not None else None)
         high = (f"{_num(self.at_most)}]" if self.at_most is not None
@@ -61,6 +64,8 @@ class Range:
         choices = self.choices()
         if choices is not None:
             return value in choices
+        if self.each_one_of is not None:
+            return isinstance(value, (tuple, list)) and set(value) <= set(self.each_one_of())
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
         inside = ((self.at_least is None or value >= self.at_least)
