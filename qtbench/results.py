@@ -333,8 +333,9 @@ def summary_table(record: dict[str, Any], collector_rate: float | None = None) -
     """Markdown tables of one eval.json: success per skill, overall, per instruction and along
     the learning curve, each with its 95% Wilson interval.
 
-    ``collector_rate`` (the autonomous collector's raw success rate, from the dataset
-    manifest) is shown beside it for reference: the offline learner should beat it.
+    ``collector_rate`` (the raw success rate of the policy that collected the failures, the BC
+    collection policy by default, from the dataset manifest) is shown beside it for
+    reference: the offline learner should beat it.
     """
     head = (f"{record['algo']} on {record['task']} (seed {record['seed']}, "
             f"{record['train_steps']} steps, {record['train_seconds']:.0f}s train, "
@@ -350,5 +351,6 @@ def summary_table(record: dict[str, Any], collector_rate: float | None = None) -
         lines += ["", "learning curve (a fixed subset of the evaluation episodes):", "",
                   markdown_table(["step", "train s", "successes", "success", "95% CI (Wilson)"], points)]
     if collector_rate is not None:
-        lines += ["", f"autonomous collector (dataset manifest): {_pct(collector_rate)} success"]
+        lines += ["", f"autonomous collector of the failures (dataset manifest): {_pct(collector_rate)} success "
+                  "while collecting"]
     return "\n".join(lines)

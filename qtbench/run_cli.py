@@ -82,7 +82,8 @@ def parse_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def collector_success_rate(task: str, profile: str = "default", failures: str = "bc") -> float | None:
-    """The autonomous collector's raw success rate on ``task``: the successes it had (and
+    """The raw success rate on ``task`` of the policy that collected the failures (the BC
+    collection policy by default): the successes it had (and
     that were discarded, as in the paper) over all its attempts, from the failures manifest."""
     from qtbench.data.store import dataset_id, read_manifest
 

@@ -85,7 +85,7 @@ def test_summary_table_lists_skills_overall_and_collector():
     text = summary_table(record, collector_rate=0.25)
     assert "| drawer_open | 7/10 | 70.0% | [39.7%, 89.2%] |" in text
     assert "| **overall** | 7/10 | 70.0% |" in text
-    assert "autonomous collector" in text and "25.0%" in text
+    assert "autonomous collector of the failures" in text and "25.0%" in text
 
 
 def test_stage_funnels_per_skill_and_instruction():
