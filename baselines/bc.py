@@ -95,6 +95,11 @@ class BC:
     """RT-1 style behaviour cloning with autoregressive per-dimension action tokens."""
 
     config_class: ClassVar[type[AlgoConfig]] = BCConfig
+    # Training budget (recorded in config.json as "steps" and "default_steps"): Q-Transformer's,
+    # since the budgets are sized to be close in wall-clock time (see qtbench/q_transformer.py).
+    default_steps: ClassVar[int] = 3000
+    display_rank: ClassVar[int] = 3
+    headline: ClassVar[bool] = True
 
     def __init__(self, spec: EnvSpecInfo, config: BCConfig, device: str = "cpu"):
         self.spec, self.config, self.device = spec, config, torch.device(device)

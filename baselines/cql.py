@@ -107,6 +107,11 @@ class CQL:
     """CQL(H) with twin Q, Polyak target, SAC tanh-Gaussian actor and automatic entropy tuning."""
 
     config_class: ClassVar[type[AlgoConfig]] = CQLConfig
+    # Training budget (recorded in config.json as "steps" and "default_steps"): Q-Transformer's,
+    # since the budgets are sized to be close in wall-clock time (see qtbench/q_transformer.py).
+    default_steps: ClassVar[int] = 3000
+    display_rank: ClassVar[int] = 4
+    headline: ClassVar[bool] = False  # not in the default sweep: run it with --algos cql
 
     def __init__(self, spec: EnvSpecInfo, config: CQLConfig, device: str = "cpu"):
         self.spec, self.config, self.device = spec, config, torch.device(device)

@@ -116,6 +116,11 @@ class DecisionTransformer:
     """Return-conditioned sequence model trained by action regression."""
 
     config_class: ClassVar[type[AlgoConfig]] = DTConfig
+    # Training budget (recorded in config.json as "steps" and "default_steps"): Q-Transformer's,
+    # since the budgets are sized to be close in wall-clock time (see qtbench/q_transformer.py).
+    default_steps: ClassVar[int] = 3000
+    display_rank: ClassVar[int] = 1
+    headline: ClassVar[bool] = True
 
     def __init__(self, spec: EnvSpecInfo, config: DTConfig, device: str = "cpu"):
         self.spec, self.config, self.device = spec, config, torch.device(device)

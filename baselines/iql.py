@@ -234,6 +234,13 @@ class IQL:
     """Implicit Q-Learning with twin Q, target Q, expectile V and advantage-weighted actor."""
 
     config_class: ClassVar[type[AlgoConfig]] = IQLConfig
+    # Training budget (recorded in config.json as "steps" and "default_steps"), close to
+    # Q-Transformer's in wall-clock time rather than in steps: IQL's MLP update is ~8x cheaper
+    # than a transformer update (`qtbench bench train`: 50 vs 6-7 updates/s), and at 3000
+    # steps it had not learned anything (0/30 on drawer_open; 20% after 12000).
+    default_steps: ClassVar[int] = 20000
+    display_rank: ClassVar[int] = 2
+    headline: ClassVar[bool] = True
 
     def __init__(self, spec: EnvSpecInfo, config: IQLConfig, device: str = "cpu"):
         self.spec, self.config, self.device = spec, config, torch.device(device)

@@ -98,9 +98,9 @@ def train_collection_policy(task: str, profile: str, seed: int, progress: bool =
     """Train the BC collection policy on ``demos-<profile>`` of ``task`` (resuming a killed
     training, reusing a finished one trained on the same demos); returns its directory."""
     from qtbench import checkpoint
-    from qtbench.algorithms import algorithm_class
+    from qtbench.algorithms import algorithm_class, default_steps
     from qtbench.data import TransitionData
-    from qtbench.train import RunSpec, build_learner, default_steps, resolve_config, train
+    from qtbench.train import RunSpec, build_learner, resolve_config, train
 
     cls = algorithm_class(COLLECTION_ALGO)
     config = resolve_config(cls.config_class, {})

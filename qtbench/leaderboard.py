@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from qtbench import stats
+from qtbench.algorithms import display_rank
 from qtbench.errors import QtbenchError
 from qtbench.funnel import PLOT_NAME as FUNNEL_PLOT
 from qtbench.funnel import funnel_markdown, funnel_plot
@@ -49,8 +50,6 @@ OVERALL = "success"
 CSV_NAME = "leaderboard.csv"
 PLOTS_DIR = "plots"
 SECTION = "leaderboard"
-# Display order of algorithms; others follow alphabetically.
-ALGO_ORDER = ("q_transformer", "dt", "iql", "bc", "cql")
 BASELINE = "bc"  # every algorithm's probability of improvement is stated against this one
 PRODUCE_HINT = (
     "run `qtbench sweep --algos q_transformer bc iql dt --tasks all --seeds 0 1 2` "
@@ -235,10 +234,8 @@ class Row:
     columns: dict[str, Aggregate]
 
 
-def _label_key(label: str) -> tuple[int, str]:
-    algo = label.split("+", 1)[0]
-    rank = ALGO_ORDER.index(algo) if algo in ALGO_ORDER else len(ALGO_ORDER)
-    return (rank, label)
+def _label_key(label: str) -> tuple[float, str]:
+    return (display_rank(label.split("+", 1)[0]), label)
 
 
 def run_columns(run: RunRecord) -> dict[str, tuple[float, int | None, int | None]]:

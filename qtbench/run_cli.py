@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from qtbench.algorithms import ALGORITHMS
 from qtbench.errors import QtbenchError
 from qtbench.train import (
     CHECKPOINT_EVERY,
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "write config.json, metrics.csv and eval.json."
         ),
     )
-    p.add_argument("--algo", required=True, help="algorithm name (q_transformer, bc, iql, dt, cql)")
+    p.add_argument("--algo", required=True, help=f"algorithm name ({', '.join(ALGORITHMS)})")
     p.add_argument("--task", required=True, help="task name (drawer_open, drawer_close, pick_place, move_near, all)")
     p.add_argument("--seed", type=int, default=0, help="learner seed (model init, batch sampling, eval resets)")
     p.add_argument("--steps", type=int, default=None, help="gradient steps (default: the algorithm's budget)")

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
+from qtbench.algorithms import ALGORITHMS, headline_algorithms
 from qtbench.errors import QtbenchError
 from qtbench.results import ABLATIONS_DIR, run_label, run_root
 
 log = logging.getLogger(__name__)
 
-HEADLINE_ALGOS = ("q_transformer", "bc", "iql", "dt")
 # The paper's ablations of Q-Transformer: variant name -> config overrides.
 ABLATIONS: dict[str, dict[str, object]] = {
     "no_conservative": {"conservative": False},
@@ -278,7 +278,7 @@ def prepare_datasets(tasks: Iterable[str], profile: str, workers: int) -> None:
 
 @dataclass
 class SweepConfig:
-    algos: list[str] = field(default_factory=lambda: list(HEADLINE_ALGOS))
+    algos: list[str] = field(default_factory=headline_algorithms)
     tasks: list[str] = field(default_factory=lambda: ["all"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     ablations: bool = False  # also run the paper's Q-Transformer ablations (ABLATIONS)
@@ -406,7 +406,6 @@ def format_outcomes(outcomes: list[CellOutcome]) -> str:
 
 
 def validate(config: SweepConfig) -> None:
-    from qtbench.algorithms import ALGORITHMS
     from qtbench.errors import unknown_name
 
     if config.workers < 1:
@@ -428,7 +427,7 @@ def validate(config: SweepConfig) -> None:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     config = SweepConfig(
-        algos=args.algos,
+        algos=args.algos or headline_algorithms(),
         tasks=args.tasks,
         seeds=args.seeds,
         ablations=args.ablations,
@@ -473,7 +472,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Exits 1 if any cell failed."
         ),
     )
-    p.add_argument("--algos", nargs="+", default=list(HEADLINE_ALGOS), metavar="ALGO")
+    p.add_argument("--algos", nargs="+", default=None, metavar="ALGO")  # None = headline_algorithms()
     p.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED")
     p.add_argument(

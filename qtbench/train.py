@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from qtbench import checkpoint
-from qtbench.algorithms import ALGORITHMS, AlgoConfig, algorithm_class
+from qtbench.algorithms import ALGORITHMS, AlgoConfig, algorithm_class, default_steps
 from qtbench.errors import QtbenchError, unknown_name
 from qtbench.results import (
     CONFIG_FILE,
@@ -55,22 +55,6 @@ from qtbench.results import (
 
 log = logging.getLogger(__name__)
 
-# The default training budget, in gradient steps, per algorithm (recorded in config.json as
-# "steps" and "default_steps"). Sized so `qtbench run --algo q_transformer --task drawer_open`
-# (dataset generation + training + evaluation) stays within ~15 minutes on 2 CPU cores even
-# when other processes share them. Measured on an otherwise quiet 2-core machine: 462 s in
-# all (datasets ~5 s, 3000 updates at 6.6/s with 1 thread = 453 s, evaluation 1.3 s).
-# The budgets are close in wall-clock time rather than in steps: IQL's MLP update is ~8x
-# cheaper than a transformer update (`qtbench bench train`: 50 vs 6-7 updates/s), and at
-# 3000 steps it had not learned anything (0/30 on drawer_open; 20% after 12000).
-DEFAULT_STEPS: dict[str, int] = {
-    "q_transformer": 3000,
-    "bc": 3000,
-    "iql": 20000,
-    "dt": 3000,
-    "cql": 3000,
-}
-FALLBACK_STEPS = 3000
 LOG_EVERY = 50  # steps per metrics.csv row (metrics are averaged over those steps)
 CHECKPOINT_EVERY = 500  # steps between checkpoints
 # ... or seconds of training, whichever comes first, so a killed run loses at most a minute.
@@ -83,10 +67,6 @@ CURVE_POINTS = 5  # learning-curve evaluations per run (evenly spaced, the last 
 # Five points cost 5 x 30 drawer_open episodes (about 10 s) against minutes of training.
 CURVE_EPISODES_PER_INSTRUCTION = 10
 CURVE_EPISODES_PER_INSTRUCTION_ALL = 2
-
-
-def default_steps(algo: str) -> int:
-    return DEFAULT_STEPS.get(algo, FALLBACK_STEPS)
 
 
 def default_curve_episodes(task: str) -> int:

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from qtbench.algorithms import ALGORITHMS
 from qtbench.errors import QtbenchError
 
 TUNING_TASK = "drawer_open"
@@ -231,7 +232,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             f"Rule: {RULE}."
         ),
     )
-    p.add_argument("--algo", required=True, help="algorithm name (q_transformer, bc, iql, dt, cql)")
+    p.add_argument("--algo", required=True, help=f"algorithm name ({', '.join(ALGORITHMS)})")
     p.add_argument("--task", default=TUNING_TASK, help=f"tuning task (default {TUNING_TASK}; the rule uses it)")
     p.add_argument("--seeds", nargs="+", type=int, default=list(TUNING_SEEDS), metavar="SEED")
     p.add_argument("--steps", type=int, default=None, help="gradient steps per cell (default: the algorithm's budget)")

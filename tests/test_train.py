@@ -50,6 +50,9 @@ class Tiny:
     """Regresses the dataset action from the current state; implements the protocol."""
 
     config_class = TinyConfig
+    default_steps = 3000
+    display_rank = 5  # after every real algorithm
+    headline = False
 
     def __init__(self, spec, config: TinyConfig, device: str = "cpu"):
         self.config = config
@@ -293,7 +296,7 @@ def test_time_checkpoints_bound_the_loss_and_keep_the_trajectory(tmp_path, monke
 
 def test_resume_command_passes_base_dirs_and_every_setting():
     overrides = {"conservative": False, "scales": (0.5, 3.0), "learning_rate": 1e-4, "interrupt_signal": "SIG TERM"}
-    spec = RunSpec(algo="tiny", task="drawer_open", results_dir=run_root(Path("r"), "tiny", overrides),
+    spec = RunSpec(algo="tiny", task="drawer_open", steps=12, results_dir=run_root(Path("r"), "tiny", overrides),
                    checkpoint_dir=run_root(Path("c"), "tiny", overrides), overrides=overrides, profile="small",
                    eval_episodes_per_instruction=2, checkpoint_every=7, checkpoint_seconds=5.0, threads=None)
     argv = shlex.split(spec.resume_command())
@@ -303,5 +306,5 @@ def test_resume_command_passes_base_dirs_and_every_setting():
     assert (flags["--threads"], flags["--profile"], argv[-1]) == ("0", "small", "--resume")
     pairs = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--set")
     assert typed_overrides(TinyConfig, pairs) == overrides  # the same typed config, so the same folder
-    plain = RunSpec(algo="tiny", task="drawer_open", overrides=overrides)  # no ablation folder: kept as is
+    plain = RunSpec(algo="tiny", task="drawer_open", steps=12, overrides=overrides)  # no ablation folder: kept as is
     assert shlex.split(plain.resume_command())[argv.index("--results-dir") + 1] == "results"

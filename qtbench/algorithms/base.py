@@ -122,6 +122,9 @@ class Algorithm(Protocol):
     """An offline RL or imitation algorithm, as the training loop sees it."""
 
     config_class: ClassVar[type[AlgoConfig]]
+    default_steps: ClassVar[int]  # training budget in gradient steps when a run gives no --steps
+    display_rank: ClassVar[int]  # position in leaderboard tables (lower first; ties by name)
+    headline: ClassVar[bool]  # whether `qtbench sweep` runs it by default
     config: AlgoConfig
 
     def __init__(self, spec: EnvSpecInfo, config: AlgoConfig, device: str = "cpu") -> None: ...
