@@ -16,7 +16,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from qtbench.envs import drawer_close, drawer_open, layout, move_near, pick_place
+from qtbench.envs import drawer_close, drawer_open, move_near, pick_place
 from qtbench.envs.instructions import TEXT_CHARSET, TEXT_MAX_LENGTH, Instruction, instructions_for
 from qtbench.envs.scene import FINGER_TRAVEL, HOME, WORKSPACE_HIGH, WORKSPACE_LOW, Scene
 from qtbench.envs.skill import Skill
