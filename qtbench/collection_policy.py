@@ -34,6 +34,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from qtbench.data.generate import Unit, UnitResult, as_episode, keep
+from qtbench.data.manifest import HASH_PREFIX
 from qtbench.data.profiles import collection_seed, episode_seed, get_profile
 from qtbench.data.store import NAMESPACE, dataset_id, datasets_root, read_manifest
 from qtbench.errors import QtbenchError
@@ -78,7 +79,7 @@ def state_hash(state: Any) -> str:
             digest.update(f"{key}={value!r}".encode())
 
     visit("", state)
-    return "sha256:" + digest.hexdigest()
+    return HASH_PREFIX + digest.hexdigest()
 
 
 @contextlib.contextmanager

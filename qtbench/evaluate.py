@@ -125,9 +125,8 @@ def run_episodes(
     the rendered frames of the episode. With ``handover`` (a stage name), the demo policy
     acts until that stage is passed and ``act`` from then on; an outcome's
     ``handover_step`` says when (None: the demo never got there). ``track_stages=False``
-    skips the stages (for environments without qtbench's state layout).
-    the rendered frames of the episode. ``on_step(job_index, obs, action, reward,
-    terminated, truncated)``, when given, sees every reset (action None) and every step
+    skips the stages (for environments without qtbench's state layout). ``on_step(job_index,
+    obs, action, reward, terminated, truncated)``, when given, sees every reset (action None) and every step
     (dataset collection keeps whole trajectories this way).
     """
     from tqdm import tqdm
