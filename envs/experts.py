@@ -183,29 +183,42 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
 # Each skill has a robust style (listed first) and a fragile one that needs more precision. The
 # fragile styles fail through contact geometry, never by chance: fingers on the knob's outer
 # end, a push that overlaps the drawer front by millimetres, a grasp near an object's end.
-# Fingertips this far above the knob's centre hold it best (the fingers reach up from them).
-KNOB_GRIP_Z = 0.003
-GRASP_BACK = 0.003  # a firm grasp centres the fingers this far out from the knob's centre
-# A pinch takes only the knob's outer end: the pads cover PINCH_OVERLAP of its 40 mm depth,
-# lined up to within PINCH_TOL. It holds only while the pads' centres are over the knob, so
-# about a centimetre short it closes on the knob's edge and slips off.
-PINCH_OVERLAP = 0.024
-PINCH_TOL = 0.003
+# drawer_open: where the gripper point (between the fingertips; the fingers reach 6 cm up from
+# it) closes, from the knob's centre. A grasp wraps the whole knob: the fingertips below it, the
+# pads over its middle; it holds from 4 cm too low to 3.5 cm too high and from 1.6 cm short to
+# pressed against the drawer front. A pinch takes the knob's outer top corner with the
+# fingertips: pads centred on its outer end, their tips 5 mm below its top. Off by half a
+# centimetre up, down or short, the pads close beside the knob or on its corner and slip off.
+# (Windows measured with the noiseless plan, 6 episodes per offset.)
+GRASP_HOLD = np.array([0.0, 0.004, -0.02])
+PINCH_HOLD = np.array([0.0, -0.017, KNOB_HALF_SIZE[2] - 0.005])
+PINCH_TOL = 0.003  # the pinch lines up to within this before closing
+FRONT_TOUCH = 0.004  # fingers this close to the drawer front touch it: inserted as deep as they go
 EDGE_OVERLAP = 0.009  # m of the drawer front's width the edge push covers
+# drawer_close: where the closed fingers' centre pushes, from the knob's centre: on the knob's
+# front face, or at the drawer front's corner (x toward the gripper's side; see drawer_close_edge).
+KNOB_PUSH = np.array([0.0, -KNOB_HALF_SIZE[1] - FINGER_HALF_DEPTH, 0.0])
+EDGE_PUSH = np.array([DRAWER_FRONT_HALF_WIDTH + FINGER_HALF_WIDTH - EDGE_OVERLAP, KNOB_STANDOFF - FINGER_HALF_DEPTH, 0.0])
 END_MARGIN = 0.0185  # an end grasp's finger centre lies this far inside the object's end
 
 
 def _drawer_pull(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray,
                  insert_tol: float = 0.008) -> Plan:
-    """Close the fingers at ``hold`` from the knob's centre, once within ``insert_tol`` of it,
-    and pull the drawer open."""
+    """Close the fingers at ``hold`` from the knob's centre, once within ``insert_tol`` of it
+    (or once the fingers touch the drawer front), and pull the drawer open."""
     knob = lambda s: layout.handle_pos(s, ins.drawer) + hold + p.grasp_offset  # noqa: E731
     k0 = knob(state)
     pull_to = k0 - np.array([0.0, 0.2 - p.pull_short, 0.0])
+
+    def inserted(s: np.ndarray, target: np.ndarray, steps: int) -> bool:
+        depth = layout.gripper_pos(s)[1] - layout.handle_pos(s, ins.drawer)[1]
+        touching = depth > KNOB_STANDOFF - FINGER_HALF_DEPTH - FRONT_TOUCH
+        return touching or reached(insert_tol)(s, target, steps)
+
     return Plan(
         [
             Phase("approach", lambda s: knob(s) - [0.0, 0.07, 0.0], OPEN, reached()),
-            Phase("insert", knob, OPEN, reached(insert_tol)),
+            Phase("insert", knob, OPEN, inserted),
             Phase("grasp", knob, CLOSE, waited()),
             Phase("pull", fixed(pull_to), CLOSE, reached()),
             Phase("release", fixed(pull_to), OPEN, waited(99)),
@@ -215,15 +228,14 @@ def _drawer_pull(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: floa
 
 
 def drawer_open_grasp(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """Fingers around the knob's middle: holds when off by a centimetre either way."""
-    return _drawer_pull(ins, state, p, max_disp, np.array([0.0, -GRASP_BACK, KNOB_GRIP_Z]))
+    """Fingers wrapped around the whole knob (GRASP_HOLD): holds when off by centimetres."""
+    return _drawer_pull(ins, state, p, max_disp, GRASP_HOLD)
 
 
 def drawer_open_pinch(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """Pinch the knob's outer end with the fingertips at its centre height: about a centimetre
-    short, the pads close on its edge and slip off."""
-    reach = KNOB_HALF_SIZE[1] + FINGER_HALF_DEPTH - PINCH_OVERLAP
-    return _drawer_pull(ins, state, p, max_disp, np.array([0.0, -reach, 0.0]), insert_tol=PINCH_TOL)
+    """Pinch the knob's outer top corner with the fingertips (PINCH_HOLD): off by half a
+    centimetre, the pads close beside it or on its corner and slip off."""
+    return _drawer_pull(ins, state, p, max_disp, PINCH_HOLD, insert_tol=PINCH_TOL)
 
 
 def _drawer_push(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float,
@@ -244,15 +256,14 @@ def _drawer_push(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: floa
 
 def drawer_close_knob(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
     """Push the knob's front face; off to a side, the fingers still meet the drawer front."""
-    return _drawer_push(ins, state, p, max_disp, np.array([0.0, -KNOB_HALF_SIZE[1] - FINGER_HALF_DEPTH, 0.0]))
+    return _drawer_push(ins, state, p, max_disp, KNOB_PUSH)
 
 
 def drawer_close_edge(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
     """Push the drawer front at its outer corner on the gripper's side: a few millimetres further
     out and the fingers pass beside the drawer and stop against the cabinet."""
     side = 1.0 if layout.gripper_pos(state)[0] >= layout.handle_pos(state, ins.drawer)[0] else -1.0
-    x = side * (DRAWER_FRONT_HALF_WIDTH + FINGER_HALF_WIDTH - EDGE_OVERLAP)
-    return _drawer_push(ins, state, p, max_disp, np.array([x, KNOB_STANDOFF - FINGER_HALF_DEPTH, 0.0]))
+    return _drawer_push(ins, state, p, max_disp, EDGE_PUSH * [side, 1.0, 1.0])
 
 
 def _pick_and_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float,
@@ -309,10 +320,15 @@ def _pick_and_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: f
     )
 
 
+def end_reach(obj: str) -> float:
+    """How far along its length (y) from ``obj``'s centre an end grasp holds it."""
+    return HALF_LENGTH[obj] - END_MARGIN
+
+
 def end_hold(state: np.ndarray, obj: str) -> np.ndarray:
     """The grasp point of an end grasp: along the object's length, toward the gripper's side."""
     side = 1.0 if layout.gripper_pos(state)[1] >= layout.object_pos(state, obj)[1] else -1.0
-    return np.array([0.0, side * (HALF_LENGTH[obj] - END_MARGIN), 0.0])
+    return np.array([0.0, side * end_reach(obj), 0.0])
 
 
 def _pick_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray) -> Plan:

@@ -210,6 +210,8 @@ def collect_failures(units: list[Unit], policy: TrainedPolicy, num_envs: int = C
     from tqdm import tqdm
 
     from qtbench.envs import make_env
+    from qtbench.envs.attempts import NO_ATTEMPT, attempted_style
+    from qtbench.envs.instructions import BY_TEXT
     from qtbench.evaluate import EvalJob, run_episodes
 
     results = [UnitResult(unit) for unit in units]
@@ -245,6 +247,10 @@ def collect_failures(units: list[Unit], policy: TrainedPolicy, num_envs: int = C
                 episode = as_episode(job.instruction, job.seed, lists["states"], lists["actions"],
                                      lists["rewards"], lists["terms"], lists["truncs"])
                 res.attempts += 1
+                style = attempted_style(BY_TEXT[job.instruction], lists["states"]) or NO_ATTEMPT
+                tally = res.styles.setdefault(style, [0, 0])
+                tally[0] += 1
+                tally[1] += int(float(np.sum(lists["rewards"])) > 0)
                 if not keep(res.unit.split, episode):
                     res.discarded += 1
                 elif len(res.episodes) < res.unit.target:

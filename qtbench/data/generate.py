@@ -55,6 +55,9 @@ class UnitResult:
     attempts: int = 0
     discarded: int = 0  # attempts that were not kept (failed demos, successful autonomous episodes)
     surplus: int = 0  # kept-kind episodes beyond the target (batched collection runs a few extra attempts)
+    # A learned collector's attempts by the style they attempted (qtbench.envs.attempts; "none":
+    # no contact) -> [attempts, successes].
+    styles: dict[str, list[int]] = field(default_factory=dict)
 
 
 _ENV_CACHE: dict[str, Any] = {}
@@ -297,6 +300,17 @@ def collect_scripted_failures(task: str, profile: str, seed: int, workers: int =
     return run_units(make_units(task, profile, seed, "failures", instructions), workers, progress)
 
 
+def per_attempted_style(results: list[UnitResult]) -> dict[str, dict[str, Any]]:
+    """A learned collector's attempts, successes and success rate per style it attempted."""
+    totals: dict[str, list[int]] = {}
+    for res in results:
+        for style, (attempts, successes) in res.styles.items():
+            tally = totals.setdefault(style, [0, 0])
+            tally[0] += attempts
+            tally[1] += successes
+    return {style: {"attempts": a, "successes": s, "success_rate": s / a} for style, (a, s) in sorted(totals.items())}
+
+
 def write_demos(task: str, profile: str, seed: int, results: list[UnitResult]) -> dict[str, Any]:
     """Write ``demos-<profile>``; returns its manifest."""
     _warn_shortfall(results)
@@ -322,7 +336,8 @@ def write_failures(task: str, profile: str, seed: int, source: str, results: lis
     cell = collector_cell(results, f"checkpoint:{policy['algo']}" if policy else COLLECTORS["failures"])
     if policy is not None:
         policy = dict(policy, attempts=cell["attempts"], successes=cell["discarded"],
-                      success_rate=cell["discarded"] / cell["attempts"] if cell["attempts"] else None)
+                      success_rate=cell["discarded"] / cell["attempts"] if cell["attempts"] else None,
+                      per_attempted_style=per_attempted_style(results))
     failure_seeds = [int(ep["seed"]) for ep in failures]
     manifests = {
         "failures": _write(DatasetName(task, "failures", profile, source), seed, failures, failure_seeds,

@@ -1,0 +1,70 @@
+"""Which demonstrator style an episode attempted, read from its states alone (any policy).
+
+The styles of a skill (experts.STYLES) differ in where the gripper meets what it acts on:
+the knob, the drawer front or the object. At the skill's contact moment, the first state
+where the fingers are closed at the knob (drawer_open) or on the object (pick_place,
+move_near), or where the drawer has been pushed CONTACT_PUSH in (drawer_close), the gripper
+point's offset from the knob's or the object's centre is compared with each style's nominal
+offset (experts.*_HOLD, *_PUSH, end_reach) on the axes that tell them apart, sides folded
+(an edge push or an end grasp may be on either side). The nearest style is the attempt; an
+episode without a contact moment attempted none (None).
+
+This is how a learned policy, which has no style, is scored per style: its failures are
+counted against the style it was executing when it met the handle or the object.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from qtbench.envs import layout
+from qtbench.envs.experts import EDGE_PUSH, GRASP_HOLD, KNOB_PUSH, PINCH_HOLD, STYLES, end_reach
+from qtbench.envs.instructions import Instruction
+from qtbench.envs.skill import fingers_closed, near_object
+
+NO_ATTEMPT = "none"  # the name reports give an episode without contact
+CONTACT_PUSH = 0.005  # m the drawer must have moved in for a push to count as contact
+# Fingers closed farther than this from the knob's centre closed on nothing near it.
+KNOB_REACH = 0.045
+
+
+def _fold(offset: np.ndarray, axis: int | None) -> np.ndarray:
+    out = np.array(offset, dtype=np.float64)
+    if axis is not None:
+        out[axis] = abs(out[axis])
+    return out
+
+
+def _nearest(offset: np.ndarray, nominal: dict[str, np.ndarray], axes: list[int], fold: int | None) -> str:
+    seen = _fold(offset, fold)[axes]
+    return min(nominal, key=lambda style: float(np.linalg.norm(seen - _fold(nominal[style], fold)[axes])))
+
+
+def attempted_style(ins: Instruction, states: Sequence[np.ndarray]) -> str | None:
+    """The style of ``ins.skill`` that an episode (its observed states, reset state first)
+    attempted, or None when it never made contact (see the module doc)."""
+    states = [np.asarray(s, np.float64) for s in states]
+    robust, fragile = STYLES[ins.skill]  # names, the robust one first
+    if ins.skill == "drawer_open":
+        for s in states:
+            offset = layout.gripper_pos(s) - layout.handle_pos(s, ins.drawer)
+            if fingers_closed(s) and np.linalg.norm(offset) < KNOB_REACH:
+                return _nearest(offset, {robust: GRASP_HOLD, fragile: PINCH_HOLD}, [1, 2], None)
+        return None
+    if ins.skill == "drawer_close":
+        start = float(layout.drawer_pos(states[0], ins.drawer))
+        for s in states:
+            if float(layout.drawer_pos(s, ins.drawer)) <= start - CONTACT_PUSH:
+                offset = layout.gripper_pos(s) - layout.handle_pos(s, ins.drawer)
+                return _nearest(offset, {robust: KNOB_PUSH, fragile: EDGE_PUSH}, [0], fold=0)
+        return None
+    # pick_place, move_near: a top grasp across the middle or near one end (along y)
+    for s in states:
+        if fingers_closed(s) and near_object(s, ins.obj):
+            offset = layout.gripper_pos(s) - layout.object_pos(s, ins.obj)
+            ends = {robust: np.zeros(3), fragile: np.array([0.0, end_reach(ins.obj), 0.0])}
+            return _nearest(offset, ends, [1], fold=1)
+    return None
+
