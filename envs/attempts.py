@@ -5,8 +5,8 @@ the knob, the drawer front or the object. At the skill's contact moment, the fir
 where the fingers are closed at the knob (drawer_open) or on the object (pick_place,
 move_near), or where the drawer has been pushed CONTACT_PUSH in (drawer_close), the gripper
 point's offset from the knob's or the object's centre is compared with each style's nominal
-offset (experts.*_HOLD, *_PUSH, end_reach) on the axes that tell them apart, sides folded
-(an edge push or an end grasp may be on either side). The nearest style is the attempt; an
+offset (experts.*_HOLD, *_PUSH, grasp_height, tip_hold) on the axes that tell them apart,
+sides folded (an edge push may be on either side). The nearest style is the attempt; an
 episode without a contact moment attempted none (None).
 
 This is how a learned policy, which has no style, is scored per style: its failures are
@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from qtbench.envs import layout
-from qtbench.envs.experts import EDGE_PUSH, GRASP_HOLD, KNOB_PUSH, PINCH_HOLD, STYLES, end_reach
+from qtbench.envs.experts import EDGE_PUSH, GRASP_HOLD, KNOB_PUSH, PINCH_HOLD, STYLES, grasp_height, tip_hold
 from qtbench.envs.instructions import Instruction
 from qtbench.envs.skill import fingers_closed, near_object
 
@@ -60,11 +60,11 @@ def attempted_style(ins: Instruction, states: Sequence[np.ndarray]) -> str | Non
                 offset = layout.gripper_pos(s) - layout.handle_pos(s, ins.drawer)
                 return _nearest(offset, {robust: KNOB_PUSH, fragile: EDGE_PUSH}, [0], fold=0)
         return None
-    # pick_place, move_near: a top grasp across the middle or near one end (along y)
+    # pick_place, move_near: fingers closed low across the object's middle, or by the tips high on it
     for s in states:
         if fingers_closed(s) and near_object(s, ins.obj):
             offset = layout.gripper_pos(s) - layout.object_pos(s, ins.obj)
-            ends = {robust: np.zeros(3), fragile: np.array([0.0, end_reach(ins.obj), 0.0])}
-            return _nearest(offset, ends, [1], fold=1)
+            low = np.array([0.0, 0.0, grasp_height(s, ins.obj) - layout.object_pos(s, ins.obj)[2]])
+            return _nearest(offset, {robust: low, fragile: low + tip_hold(s, ins.obj)}, [2], None)
     return None
 

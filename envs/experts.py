@@ -30,7 +30,6 @@ from qtbench.envs.scene import (
     FINGER_HALF_DEPTH,
     FINGER_HALF_WIDTH,
     FOOTPRINT,
-    HALF_LENGTH,
     KNOB_HALF_SIZE,
     KNOB_HEIGHT,
     KNOB_STANDOFF,
@@ -181,25 +180,28 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
 
 # ---- plans per skill and style ----------------------------------------------------------------
 # Each skill has a robust style (listed first) and a fragile one that needs more precision. The
-# fragile styles fail through contact geometry, never by chance: fingers on the knob's outer
-# end, a push that overlaps the drawer front by millimetres, a grasp near an object's end.
+# fragile styles fail through contact geometry, never by chance: fingertips on the knob's
+# corner, a push that overlaps the drawer front by millimetres, fingertips high on an object.
 # drawer_open: where the gripper point (between the fingertips; the fingers reach 6 cm up from
 # it) closes, from the knob's centre. A grasp wraps the whole knob: the fingertips below it, the
-# pads over its middle; it holds from 4 cm too low to 3.5 cm too high and from 1.6 cm short to
+# pads over its middle; it holds from 3 cm too low to 3 cm too high and from 1.2 cm short to
 # pressed against the drawer front. A pinch takes the knob's outer top corner with the
-# fingertips: pads centred on its outer end, their tips 5 mm below its top. Off by half a
-# centimetre up, down or short, the pads close beside the knob or on its corner and slip off.
-# (Windows measured with the noiseless plan, 6 episodes per offset.)
-GRASP_HOLD = np.array([0.0, 0.004, -0.02])
-PINCH_HOLD = np.array([0.0, -0.017, KNOB_HALF_SIZE[2] - 0.005])
+# fingertips: pads centred 3 mm inside its outer end, their tips 5 mm below its top; 8 mm too
+# high or low, or 1.2 cm short, the pads close beside the knob or on its corner and slip off.
+# Both need x within 1.2 cm (the far finger's travel). (Windows measured with the noiseless
+# plan, 6 episodes per offset.)
+GRASP_HOLD = np.array([0.0, -0.002, -0.02])
+PINCH_HOLD = np.array([0.0, -KNOB_HALF_SIZE[1] + 0.003, KNOB_HALF_SIZE[2] - 0.005])
 PINCH_TOL = 0.003  # the pinch lines up to within this before closing
-FRONT_TOUCH = 0.004  # fingers this close to the drawer front touch it: inserted as deep as they go
-EDGE_OVERLAP = 0.009  # m of the drawer front's width the edge push covers
+FRONT_TOUCH = 0.006  # fingers this close to the drawer front touch it: inserted as deep as they go
+EDGE_OVERLAP = 0.005  # m of the drawer front's width the edge push covers
 # drawer_close: where the closed fingers' centre pushes, from the knob's centre: on the knob's
 # front face, or at the drawer front's corner (x toward the gripper's side; see drawer_close_edge).
 KNOB_PUSH = np.array([0.0, -KNOB_HALF_SIZE[1] - FINGER_HALF_DEPTH, 0.0])
 EDGE_PUSH = np.array([DRAWER_FRONT_HALF_WIDTH + FINGER_HALF_WIDTH - EDGE_OVERLAP, KNOB_STANDOFF - FINGER_HALF_DEPTH, 0.0])
-END_MARGIN = 0.0185  # an end grasp's finger centre lies this far inside the object's end
+# pick_place, move_near: a fingertip grasp closes with the fingertips this far below the
+# object's top, holding it by a thin band (a grasp across the middle closes them low on it).
+TIP_DEPTH = 0.02
 
 
 def _drawer_pull(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray,
@@ -274,6 +276,7 @@ def _pick_and_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: f
     height ``place_surface``."""
     obj = ins.obj
     o0 = layout.object_pos(state, obj)
+    carry_z = carry_z + hold[2]  # held higher up, the object hangs lower: carry it that much higher
     below_centre = o0[2] - grasp_height(state, obj)  # gripper point below the object centre
     place = np.array([place_xy[0], place_xy[1], place_surface + REST_HEIGHT[obj] - below_centre + 0.012])
     place = place + hold + p.place_offset
@@ -320,15 +323,13 @@ def _pick_and_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: f
     )
 
 
-def end_reach(obj: str) -> float:
-    """How far along its length (y) from ``obj``'s centre an end grasp holds it."""
-    return HALF_LENGTH[obj] - END_MARGIN
-
-
-def end_hold(state: np.ndarray, obj: str) -> np.ndarray:
-    """The grasp point of an end grasp: along the object's length, toward the gripper's side."""
-    side = 1.0 if layout.gripper_pos(state)[1] >= layout.object_pos(state, obj)[1] else -1.0
-    return np.array([0.0, side * end_reach(obj), 0.0])
+def tip_hold(state: np.ndarray, obj: str) -> np.ndarray:
+    """The hold of a fingertip grasp, from where a grasp across the middle closes
+    (grasp_height): the gripper point TIP_DEPTH below the object's top, or at its centre's
+    height if that is lower (a ball held above its middle squeezes out)."""
+    centre = layout.object_pos(state, obj)[2]
+    tips = min(centre + REST_HEIGHT[obj] - TIP_DEPTH, centre)
+    return np.array([0.0, 0.0, tips - grasp_height(state, obj)])
 
 
 def _pick_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray) -> Plan:
@@ -351,10 +352,10 @@ def pick_place_centre(ins: Instruction, state: np.ndarray, p: Perturb, max_disp:
     return _pick_place(ins, state, p, max_disp, np.zeros(3))
 
 
-def pick_place_end(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """A top grasp near one end of the object: the fingers' edge meets it, and a few millimetres
-    further out the squeeze pushes it away or it pivots out of the fingers."""
-    return _pick_place(ins, state, p, max_disp, end_hold(state, ins.obj))
+def pick_place_fingertip(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """A quick grasp with the fingertips just below the object's top (tip_hold): a few
+    millimetres higher they close over it, and a rounded top squeezes out of them."""
+    return _pick_place(ins, state, p, max_disp, tip_hold(state, ins.obj))
 
 
 def _move_near(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray) -> Plan:
@@ -370,15 +371,15 @@ def move_near_centre(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: 
     return _move_near(ins, state, p, max_disp, np.zeros(3))
 
 
-def move_near_end(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """A top grasp near one end of the object (as pick_place_end), carried over the clutter."""
-    return _move_near(ins, state, p, max_disp, end_hold(state, ins.obj))
+def move_near_fingertip(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """A fingertip grasp (as pick_place_fingertip), carried over the clutter."""
+    return _move_near(ins, state, p, max_disp, tip_hold(state, ins.obj))
 
 
 # The styles of each skill, the robust one first.
 STYLES: dict[str, dict[str, Callable[[Instruction, np.ndarray, Perturb, float], Plan]]] = {
     "drawer_open": {"grasp": drawer_open_grasp, "pinch": drawer_open_pinch},
     "drawer_close": {"knob": drawer_close_knob, "edge": drawer_close_edge},
-    "pick_place": {"centre": pick_place_centre, "end": pick_place_end},
-    "move_near": {"centre": move_near_centre, "end": move_near_end},
+    "pick_place": {"centre": pick_place_centre, "fingertip": pick_place_fingertip},
+    "move_near": {"centre": move_near_centre, "fingertip": move_near_fingertip},
 }

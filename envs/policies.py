@@ -24,8 +24,8 @@ POLICY_KINDS = ("expert", "demo", "autonomous")
 STYLE_MIX: dict[str, dict[str, float]] = {
     "drawer_open": {"grasp": 0.3, "pinch": 0.7},
     "drawer_close": {"knob": 0.4, "edge": 0.6},
-    "pick_place": {"centre": 0.5, "end": 0.5},
-    "move_near": {"centre": 0.4, "end": 0.6},
+    "pick_place": {"centre": 0.5, "fingertip": 0.5},
+    "move_near": {"centre": 0.4, "fingertip": 0.6},
 }
 ROLES = ("robust", "fragile")  # aliases of each skill's first and second style
 
@@ -35,7 +35,7 @@ class NoiseModel:
     """How far a policy strays from the ideal plan."""
 
     speed: tuple[float, float] = (1.0, 1.0)  # per-episode fraction of the maximum speed
-    waypoint_offset: float = 0.0  # std (m) of per-episode grasp / place point offsets
+    waypoint_offset: float = 0.0  # std (m) of per-episode grasp point offsets (x, y, z) and place point offsets (x, y)
     action_noise: float = 0.0  # std of Gaussian noise on the motion part of each action
     pause_prob: float = 0.0  # chance per step of starting a pause (zero motion)
     pause_steps: tuple[int, int] = (1, 3)
@@ -106,7 +106,7 @@ class ScriptedPolicy:
         if self.style is None:
             self.style = str(rng.choice(list(mix), p=list(mix.values())))
         perturb = Perturb(
-            grasp_offset=np.append(rng.normal(0.0, n.waypoint_offset, 2), 0.0),
+            grasp_offset=rng.normal(0.0, n.waypoint_offset, 3),  # the hand errs in height too
             place_offset=np.append(rng.normal(0.0, n.waypoint_offset, 2), 0.0),
             close_early=int(rng.integers(1, 3)) if rng.random() < n.close_early_prob else 0,
             release_at=int(rng.integers(0, 6)) if rng.random() < n.early_release_prob else None,

@@ -87,8 +87,8 @@ def near_handle(state: np.ndarray, drawer: str) -> bool:
 
 def offset_from_length(state: np.ndarray, obj: str) -> np.ndarray:
     """The gripper point's offset from the nearest point of the object's length: the segment
-    along y (the axis the object lies along at reset) through its centre, of its half length.
-    A grasp near one end (the fragile demonstrator style) is then as close as a centred one."""
+    along y (the axis the object lies along at reset) through its centre, of its half length:
+    a hand anywhere along a long object is as close as one over its centre."""
     offset = layout.gripper_pos(state) - layout.object_pos(state, obj)
     offset[1] = max(0.0, abs(offset[1]) - HALF_LENGTH[obj])
     return offset

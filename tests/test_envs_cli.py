@@ -42,8 +42,8 @@ def test_env_play_pins_a_style_and_scales_the_noise(capsys):
     out = capsys.readouterr().out
     assert "noise scale 3" in out
     styles = {line.split()[0] for line in out.splitlines() if line.startswith("    ")}
-    assert styles and styles <= {"pinch", "edge", "end"}
-    assert main(args + ["--style", "pinch,knob,end"]) == 0  # end: pick_place's and move_near's
+    assert styles and styles <= {"pinch", "edge", "fingertip"}
+    assert main(args + ["--style", "pinch,knob,fingertip"]) == 0  # fingertip: pick_place's and move_near's
     assert main(args + ["--style", "pinch"]) == 2  # no style named for the other skills
     assert "one style per skill" in capsys.readouterr().err
     assert main(args + ["--style", "robust", "--noise-scale", "-1"]) == 2

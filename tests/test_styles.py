@@ -3,7 +3,8 @@ habit's draw is deterministic and in its proportions, the style of each demonstr
 stored in the dataset (Minari episode metadata) and counted, and demo_styles selects by it.
 
 The default suite plays 12 episodes per (skill, style); ``-m slow`` runs the full gates:
-100 noiseless and 200 demo episodes per style, and the precision-sensitivity check.
+100 noiseless episodes per style (>= 95%), 200 demo episodes per style (robust >= 95%,
+fragile >= 85%), and the precision-sensitivity check at twice the demonstrator's error.
 """
 
 from __future__ import annotations
@@ -19,10 +20,17 @@ from qtbench.data import TransitionData
 from qtbench.data.store import MANIFEST_NAME, dataset_dir, dataset_id
 from qtbench.envs import make_env
 from qtbench.envs.experts import STYLES
-from qtbench.envs.policies import STYLE_MIX, make_policy, pick_style, play_episode
+from qtbench.envs.policies import ROLES, STYLE_MIX, make_policy, pick_style, play_episode
 from qtbench.errors import QtbenchError
 
 CELLS = [(skill, style) for skill, styles in STYLES.items() for style in styles]
+# The demonstrator's own error (noise scale 1) costs the fragile styles some episodes (its
+# failed attempts are discarded and counted): its success gate per role of the style.
+DEMO_GATE = {"robust": 0.95, "fragile": 0.85}
+
+
+def role(skill: str, style: str) -> str:
+    return ROLES[list(STYLES[skill]).index(style)]
 
 
 def success_rate(skill: str, kind: str, style: str, episodes: int, noise_scale: float = 1.0, seed: int = 0) -> float:
@@ -43,7 +51,7 @@ def test_every_style_succeeds_when_precise(skill, style):
 
 @pytest.mark.parametrize("skill, style", CELLS)
 def test_every_style_succeeds_for_the_demonstrator(skill, style):
-    assert success_rate(skill, "demo", style, 12) >= 10 / 12
+    assert success_rate(skill, "demo", style, 12) >= (10 if role(skill, style) == "robust" else 8) / 12
 
 
 @pytest.mark.slow
@@ -51,15 +59,15 @@ def test_every_style_succeeds_for_the_demonstrator(skill, style):
 @pytest.mark.parametrize("kind, episodes", [("expert", 100), ("demo", 200)])
 def test_style_gate(skill, style, kind, episodes):
     rate = success_rate(skill, kind, style, episodes, seed=1)
-    assert rate >= 0.95, f"{kind} {style}: {rate:.3f}"
+    assert rate >= (0.95 if kind == "expert" else DEMO_GATE[role(skill, style)]), f"{kind} {style}: {rate:.3f}"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("skill", ["drawer_open", "drawer_close"])
+@pytest.mark.parametrize("skill", list(STYLES))
 def test_fragile_style_loses_more_to_imprecision(skill):
-    """At 4x the demonstrator's waypoint error the fragile style fails clearly more often."""
-    robust = success_rate(skill, "demo", "robust", 200, noise_scale=4.0)
-    fragile = success_rate(skill, "demo", "fragile", 200, noise_scale=4.0)
+    """At 2x the demonstrator's waypoint error the fragile style fails clearly more often."""
+    robust = success_rate(skill, "demo", "robust", 200, noise_scale=2.0)
+    fragile = success_rate(skill, "demo", "fragile", 200, noise_scale=2.0)
     assert robust - fragile >= 0.1, (robust, fragile)
 
 
@@ -78,7 +86,7 @@ def test_style_draw_is_deterministic_and_follows_the_habit():
     assert styles(3, 20) == styles(3, 20)
     assert styles(3, 20) != styles(4, 20)
     counts = Counter(styles(0, 300))
-    share = counts["pinch"] / 300  # STYLE_MIX: 0.6; binomial sd 0.028
+    share = counts["pinch"] / 300  # STYLE_MIX: 0.7; binomial sd 0.026
     assert abs(share - STYLE_MIX["drawer_open"]["pinch"]) < 0.09, counts
 
 
