@@ -1,11 +1,11 @@
 """Which demonstrator style an episode attempted, read from its states alone (any policy).
 
 The styles of a skill (experts.STYLES) differ in where the gripper meets what it acts on:
-the knob, the drawer front or the object. At the skill's contact moment, the first state
-where the fingers are closed at the knob (drawer_open) or on the object (pick_place,
-move_near), or where the drawer has been pushed CONTACT_PUSH in (drawer_close), the gripper
-point's offset from the knob's or the object's centre is compared with each style's nominal
-offset (experts.*_HOLD, *_PUSH, grasp_height, tip_hold) on the axes that tell them apart,
+the knob, the drawer front or the object. At the skill's contact moment (the first state
+where the fingers are closed at the knob or the drawer has moved CONTACT_MOVE out for
+drawer_open, the drawer has moved CONTACT_MOVE in for drawer_close, the fingers are closed
+on the object for pick_place and move_near), the gripper point's offset from the knob's or
+the object's centre is compared with each style's nominal offset (experts.*_HOLD, *_PUSH, grasp_height, tip_hold) on the axes that tell them apart,
 sides folded (an edge push may be on either side). The nearest style is the attempt; an
 episode without a contact moment attempted none (None).
 
@@ -25,7 +25,7 @@ from qtbench.envs.instructions import Instruction
 from qtbench.envs.skill import fingers_closed, near_object
 
 NO_ATTEMPT = "none"  # the name reports give an episode without contact
-CONTACT_PUSH = 0.005  # m the drawer must have moved in for a push to count as contact
+CONTACT_MOVE = 0.005  # m the drawer must have moved for the hand to count as in contact
 # Fingers closed farther than this from the knob's centre closed on nothing near it.
 KNOB_REACH = 0.045
 
@@ -48,15 +48,17 @@ def attempted_style(ins: Instruction, states: Sequence[np.ndarray]) -> str | Non
     states = [np.asarray(s, np.float64) for s in states]
     robust, fragile = STYLES[ins.skill]  # names, the robust one first
     if ins.skill == "drawer_open":
+        start = float(layout.drawer_pos(states[0], ins.drawer))
         for s in states:
             offset = layout.gripper_pos(s) - layout.handle_pos(s, ins.drawer)
-            if fingers_closed(s) and np.linalg.norm(offset) < KNOB_REACH:
+            closed_at_knob = fingers_closed(s) and np.linalg.norm(offset) < KNOB_REACH
+            if closed_at_knob or float(layout.drawer_pos(s, ins.drawer)) >= start + CONTACT_MOVE:
                 return _nearest(offset, {robust: GRASP_HOLD, fragile: PINCH_HOLD}, [1, 2], None)
         return None
     if ins.skill == "drawer_close":
         start = float(layout.drawer_pos(states[0], ins.drawer))
         for s in states:
-            if float(layout.drawer_pos(s, ins.drawer)) <= start - CONTACT_PUSH:
+            if float(layout.drawer_pos(s, ins.drawer)) <= start - CONTACT_MOVE:
                 offset = layout.gripper_pos(s) - layout.handle_pos(s, ins.drawer)
                 return _nearest(offset, {robust: KNOB_PUSH, fragile: EDGE_PUSH}, [0], fold=0)
         return None

@@ -24,6 +24,7 @@ GROUP_MODULES = [
     "qtbench.sweep",
     "qtbench.tuning",
     "qtbench.leaderboard",
+    "qtbench.headroom",
     "qtbench.reproduce",
 ]
 # Targets of `qtbench bench <target>`; each module's register(bench_subparsers) adds one.

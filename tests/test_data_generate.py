@@ -187,6 +187,7 @@ class CoinEnv:
 
 def test_no_success_leaks_and_kept_failures_do_not_depend_on_batching(monkeypatch):
     import qtbench.envs
+    import qtbench.envs.attempts
     from qtbench.collection_policy import TrainedPolicy, collect_failures
     from qtbench.data.generate import make_units
 
@@ -195,6 +196,7 @@ def test_no_success_leaks_and_kept_failures_do_not_depend_on_batching(monkeypatc
             return np.zeros((window.states.shape[0], 4), np.float32)
 
     monkeypatch.setattr(qtbench.envs, "make_env", lambda task: CoinEnv())
+    monkeypatch.setattr(qtbench.envs.attempts, "attempted_style", lambda ins, states: None)  # no qtbench layout
     policy = TrainedPolicy(Zero(), "zero", 1, 1.0, "none", 0, "sha256:0")
     units = make_units(TASK, "default", 0, "failures")
     runs = [collect_failures(units, policy, num_envs=n, progress=False) for n in (1, 7, 64)]

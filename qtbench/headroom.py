@@ -1,0 +1,158 @@
+"""`qtbench headroom`: does imitating the robust demonstrator style beat imitating all of them?
+
+The demonstrations mix a robust and a fragile style per skill (``qtbench.envs.experts``).
+Offline RL has room to beat imitation only if a policy that copies the robust style alone
+does clearly better than one that copies every demonstration. This command reads, per task
+and seed, the ``bc`` cell trained on all demos and the ``bc+demo_styles__robust___`` cell
+trained on the robust style's demos (``qtbench run --algo bc --set demo_styles=robust``),
+evaluated on the same episodes (same run seed), and writes the "headroom" section of
+benchmarks.md: each cell's mean over seeds with its 95% t-interval, the paired per-seed
+difference with its own, and every seed's Wilson interval. Below it, the failure-collection
+policy of the data those runs trained on, scored per style it attempted
+(``qtbench.envs.attempts``; read from the failures manifest's ``per_attempted_style``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from qtbench.errors import QtbenchError
+
+SECTION = "headroom"
+DEFAULT_RESULTS = Path("results/headroom")
+ALL_LABEL = "bc"
+ROBUST_LABEL = "bc+demo_styles__robust___"
+PRODUCE = ("for seed K: `qtbench run --algo bc --task T --seed K --results-dir {root}` and "
+           "`qtbench run --algo bc --task T --seed K --set demo_styles=robust --results-dir {root}`")
+
+
+def _pct(rate: float) -> str:
+    return f"{100 * rate:.1f}"
+
+
+def _episodes(record: dict[str, Any]) -> int:
+    return sum(row["episodes"] for row in record["per_skill"].values())
+
+
+def _wilson(record: dict[str, Any]) -> str:
+    lo, hi = record["ci95"]
+    return f"{_pct(record['success_rate'])} [{_pct(lo)}, {_pct(hi)}]"
+
+
+def _difference(values: list[float]) -> str:
+    """Mean of paired differences with its 95% t-interval (not clipped: it may be negative)."""
+    import math
+
+    import numpy as np
+    from scipy.stats import t
+
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return f"{100 * mean:+.1f} (1 seed)"
+    half = float(t.ppf(0.975, len(values) - 1)) * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    return f"{100 * mean:+.1f} [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}]"
+
+
+def paired_cells(results_dir: Path) -> dict[str, dict[int, dict[str, dict[str, Any]]]]:
+    """task -> seed -> {"all": eval record, "robust": eval record}, for seeds that have both."""
+    from qtbench.leaderboard import load_runs
+
+    found: dict[str, dict[int, dict[str, dict[str, Any]]]] = {}
+    for run in load_runs(results_dir):
+        kind = {ALL_LABEL: "all", ROBUST_LABEL: "robust"}.get(run.label)
+        if kind and run.algo == "bc":
+            found.setdefault(run.task, {}).setdefault(run.seed, {})[kind] = run.eval
+    return {task: {seed: pair for seed, pair in sorted(seeds.items()) if len(pair) == 2}
+            for task, seeds in sorted(found.items())}
+
+
+def collection_rows(task: str, profile: str) -> list[list[object]]:
+    """The collection policy's attempts and successes per attempted style, from the failures
+    manifest of ``task``'s ``profile`` datasets (none if they are not on this machine)."""
+    from qtbench.data.store import MANIFEST_NAME, dataset_dir, dataset_id
+    from qtbench.results import wilson_interval
+
+    path = dataset_dir(dataset_id(task, "failures", profile)) / MANIFEST_NAME
+    if not path.is_file():
+        return []
+    policy = json.loads(path.read_text()).get("collection_policy") or {}
+    rows = []
+    for style, row in (policy.get("per_attempted_style") or {}).items():
+        lo, hi = wilson_interval(row["successes"], row["attempts"])
+        rows.append([task, f"`{style}`", row["attempts"], f"{_pct(row['success_rate'])} [{_pct(lo)}, {_pct(hi)}]"])
+    return rows
+
+
+def render(cells: dict[str, dict[int, dict[str, dict[str, Any]]]], results_dir: Path, profile: str) -> str:
+    from qtbench.leaderboard import aggregate, fmt_pct
+    from qtbench.report import machine_description, markdown_table
+
+    rows, seed_rows, collected = [], [], []
+    for task, seeds in cells.items():
+        if not seeds:
+            continue
+        ids = list(seeds)
+        robust = aggregate([seeds[s]["robust"]["success_rate"] for s in ids], ids)
+        every = aggregate([seeds[s]["all"]["success_rate"] for s in ids], ids)
+        diffs = [seeds[s]["robust"]["success_rate"] - seeds[s]["all"]["success_rate"] for s in ids]
+        episodes = sorted({_episodes(seeds[s][k]) for s in ids for k in ("robust", "all")})
+        rows.append([task, fmt_pct(robust), fmt_pct(every), _difference(diffs),
+                     "/".join(str(e) for e in episodes), ", ".join(str(s) for s in ids)])
+        for s, diff in zip(ids, diffs):
+            seed_rows.append([task, s, _wilson(seeds[s]["robust"]), _wilson(seeds[s]["all"]), f"{100 * diff:+.1f}"])
+        collected += collection_rows(task, profile)
+    if not rows:
+        raise QtbenchError(f"no seed under {results_dir} has both the bc and the bc robust-only cell",
+                           PRODUCE.format(root=results_dir))
+    parts = [
+        "## Demonstrator-style headroom (`qtbench headroom`)",
+        "",
+        "BC trained on the robust style's demonstrations only (`--set demo_styles=robust`) against BC "
+        "trained on all demonstrations (the habit's style mix), evaluated on the same episodes per seed. "
+        "Success in percent: mean ± standard deviation over seeds [95% t-interval of the mean]; the "
+        "difference is robust-only minus all, paired by seed, with its 95% t-interval. Offline RL has room "
+        "to beat imitation when the difference is clearly positive.",
+        "",
+        markdown_table(["task", "BC, robust-style demos", "BC, all demos", "robust − all (paired)",
+                        "eval episodes per run", "seeds"], rows),
+        "",
+        "Per seed (success with its Wilson 95% interval):",
+        "",
+        markdown_table(["task", "seed", "BC, robust-style demos", "BC, all demos", "robust − all"], seed_rows),
+    ]
+    if collected:
+        parts += ["", f"The failure-collection policy of the `{profile}` datasets (BC on all demos, "
+                  "greedy), scored per style it attempted (`qtbench.envs.attempts`; `none`: closed on or "
+                  "pushed nothing), over its collection attempts (Wilson 95% interval):", "",
+                  markdown_table(["task", "attempted style", "attempts", "success %"], collected)]
+    budgets = sorted({json.dumps(seeds[s][k].get("train_steps")) for seeds in cells.values() for s in seeds
+                      for k in ("robust", "all")})
+    parts += ["", f"- budget: {', '.join(budgets)} gradient steps per run (dataset profile {profile})",
+              f"- results: `{results_dir}`; produce a cell with {PRODUCE.format(root=results_dir)}",
+              f"- machine: {machine_description()}"]
+    return "\n".join(parts)
+
+
+def _cmd_headroom(args: argparse.Namespace) -> int:
+    from qtbench.report import write_section
+
+    results_dir = Path(args.results_dir)
+    if not results_dir.is_dir():
+        raise QtbenchError(f"no results directory {results_dir}", PRODUCE.format(root=results_dir))
+    body = render(paired_cells(results_dir), results_dir, args.profile)
+    path = write_section(SECTION, body, args.benchmarks)
+    print(body)
+    print(f"\nwrote section '{SECTION}' of {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("headroom", help="BC on the robust demo style vs BC on all demos, into benchmarks.md")
+    p.add_argument("--results-dir", default=str(DEFAULT_RESULTS),
+                   help=f"where the bc and bc robust-only cells are (default: {DEFAULT_RESULTS})")
+    p.add_argument("--profile", default="default", help="dataset profile of the collection policy's manifest")
+    p.add_argument("--benchmarks", default="benchmarks.md", help="the benchmarks file to update")
+    p.set_defaults(func=_cmd_headroom)
