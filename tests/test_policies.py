@@ -1,7 +1,7 @@
 """Scripted policies: the expert / demo success gates and the weaker autonomous collector.
 
 The default suite runs 30 seeded episodes per skill; ``-m slow`` runs the full gate of
-100 episodes (noiseless >= 95%, demo noise >= 85%: in the habit's style mix, the fragile
+100 episodes (noiseless >= 95%, demo noise >= 75%: in the habit's style mix, the fragile
 styles lose some episodes to the demonstrator's own error; see test_styles.py).
 """
 
@@ -28,7 +28,7 @@ def run_episodes(task: str, kind: str, episodes: int, seed: int = 0) -> tuple[fl
 
 
 @pytest.mark.parametrize("skill", SKILLS)
-@pytest.mark.parametrize("kind, bound", [("expert", 0.93), ("demo", 0.8)])
+@pytest.mark.parametrize("kind, bound", [("expert", 0.93), ("demo", 0.7)])
 def test_gate_30_episodes(skill, kind, bound):
     rate, lengths = run_episodes(skill, kind, 30)
     assert rate >= bound, f"{kind} on {skill}: {rate:.2f}"
@@ -36,7 +36,7 @@ def test_gate_30_episodes(skill, kind, bound):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("skill", SKILLS)
-@pytest.mark.parametrize("kind, bound", [("expert", 0.95), ("demo", 0.85)])
+@pytest.mark.parametrize("kind, bound", [("expert", 0.95), ("demo", 0.75)])
 def test_gate_100_episodes(skill, kind, bound):
     rate, _ = run_episodes(skill, kind, 100, seed=1)
     assert rate >= bound, f"{kind} on {skill}: {rate:.2f}"
