@@ -134,7 +134,11 @@ class ManipulationEnv(gym.Env):
     - v0: the suite as released. Changes since, none of which alters an episode that ran
       without a physics glitch: a diverged simulation ends the episode as a truncation
       (``physics_unstable``) instead of continuing from MuJoCo's reset pose; the state Box
-      has finite bounds derived from the scene instead of (-inf, inf).
+      has finite bounds derived from the scene instead of (-inf, inf). One change does
+      alter episodes: the drawers' slide damping went from 4 to 1, so that a firm grasp of the
+      knob pulls a drawer without the pads sliding off it (the demonstrator styles rely on
+      it); episodes that move a drawer differ from those recorded before, so datasets
+      generated before it should be regenerated.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
