@@ -149,13 +149,13 @@ def run_label_of(run_dir: Path, results_dir: Path, algo: str, config: dict[str, 
 
 
 def load_runs(results_dir: Path) -> list[RunRecord]:
-    """Every finished cell under ``results_dir`` but the tuning runs (unreadable eval.json files
-    are skipped with a warning)."""
-    from qtbench.results import TUNING_DIR
+    """Every finished cell under ``results_dir`` but the tuning runs and the archive of earlier
+    data regimes (unreadable eval.json files are skipped with a warning)."""
+    from qtbench.results import ARCHIVE_DIR, TUNING_DIR
 
     runs = []
     for path in sorted(Path(results_dir).rglob("eval.json")):
-        if path.relative_to(results_dir).parts[0] == TUNING_DIR:  # searches, not leaderboard cells
+        if path.relative_to(results_dir).parts[0] in (TUNING_DIR, ARCHIVE_DIR):  # not leaderboard cells
             continue
         try:
             record = json.loads(path.read_text())
@@ -692,7 +692,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "leaderboard",
         help="aggregate results over seeds into benchmarks.md, leaderboard.csv and plots",
-        description="Read every eval.json under --results-dir (except tuning/) and write the leaderboard.",
+        description="Read every eval.json under --results-dir (except tuning/ and archive/) and write the leaderboard.",
     )
     p.add_argument("--results-dir", default="results")
     p.add_argument("--benchmarks", default="benchmarks.md", help="markdown file to write the section into")

@@ -52,6 +52,9 @@ def cell_dir(root: str | Path, task: str, algo: str, seed: int) -> Path:
 ABLATIONS_DIR = "ablations"
 # `qtbench tune` writes its searches under <root>/tuning/<algo>/ (not leaderboard cells).
 TUNING_DIR = "tuning"
+# Cells trained on a data regime the defaults no longer produce are kept, for the record, under
+# <root>/archive/<regime>/ (each with its own leaderboard); the leaderboard of <root> skips them.
+ARCHIVE_DIR = "archive"
 
 
 def run_label(algo: str, overrides: dict[str, object] | None) -> str:
