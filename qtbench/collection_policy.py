@@ -259,3 +259,34 @@ def collect_failures(units: list[Unit], policy: TrainedPolicy, num_envs: int = C
 
 def _seed(unit: Unit, attempt: int) -> int:
     return episode_seed(unit.task, unit.profile, unit.seed, unit.split, unit.instruction, attempt)
+
+
+# ---- evaluating -----------------------------------------------------------------------
+EVAL_RECORD = "collection_policy.json"  # in <results_dir>/<task>/: the policy's evaluation per seed
+
+
+def evaluate_collection_policy(task: str, profile: str, data_seed: int, seeds: list[int],
+                               episodes_per_instruction: int | None = None, results_dir: Path = Path("results"),
+                               progress: bool = True) -> Path:
+    """Evaluate ``task``'s collection policy on the evaluation episodes of each run seed in
+    ``seeds`` (the episodes every algorithm's run with that ``--seed`` meets), so it sits in
+    the comparison paired with the learners; writes ``<results_dir>/<task>/collection_policy.json``.
+    """
+    from qtbench.datasets import ensure_datasets
+    from qtbench.evaluate import default_episodes, evaluate_policy
+    from qtbench.report import machine_description
+    from qtbench.results import qtbench_version, success_summary
+
+    ensure_datasets(task, profile, data_seed, progress=progress)
+    policy = load_trained_policy(policy_dir(task, profile), task, profile)
+    episodes = episodes_per_instruction or default_episodes(task)
+    per_seed = {}
+    with torch_threads(1):
+        for seed in seeds:
+            outcomes, seconds = evaluate_policy(policy.act, task, policy.history, episodes, seed,
+                                                progress=progress, target_return=policy.target_return)
+            per_seed[str(seed)] = {"eval_seconds": seconds, **success_summary(outcomes)}
+    record = {"task": task, "profile": profile, "data_seed": data_seed, "episodes_per_instruction": episodes,
+              "policy": policy.describe(), "trained_on": (_read_record(policy_dir(task, profile)) or {}).get("trained_on"),
+              "machine": machine_description(), "qtbench_version": qtbench_version(), "seeds": per_seed}
+    return atomic_write_json(Path(results_dir) / task / EVAL_RECORD, record)

@@ -536,9 +536,34 @@ AGGREGATE_TITLES = {"all": "multi-task models, per skill", "single": "single-ski
 
 
 # ---- the section, the CSV and the command -------------------------------------------------
+def collection_policy_table(results_dir: Path) -> str | None:
+    """Each task's collection policy (written by ``qtbench data eval-policy``) on the same
+    evaluation episodes as the runs: mean over seeds as in the rows above, and the pooled
+    episodes' Wilson interval; None when no task has one."""
+    from qtbench.collection_policy import EVAL_RECORD
+    from qtbench.report import markdown_table
+    from qtbench.results import wilson_interval
+
+    body = []
+    for path in sorted(Path(results_dir).glob(f"*/{EVAL_RECORD}")):
+        record = json.loads(path.read_text())
+        seeds = sorted(record["seeds"], key=int)
+        cell = aggregate([record["seeds"][k]["success_rate"] for k in seeds], map(int, seeds))
+        successes = sum(sum(r["successes"] for r in record["seeds"][k]["per_skill"].values()) for k in seeds)
+        episodes = sum(record["seeds"][k]["episodes"] for k in seeds)
+        lo, hi = wilson_interval(successes, episodes)
+        policy = record["policy"]
+        body.append([record["task"], fmt_pct(cell), f"{successes}/{episodes} [{100 * lo:.1f}, {100 * hi:.1f}]",
+                     _joined(seeds), f"`{policy['algo']}` step {policy['step']}, weights {policy['weights_hash'][7:15]}"])
+    if not body:
+        return None
+    return markdown_table(["task", "success over seeds", "pooled episodes [95% Wilson]", "seeds", "policy"], body)
+
+
 def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
-                    aggregates: dict[str, list[AggregateRow]] | None = None) -> str:
-    """The benchmarks.md leaderboard section; ``figures`` are image paths relative to the markdown file."""
+                    aggregates: dict[str, list[AggregateRow]] | None = None, collectors: str | None = None) -> str:
+    """The benchmarks.md leaderboard section; ``figures`` are image paths relative to the markdown file;
+    ``collectors`` is collection_policy_table's table."""
     rows = build_rows(runs)
     aggregates = compute_aggregates(runs) if aggregates is None else aggregates
     reference = [r for r in rows if r.label == r.algo]
@@ -580,6 +605,10 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
         if aggregates.get("single"):
             parts += ["", "Aggregated over the tasks and the seeds " + AGGREGATE_NOTE, "",
                       aggregate_table(aggregates["single"])]
+    if collectors:
+        parts += ["", "The policy that collected each task's failures (the `bc` baseline trained on the "
+                  "demos with learner seed 10000 + data seed; written by `qtbench data eval-policy`), on the "
+                  "same evaluation episodes as the runs of each seed:", "", collectors]
     if ablations:
         parts += ["", "### Ablations", "",
                   "Variants trained with config overrides (the paper's Q-Transformer ablations come from "
@@ -669,7 +698,7 @@ def write_leaderboard(
         funnels = funnel_plot(_funnel_entries(runs), results_dir / PLOTS_DIR / FUNNEL_PLOT)
         images += (funnels,) if funnels else ()
     figures = [Path(os.path.relpath(p, Path(benchmarks).resolve().parent)).as_posix() for p in map(Path.resolve, images)]
-    write_section(SECTION, render_markdown(runs, figures, aggregates), benchmarks)
+    write_section(SECTION, render_markdown(runs, figures, aggregates, collection_policy_table(results_dir)), benchmarks)
     csv_path = atomic_write_text(results_dir / CSV_NAME, leaderboard_frame(runs).to_csv(index=False, lineterminator="\n"))
     return LeaderboardFiles(Path(benchmarks), csv_path, images, len(runs))
 

@@ -395,3 +395,24 @@ def test_run_on_another_failure_source_writes_beside_the_reference_cell(tmp_path
                                        "--results-dir", str(tmp_path / "r")]))
     assert calls[0] == (TASK, "default", 0, "scripted")
     assert calls[1].failures == "scripted" and calls[1].results_dir == tmp_path / "r" / "failures-scripted"
+
+
+def test_the_collection_policy_is_evaluated_on_the_runs_episodes(generated, tmp_path):
+    """eval-policy scores the checkpoint that collected the failures on each run seed's own
+    evaluation episodes, and the leaderboard lists it."""
+    from qtbench.collection_policy import evaluate_collection_policy, load_trained_policy, policy_dir
+    from qtbench.evaluate import evaluate_policy
+    from qtbench.leaderboard import collection_policy_table
+
+    path = evaluate_collection_policy(TASK, "small", 0, [0, 1], 2, tmp_path, progress=False)
+    record = json.loads(path.read_text())
+    assert path == tmp_path / TASK / "collection_policy.json"
+    assert record["policy"]["weights_hash"] == generated["failures"]["collection_policy"]["weights_hash"]
+    assert sorted(record["seeds"]) == ["0", "1"] and record["seeds"]["1"]["episodes"] == 2 * len(instructions_for(TASK))
+    policy = load_trained_policy(policy_dir(TASK, "small"), TASK, "small")
+    outcomes, _ = evaluate_policy(policy.act, TASK, policy.history, 2, 1, progress=False)
+    assert sum(o.success for o in outcomes) == sum(
+        r["successes"] for r in record["seeds"]["1"]["per_skill"].values())
+    table = collection_policy_table(tmp_path)
+    assert table.count("\n") == 2 and f"| {TASK} |" in table and "| 0, 1 |" in table
+    assert collection_policy_table(tmp_path / "none") is None
