@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from qtbench.data.generate import Unit, UnitResult, as_episode, keep
+from qtbench.data.generate import Unit, UnitResult, keep
 from qtbench.data.manifest import HASH_PREFIX
 from qtbench.data.profiles import collection_seed, episode_seed, get_profile
 from qtbench.data.store import NAMESPACE, dataset_id, datasets_root, read_manifest
@@ -210,7 +210,7 @@ def collect_failures(units: list[Unit], policy: TrainedPolicy, num_envs: int = C
     from tqdm import tqdm
 
     from qtbench.envs import make_env
-    from qtbench.evaluate import EvalJob, run_episodes
+    from qtbench.evaluate import EpisodeRecorder, EvalJob, run_episodes
 
     results = [UnitResult(unit) for unit in units]
     bar = tqdm(total=sum(u.target for u in units), unit="ep", desc="collecting failures", disable=not progress)
@@ -225,25 +225,12 @@ def collect_failures(units: list[Unit], policy: TrainedPolicy, num_envs: int = C
                 jobs += [(res, res.attempts + i) for i in range(min(wanted, res.unit.max_attempts - res.attempts))]
             if not jobs:
                 break
-            steps: list[dict[str, list]] = [{} for _ in jobs]
-
-            def on_step(job: int, obs: Any, action: Any, reward: float, terminated: bool, truncated: bool) -> None:
-                lists = steps[job]
-                if action is None:
-                    lists.update(states=[obs["state"]], actions=[], rewards=[], terms=[], truncs=[])
-                    return
-                lists["states"].append(obs["state"])
-                for key, value in (("actions", action), ("rewards", reward), ("terms", terminated),
-                                   ("truncs", truncated)):
-                    lists[key].append(value)
-
             eval_jobs = [EvalJob(r.unit.instruction, _seed(r.unit, a)) for r, a in jobs]
+            recorder = EpisodeRecorder(eval_jobs)
             run_episodes(policy.act, lambda: make_env(units[0].task), eval_jobs, policy.history, num_envs,
-                         progress=False, target_return=policy.target_return, on_step=on_step,
+                         progress=False, target_return=policy.target_return, on_step=recorder,
                          track_stages=False)  # collection keeps whole episodes; funnels are evaluation's
-            for (res, _), job, lists in zip(jobs, eval_jobs, steps):
-                episode = as_episode(job.instruction, job.seed, lists["states"], lists["actions"],
-                                     lists["rewards"], lists["terms"], lists["truncs"])
+            for (res, _), episode in zip(jobs, recorder.episodes()):
                 res.attempts += 1
                 if not keep(res.unit.split, episode):
                     res.discarded += 1

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qtbench.data.episode import Episode
 from qtbench.data.store import DEFAULT_SOURCE, SCRIPTED_SOURCE, SPLITS, dataset_id, datasets_root
 from qtbench.errors import QtbenchError
 
@@ -71,7 +72,7 @@ def _check_checkpoint(path: str | Path) -> None:
         )
 
 
-def _stored_demos(task: str, profile: str, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+def _stored_demos(task: str, profile: str, seed: int) -> tuple[list[Episode], dict[str, Any]] | None:
     """The stored, hash-verified demos of this seed, or None when absent or of another seed."""
     from qtbench.data.store import dataset_dir, read_dataset
 

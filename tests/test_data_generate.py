@@ -49,9 +49,9 @@ def test_counts_rewards_and_the_named_collection_policy(generated):
     assert len(failures) == small.failures_per_instruction * len(texts)
     assert len(mixed) == len(demos) + len(failures)
     for ep in demos:
-        assert ep["rewards"][-1] == 1.0 and ep["terminations"][-1] and ep["rewards"][:-1].sum() == 0
+        assert ep.rewards[-1] == 1.0 and ep.terminations[-1] and ep.rewards[:-1].sum() == 0
     for ep in failures:
-        assert ep["rewards"].sum() == 0 and not ep["terminations"].any() and ep["truncations"][-1]
+        assert ep.rewards.sum() == 0 and not ep.terminations.any() and ep.truncations[-1]
     for split, per_ins in (("demos", small.demos_per_instruction), ("failures", small.failures_per_instruction)):
         assert generated[split]["per_instruction"] == {t: per_ins for t in texts}
     policy = generated["mixed"]["collection_policy"]
@@ -154,7 +154,7 @@ def test_failures_come_from_the_named_checkpoint(generated, tmp_path):
     assert again["failures"]["content_hash"] == first["failures"]["content_hash"]
     assert other["failures"]["dataset_id"] != first["failures"]["dataset_id"]
     assert other["failures"]["content_hash"] != first["failures"]["content_hash"]
-    assert all(ep["rewards"].sum() == 0 for ep in read_dataset(first["failures"]["dataset_id"]).episodes)
+    assert all(ep.rewards.sum() == 0 for ep in read_dataset(first["failures"]["dataset_id"]).episodes)
 
 
 class CoinEnv:
@@ -197,9 +197,9 @@ def test_no_success_leaks_and_kept_failures_do_not_depend_on_batching(monkeypatc
     for results in runs:
         for res in results:
             assert len(res.episodes) == res.unit.target
-            assert all(ep["seed"] % 2 == 1 and ep["rewards"].sum() == 0 for ep in res.episodes)
+            assert all(ep.seed % 2 == 1 and ep.rewards.sum() == 0 for ep in res.episodes)
             assert res.discarded > 0 and res.discarded + len(res.episodes) + res.surplus == res.attempts
-    kept = [[[int(ep["seed"]) for ep in res.episodes] for res in results] for results in runs]
+    kept = [[[int(ep.seed) for ep in res.episodes] for res in results] for results in runs]
     assert kept[0] == kept[1] == kept[2]
 
 

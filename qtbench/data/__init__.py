@@ -3,12 +3,13 @@ the training view. The default pipeline that also trains the BC collection polic
 above this package and above training, in :mod:`qtbench.datasets`; nothing here imports
 training code.
 
-Public contract (other areas code against these names): ``dataset_id``, ``DatasetName``,
+Public contract (other areas code against these names): ``Episode``, ``dataset_id``, ``DatasetName``,
 ``data_record``, ``TransitionData``, ``WindowSampler``, ``RolloutWindows``, and the seed
 scheme ``eval_seeds`` / ``EVAL_SEED_OFFSET`` (evaluation seeds are disjoint from every
 data seed).
 """
 
+from qtbench.data.episode import Episode
 from qtbench.data.profiles import EVAL_SEED_OFFSET, PROFILES, eval_seeds
 from qtbench.data.rollout_windows import RolloutWindows
 from qtbench.data.sampler import WindowSampler
@@ -20,6 +21,7 @@ __all__ = [
     "PROFILES",
     "SPLITS",
     "DatasetName",
+    "Episode",
     "RolloutWindows",
     "TransitionData",
     "WindowSampler",

@@ -13,20 +13,22 @@ from typing import Any
 
 import numpy as np
 
+from qtbench.data.episode import Episode
+
 HASH_PREFIX = "sha256:"
 
 
-def content_hash(episodes: list[dict[str, Any]]) -> str:
+def content_hash(episodes: list[Episode]) -> str:
     """sha256 over every episode's arrays, with shapes, in episode order."""
     digest = hashlib.sha256()
     for ep in episodes:
-        texts = ep.get("instructions") or [ep["instruction"]] * len(ep["states"])
+        texts = ep.observation_texts()
         parts = (
-            np.ascontiguousarray(ep["states"], np.float32),
-            np.ascontiguousarray(ep["actions"], np.float32),
-            np.ascontiguousarray(ep["rewards"], np.float32),
-            np.ascontiguousarray(ep["terminations"], np.bool_),
-            np.ascontiguousarray(ep["truncations"], np.bool_),
+            np.ascontiguousarray(ep.states, np.float32),
+            np.ascontiguousarray(ep.actions, np.float32),
+            np.ascontiguousarray(ep.rewards, np.float32),
+            np.ascontiguousarray(ep.terminations, np.bool_),
+            np.ascontiguousarray(ep.truncations, np.bool_),
         )
         for arr in parts:
             digest.update(repr(arr.shape).encode())
@@ -49,17 +51,17 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(episodes: list[Episode]) -> dict[str, Any]:
     """Counts a manifest and `qtbench data info` report: episodes, steps, successes,
     mean length, per-instruction and per-style counts (in first-seen order)."""
-    lengths = np.array([len(ep["rewards"]) for ep in episodes], dtype=np.int64)
-    success = np.array([float(np.sum(ep["rewards"])) > 0 for ep in episodes], dtype=bool)
+    lengths = np.array([ep.length for ep in episodes], dtype=np.int64)
+    success = np.array([ep.succeeded for ep in episodes], dtype=bool)
     per_instruction: dict[str, int] = {}
     per_style: dict[str, int] = {}  # the scripted policies' styles (episodes without one left out)
     for ep in episodes:
-        per_instruction[ep["instruction"]] = per_instruction.get(ep["instruction"], 0) + 1
-        if ep.get("style"):
-            per_style[ep["style"]] = per_style.get(ep["style"], 0) + 1
+        per_instruction[ep.instruction] = per_instruction.get(ep.instruction, 0) + 1
+        if ep.style:
+            per_style[ep.style] = per_style.get(ep.style, 0) + 1
     return {
         "episodes": int(len(episodes)),
         "steps": int(lengths.sum()),
