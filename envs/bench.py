@@ -120,7 +120,7 @@ def cmd_bench_env(args: argparse.Namespace) -> int:
 
     from qtbench.envs.instructions import SKILLS
     from qtbench.errors import QtbenchError
-    from qtbench.report import machine_description, markdown_table, write_section
+    from qtbench.benchmarks_md import machine_description, markdown_table, write_section
 
     if args.steps < 1:
         raise QtbenchError(f"--steps must be at least 1, got {args.steps}")

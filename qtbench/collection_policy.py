@@ -33,12 +33,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from qtbench.atomic import atomic_write_json
 from qtbench.data.generate import Unit, UnitResult, keep
-from qtbench.data.manifest import HASH_PREFIX
-from qtbench.data.profiles import collection_seed, episode_seed, get_profile
+from qtbench.data.hashing import HASH_PREFIX
+from qtbench.data.profiles import get_profile
+from qtbench.data.seeds import collection_seed, episode_seed
 from qtbench.data.store import NAMESPACE, dataset_id, datasets_root, read_manifest
 from qtbench.errors import QtbenchError
-from qtbench.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +260,9 @@ def evaluate_collection_policy(task: str, profile: str, data_seed: int, seeds: l
     ``seeds`` (the episodes every algorithm's run with that ``--seed`` meets), so it sits in
     the comparison paired with the learners; writes ``<results_dir>/<task>/collection_policy.json``.
     """
+    from qtbench.benchmarks_md import machine_description
     from qtbench.datasets import ensure_datasets
     from qtbench.evaluate import default_episodes, evaluate_policy
-    from qtbench.report import machine_description
     from qtbench.results import qtbench_version, success_summary
 
     ensure_datasets(task, profile, data_seed, progress=progress)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from qtbench.datasets import STAGES, check_failure_source, generate_datasets
     from qtbench.envs.instructions import instructions_for
     from qtbench.errors import QtbenchError
-    from qtbench.report import machine_description, markdown_table, write_section
+    from qtbench.benchmarks_md import machine_description, markdown_table, write_section
 
     if not 0 < args.fraction <= 1:
         raise QtbenchError(f"--fraction must be in (0, 1], got {args.fraction}", "e.g. --fraction 0.25")

@@ -164,7 +164,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from qtbench.data.manifest import summarize
+    from qtbench.data.episode import summarize
     from qtbench.data.store import parse_dataset_id, read_dataset
 
     stored = read_dataset(parse_dataset_id(args.dataset).id, verify=False)

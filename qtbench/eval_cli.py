@@ -113,8 +113,8 @@ def _setup(args: argparse.Namespace) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from qtbench.evaluate import default_episodes, evaluate_policy, handover_instructions
     from qtbench.funnel import compact
-    from qtbench.io import atomic_write_json
-    from qtbench.report import machine_description
+    from qtbench.atomic import atomic_write_json
+    from qtbench.benchmarks_md import machine_description
     from qtbench.reproduce import read_cell
     from qtbench.results import EVAL_FILE, handover_summary, qtbench_version, success_summary, summary_table
 
@@ -185,7 +185,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         print(f"qtbench probe: skipped: {run.config['algo']} learns no Q function of actions "
               "(probes need one: q_transformer, iql, cql)")
         return 0
-    from qtbench.io import atomic_write_json
+    from qtbench.atomic import atomic_write_json
 
     result = probe_run(run, radius=args.radius, max_transitions=args.max_transitions, progress=not args.no_progress)
     path = atomic_write_json(run.run_dir / PROBE_FILE, result)

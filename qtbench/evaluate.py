@@ -268,7 +268,7 @@ def save_gif(path: Path, frames: list[np.ndarray], fps: int = 20) -> Path:
     """An animated GIF of rendered frames (PIL ships with matplotlib: no extra dependency)."""
     from PIL import Image
 
-    from qtbench.io import atomic_write
+    from qtbench.atomic import atomic_write
 
     images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
     return atomic_write(

@@ -151,10 +151,10 @@ def run_label_of(run_dir: Path, results_dir: Path, algo: str, config: dict[str, 
 def load_runs(results_dir: Path) -> list[RunRecord]:
     """Every finished cell under ``results_dir`` but the tuning runs and the archive of earlier
     data regimes (unreadable eval.json files are skipped with a warning)."""
-    from qtbench.results import ARCHIVE_DIR, TUNING_DIR
+    from qtbench.results import ARCHIVE_DIR, CONFIG_FILE, EVAL_FILE, TUNING_DIR
 
     runs = []
-    for path in sorted(Path(results_dir).rglob("eval.json")):
+    for path in sorted(Path(results_dir).rglob(EVAL_FILE)):
         if path.relative_to(results_dir).parts[0] in (TUNING_DIR, ARCHIVE_DIR):  # not leaderboard cells
             continue
         try:
@@ -163,7 +163,7 @@ def load_runs(results_dir: Path) -> list[RunRecord]:
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("skipping %s: not a readable eval.json (%s)", path, err)
             continue
-        config_path = path.parent / "config.json"
+        config_path = path.parent / CONFIG_FILE
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
         label = run_label_of(path.parent, Path(results_dir), algo, config)
         runs.append(RunRecord(path.parent, task, algo, label, seed, record, config))
@@ -323,7 +323,7 @@ def describe_setting(rows: list[Row]) -> str:
 
 def headline_table(rows: list[Row]) -> str:
     from qtbench.paper import PAPER_COLUMNS
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     body = [
         [f"`{row.label}`", *(fmt_pct(row.columns.get(c, aggregate([], []))) for c in PAPER_COLUMNS), len(row.runs)]
@@ -334,7 +334,7 @@ def headline_table(rows: list[Row]) -> str:
 
 def paper_table() -> str:
     from qtbench.paper import PAPER_CITATION, PAPER_COLUMNS, PAPER_RESULTS
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     body = [[name, f"`{ours}`", *(f"{v:.0f}" for v in values)] for name, (ours, values) in PAPER_RESULTS.items()]
     return markdown_table(["method (paper)", "ours", *PAPER_COLUMNS], body) + f"\n\nSource: {PAPER_CITATION}."
@@ -342,7 +342,7 @@ def paper_table() -> str:
 
 def _grid(cells: dict[tuple[str, str], Aggregate], columns: list[str]) -> str:
     """Rows = labels, columns = ``columns``; ``cells`` maps (column, label) to its aggregate."""
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     labels = sorted({label for _, label in cells}, key=_label_key)
     body = [[f"`{label}`", *(fmt_pct(cells[(c, label)]) if (c, label) in cells else "–" for c in columns)]
@@ -372,7 +372,7 @@ def ablation_rows(rows: list[Row]) -> list[Row]:
 
 
 def ablation_table(rows: list[Row]) -> str:
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     body = []
     for row in rows:
@@ -446,7 +446,7 @@ def _fmt_estimate(estimate: stats.Estimate | None, percent: bool = True) -> str:
 
 
 def aggregate_table(rows: list[AggregateRow]) -> str:
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     body = [
         [f"`{r.label}`", _fmt_estimate(r.iqm), _fmt_estimate(r.mean), _fmt_estimate(r.improvement, percent=False),
@@ -540,8 +540,8 @@ def collection_policy_table(results_dir: Path) -> str | None:
     """Each task's collection policy (written by ``qtbench data eval-policy``) on the same
     evaluation episodes as the runs: mean over seeds as in the rows above, and the pooled
     episodes' Wilson interval; None when no task has one."""
+    from qtbench.benchmarks_md import markdown_table
     from qtbench.collection_policy import EVAL_RECORD
-    from qtbench.report import markdown_table
     from qtbench.results import wilson_interval
 
     body = []
@@ -684,8 +684,8 @@ def write_leaderboard(
     results_dir: Path = Path("results"), benchmarks: Path = Path("benchmarks.md"), plots: bool = True
 ) -> LeaderboardFiles:
     """Read every eval.json under ``results_dir``; write the benchmarks.md section, CSV and plots."""
-    from qtbench.io import atomic_write_text
-    from qtbench.report import write_section
+    from qtbench.atomic import atomic_write_text
+    from qtbench.benchmarks_md import write_section
 
     results_dir = Path(results_dir)
     runs = load_runs(results_dir) if results_dir.is_dir() else []

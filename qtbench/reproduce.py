@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qtbench.errors import QtbenchError
+from qtbench.results import CONFIG_FILE, EVAL_FILE
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def compare(original: dict[str, Any], reproduced: dict[str, Any], tolerance: flo
 
 
 def format_verdict(verdict: Verdict, limit: int = 40) -> str:
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     rule = (f"tolerance: every rate within {verdict.tolerance:g} (absolute), success counts within "
             f"{verdict.tolerance:g} x episodes, episodes and train steps equal")
@@ -133,13 +134,13 @@ def read_cell(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     example = "results/<task>/<algo>/seed<k>/"
     if not run_dir.is_dir():
         raise QtbenchError(f"{run_dir} is not a directory", f"pass a cell's results directory, e.g. {example}")
-    if not (run_dir / "config.json").is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         raise QtbenchError(f"{run_dir} has no config.json: not a cell's results directory",
                            f"pass a directory like {example} that `qtbench run` or `qtbench sweep` wrote")
-    if not (run_dir / "eval.json").is_file():
+    if not (run_dir / EVAL_FILE).is_file():
         raise QtbenchError(f"{run_dir} has no eval.json: the run did not finish",
                            "finish it first (`qtbench run ... --resume` or `qtbench sweep`)")
-    return _read_json(run_dir / "config.json", "config"), _read_json(run_dir / "eval.json", "evaluation record")
+    return _read_json(run_dir / CONFIG_FILE, "config"), _read_json(run_dir / EVAL_FILE, "evaluation record")
 
 
 def _normalise(value: Any) -> Any:
@@ -200,11 +201,11 @@ def reproduce_cell(
 
         ensure_datasets(spec.task, spec.profile, DATA_SEED, spec.failures, progress=spec.progress)
     new_dir = Path(run(spec))
-    reproduced = json.loads((new_dir / "eval.json").read_text())
+    reproduced = json.loads((new_dir / EVAL_FILE).read_text())
     verdict = compare(original, reproduced, tolerance)
     # The re-run must have trained the same configuration, or the comparison means nothing.
     old_cfg = config.get("algo_config", {})
-    new_cfg = json.loads((new_dir / "config.json").read_text()).get("algo_config", {})
+    new_cfg = json.loads((new_dir / CONFIG_FILE).read_text()).get("algo_config", {})
     config_diffs = tuple(
         Difference(f"config.algo_config.{k}", old_cfg.get(k), new_cfg.get(k))
         for k in sorted(set(old_cfg) | set(new_cfg)) if old_cfg.get(k) != new_cfg.get(k)
@@ -291,7 +292,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _dataset_verdict(verdict: Verdict) -> str:
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     text = f"verdict: {verdict.kind} (content hashes must be equal)"
     if verdict.differences:

@@ -27,9 +27,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from qtbench.atomic import atomic_write_json, atomic_write_text
+from qtbench.benchmarks_md import markdown_table
 from qtbench.data.store import DEFAULT_SOURCE as DEFAULT_FAILURES
-from qtbench.io import atomic_write_json, atomic_write_text
-from qtbench.report import markdown_table
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 from qtbench.algorithms import ALGORITHMS, headline_algorithms
 from qtbench.errors import QtbenchError
-from qtbench.results import ABLATIONS_DIR, run_label, run_root
+from qtbench.results import ABLATIONS_DIR, EVAL_FILE, run_label, run_root
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _read_success(cell_dir: Path) -> float | None:
     import json
 
     try:
-        return float(json.loads((cell_dir / "eval.json").read_text())["success_rate"])
+        return float(json.loads((cell_dir / EVAL_FILE).read_text())["success_rate"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -312,7 +312,7 @@ def make_jobs(config: SweepConfig, torch_threads: int, show_progress: bool) -> t
     """Jobs for the cells still to run, and "skipped" outcomes for finished ones."""
     jobs, skipped = [], []
     for cell in plan(config):
-        if not config.force and (cell.results_dir(config.results_dir) / "eval.json").is_file():
+        if not config.force and (cell.results_dir(config.results_dir) / EVAL_FILE).is_file():
             skipped.append(CellOutcome(cell, "skipped", success_rate=_read_success(cell.results_dir(config.results_dir))))
             continue
         jobs.append(
@@ -372,7 +372,7 @@ def plan_status(config: SweepConfig) -> list[tuple[Cell, str]]:
     for cell in plan(config):
         if config.force:
             state = "run from scratch (--force)"
-        elif (cell.results_dir(config.results_dir) / "eval.json").is_file():
+        elif (cell.results_dir(config.results_dir) / EVAL_FILE).is_file():
             state = "finished: skip"
         elif checkpoint_path(cell.checkpoint_dir(config.checkpoint_dir)).is_file():
             state = "resume from checkpoint"
@@ -383,7 +383,7 @@ def plan_status(config: SweepConfig) -> list[tuple[Cell, str]]:
 
 
 def format_plan(status: list[tuple[Cell, str]]) -> str:
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     rows = [[c.label, c.task, c.seed, state] for c, state in status]
     todo = sum(not state.startswith("finished") for _, state in status)
@@ -392,7 +392,7 @@ def format_plan(status: list[tuple[Cell, str]]) -> str:
 
 def format_outcomes(outcomes: list[CellOutcome]) -> str:
     """The final status table (markdown, readable in a terminal)."""
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     rows = []
     for o in outcomes:

@@ -60,7 +60,7 @@ def reference_overrides(algo: str, path: Path | None = None) -> dict[str, object
 
 def freeze(algo: str, summary: dict[str, Any], path: Path | None = None) -> Path:
     """Record the chosen setting of a finished search as ``algo``'s reference settings."""
-    from qtbench.io import atomic_write_json
+    from qtbench.atomic import atomic_write_json
 
     path = path or TUNED_FILE
     if summary["chosen"] is None:
@@ -107,6 +107,7 @@ def search_config(algo: str, results_dir: Path, checkpoint_dir: Path, task: str 
 
 def summarise(config: Any) -> dict[str, Any]:
     """Each setting's per-seed success (finished cells) and mean, and the chosen one (None until all finished)."""
+    from qtbench.results import EVAL_FILE
     from qtbench.sweep import Cell
 
     algo, task = config.algos[0], config.tasks[0]
@@ -115,7 +116,7 @@ def summarise(config: Any) -> dict[str, Any]:
         per_seed = {}
         for seed in config.seeds:
             cell = Cell(algo, task, seed, tuple(sorted(setting.items())))
-            path = cell.results_dir(config.results_dir) / "eval.json"
+            path = cell.results_dir(config.results_dir) / EVAL_FILE
             if path.is_file():
                 record = json.loads(path.read_text())
                 steps.add(record.get("train_steps"))
@@ -134,7 +135,7 @@ def summarise(config: Any) -> dict[str, Any]:
 
 def render_section(summary: dict[str, Any], frozen: dict[str, object]) -> str:
     """The benchmarks.md section ``tuning-<algo>``: every setting, its seeds and the choice."""
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     algo = summary["algo"]
     header = ["#", "setting", *(f"seed {s} % [Wilson 95%]" for s in summary["seeds"]), "mean %", ""]
@@ -180,7 +181,7 @@ def render_section(summary: dict[str, Any], frozen: dict[str, object]) -> str:
 
 def run_search(config: Any, executor: Any, benchmarks: Path, show_progress: bool = False) -> tuple[list[Any], dict[str, Any]]:
     """Run the unfinished cells of a search, then write its summary and benchmarks.md section."""
-    from qtbench.io import atomic_write_json
+    from qtbench.atomic import atomic_write_json
     from qtbench.sweep import run_sweep
 
     outcomes = run_sweep(config, executor, show_progress=show_progress)
@@ -191,7 +192,7 @@ def run_search(config: Any, executor: Any, benchmarks: Path, show_progress: bool
 
 
 def write_tuning_section(summary: dict[str, Any], benchmarks: Path) -> Path:
-    from qtbench.report import write_section
+    from qtbench.benchmarks_md import write_section
 
     algo = summary["algo"]
     return write_section(f"tuning-{algo}", render_section(summary, reference_overrides(algo)), benchmarks)

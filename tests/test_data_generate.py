@@ -255,7 +255,7 @@ def test_cli_commands_and_bad_input(generated, tmp_path, capsys):
 
 def test_units_and_seed_scheme():
     from qtbench.data.generate import make_units
-    from qtbench.data.profiles import collection_seed, episode_seed
+    from qtbench.data.seeds import collection_seed, episode_seed
 
     units = make_units("all", "default", 0, "demos", instructions=4)
     every = [ins.text for ins in instructions_for("all")]

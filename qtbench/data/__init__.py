@@ -10,9 +10,10 @@ data seed).
 """
 
 from qtbench.data.episode import Episode
-from qtbench.data.profiles import EVAL_SEED_OFFSET, PROFILES, eval_seeds
+from qtbench.data.profiles import PROFILES
 from qtbench.data.rollout_windows import RolloutWindows
 from qtbench.data.sampler import WindowSampler
+from qtbench.data.seeds import EVAL_SEED_OFFSET, eval_seeds
 from qtbench.data.store import SPLITS, DatasetName, data_record, dataset_id
 from qtbench.data.transitions import TransitionData
 

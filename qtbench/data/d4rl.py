@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qtbench.atomic import atomic_write
 from qtbench.data.episode import Episode
-from qtbench.io import atomic_write
 
 D4RL_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "instructions")
 

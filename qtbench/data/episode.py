@@ -8,7 +8,7 @@ actions, rewards, terminations and truncations, as Minari stores them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -58,3 +58,25 @@ class Episode:
     def observation_texts(self) -> list[str]:
         """The instruction of every observation (T+1 entries)."""
         return list(self.instructions) if self.instructions else [self.instruction] * len(self.states)
+
+
+def summarize(episodes: list[Episode]) -> dict[str, Any]:
+    """Counts a manifest and `qtbench data info` report: episodes, steps, successes,
+    mean length, per-instruction and per-style counts (in first-seen order)."""
+    lengths = np.array([ep.length for ep in episodes], dtype=np.int64)
+    success = np.array([ep.succeeded for ep in episodes], dtype=bool)
+    per_instruction: dict[str, int] = {}
+    per_style: dict[str, int] = {}  # the scripted policies' styles (episodes without one left out)
+    for ep in episodes:
+        per_instruction[ep.instruction] = per_instruction.get(ep.instruction, 0) + 1
+        if ep.style:
+            per_style[ep.style] = per_style.get(ep.style, 0) + 1
+    return {
+        "episodes": int(len(episodes)),
+        "steps": int(lengths.sum()),
+        "successes": int(success.sum()),
+        "success_fraction": float(success.mean()) if len(episodes) else 0.0,
+        "mean_episode_length": float(lengths.mean()) if len(episodes) else 0.0,
+        "per_instruction": per_instruction,
+        "per_style": per_style,
+    }

@@ -4,7 +4,7 @@ As in the Q-Transformer paper, demonstrations are successful episodes (reward 1 
 last step, terminated) of a human-like scripted policy, and an autonomous collector's
 successful episodes are discarded so that only failures (all rewards 0) are kept. Work
 is split into one unit per (split, instruction); each unit runs its attempts in order
-with seeds from :func:`qtbench.data.profiles.episode_seed`, so the result does not
+with seeds from :func:`qtbench.data.seeds.episode_seed`, so the result does not
 depend on how many worker processes ran the units.
 
 This module only collects with scripted policies and writes datasets; the default
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import platform
 import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -24,9 +25,9 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from qtbench.data.episode import Episode
-from qtbench.data.manifest import package_versions, summarize
-from qtbench.data.profiles import EVAL_SEED_OFFSET, get_profile
+from qtbench.data.episode import Episode, summarize
+from qtbench.data.profiles import get_profile
+from qtbench.data.seeds import EVAL_SEED_OFFSET
 from qtbench.data.store import DatasetName, dataset_id, regenerate_command, write_dataset
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def keep(split: str, episode: Episode) -> bool:
 
 def collect_unit(unit: Unit) -> UnitResult:
     """Run attempts in order until ``target`` episodes are kept or attempts run out."""
-    from qtbench.data.profiles import episode_seed
+    from qtbench.data.seeds import episode_seed
 
     env = _env(unit.task)
     result = UnitResult(unit)
@@ -159,6 +160,19 @@ def run_units(units: list[Unit], workers: int = 1, progress: bool = True) -> lis
             return list(tick(pool.map(collect_unit, units)))
     finally:
         bar.close()
+
+
+def package_versions() -> dict[str, str]:
+    """Versions that determine the generated data (for the manifest)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("qtbench", "minari", "mujoco", "gymnasium", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "unknown"
+    return out
 
 
 def code_version() -> str:

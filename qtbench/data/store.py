@@ -24,11 +24,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from qtbench.algorithms.base import SPLITS
+from qtbench.atomic import atomic_write_json
 from qtbench.data.episode import Episode
-from qtbench.data.manifest import content_hash
+from qtbench.data.hashing import content_hash
 from qtbench.data.profiles import get_profile
 from qtbench.errors import QtbenchError, unknown_name
-from qtbench.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
