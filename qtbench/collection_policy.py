@@ -21,7 +21,6 @@ seeds (and the policy), not on the batch size.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,7 +28,7 @@ import logging
 import math
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +39,7 @@ from qtbench.data.profiles import get_profile
 from qtbench.data.seeds import collection_seed, episode_seed
 from qtbench.data.store import NAMESPACE, dataset_id, datasets_root, read_manifest
 from qtbench.errors import QtbenchError
+from qtbench.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +81,6 @@ def state_hash(state: Any) -> str:
 
     visit("", state)
     return HASH_PREFIX + digest.hexdigest()
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ---- training -------------------------------------------------------------------------

@@ -93,9 +93,9 @@ def generate_datasets(task: str, profile: str = "default", seed: int = 0, failur
     generation to that many of the task's instructions (benchmarks only).
     """
     from qtbench.collection_policy import collect_failures, load_trained_policy, train_collection_policy
-    from qtbench.collection_policy import torch_threads
     from qtbench.data import generate
     from qtbench.data.store import read_dataset
+    from qtbench.threads import torch_threads
 
     check_failure_source(failures)
     dataset_id(task, "demos", profile)  # validates task and profile before any work

@@ -139,21 +139,20 @@ def _read_success(cell_dir: Path) -> float | None:
 
 def execute(job: CellJob, cell_fn: CellFn = run_job) -> CellOutcome:
     """Run one cell inside a worker; every exception becomes a "failed" outcome."""
-    import torch
+    from qtbench.threads import torch_threads
 
     # Per-cell settings, restored afterwards so an in-process caller is left as it was.
-    previous, threads = os.environ.get("TQDM_DISABLE"), torch.get_num_threads()
+    previous = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "0" if job.show_progress else "1"  # also silences dataset bars
-    torch.set_num_threads(job.torch_threads)
     start = time.perf_counter()
     try:
-        cell_dir = Path(cell_fn(job))
+        with torch_threads(job.torch_threads):
+            cell_dir = Path(cell_fn(job))
     except Exception as err:  # reported in the outcome; the sweep goes on (Ctrl-C still stops it)
         message = f"{type(err).__name__}: {err}"
         trace = None if isinstance(err, QtbenchError) else traceback.format_exc()
         return CellOutcome(job.cell, "failed", time.perf_counter() - start, error=message, traceback=trace)
     finally:
-        torch.set_num_threads(threads)
         if previous is None:
             os.environ.pop("TQDM_DISABLE", None)
         else:

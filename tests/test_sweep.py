@@ -136,6 +136,19 @@ def test_execute_leaves_the_calling_process_as_it_was(tmp_path, monkeypatch):
     assert torch.get_num_threads() == before and "TQDM_DISABLE" not in os.environ
 
 
+def test_torch_threads_sets_the_count_inside_the_block_and_restores_it_after_an_error():
+    import torch
+
+    from qtbench.threads import torch_threads
+
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="inside"):
+        with torch_threads(before + 1):
+            assert torch.get_num_threads() == before + 1
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+
+
 def test_local_process_pool_executor(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "HEARTBEAT_SECONDS", 0.05)  # ticks while the workers start
     config = _config(tmp_path, tasks=["broken", "drawer_open"], algos=["bc"], seeds=[0, 1])
