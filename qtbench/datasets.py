@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from qtbench.data.episode import Episode
-from qtbench.data.store import DEFAULT_SOURCE, SCRIPTED_SOURCE, SPLITS, dataset_id, datasets_root
+from qtbench.data.store import DEFAULT_SOURCE, SCRIPTED_SOURCE, SPLITS, dataset_id, datasets_root, read_manifest
 from qtbench.errors import QtbenchError
 
 log = logging.getLogger(__name__)
@@ -177,3 +177,14 @@ def ensure_datasets(task: str, profile: str = "default", seed: int = 0, failures
                 f"dataset {did} was generated with seed {stored.manifest.get('seed')}, but seed {seed} was asked for",
                 f"regenerate it: {regenerate_command(task, profile, seed, failures)}",
             )
+
+
+def collector_success_rate(task: str, profile: str = "default", failures: str = "bc") -> float | None:
+    """The raw success rate on ``task`` of the policy that collected the failures (the BC
+    collection policy by default): the successes it had (and
+    that were discarded, as in the paper) over all its attempts, from the failures manifest."""
+    try:
+        cell = read_manifest(dataset_id(task, "failures", profile, failures))["collectors"]["failures"]
+    except (QtbenchError, KeyError, OSError):
+        return None
+    return cell["discarded"] / cell["attempts"] if cell.get("attempts") else None

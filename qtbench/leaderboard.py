@@ -1,4 +1,5 @@
-"""`qtbench leaderboard`: aggregate every eval.json over seeds into benchmarks.md, a CSV and plots.
+"""Aggregating every eval.json over seeds into benchmarks.md, a CSV and plots (the
+`qtbench leaderboard` command is :mod:`qtbench.cli.leaderboard`).
 
 The headline follows the paper's protocol: one multi-task model per algorithm trained
 on task ``all``, success reported per paper category (a category pools the evaluation
@@ -21,7 +22,6 @@ from the numbers computed here.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -701,29 +701,3 @@ def write_leaderboard(
     write_section(SECTION, render_markdown(runs, figures, aggregates, collection_policy_table(results_dir)), benchmarks)
     csv_path = atomic_write_text(results_dir / CSV_NAME, leaderboard_frame(runs).to_csv(index=False, lineterminator="\n"))
     return LeaderboardFiles(Path(benchmarks), csv_path, images, len(runs))
-
-
-def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    files = write_leaderboard(Path(args.results_dir), Path(args.benchmarks), plots=not args.no_plots)
-    runs = load_runs(Path(args.results_dir))
-    rows = [r for r in build_rows(runs) if r.label == r.algo and r.task == HEADLINE_TASK]
-    if rows:
-        print(headline_table(rows))
-    for name, agg in compute_aggregates(runs).items():
-        if agg:
-            print(f"\n{AGGREGATE_TITLES[name]}:\n{aggregate_table(agg)}")
-    print(f"\n{files.runs} runs -> {files.benchmarks} (section '{SECTION}'), {files.csv}, "
-          f"{len(files.plots)} plots in {Path(args.results_dir) / PLOTS_DIR}")
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "leaderboard",
-        help="aggregate results over seeds into benchmarks.md, leaderboard.csv and plots",
-        description="Read every eval.json under --results-dir (except tuning/ and archive/) and write the leaderboard.",
-    )
-    p.add_argument("--results-dir", default="results")
-    p.add_argument("--benchmarks", default="benchmarks.md", help="markdown file to write the section into")
-    p.add_argument("--no-plots", action="store_true", help="skip the matplotlib figures")
-    p.set_defaults(func=_cmd_leaderboard)

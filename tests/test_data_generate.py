@@ -221,7 +221,7 @@ def test_resume_reuses_the_demos_and_the_trained_policy(generated, tmp_path, mon
 
 
 def test_cli_commands_and_bad_input(generated, tmp_path, capsys):
-    from qtbench import data_cli
+    from qtbench.cli import data as data_cli
     from qtbench.cli import main
 
     parser = argparse.ArgumentParser()
@@ -378,7 +378,7 @@ def test_killed_collection_training_resumes_to_the_same_policy(generated, tmp_pa
 def test_run_on_another_failure_source_writes_beside_the_reference_cell(tmp_path, monkeypatch):
     import qtbench.datasets
     import qtbench.train
-    from qtbench import run_cli
+    from qtbench.cli import run as run_cli
 
     calls = []
     monkeypatch.setattr(qtbench.datasets, "ensure_datasets", lambda *args, **kwargs: calls.append(args))
@@ -391,7 +391,7 @@ def test_run_on_another_failure_source_writes_beside_the_reference_cell(tmp_path
     parser = argparse.ArgumentParser()
     run_cli.register(parser.add_subparsers(dest="command"))
     with pytest.raises(QtbenchError):
-        run_cli.run(parser.parse_args(["run", "--algo", "bc", "--task", TASK, "--failures", "scripted",
+        run_cli.cmd_run(parser.parse_args(["run", "--algo", "bc", "--task", TASK, "--failures", "scripted",
                                        "--results-dir", str(tmp_path / "r")]))
     assert calls[0] == (TASK, "default", 0, "scripted")
     assert calls[1].failures == "scripted" and calls[1].results_dir == tmp_path / "r" / "failures-scripted"

@@ -117,7 +117,7 @@ def test_relevant_features_name_the_instructions_parts():
 
 
 def test_checkpoint_cell_of_reference_and_ablation_runs(tmp_path):
-    from qtbench.eval_cli import checkpoint_cell
+    from qtbench.loaded_run import checkpoint_cell
 
     assert checkpoint_cell(tmp_path / "r" / "drawer_open" / "bc" / "seed1", tmp_path / "c") == \
         tmp_path / "c" / "drawer_open" / "bc" / "seed1"
