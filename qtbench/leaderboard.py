@@ -322,8 +322,8 @@ def describe_setting(rows: list[Row]) -> str:
 
 
 def headline_table(rows: list[Row]) -> str:
-    from qtbench.paper import PAPER_COLUMNS
     from qtbench.benchmarks_md import markdown_table
+    from qtbench.paper import PAPER_COLUMNS
 
     body = [
         [f"`{row.label}`", *(fmt_pct(row.columns.get(c, aggregate([], []))) for c in PAPER_COLUMNS), len(row.runs)]
@@ -333,8 +333,8 @@ def headline_table(rows: list[Row]) -> str:
 
 
 def paper_table() -> str:
-    from qtbench.paper import PAPER_CITATION, PAPER_COLUMNS, PAPER_RESULTS
     from qtbench.benchmarks_md import markdown_table
+    from qtbench.paper import PAPER_CITATION, PAPER_COLUMNS, PAPER_RESULTS
 
     body = [[name, f"`{ours}`", *(f"{v:.0f}" for v in values)] for name, (ours, values) in PAPER_RESULTS.items()]
     return markdown_table(["method (paper)", "ours", *PAPER_COLUMNS], body) + f"\n\nSource: {PAPER_CITATION}."

@@ -33,10 +33,10 @@ def _setup(args: argparse.Namespace) -> None:
 
 # ---- qtbench eval ------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
-    from qtbench.evaluate import default_episodes, evaluate_policy, handover_instructions
-    from qtbench.funnel import compact
     from qtbench.atomic import atomic_write_json
     from qtbench.benchmarks_md import machine_description
+    from qtbench.evaluate import default_episodes, evaluate_policy, handover_instructions
+    from qtbench.funnel import compact
     from qtbench.reproduce import read_cell
     from qtbench.results import EVAL_FILE, handover_summary, qtbench_version, success_summary, summary_table
 
