@@ -25,6 +25,7 @@ from qtbench.sweep import (
 
 
 def format_plan(status: list[tuple[Cell, str]]) -> str:
+    """The --dry-run table: each cell and what the sweep would do with it."""
     rows = [[c.label, c.task, c.seed, state] for c, state in status]
     todo = sum(not state.startswith("finished") for _, state in status)
     return markdown_table(["algorithm", "task", "seed", "plan"], rows) + f"\n\n{len(status)} cells, {todo} to run"
