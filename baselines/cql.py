@@ -1,7 +1,7 @@
 """Conservative Q-Learning (Kumar et al., 2020), CQL(H) with a SAC actor, for continuous actions.
 
 This is the paper's simulated comparison (QT-Opt with CQL), here on continuous actions
-with the same critic architecture as IQL (``qtbench.baselines.iql.ObsNet``: 2x256 MLP on
+with the same critic architecture as IQL (``qtbench.ensemble_mlp.ObsNet``: 2x256 MLP on
 the state and an order-aware instruction encoding, twin Q as one batched network).
 
 Critic loss per twin Q_j:
@@ -38,16 +38,8 @@ from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
-from qtbench.baselines.iql import (
-    Instructions,
-    ObsNet,
-    check_reward_transform,
-    polyak_update,
-    shifted_return,
-    unique_instructions,
-)
-
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+from qtbench.algorithms.torch_utility import check_reward_transform, clamp_log_std, polyak_update, shifted_return
+from qtbench.ensemble_mlp import Instructions, ObsNet, unique_instructions
 
 
 @dataclass
@@ -137,7 +129,7 @@ class CQL:
 
     def _policy(self, window: Window, instructions: Instructions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.actor(window, None, instructions)[0].chunk(2, dim=-1)
-        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return mean, clamp_log_std(log_std)
 
     def _sample(self, mean: torch.Tensor, log_std: torch.Tensor, per_state: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``per_state`` samples for each of B states: actions (B, K, A), log densities (B, K)."""

@@ -19,15 +19,13 @@ Changes for this benchmark's sparse {0, 1} reward, and why:
   default), so a terminal success bootstraps nothing;
 - the actor's learning rate is constant (the reference decays it with a cosine schedule
   over a known number of steps; here the training budget is the loop's business);
-- every network reads the instruction through its own order-aware word encoder.
-
-The networks here (``ObsNet``) are also the critic architecture of the CQL baseline.
+- every network reads the instruction through its own order-aware word encoder
+  (``qtbench.ensemble_mlp.ObsNet``, also the CQL baseline's networks).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -38,9 +36,8 @@ from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
-from qtbench.errors import QtbenchError
-
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+from qtbench.algorithms.torch_utility import check_reward_transform, clamp_log_std, polyak_update, shifted_return
+from qtbench.ensemble_mlp import Instructions, ObsNet, unique_instructions
 
 
 @dataclass
@@ -70,152 +67,6 @@ TUNING_SETTINGS: list[dict[str, object]] = [
     {"reward_shift": shift, "expectile": expectile, "beta": beta}
     for shift in (-1.0, 0.0) for expectile in (0.9, 0.7) for beta in (10.0, 3.0)
 ]
-
-
-def shifted_return(batch: Batch, reward_scale: float, reward_shift: float) -> torch.Tensor:
-    """The batch's n-step return of rewards r' = reward_scale * r + reward_shift.
-
-    Exact for n_step 1 (a return of one reward); ``check_reward_transform`` refuses a
-    shift with longer returns, whose length this batch does not carry."""
-    return reward_scale * batch.nstep_return + reward_shift
-
-
-def check_reward_transform(config: Any) -> None:
-    """QtbenchError for a reward shift with n-step returns (``shifted_return`` is exact for n = 1)."""
-    if config.reward_shift and config.n_step != 1:
-        raise QtbenchError(
-            f"reward_shift={config.reward_shift} needs n_step=1 (got n_step={config.n_step})",
-            "use --set n_step=1 with a reward shift, or reward_shift=0 with n-step returns",
-        )
-
-
-# ---- networks (shared with CQL) -------------------------------------------------------------
-class EnsembleLinear(nn.Module):
-    """``members`` independent linear layers applied as one batched matmul: (E, N, in) -> (E, N, out)."""
-
-    def __init__(self, members: int, d_in: int, d_out: int):
-        super().__init__()
-        bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default initialisation, per member
-        self.weight = nn.Parameter(torch.empty(members, d_in, d_out).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(members, 1, d_out).uniform_(-bound, bound))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-class InstructionEncoder(nn.Module):
-    """Token ids (B, L) -> one vector per member (E, B, d).
-
-    Each word is embedded together with its position, passed through a per-token layer and
-    mean-pooled over the non-padding words. Because the non-linearity acts on word+position,
-    "move the orange near the red can" and "move the red can near the orange" differ.
-    """
-
-    def __init__(self, members: int, vocab_size: int, max_tokens: int, dim: int):
-        super().__init__()
-        self.word = nn.Parameter(torch.randn(members, vocab_size, dim) * 0.1)
-        self.pos = nn.Parameter(torch.randn(members, max_tokens, dim) * 0.1)
-        self.mix = EnsembleLinear(members, dim, dim)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        members, vocab, dim = self.word.shape
-        # One embedding lookup for all members: member e's table is rows [e * vocab, (e+1) * vocab).
-        offsets = torch.arange(members, device=tokens.device).view(-1, 1, 1) * vocab
-        x = F.embedding(tokens + offsets, self.word.view(-1, dim)) + self.pos[:, None, : tokens.shape[1]]
-        x = F.relu(self.mix(x.reshape(members, -1, dim))).reshape(members, *tokens.shape, dim)
-        keep = (tokens != 0).to(x.dtype)
-        return (x * keep[..., None]).sum(2) / keep.sum(1).clamp_min(1.0)[:, None]
-
-
-Instructions = tuple[torch.Tensor, torch.Tensor]
-
-
-def unique_instructions(tokens: torch.Tensor, vocab_size: int) -> Instructions:
-    """The distinct instruction rows (U, L) and each batch row's index into them (B,).
-
-    A batch repeats a few dozen instructions, so encoding each distinct one once and
-    gathering is several times cheaper than encoding 256 copies (forward and backward).
-    Rows are packed into exact int64 keys a few tokens at a time and deduplicated with
-    1-D ``torch.unique`` (``unique(dim=0)`` compares rows one by one and is slow on CPU).
-    """
-    batch, length = tokens.shape
-    bits = max(1, (vocab_size - 1).bit_length())
-    per_key = max(1, 62 // bits)
-    key = None
-    for start in range(0, length, per_key):
-        chunk = tokens[:, start : start + per_key]
-        shifts = torch.arange(chunk.shape[1], device=tokens.device) * bits
-        chunk_key = (chunk << shifts).sum(1)
-        if key is None:
-            key = chunk_key
-        else:  # renumber both keys densely (< batch) so their combination stays exact
-            key = torch.unique(key, return_inverse=True)[1] * batch + torch.unique(chunk_key, return_inverse=True)[1]
-    values, index = torch.unique(key, return_inverse=True)
-    rows = torch.zeros(len(values), dtype=torch.long, device=tokens.device)
-    rows.scatter_(0, index, torch.arange(batch, device=tokens.device))  # any member: they are equal
-    return tokens[rows], index
-
-
-class ObsNet(nn.Module):
-    """``members`` MLPs on (normalised state window, instruction[, action]), computed together.
-
-    ``encode`` turns a window into per-member features once; ``head`` maps features (and an
-    action) to outputs, so callers that score many actions per state (CQL) encode only once.
-    """
-
-    def __init__(
-        self, spec: EnvSpecInfo, history: int, members: int, out_dim: int,
-        hidden_dim: int, n_layers: int, word_dim: int, with_action: bool,
-    ):
-        super().__init__()
-        self.history, self.members, self.vocab_size = history, members, spec.vocab_size
-        self.instruction = InstructionEncoder(members, spec.vocab_size, spec.max_tokens, word_dim)
-        mean = torch.tensor(spec.state_mean or [0.0] * spec.state_dim, dtype=torch.float32)
-        std = torch.tensor(spec.state_std or [1.0] * spec.state_dim, dtype=torch.float32)
-        self.register_buffer("state_mean", mean)
-        self.register_buffer("state_std", std.clamp_min(1e-3))
-        d_in = history * spec.state_dim + word_dim + (spec.action_dim if with_action else 0)
-        dims = [d_in] + [hidden_dim] * n_layers
-        self.hidden = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.out = EnsembleLinear(members, hidden_dim, out_dim)
-
-    def encode(self, window: Window, instructions: Instructions | None = None) -> torch.Tensor:
-        """(E, B, F) features: the last ``history`` states (padding zeroed) and the instruction.
-
-        ``instructions`` is ``unique_instructions(window.instruction)`` when the caller has it.
-        """
-        states = (window.states[:, -self.history:] - self.state_mean) / self.state_std
-        states = states * window.mask[:, -self.history:, None]
-        states = states.flatten(1).expand(self.members, -1, -1)
-        if instructions is None:
-            instructions = unique_instructions(window.instruction, self.vocab_size)
-        distinct, index = instructions
-        return torch.cat([states, self.instruction(distinct)[:, index]], dim=-1)
-
-    def head(self, features: torch.Tensor, action: torch.Tensor | None = None) -> torch.Tensor:
-        """features (E, N, F), action (N, A) or (E, N, A) -> outputs (E, N, out)."""
-        x = features
-        if action is not None:
-            x = torch.cat([x, action.expand(self.members, -1, -1)], dim=-1)
-        for layer in self.hidden:
-            x = F.relu(layer(x))
-        return self.out(x)
-
-    def forward(
-        self, window: Window, action: torch.Tensor | None = None, instructions: Instructions | None = None
-    ) -> torch.Tensor:
-        return self.head(self.encode(window, instructions), action)
-
-
-def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """target <- (1 - tau) * target + tau * source, in place and without autograd."""
-    with torch.no_grad():
-        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
-
-
-def make_adam(params: Any, lr: float) -> torch.optim.Adam:
-    """Adam with the fused CPU/GPU kernel: one optimiser step is one kernel per tensor group."""
-    return torch.optim.Adam(params, lr=lr, fused=True)
 
 
 # ---- the IQL losses, as plain functions so tests can check them by hand ----------------------
@@ -252,9 +103,9 @@ class IQL:
         self.log_std = nn.Parameter(torch.zeros(spec.action_dim, device=self.device))
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         # The three losses touch disjoint parameters, so one Adam over all of them is the
-        # same as three Adams with the same learning rate, and one step is cheaper.
+        # same as three Adams with the same learning rate, and one fused step is cheaper.
         params = [*self.value.parameters(), *self.q.parameters(), *self.actor.parameters(), self.log_std]
-        self.optimizer = make_adam(params, c.learning_rate)
+        self.optimizer = torch.optim.Adam(params, lr=c.learning_rate, fused=True)
 
     def policy_mean(self, window: Window, instructions: Instructions | None = None) -> torch.Tensor:
         return torch.tanh(self.actor(window, None, instructions)[0])
@@ -278,7 +129,7 @@ class IQL:
         q_loss = F.mse_loss(q, td_target.expand_as(q)) * 2  # sum over the twins, mean over the batch
 
         weights = advantage_weights(advantage.detach(), c.beta, c.max_weight)
-        log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        log_std = clamp_log_std(self.log_std)
         mean = self.policy_mean(batch.window, ins)
         log_prob = torch.distributions.Normal(mean, log_std.exp()).log_prob(action).sum(-1)
         actor_loss = -(weights * log_prob).mean()

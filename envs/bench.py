@@ -1,4 +1,5 @@
-"""`qtbench bench env`: env throughput per skill on one core, written to benchmarks.md.
+"""Env throughput per skill on one core, for benchmarks.md (the `qtbench bench env` command
+is :mod:`qtbench.cli.bench`).
 
 Reports env steps per wall second and simulated seconds per wall second (state
 observations), for uniformly random actions and for the scripted expert. With
@@ -8,14 +9,8 @@ single-env drawer-open-v3 the same way, side by side.
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,18 +28,6 @@ class Throughput:
     @property
     def sim_per_s(self) -> float:
         return self.steps * self.sim_dt / self.seconds
-
-
-def register(bench_sub: argparse._SubParsersAction) -> None:
-    p = bench_sub.add_parser("env", help="env steps/s and simulated s per wall s, per skill")
-    p.add_argument("--steps", type=int, default=2000, help="env steps per (skill, action source)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("benchmarks.md"))
-    p.add_argument("--compare-metaworld", action="store_true",
-                   help="also time Meta-World drawer-open-v3 (needs `pip install metaworld`)")
-    p.add_argument("--metaworld-python", default=sys.executable,
-                   help="interpreter that can import metaworld (default: this one)")
-    p.set_defaults(func=cmd_bench_env)
 
 
 def measure_qtbench(skill: str, actions: str, steps: int, seed: int) -> Throughput:
@@ -114,32 +97,33 @@ def measure_metaworld(steps: int, seed: int, python: str) -> tuple[Throughput, s
     return result, out["mujoco"]
 
 
-def cmd_bench_env(args: argparse.Namespace) -> int:
+def env_section(steps: int, seed: int, metaworld_python: str | None = None) -> tuple[str, str]:
+    """Time every skill with random and expert actions (and Meta-World's drawer-open-v3 with
+    ``metaworld_python``, when given); returns the results table and the benchmarks.md section."""
     import mujoco
     from tqdm import tqdm
 
+    from qtbench.benchmarks_md import machine_description, markdown_table
     from qtbench.envs.instructions import SKILLS
     from qtbench.errors import QtbenchError
-    from qtbench.report import machine_description, markdown_table, write_section
 
-    if args.steps < 1:
-        raise QtbenchError(f"--steps must be at least 1, got {args.steps}")
+    if steps < 1:
+        raise QtbenchError(f"--steps must be at least 1, got {steps}")
     metaworld: list[Throughput] = []
     metaworld_note = ""
-    if args.compare_metaworld:  # first, so a missing Meta-World fails fast
-        result, mw_mujoco = measure_metaworld(args.steps, args.seed, args.metaworld_python)
+    if metaworld_python is not None:  # first, so a missing Meta-World fails fast
+        result, mw_mujoco = measure_metaworld(steps, seed, metaworld_python)
         metaworld.append(result)
-        metaworld_note = f" Meta-World ran in `{args.metaworld_python}` with MuJoCo {mw_mujoco}."
+        metaworld_note = f" Meta-World ran in `{metaworld_python}` with MuJoCo {mw_mujoco}."
     jobs = [(skill, actions) for skill in SKILLS for actions in ("random", "expert")]
-    ours = [measure_qtbench(s, a, args.steps, args.seed) for s, a in tqdm(jobs, desc="bench env", unit="run")]
+    ours = [measure_qtbench(s, a, steps, seed) for s, a in tqdm(jobs, desc="bench env", unit="run")]
     results = ours + metaworld
     rows = [[r.name, r.actions, f"{r.steps_per_s:,.0f}", f"{r.sim_per_s:,.1f}", f"{r.sim_dt:g}"] for r in results]
     table = markdown_table(["env", "actions", "env steps/s", "simulated s / wall s", "control dt (s)"], rows)
-    print(table)
     body = (
         "## Environment throughput (`qtbench bench env`)\n\n"
-        f"One process on one core, state observations, {args.steps} env steps per row "
-        f"(episodes reset with seeds {args.seed}, {args.seed}+1, ...; random actions from seed {args.seed}). "
+        f"One process on one core, state observations, {steps} env steps per row "
+        f"(episodes reset with seeds {seed}, {seed}+1, ...; random actions from seed {seed}). "
         f"Timed with process CPU time (other load on the machine does not count). "
         f"qtbench: MuJoCo {mujoco.__version__}.{metaworld_note} Machine: {machine_description()}.\n\n"
         f"{table}\n"
@@ -149,6 +133,4 @@ def cmd_bench_env(args: argparse.Namespace) -> int:
         body += (f"\nSlowest qtbench row ({slowest.name}, {slowest.actions} actions) vs Meta-World "
                  f"drawer-open-v3: {slowest.sim_per_s / metaworld[0].sim_per_s:.2f}x simulated seconds "
                  "per wall second.\n")
-    write_section("env", body, args.out)
-    logger.info("wrote the env section of %s", args.out)
-    return 0
+    return table, body

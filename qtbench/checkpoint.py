@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qtbench.atomic import atomic_write
 from qtbench.errors import QtbenchError
-from qtbench.io import atomic_write
 
 log = logging.getLogger(__name__)
 

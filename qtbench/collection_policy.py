@@ -21,7 +21,6 @@ seeds (and the policy), not on the batch size.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,16 +28,18 @@ import logging
 import math
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from qtbench.data.generate import Unit, UnitResult, as_episode, keep
-from qtbench.data.manifest import HASH_PREFIX
-from qtbench.data.profiles import collection_seed, episode_seed, get_profile
+from qtbench.atomic import atomic_write_json
+from qtbench.data.generate import Unit, UnitResult, keep
+from qtbench.data.hashing import HASH_PREFIX
+from qtbench.data.profiles import get_profile
+from qtbench.data.seeds import collection_seed, episode_seed
 from qtbench.data.store import NAMESPACE, dataset_id, datasets_root, read_manifest
 from qtbench.errors import QtbenchError
-from qtbench.io import atomic_write_json
+from qtbench.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +81,6 @@ def state_hash(state: Any) -> str:
 
     visit("", state)
     return HASH_PREFIX + digest.hexdigest()
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ---- training -------------------------------------------------------------------------
@@ -212,7 +201,7 @@ def collect_failures(units: list[Unit], policy: TrainedPolicy, num_envs: int = C
     from qtbench.envs import make_env
     from qtbench.envs.attempts import NO_ATTEMPT, attempted_style
     from qtbench.envs.instructions import BY_TEXT
-    from qtbench.evaluate import EvalJob, run_episodes
+    from qtbench.evaluate import EpisodeRecorder, EvalJob, run_episodes
 
     results = [UnitResult(unit) for unit in units]
     bar = tqdm(total=sum(u.target for u in units), unit="ep", desc="collecting failures", disable=not progress)
@@ -227,30 +216,17 @@ def collect_failures(units: list[Unit], policy: TrainedPolicy, num_envs: int = C
                 jobs += [(res, res.attempts + i) for i in range(min(wanted, res.unit.max_attempts - res.attempts))]
             if not jobs:
                 break
-            steps: list[dict[str, list]] = [{} for _ in jobs]
-
-            def on_step(job: int, obs: Any, action: Any, reward: float, terminated: bool, truncated: bool) -> None:
-                lists = steps[job]
-                if action is None:
-                    lists.update(states=[obs["state"]], actions=[], rewards=[], terms=[], truncs=[])
-                    return
-                lists["states"].append(obs["state"])
-                for key, value in (("actions", action), ("rewards", reward), ("terms", terminated),
-                                   ("truncs", truncated)):
-                    lists[key].append(value)
-
             eval_jobs = [EvalJob(r.unit.instruction, _seed(r.unit, a)) for r, a in jobs]
+            recorder = EpisodeRecorder(eval_jobs)
             run_episodes(policy.act, lambda: make_env(units[0].task), eval_jobs, policy.history, num_envs,
-                         progress=False, target_return=policy.target_return, on_step=on_step,
+                         progress=False, target_return=policy.target_return, on_step=recorder,
                          track_stages=False)  # collection keeps whole episodes; funnels are evaluation's
-            for (res, _), job, lists in zip(jobs, eval_jobs, steps):
-                episode = as_episode(job.instruction, job.seed, lists["states"], lists["actions"],
-                                     lists["rewards"], lists["terms"], lists["truncs"])
+            for (res, _), episode in zip(jobs, recorder.episodes()):
                 res.attempts += 1
-                style = attempted_style(BY_TEXT[job.instruction], lists["states"]) or NO_ATTEMPT
+                style = attempted_style(BY_TEXT[episode.instruction], episode.states) or NO_ATTEMPT
                 tally = res.styles.setdefault(style, [0, 0])
                 tally[0] += 1
-                tally[1] += int(float(np.sum(lists["rewards"])) > 0)
+                tally[1] += int(float(np.sum(episode.rewards)) > 0)
                 if not keep(res.unit.split, episode):
                     res.discarded += 1
                 elif len(res.episodes) < res.unit.target:
@@ -265,3 +241,34 @@ def collect_failures(units: list[Unit], policy: TrainedPolicy, num_envs: int = C
 
 def _seed(unit: Unit, attempt: int) -> int:
     return episode_seed(unit.task, unit.profile, unit.seed, unit.split, unit.instruction, attempt)
+
+
+# ---- evaluating -----------------------------------------------------------------------
+EVAL_RECORD = "collection_policy.json"  # in <results_dir>/<task>/: the policy's evaluation per seed
+
+
+def evaluate_collection_policy(task: str, profile: str, data_seed: int, seeds: list[int],
+                               episodes_per_instruction: int | None = None, results_dir: Path = Path("results"),
+                               progress: bool = True) -> Path:
+    """Evaluate ``task``'s collection policy on the evaluation episodes of each run seed in
+    ``seeds`` (the episodes every algorithm's run with that ``--seed`` meets), so it sits in
+    the comparison paired with the learners; writes ``<results_dir>/<task>/collection_policy.json``.
+    """
+    from qtbench.benchmarks_md import machine_description
+    from qtbench.datasets import ensure_datasets
+    from qtbench.evaluate import default_episodes, evaluate_policy
+    from qtbench.results import qtbench_version, success_summary
+
+    ensure_datasets(task, profile, data_seed, progress=progress)
+    policy = load_trained_policy(policy_dir(task, profile), task, profile)
+    episodes = episodes_per_instruction or default_episodes(task)
+    per_seed = {}
+    with torch_threads(1):
+        for seed in seeds:
+            outcomes, seconds = evaluate_policy(policy.act, task, policy.history, episodes, seed,
+                                                progress=progress, target_return=policy.target_return)
+            per_seed[str(seed)] = {"eval_seconds": seconds, **success_summary(outcomes)}
+    record = {"task": task, "profile": profile, "data_seed": data_seed, "episodes_per_instruction": episodes,
+              "policy": policy.describe(), "trained_on": (_read_record(policy_dir(task, profile)) or {}).get("trained_on"),
+              "machine": machine_description(), "qtbench_version": qtbench_version(), "seeds": per_seed}
+    return atomic_write_json(Path(results_dir) / task / EVAL_RECORD, record)

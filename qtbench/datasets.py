@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qtbench.data.store import DEFAULT_SOURCE, SCRIPTED_SOURCE, SPLITS, dataset_id, datasets_root
+from qtbench.data.episode import Episode
+from qtbench.data.store import DEFAULT_SOURCE, SCRIPTED_SOURCE, SPLITS, dataset_id, datasets_root, read_manifest
 from qtbench.errors import QtbenchError
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def _check_checkpoint(path: str | Path) -> None:
         )
 
 
-def _stored_demos(task: str, profile: str, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+def _stored_demos(task: str, profile: str, seed: int) -> tuple[list[Episode], dict[str, Any]] | None:
     """The stored, hash-verified demos of this seed, or None when absent or of another seed."""
     from qtbench.data.store import dataset_dir, read_dataset
 
@@ -92,9 +93,9 @@ def generate_datasets(task: str, profile: str = "default", seed: int = 0, failur
     generation to that many of the task's instructions (benchmarks only).
     """
     from qtbench.collection_policy import collect_failures, load_trained_policy, train_collection_policy
-    from qtbench.collection_policy import torch_threads
     from qtbench.data import generate
     from qtbench.data.store import read_dataset
+    from qtbench.threads import torch_threads
 
     check_failure_source(failures)
     dataset_id(task, "demos", profile)  # validates task and profile before any work
@@ -176,3 +177,14 @@ def ensure_datasets(task: str, profile: str = "default", seed: int = 0, failures
                 f"dataset {did} was generated with seed {stored.manifest.get('seed')}, but seed {seed} was asked for",
                 f"regenerate it: {regenerate_command(task, profile, seed, failures)}",
             )
+
+
+def collector_success_rate(task: str, profile: str = "default", failures: str = "bc") -> float | None:
+    """The raw success rate on ``task`` of the policy that collected the failures (the BC
+    collection policy by default): the successes it had (and
+    that were discarded, as in the paper) over all its attempts, from the failures manifest."""
+    try:
+        cell = read_manifest(dataset_id(task, "failures", profile, failures))["collectors"]["failures"]
+    except (QtbenchError, KeyError, OSError):
+        return None
+    return cell["discarded"] / cell["attempts"] if cell.get("attempts") else None

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from qtbench.algorithms.base import Window
+from qtbench.data.episode import Episode
 from qtbench.results import EpisodeOutcome
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,29 @@ def handover_instructions(task: str, stage: str) -> list[str]:
     return texts
 
 
+class EpisodeRecorder:
+    """An ``on_step`` callback of :func:`run_episodes` that keeps every job's whole episode
+    (dataset collection stores them)."""
+
+    def __init__(self, jobs: list[EvalJob]):
+        self.jobs = jobs
+        self.steps: list[dict[str, list]] = [{} for _ in jobs]
+
+    def __call__(self, job: int, obs: Any, action: Any, reward: float, terminated: bool, truncated: bool) -> None:
+        lists = self.steps[job]
+        if action is None:  # a reset
+            lists.update(states=[obs["state"]], actions=[], rewards=[], terms=[], truncs=[])
+            return
+        lists["states"].append(obs["state"])
+        for key, value in (("actions", action), ("rewards", reward), ("terms", terminated), ("truncs", truncated)):
+            lists[key].append(value)
+
+    def episodes(self) -> list[Episode]:
+        """The recorded episodes, in job order (after the run)."""
+        return [Episode.from_steps(job.instruction, job.seed, lists["states"], lists["actions"], lists["rewards"],
+                                   lists["terms"], lists["truncs"]) for job, lists in zip(self.jobs, self.steps)]
+
+
 def _rows(window: Window, rows: np.ndarray) -> Window:
     return Window(*(getattr(window, f)[rows] for f in Window.__dataclass_fields__))
 
@@ -127,7 +151,7 @@ def run_episodes(
     ``handover_step`` says when (None: the demo never got there). ``track_stages=False``
     skips the stages (for environments without qtbench's state layout). ``on_step(job_index,
     obs, action, reward, terminated, truncated)``, when given, sees every reset (action None) and every step
-    (dataset collection keeps whole trajectories this way).
+    (dataset collection keeps whole trajectories this way, with :class:`EpisodeRecorder`).
     """
     from tqdm import tqdm
 
@@ -244,7 +268,7 @@ def save_gif(path: Path, frames: list[np.ndarray], fps: int = 20) -> Path:
     """An animated GIF of rendered frames (PIL ships with matplotlib: no extra dependency)."""
     from PIL import Image
 
-    from qtbench.io import atomic_write
+    from qtbench.atomic import atomic_write
 
     images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
     return atomic_write(

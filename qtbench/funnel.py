@@ -79,7 +79,7 @@ def funnel_rows(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> tupl
 
 def funnel_markdown(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> str:
     """The leaderboard's funnel section: one table per skill, and a note on runs without one."""
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     rows, missing = funnel_rows(entries)
     parts = ["### Stage funnels", "",

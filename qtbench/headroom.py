@@ -1,4 +1,4 @@
-"""`qtbench headroom`: does imitating the robust demonstrator style beat imitating all of them?
+"""Demonstrator-style headroom: does imitating the robust style beat imitating all demos?
 
 The demonstrations mix a robust and a fragile style per skill (``qtbench.envs.experts``).
 Offline RL has room to beat imitation only if a policy that copies the robust style alone
@@ -14,7 +14,6 @@ policy of the data those runs trained on, scored per style it attempted
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from qtbench.errors import QtbenchError
 
 SECTION = "headroom"
-DEFAULT_RESULTS = Path("results/headroom")
+DEFAULT_RESULTS = Path("results")
 ALL_LABEL = "bc"
 ROBUST_LABEL = "bc+demo_styles__robust___"
 PRODUCE = ("for seed K: `qtbench run --algo bc --task T --seed K --results-dir {root}` and "
@@ -88,7 +87,7 @@ def collection_rows(task: str, profile: str) -> list[list[object]]:
 
 def render(cells: dict[str, dict[int, dict[str, dict[str, Any]]]], results_dir: Path, profile: str) -> str:
     from qtbench.leaderboard import aggregate, fmt_pct
-    from qtbench.report import machine_description, markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     rows, seed_rows, collected = [], [], []
     for task, seeds in cells.items():
@@ -128,31 +127,20 @@ def render(cells: dict[str, dict[int, dict[str, dict[str, Any]]]], results_dir: 
                   "greedy), scored per style it attempted (`qtbench.envs.attempts`; `none`: closed on or "
                   "pushed nothing), over its collection attempts (Wilson 95% interval):", "",
                   markdown_table(["task", "attempted style", "attempts", "success %"], collected)]
-    budgets = sorted({json.dumps(seeds[s][k].get("train_steps")) for seeds in cells.values() for s in seeds
-                      for k in ("robust", "all")})
+    records = [seeds[s][k] for seeds in cells.values() for s in seeds for k in ("robust", "all")]
+    budgets = sorted({json.dumps(r.get("train_steps")) for r in records})
+    machines = sorted({str(r.get("machine", "unrecorded")) for r in records})
     parts += ["", f"- budget: {', '.join(budgets)} gradient steps per run (dataset profile {profile})",
               f"- results: `{results_dir}`; produce a cell with {PRODUCE.format(root=results_dir)}",
-              f"- machine: {machine_description()}"]
+              f"- machine: {'; '.join(machines)}"]
     return "\n".join(parts)
 
 
-def _cmd_headroom(args: argparse.Namespace) -> int:
-    from qtbench.report import write_section
+def write_headroom(results_dir: Path, profile: str, benchmarks: Path) -> tuple[str, Path]:
+    """Render the section from ``results_dir`` and write it into ``benchmarks``."""
+    from qtbench.benchmarks_md import write_section
 
-    results_dir = Path(args.results_dir)
     if not results_dir.is_dir():
         raise QtbenchError(f"no results directory {results_dir}", PRODUCE.format(root=results_dir))
-    body = render(paired_cells(results_dir), results_dir, args.profile)
-    path = write_section(SECTION, body, args.benchmarks)
-    print(body)
-    print(f"\nwrote section '{SECTION}' of {path}")
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("headroom", help="BC on the robust demo style vs BC on all demos, into benchmarks.md")
-    p.add_argument("--results-dir", default=str(DEFAULT_RESULTS),
-                   help=f"where the bc and bc robust-only cells are (default: {DEFAULT_RESULTS})")
-    p.add_argument("--profile", default="default", help="dataset profile of the collection policy's manifest")
-    p.add_argument("--benchmarks", default="benchmarks.md", help="the benchmarks file to update")
-    p.set_defaults(func=_cmd_headroom)
+    body = render(paired_cells(results_dir), results_dir, profile)
+    return body, write_section(SECTION, body, benchmarks)

@@ -1,4 +1,5 @@
-"""`qtbench leaderboard`: aggregate every eval.json over seeds into benchmarks.md, a CSV and plots.
+"""Aggregating every eval.json over seeds into benchmarks.md, a CSV and plots (the
+`qtbench leaderboard` command is :mod:`qtbench.cli.leaderboard`).
 
 The headline follows the paper's protocol: one multi-task model per algorithm trained
 on task ``all``, success reported per paper category (a category pools the evaluation
@@ -21,7 +22,6 @@ from the numbers computed here.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -149,13 +149,13 @@ def run_label_of(run_dir: Path, results_dir: Path, algo: str, config: dict[str, 
 
 
 def load_runs(results_dir: Path) -> list[RunRecord]:
-    """Every finished cell under ``results_dir`` but the tuning runs (unreadable eval.json files
-    are skipped with a warning)."""
-    from qtbench.results import TUNING_DIR
+    """Every finished cell under ``results_dir`` but the tuning runs and the archive of earlier
+    data regimes (unreadable eval.json files are skipped with a warning)."""
+    from qtbench.results import ARCHIVE_DIR, CONFIG_FILE, EVAL_FILE, TUNING_DIR
 
     runs = []
-    for path in sorted(Path(results_dir).rglob("eval.json")):
-        if path.relative_to(results_dir).parts[0] == TUNING_DIR:  # searches, not leaderboard cells
+    for path in sorted(Path(results_dir).rglob(EVAL_FILE)):
+        if path.relative_to(results_dir).parts[0] in (TUNING_DIR, ARCHIVE_DIR):  # not leaderboard cells
             continue
         try:
             record = json.loads(path.read_text())
@@ -163,7 +163,7 @@ def load_runs(results_dir: Path) -> list[RunRecord]:
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("skipping %s: not a readable eval.json (%s)", path, err)
             continue
-        config_path = path.parent / "config.json"
+        config_path = path.parent / CONFIG_FILE
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
         label = run_label_of(path.parent, Path(results_dir), algo, config)
         runs.append(RunRecord(path.parent, task, algo, label, seed, record, config))
@@ -322,8 +322,8 @@ def describe_setting(rows: list[Row]) -> str:
 
 
 def headline_table(rows: list[Row]) -> str:
+    from qtbench.benchmarks_md import markdown_table
     from qtbench.paper import PAPER_COLUMNS
-    from qtbench.report import markdown_table
 
     body = [
         [f"`{row.label}`", *(fmt_pct(row.columns.get(c, aggregate([], []))) for c in PAPER_COLUMNS), len(row.runs)]
@@ -333,8 +333,8 @@ def headline_table(rows: list[Row]) -> str:
 
 
 def paper_table() -> str:
+    from qtbench.benchmarks_md import markdown_table
     from qtbench.paper import PAPER_CITATION, PAPER_COLUMNS, PAPER_RESULTS
-    from qtbench.report import markdown_table
 
     body = [[name, f"`{ours}`", *(f"{v:.0f}" for v in values)] for name, (ours, values) in PAPER_RESULTS.items()]
     return markdown_table(["method (paper)", "ours", *PAPER_COLUMNS], body) + f"\n\nSource: {PAPER_CITATION}."
@@ -342,7 +342,7 @@ def paper_table() -> str:
 
 def _grid(cells: dict[tuple[str, str], Aggregate], columns: list[str]) -> str:
     """Rows = labels, columns = ``columns``; ``cells`` maps (column, label) to its aggregate."""
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     labels = sorted({label for _, label in cells}, key=_label_key)
     body = [[f"`{label}`", *(fmt_pct(cells[(c, label)]) if (c, label) in cells else "–" for c in columns)]
@@ -372,7 +372,7 @@ def ablation_rows(rows: list[Row]) -> list[Row]:
 
 
 def ablation_table(rows: list[Row]) -> str:
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     body = []
     for row in rows:
@@ -446,7 +446,7 @@ def _fmt_estimate(estimate: stats.Estimate | None, percent: bool = True) -> str:
 
 
 def aggregate_table(rows: list[AggregateRow]) -> str:
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     body = [
         [f"`{r.label}`", _fmt_estimate(r.iqm), _fmt_estimate(r.mean), _fmt_estimate(r.improvement, percent=False),
@@ -536,9 +536,34 @@ AGGREGATE_TITLES = {"all": "multi-task models, per skill", "single": "single-ski
 
 
 # ---- the section, the CSV and the command -------------------------------------------------
+def collection_policy_table(results_dir: Path) -> str | None:
+    """Each task's collection policy (written by ``qtbench data eval-policy``) on the same
+    evaluation episodes as the runs: mean over seeds as in the rows above, and the pooled
+    episodes' Wilson interval; None when no task has one."""
+    from qtbench.benchmarks_md import markdown_table
+    from qtbench.collection_policy import EVAL_RECORD
+    from qtbench.results import wilson_interval
+
+    body = []
+    for path in sorted(Path(results_dir).glob(f"*/{EVAL_RECORD}")):
+        record = json.loads(path.read_text())
+        seeds = sorted(record["seeds"], key=int)
+        cell = aggregate([record["seeds"][k]["success_rate"] for k in seeds], map(int, seeds))
+        successes = sum(sum(r["successes"] for r in record["seeds"][k]["per_skill"].values()) for k in seeds)
+        episodes = sum(record["seeds"][k]["episodes"] for k in seeds)
+        lo, hi = wilson_interval(successes, episodes)
+        policy = record["policy"]
+        body.append([record["task"], fmt_pct(cell), f"{successes}/{episodes} [{100 * lo:.1f}, {100 * hi:.1f}]",
+                     _joined(seeds), f"`{policy['algo']}` step {policy['step']}, weights {policy['weights_hash'][7:15]}"])
+    if not body:
+        return None
+    return markdown_table(["task", "success over seeds", "pooled episodes [95% Wilson]", "seeds", "policy"], body)
+
+
 def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
-                    aggregates: dict[str, list[AggregateRow]] | None = None) -> str:
-    """The benchmarks.md leaderboard section; ``figures`` are image paths relative to the markdown file."""
+                    aggregates: dict[str, list[AggregateRow]] | None = None, collectors: str | None = None) -> str:
+    """The benchmarks.md leaderboard section; ``figures`` are image paths relative to the markdown file;
+    ``collectors`` is collection_policy_table's table."""
     rows = build_rows(runs)
     aggregates = compute_aggregates(runs) if aggregates is None else aggregates
     reference = [r for r in rows if r.label == r.algo]
@@ -580,6 +605,10 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
         if aggregates.get("single"):
             parts += ["", "Aggregated over the tasks and the seeds " + AGGREGATE_NOTE, "",
                       aggregate_table(aggregates["single"])]
+    if collectors:
+        parts += ["", "The policy that collected each task's failures (the `bc` baseline trained on the "
+                  "demos with learner seed 10000 + data seed; written by `qtbench data eval-policy`), on the "
+                  "same evaluation episodes as the runs of each seed:", "", collectors]
     if ablations:
         parts += ["", "### Ablations", "",
                   "Variants trained with config overrides (the paper's Q-Transformer ablations come from "
@@ -655,8 +684,8 @@ def write_leaderboard(
     results_dir: Path = Path("results"), benchmarks: Path = Path("benchmarks.md"), plots: bool = True
 ) -> LeaderboardFiles:
     """Read every eval.json under ``results_dir``; write the benchmarks.md section, CSV and plots."""
-    from qtbench.io import atomic_write_text
-    from qtbench.report import write_section
+    from qtbench.atomic import atomic_write_text
+    from qtbench.benchmarks_md import write_section
 
     results_dir = Path(results_dir)
     runs = load_runs(results_dir) if results_dir.is_dir() else []
@@ -669,32 +698,6 @@ def write_leaderboard(
         funnels = funnel_plot(_funnel_entries(runs), results_dir / PLOTS_DIR / FUNNEL_PLOT)
         images += (funnels,) if funnels else ()
     figures = [Path(os.path.relpath(p, Path(benchmarks).resolve().parent)).as_posix() for p in map(Path.resolve, images)]
-    write_section(SECTION, render_markdown(runs, figures, aggregates), benchmarks)
+    write_section(SECTION, render_markdown(runs, figures, aggregates, collection_policy_table(results_dir)), benchmarks)
     csv_path = atomic_write_text(results_dir / CSV_NAME, leaderboard_frame(runs).to_csv(index=False, lineterminator="\n"))
     return LeaderboardFiles(Path(benchmarks), csv_path, images, len(runs))
-
-
-def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    files = write_leaderboard(Path(args.results_dir), Path(args.benchmarks), plots=not args.no_plots)
-    runs = load_runs(Path(args.results_dir))
-    rows = [r for r in build_rows(runs) if r.label == r.algo and r.task == HEADLINE_TASK]
-    if rows:
-        print(headline_table(rows))
-    for name, agg in compute_aggregates(runs).items():
-        if agg:
-            print(f"\n{AGGREGATE_TITLES[name]}:\n{aggregate_table(agg)}")
-    print(f"\n{files.runs} runs -> {files.benchmarks} (section '{SECTION}'), {files.csv}, "
-          f"{len(files.plots)} plots in {Path(args.results_dir) / PLOTS_DIR}")
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "leaderboard",
-        help="aggregate results over seeds into benchmarks.md, leaderboard.csv and plots",
-        description="Read every eval.json under --results-dir (except tuning/) and write the leaderboard.",
-    )
-    p.add_argument("--results-dir", default="results")
-    p.add_argument("--benchmarks", default="benchmarks.md", help="markdown file to write the section into")
-    p.add_argument("--no-plots", action="store_true", help="skip the matplotlib figures")
-    p.set_defaults(func=_cmd_leaderboard)

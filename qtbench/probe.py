@@ -136,7 +136,7 @@ def _values(algorithm: Any, windows: list, actions: np.ndarray, device: str, bar
 
 def probe_run(run: Any, radius: float | None = None, max_transitions: int | None = None,
               progress: bool = True) -> dict[str, Any]:
-    """Every probe statistic of a loaded run (``qtbench.eval_cli.LoadedRun``), as probe.json."""
+    """Every probe statistic of a loaded run (``qtbench.loaded_run.LoadedRun``), as probe.json."""
     from tqdm import tqdm
 
     from qtbench.data import WindowSampler

@@ -1,4 +1,5 @@
-"""`qtbench reproduce`: re-run a cell (or re-generate datasets) and say whether the numbers match.
+"""Re-running a cell (or re-generating datasets) and saying whether the numbers match (the
+`qtbench reproduce` command is :mod:`qtbench.cli.reproduce`).
 
 A cell is re-run from its config.json (algorithm, task, seed, steps, profile, the
 algorithm config's differences from today's defaults as overrides, evaluation episodes)
@@ -19,16 +20,15 @@ compares the content hashes.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from qtbench.errors import QtbenchError
+from qtbench.results import CONFIG_FILE, EVAL_FILE
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def compare(original: dict[str, Any], reproduced: dict[str, Any], tolerance: flo
 
 
 def format_verdict(verdict: Verdict, limit: int = 40) -> str:
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     rule = (f"tolerance: every rate within {verdict.tolerance:g} (absolute), success counts within "
             f"{verdict.tolerance:g} x episodes, episodes and train steps equal")
@@ -133,13 +133,13 @@ def read_cell(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     example = "results/<task>/<algo>/seed<k>/"
     if not run_dir.is_dir():
         raise QtbenchError(f"{run_dir} is not a directory", f"pass a cell's results directory, e.g. {example}")
-    if not (run_dir / "config.json").is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         raise QtbenchError(f"{run_dir} has no config.json: not a cell's results directory",
                            f"pass a directory like {example} that `qtbench run` or `qtbench sweep` wrote")
-    if not (run_dir / "eval.json").is_file():
+    if not (run_dir / EVAL_FILE).is_file():
         raise QtbenchError(f"{run_dir} has no eval.json: the run did not finish",
                            "finish it first (`qtbench run ... --resume` or `qtbench sweep`)")
-    return _read_json(run_dir / "config.json", "config"), _read_json(run_dir / "eval.json", "evaluation record")
+    return _read_json(run_dir / CONFIG_FILE, "config"), _read_json(run_dir / EVAL_FILE, "evaluation record")
 
 
 def _normalise(value: Any) -> Any:
@@ -200,11 +200,11 @@ def reproduce_cell(
 
         ensure_datasets(spec.task, spec.profile, DATA_SEED, spec.failures, progress=spec.progress)
     new_dir = Path(run(spec))
-    reproduced = json.loads((new_dir / "eval.json").read_text())
+    reproduced = json.loads((new_dir / EVAL_FILE).read_text())
     verdict = compare(original, reproduced, tolerance)
     # The re-run must have trained the same configuration, or the comparison means nothing.
     old_cfg = config.get("algo_config", {})
-    new_cfg = json.loads((new_dir / "config.json").read_text()).get("algo_config", {})
+    new_cfg = json.loads((new_dir / CONFIG_FILE).read_text()).get("algo_config", {})
     config_diffs = tuple(
         Difference(f"config.algo_config.{k}", old_cfg.get(k), new_cfg.get(k))
         for k in sorted(set(old_cfg) | set(new_cfg)) if old_cfg.get(k) != new_cfg.get(k)
@@ -257,65 +257,3 @@ def reproduce_datasets(tasks: list[str], workdir: Path, workers: int = 1) -> Ver
             if len(differences) > before and old_code != new_code:
                 notes.append(f"{task}: stored datasets were made by {old_code}; this checkout is {new_code}")
     return Verdict(DIFFERENT if differences else IDENTICAL, tuple(differences), 0.0, tuple(notes))
-
-
-# ---- CLI ---------------------------------------------------------------------------------
-def _workdir(args: argparse.Namespace) -> tempfile.TemporaryDirectory | None:
-    return None if args.workdir else tempfile.TemporaryDirectory(prefix="qtbench-reproduce-")
-
-
-def _cmd_reproduce(args: argparse.Namespace) -> int:
-    if args.datasets == bool(args.run_dir):
-        raise QtbenchError("give either a cell's results directory or --datasets",
-                           "e.g. `qtbench reproduce results/drawer_open/q_transformer/seed0` "
-                           "or `qtbench reproduce --datasets --task drawer_open`")
-    temp = _workdir(args)
-    workdir = Path(args.workdir or temp.name)
-    try:
-        if args.datasets:
-            tasks = args.task or stored_tasks()
-            if not tasks:
-                raise QtbenchError("no qtbench datasets found to reproduce",
-                                   "generate them first: qtbench data generate --task drawer_open")
-            verdict = reproduce_datasets(tasks, workdir, workers=args.workers)
-            print(f"datasets of {', '.join(tasks)} re-generated into {workdir}; content hashes compared")
-            print(_dataset_verdict(verdict))
-        else:
-            verdict, new_dir = reproduce_cell(Path(args.run_dir), workdir, args.tolerance)
-            print(f"re-ran {args.run_dir} into {new_dir}" + (" (temporary, removed)" if temp else ""))
-            print(format_verdict(verdict))
-    finally:
-        if temp is not None:
-            temp.cleanup()
-    return 0 if verdict.identical else 1
-
-
-def _dataset_verdict(verdict: Verdict) -> str:
-    from qtbench.report import markdown_table
-
-    text = f"verdict: {verdict.kind} (content hashes must be equal)"
-    if verdict.differences:
-        rows = [[d.field, d.original, d.reproduced] for d in verdict.differences]
-        text += "\n\n" + markdown_table(["dataset field", "manifest", "re-generated"], rows)
-    return "\n".join([text, *verdict.notes])
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "reproduce",
-        help="re-run a cell (or re-generate datasets) and check the numbers match",
-        description=(
-            "Re-run a cell from its config.json and seed into a temporary directory and compare "
-            "the success fields of eval.json (not timings): identical / within tolerance / "
-            "different. With --datasets, re-generate datasets and compare content hashes with "
-            "their manifests. Exits 1 unless identical."
-        ),
-    )
-    p.add_argument("run_dir", nargs="?", help="a cell's results directory, e.g. results/all/q_transformer/seed0")
-    p.add_argument("--datasets", action="store_true", help="re-generate datasets and compare their hashes")
-    p.add_argument("--task", nargs="+", default=None, help="with --datasets: only these tasks (default: all stored)")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help=f"absolute tolerance on success rates (default {DEFAULT_TOLERANCE})")
-    p.add_argument("--workers", type=int, default=1, help="with --datasets: generation workers")
-    p.add_argument("--workdir", default=None, help="keep the re-run here instead of a temporary directory")
-    p.set_defaults(func=_cmd_reproduce)

@@ -27,9 +27,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from qtbench.atomic import atomic_write_json, atomic_write_text
+from qtbench.benchmarks_md import markdown_table
 from qtbench.data.store import DEFAULT_SOURCE as DEFAULT_FAILURES
-from qtbench.io import atomic_write_json, atomic_write_text
-from qtbench.report import markdown_table
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -52,6 +52,9 @@ def cell_dir(root: str | Path, task: str, algo: str, seed: int) -> Path:
 ABLATIONS_DIR = "ablations"
 # `qtbench tune` writes its searches under <root>/tuning/<algo>/ (not leaderboard cells).
 TUNING_DIR = "tuning"
+# Cells trained on a data regime the defaults no longer produce are kept, for the record, under
+# <root>/archive/<regime>/ (each with its own leaderboard); the leaderboard of <root> skips them.
+ARCHIVE_DIR = "archive"
 
 
 def run_label(algo: str, overrides: dict[str, object] | None) -> str:

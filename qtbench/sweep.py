@@ -1,4 +1,5 @@
-"""`qtbench sweep`: run a grid of (algorithm, task, seed) cells, locally or on a Ray cluster.
+"""Running a grid of (algorithm, task, seed) cells, locally or on a Ray cluster (the
+`qtbench sweep` command is :mod:`qtbench.cli.sweep`).
 
 Both executors share one code path: each cell becomes a picklable :class:`CellJob`, a
 worker runs it through :func:`execute` (which never raises: a failing cell is reported
@@ -15,7 +16,6 @@ as the run's ``results_dir``, the training loop's layout needs no special case.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 from qtbench.algorithms import ALGORITHMS, headline_algorithms
 from qtbench.errors import QtbenchError
-from qtbench.results import ABLATIONS_DIR, run_label, run_root
+from qtbench.results import EVAL_FILE, run_label, run_root
 
 log = logging.getLogger(__name__)
 
@@ -132,28 +132,27 @@ def _read_success(cell_dir: Path) -> float | None:
     import json
 
     try:
-        return float(json.loads((cell_dir / "eval.json").read_text())["success_rate"])
+        return float(json.loads((cell_dir / EVAL_FILE).read_text())["success_rate"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def execute(job: CellJob, cell_fn: CellFn = run_job) -> CellOutcome:
     """Run one cell inside a worker; every exception becomes a "failed" outcome."""
-    import torch
+    from qtbench.threads import torch_threads
 
     # Per-cell settings, restored afterwards so an in-process caller is left as it was.
-    previous, threads = os.environ.get("TQDM_DISABLE"), torch.get_num_threads()
+    previous = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "0" if job.show_progress else "1"  # also silences dataset bars
-    torch.set_num_threads(job.torch_threads)
     start = time.perf_counter()
     try:
-        cell_dir = Path(cell_fn(job))
+        with torch_threads(job.torch_threads):
+            cell_dir = Path(cell_fn(job))
     except Exception as err:  # reported in the outcome; the sweep goes on (Ctrl-C still stops it)
         message = f"{type(err).__name__}: {err}"
         trace = None if isinstance(err, QtbenchError) else traceback.format_exc()
         return CellOutcome(job.cell, "failed", time.perf_counter() - start, error=message, traceback=trace)
     finally:
-        torch.set_num_threads(threads)
         if previous is None:
             os.environ.pop("TQDM_DISABLE", None)
         else:
@@ -312,7 +311,7 @@ def make_jobs(config: SweepConfig, torch_threads: int, show_progress: bool) -> t
     """Jobs for the cells still to run, and "skipped" outcomes for finished ones."""
     jobs, skipped = [], []
     for cell in plan(config):
-        if not config.force and (cell.results_dir(config.results_dir) / "eval.json").is_file():
+        if not config.force and (cell.results_dir(config.results_dir) / EVAL_FILE).is_file():
             skipped.append(CellOutcome(cell, "skipped", success_rate=_read_success(cell.results_dir(config.results_dir))))
             continue
         jobs.append(
@@ -372,7 +371,7 @@ def plan_status(config: SweepConfig) -> list[tuple[Cell, str]]:
     for cell in plan(config):
         if config.force:
             state = "run from scratch (--force)"
-        elif (cell.results_dir(config.results_dir) / "eval.json").is_file():
+        elif (cell.results_dir(config.results_dir) / EVAL_FILE).is_file():
             state = "finished: skip"
         elif checkpoint_path(cell.checkpoint_dir(config.checkpoint_dir)).is_file():
             state = "resume from checkpoint"
@@ -380,29 +379,6 @@ def plan_status(config: SweepConfig) -> list[tuple[Cell, str]]:
             state = "run"
         out.append((cell, state))
     return out
-
-
-def format_plan(status: list[tuple[Cell, str]]) -> str:
-    from qtbench.report import markdown_table
-
-    rows = [[c.label, c.task, c.seed, state] for c, state in status]
-    todo = sum(not state.startswith("finished") for _, state in status)
-    return markdown_table(["algorithm", "task", "seed", "plan"], rows) + f"\n\n{len(status)} cells, {todo} to run"
-
-
-def format_outcomes(outcomes: list[CellOutcome]) -> str:
-    """The final status table (markdown, readable in a terminal)."""
-    from qtbench.report import markdown_table
-
-    rows = []
-    for o in outcomes:
-        rate = f"{o.success_rate:.3f}" if o.success_rate is not None else "-"
-        error = (o.error or "").splitlines()[0][:100] if o.error else ""
-        rows.append([o.cell.label, o.cell.task, o.cell.seed, o.status, rate, f"{o.seconds:.0f}", error])
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
-    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
-    header = ["algorithm", "task", "seed", "status", "success", "seconds", "error"]
-    return markdown_table(header, rows) + f"\n\n{len(outcomes)} cells: {summary}"
 
 
 def validate(config: SweepConfig) -> None:
@@ -423,76 +399,3 @@ def validate(config: SweepConfig) -> None:
     for cell in plan(config):  # --steps, --seeds, --eval-episodes: the checks `qtbench run` makes
         CellJob(cell, config.results_dir, config.checkpoint_dir, config.steps, config.profile,
                 config.eval_episodes_per_instruction).run_spec().validate()
-
-
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    config = SweepConfig(
-        algos=args.algos or headline_algorithms(),
-        tasks=args.tasks,
-        seeds=args.seeds,
-        ablations=args.ablations,
-        steps=args.steps,
-        profile=args.profile,
-        results_dir=Path(args.results_dir),
-        checkpoint_dir=Path(args.checkpoint_dir),
-        eval_episodes_per_instruction=args.eval_episodes,
-        force=args.force,
-        workers=args.workers,
-    )
-    validate(config)
-    if args.dry_run:
-        print(format_plan(plan_status(config)))
-        return 0
-    if args.executor == "ray":
-        executor: Executor = RayExecutor(address=args.address, cpus_per_task=args.cpus_per_task)
-        threads = max(1, int(args.cpus_per_task))
-        show_progress = False
-    else:
-        executor = LocalExecutor(workers=args.workers)
-        # One thread per cell: on a shared or small machine extra OpenMP threads spin-wait and
-        # run several times slower (see benchmarks.md); use --workers to fill more cores.
-        threads = 1
-        show_progress = args.workers == 1
-    threads = args.threads or threads
-    outcomes = run_sweep(config, executor, torch_threads=threads, show_progress=show_progress)
-    print(format_outcomes(outcomes))
-    failed = [o for o in outcomes if o.status == "failed"]
-    for o in failed:
-        print(f"\nFAILED {o.cell}: {o.error}" + (f"\n{o.traceback}" if o.traceback else ""))
-    return 1 if failed else 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "sweep",
-        help="run a grid of (algorithm, task, seed) cells, locally or on Ray",
-        description=(
-            "Run every (algorithm, task, seed) cell. Finished cells (eval.json present) are "
-            "skipped unless --force; interrupted cells resume from their checkpoint. "
-            "Exits 1 if any cell failed."
-        ),
-    )
-    p.add_argument("--algos", nargs="+", default=None, metavar="ALGO")  # None = headline_algorithms()
-    p.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED")
-    p.add_argument(
-        "--ablations", action="store_true",
-        help=f"also run the paper's {ABLATION_ALGO} ablations: {', '.join(ABLATIONS)} "
-        f"(results under <results-dir>/{ABLATIONS_DIR}/<label>/)",
-    )
-    p.add_argument("--executor", choices=("local", "ray"), default="local")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="concurrent cells for the local executor, one process each (default 1)")
-    p.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray CPUs reserved per cell (default 1)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per cell (default: 1 locally -- fill cores with --workers -- "
-                   "and --cpus-per-task on Ray)")
-    p.add_argument("--steps", type=int, default=None, help="gradient steps per cell (default: the reference budget)")
-    p.add_argument("--profile", default="default", help="dataset profile")
-    p.add_argument("--eval-episodes", type=int, default=None, help="evaluation episodes per instruction")
-    p.add_argument("--results-dir", default="results")
-    p.add_argument("--checkpoint-dir", default="checkpoints")
-    p.add_argument("--force", action="store_true", help="re-run finished cells and ignore checkpoints")
-    p.add_argument("--dry-run", action="store_true", help="list each cell and what the sweep would do; run nothing")
-    p.set_defaults(func=_cmd_sweep)

@@ -507,9 +507,9 @@ def run_cell(spec: RunSpec) -> Path:
     """
     import torch
 
+    from qtbench.benchmarks_md import machine_description
     from qtbench.data import TransitionData, data_record
     from qtbench.evaluate import default_episodes, evaluate_policy
-    from qtbench.report import machine_description
 
     config = check_run(spec)
     if spec.threads is not None:

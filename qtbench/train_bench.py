@@ -323,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
 
     from qtbench.algorithms import algorithm_class
     from qtbench.errors import QtbenchError
-    from qtbench.report import machine_description, markdown_table, write_section
+    from qtbench.benchmarks_md import machine_description, markdown_table, write_section
 
     cls = algorithm_class(args.algo)
     if args.compare and COMPARES[args.compare][0] != args.algo:

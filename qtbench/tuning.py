@@ -1,4 +1,5 @@
-"""`qtbench tune`: one tuning rule for every algorithm, and the settings it froze.
+"""One tuning rule for every algorithm, and the settings it froze (the `qtbench tune`
+command is :mod:`qtbench.cli.tune`).
 
 The rule, the same for Q-Transformer and every baseline:
 
@@ -21,14 +22,12 @@ The rule, the same for Q-Transformer and every baseline:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from qtbench.algorithms import ALGORITHMS
 from qtbench.errors import QtbenchError
 
 TUNING_TASK = "drawer_open"
@@ -60,7 +59,7 @@ def reference_overrides(algo: str, path: Path | None = None) -> dict[str, object
 
 def freeze(algo: str, summary: dict[str, Any], path: Path | None = None) -> Path:
     """Record the chosen setting of a finished search as ``algo``'s reference settings."""
-    from qtbench.io import atomic_write_json
+    from qtbench.atomic import atomic_write_json
 
     path = path or TUNED_FILE
     if summary["chosen"] is None:
@@ -107,6 +106,7 @@ def search_config(algo: str, results_dir: Path, checkpoint_dir: Path, task: str 
 
 def summarise(config: Any) -> dict[str, Any]:
     """Each setting's per-seed success (finished cells) and mean, and the chosen one (None until all finished)."""
+    from qtbench.results import EVAL_FILE
     from qtbench.sweep import Cell
 
     algo, task = config.algos[0], config.tasks[0]
@@ -115,7 +115,7 @@ def summarise(config: Any) -> dict[str, Any]:
         per_seed = {}
         for seed in config.seeds:
             cell = Cell(algo, task, seed, tuple(sorted(setting.items())))
-            path = cell.results_dir(config.results_dir) / "eval.json"
+            path = cell.results_dir(config.results_dir) / EVAL_FILE
             if path.is_file():
                 record = json.loads(path.read_text())
                 steps.add(record.get("train_steps"))
@@ -134,7 +134,7 @@ def summarise(config: Any) -> dict[str, Any]:
 
 def render_section(summary: dict[str, Any], frozen: dict[str, object]) -> str:
     """The benchmarks.md section ``tuning-<algo>``: every setting, its seeds and the choice."""
-    from qtbench.report import markdown_table
+    from qtbench.benchmarks_md import markdown_table
 
     algo = summary["algo"]
     header = ["#", "setting", *(f"seed {s} % [Wilson 95%]" for s in summary["seeds"]), "mean %", ""]
@@ -180,7 +180,7 @@ def render_section(summary: dict[str, Any], frozen: dict[str, object]) -> str:
 
 def run_search(config: Any, executor: Any, benchmarks: Path, show_progress: bool = False) -> tuple[list[Any], dict[str, Any]]:
     """Run the unfinished cells of a search, then write its summary and benchmarks.md section."""
-    from qtbench.io import atomic_write_json
+    from qtbench.atomic import atomic_write_json
     from qtbench.sweep import run_sweep
 
     outcomes = run_sweep(config, executor, show_progress=show_progress)
@@ -191,59 +191,7 @@ def run_search(config: Any, executor: Any, benchmarks: Path, show_progress: bool
 
 
 def write_tuning_section(summary: dict[str, Any], benchmarks: Path) -> Path:
-    from qtbench.report import write_section
+    from qtbench.benchmarks_md import write_section
 
     algo = summary["algo"]
     return write_section(f"tuning-{algo}", render_section(summary, reference_overrides(algo)), benchmarks)
-
-
-def _cmd_tune(args: argparse.Namespace) -> int:
-    from qtbench.sweep import LocalExecutor, format_outcomes, format_plan, plan_status, validate
-
-    config = search_config(args.algo, Path(args.results_dir), Path(args.checkpoint_dir), task=args.task,
-                           seeds=tuple(args.seeds), steps=args.steps, profile=args.profile,
-                           eval_episodes_per_instruction=args.eval_episodes, workers=args.workers)
-    validate(config)
-    if args.dry_run:
-        print(format_plan(plan_status(config)))
-        return 0
-    outcomes, summary = run_search(config, LocalExecutor(workers=args.workers), Path(args.benchmarks),
-                                   show_progress=args.workers == 1)
-    print(format_outcomes(outcomes))
-    print(render_section(summary, reference_overrides(args.algo)))
-    failed = [o for o in outcomes if o.status == "failed"]
-    for o in failed:
-        print(f"\nFAILED {o.cell}: {o.error}" + (f"\n{o.traceback}" if o.traceback else ""))
-    if args.freeze and not failed:
-        path = freeze(args.algo, summary)
-        write_tuning_section(summary, Path(args.benchmarks))
-        print(f"\nfroze {summary['settings'][summary['chosen']]['label']} in {path}")
-    return 1 if failed else 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "tune",
-        help=f"search an algorithm's declared settings on {TUNING_TASK} (resumable); --freeze keeps the best",
-        description=(
-            f"Train each of the algorithm's declared tuning settings (at most {MAX_SETTINGS}, the first its "
-            f"paper's sparse-reward recipe) on {TUNING_TASK} with seeds {' '.join(map(str, TUNING_SEEDS))}; write "
-            "results/tuning/<algo>/ and the benchmarks.md section tuning-<algo>. Finished cells are skipped. "
-            f"Rule: {RULE}."
-        ),
-    )
-    p.add_argument("--algo", required=True, help=f"algorithm name ({', '.join(ALGORITHMS)})")
-    p.add_argument("--task", default=TUNING_TASK, help=f"tuning task (default {TUNING_TASK}; the rule uses it)")
-    p.add_argument("--seeds", nargs="+", type=int, default=list(TUNING_SEEDS), metavar="SEED")
-    p.add_argument("--steps", type=int, default=None, help="gradient steps per cell (default: the algorithm's budget)")
-    p.add_argument("--profile", default="default", help="dataset profile")
-    p.add_argument("--eval-episodes", type=int, default=None, help="evaluation episodes per instruction")
-    p.add_argument("--workers", type=int, default=1, help="concurrent cells (default 1)")
-    p.add_argument("--results-dir", default="results")
-    p.add_argument("--checkpoint-dir", default="checkpoints")
-    p.add_argument("--benchmarks", default="benchmarks.md", help="markdown file to write the section into")
-    p.add_argument("--freeze", action="store_true",
-                   help="when every cell is finished, record the chosen setting in qtbench/tuned.json: every "
-                   "later run of the algorithm, on every task, starts from it")
-    p.add_argument("--dry-run", action="store_true", help="list each cell and what the search would do; run nothing")
-    p.set_defaults(func=_cmd_tune)

@@ -49,9 +49,9 @@ def test_counts_rewards_and_the_named_collection_policy(generated):
     assert len(failures) == small.failures_per_instruction * len(texts)
     assert len(mixed) == len(demos) + len(failures)
     for ep in demos:
-        assert ep["rewards"][-1] == 1.0 and ep["terminations"][-1] and ep["rewards"][:-1].sum() == 0
+        assert ep.rewards[-1] == 1.0 and ep.terminations[-1] and ep.rewards[:-1].sum() == 0
     for ep in failures:
-        assert ep["rewards"].sum() == 0 and not ep["terminations"].any() and ep["truncations"][-1]
+        assert ep.rewards.sum() == 0 and not ep.terminations.any() and ep.truncations[-1]
     for split, per_ins in (("demos", small.demos_per_instruction), ("failures", small.failures_per_instruction)):
         assert generated[split]["per_instruction"] == {t: per_ins for t in texts}
     policy = generated["mixed"]["collection_policy"]
@@ -158,7 +158,7 @@ def test_failures_come_from_the_named_checkpoint(generated, tmp_path):
     assert again["failures"]["content_hash"] == first["failures"]["content_hash"]
     assert other["failures"]["dataset_id"] != first["failures"]["dataset_id"]
     assert other["failures"]["content_hash"] != first["failures"]["content_hash"]
-    assert all(ep["rewards"].sum() == 0 for ep in read_dataset(first["failures"]["dataset_id"]).episodes)
+    assert all(ep.rewards.sum() == 0 for ep in read_dataset(first["failures"]["dataset_id"]).episodes)
 
 
 class CoinEnv:
@@ -203,9 +203,9 @@ def test_no_success_leaks_and_kept_failures_do_not_depend_on_batching(monkeypatc
     for results in runs:
         for res in results:
             assert len(res.episodes) == res.unit.target
-            assert all(ep["seed"] % 2 == 1 and ep["rewards"].sum() == 0 for ep in res.episodes)
+            assert all(ep.seed % 2 == 1 and ep.rewards.sum() == 0 for ep in res.episodes)
             assert res.discarded > 0 and res.discarded + len(res.episodes) + res.surplus == res.attempts
-    kept = [[[int(ep["seed"]) for ep in res.episodes] for res in results] for results in runs]
+    kept = [[[int(ep.seed) for ep in res.episodes] for res in results] for results in runs]
     assert kept[0] == kept[1] == kept[2]
 
 
@@ -227,7 +227,7 @@ def test_resume_reuses_the_demos_and_the_trained_policy(generated, tmp_path, mon
 
 
 def test_cli_commands_and_bad_input(generated, tmp_path, capsys):
-    from qtbench import data_cli
+    from qtbench.cli import data as data_cli
     from qtbench.cli import main
 
     parser = argparse.ArgumentParser()
@@ -261,7 +261,7 @@ def test_cli_commands_and_bad_input(generated, tmp_path, capsys):
 
 def test_units_and_seed_scheme():
     from qtbench.data.generate import make_units
-    from qtbench.data.profiles import collection_seed, episode_seed
+    from qtbench.data.seeds import collection_seed, episode_seed
 
     units = make_units("all", "default", 0, "demos", instructions=4)
     every = [ins.text for ins in instructions_for("all")]
@@ -384,7 +384,7 @@ def test_killed_collection_training_resumes_to_the_same_policy(generated, tmp_pa
 def test_run_on_another_failure_source_writes_beside_the_reference_cell(tmp_path, monkeypatch):
     import qtbench.datasets
     import qtbench.train
-    from qtbench import run_cli
+    from qtbench.cli import run as run_cli
 
     calls = []
     monkeypatch.setattr(qtbench.datasets, "ensure_datasets", lambda *args, **kwargs: calls.append(args))
@@ -397,7 +397,28 @@ def test_run_on_another_failure_source_writes_beside_the_reference_cell(tmp_path
     parser = argparse.ArgumentParser()
     run_cli.register(parser.add_subparsers(dest="command"))
     with pytest.raises(QtbenchError):
-        run_cli.run(parser.parse_args(["run", "--algo", "bc", "--task", TASK, "--failures", "scripted",
+        run_cli.cmd_run(parser.parse_args(["run", "--algo", "bc", "--task", TASK, "--failures", "scripted",
                                        "--results-dir", str(tmp_path / "r")]))
     assert calls[0] == (TASK, "default", 0, "scripted")
     assert calls[1].failures == "scripted" and calls[1].results_dir == tmp_path / "r" / "failures-scripted"
+
+
+def test_the_collection_policy_is_evaluated_on_the_runs_episodes(generated, tmp_path):
+    """eval-policy scores the checkpoint that collected the failures on each run seed's own
+    evaluation episodes, and the leaderboard lists it."""
+    from qtbench.collection_policy import evaluate_collection_policy, load_trained_policy, policy_dir
+    from qtbench.evaluate import evaluate_policy
+    from qtbench.leaderboard import collection_policy_table
+
+    path = evaluate_collection_policy(TASK, "small", 0, [0, 1], 2, tmp_path, progress=False)
+    record = json.loads(path.read_text())
+    assert path == tmp_path / TASK / "collection_policy.json"
+    assert record["policy"]["weights_hash"] == generated["failures"]["collection_policy"]["weights_hash"]
+    assert sorted(record["seeds"]) == ["0", "1"] and record["seeds"]["1"]["episodes"] == 2 * len(instructions_for(TASK))
+    policy = load_trained_policy(policy_dir(TASK, "small"), TASK, "small")
+    outcomes, _ = evaluate_policy(policy.act, TASK, policy.history, 2, 1, progress=False)
+    assert sum(o.success for o in outcomes) == sum(
+        r["successes"] for r in record["seeds"]["1"]["per_skill"].values())
+    table = collection_policy_table(tmp_path)
+    assert table.count("\n") == 2 and f"| {TASK} |" in table and "| 0, 1 |" in table
+    assert collection_policy_table(tmp_path / "none") is None

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from qtbench.data import TransitionData
+from qtbench.data import Episode, TransitionData
 from qtbench.data.d4rl import export_d4rl
 from qtbench.data.store import (
     MANIFEST_NAME,
@@ -53,15 +53,15 @@ if TOY_ID not in gym.registry:
     gym.register(id=TOY_ID, entry_point="test_data_store:ToyEnv", max_episode_steps=10)
 
 
-def toy_episodes() -> list[dict]:
+def toy_episodes() -> list[Episode]:
     """A 3-step success (terminated, reward 1 at the end) and a 2-step truncated failure."""
     return [
-        dict(
+        Episode(
             states=np.arange(12, dtype=np.float32).reshape(4, 3), instruction="open the top drawer",
             actions=np.full((3, 4), 0.5, np.float32), rewards=np.array([0, 0, 1], np.float32),
             terminations=np.array([0, 0, 1], bool), truncations=np.zeros(3, bool), seed=11,
         ),
-        dict(
+        Episode(
             states=-np.arange(9, dtype=np.float32).reshape(3, 3), instruction="open the middle drawer",
             actions=np.full((2, 4), -0.25, np.float32), rewards=np.zeros(2, np.float32),
             terminations=np.zeros(2, bool), truncations=np.array([0, 1], bool), seed=12,
@@ -90,7 +90,7 @@ def test_minari_round_trip(root):
     ds = minari.load_dataset(DID)
     assert ds.total_episodes == 2 and ds.total_steps == 5
     episodes = list(ds.iterate_episodes())
-    np.testing.assert_array_equal(episodes[0].observations["state"], toy_episodes()[0]["states"])
+    np.testing.assert_array_equal(episodes[0].observations["state"], toy_episodes()[0].states)
     assert episodes[1].observations["instruction"][0] == "open the middle drawer"
     assert episodes[0].rewards[-1] == 1 and episodes[0].terminations[-1]
     env = ds.recover_environment(eval_env=True)
@@ -185,10 +185,10 @@ def test_d4rl_export_respects_episode_boundaries(root, tmp_path):
     z = np.load(out)
     assert set(z.files) == {"observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "instructions"}
     eps = toy_episodes()
-    np.testing.assert_array_equal(z["observations"], np.concatenate([eps[0]["states"][:-1], eps[1]["states"][:-1]]))
-    np.testing.assert_array_equal(z["next_observations"], np.concatenate([eps[0]["states"][1:], eps[1]["states"][1:]]))
+    np.testing.assert_array_equal(z["observations"], np.concatenate([eps[0].states[:-1], eps[1].states[:-1]]))
+    np.testing.assert_array_equal(z["next_observations"], np.concatenate([eps[0].states[1:], eps[1].states[1:]]))
     # the last pair of episode 0 ends in its own final observation, not episode 1's first
-    np.testing.assert_array_equal(z["next_observations"][2], eps[0]["states"][3])
+    np.testing.assert_array_equal(z["next_observations"][2], eps[0].states[3])
     np.testing.assert_array_equal(z["terminals"], [0, 0, 1, 0, 0])
     np.testing.assert_array_equal(z["timeouts"], [0, 0, 0, 0, 1])
     np.testing.assert_array_equal(z["rewards"], [0, 0, 1, 0, 0])
@@ -219,3 +219,14 @@ def test_dataset_ids():
             parse_dataset_id(bad)
     with pytest.raises(QtbenchError, match="unknown failure source"):
         dataset_id("drawer_open", "mixed", "small", "Bad-Source")
+
+
+def test_episode_from_steps_stores_the_dataset_dtypes_and_rejects_non_finite_states():
+    ep = Episode.from_steps("open the top drawer", 7, [[0.0], [1.0], [2.0]], [[0.5], [-0.5]], [0, 1],
+                            [False, True], [False, False], style="careful")
+    assert (ep.states.dtype, ep.actions.dtype, ep.rewards.dtype) == (np.float32, np.float32, np.float32)
+    assert ep.terminations.dtype == bool and ep.truncations.dtype == bool
+    assert (ep.length, ep.total_reward, ep.succeeded, ep.seed, ep.style) == (2, 1.0, True, 7, "careful")
+    assert ep.observation_texts() == ["open the top drawer"] * 3
+    with pytest.raises(RuntimeError, match="non-finite state"):
+        Episode.from_steps("open the top drawer", 7, [[0.0], [np.nan]], [[0.5]], [0], [False], [True])

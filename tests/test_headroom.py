@@ -13,6 +13,7 @@ def write_cell(root, label_dir, seed, successes, episodes=300):
     cell.mkdir(parents=True)
     rate = successes / episodes
     record = {"task": "drawer_open", "algo": "bc", "seed": seed, "success_rate": rate, "train_steps": 3000,
+              "machine": "test machine",
               "ci95": list(wilson_interval(successes, episodes)),
               "per_skill": {"drawer_open": {"episodes": episodes, "successes": successes}}}
     (cell / "eval.json").write_text(json.dumps(record))
@@ -34,6 +35,7 @@ def test_pairs_seeds_and_writes_the_section(tmp_path, capsys, monkeypatch):
     lo, hi = wilson_interval(150, 300)
     assert f"| drawer_open | 0 | 50.0 [{100 * lo:.1f}, {100 * hi:.1f}] |" in text
     assert "<!-- qtbench:headroom -->" in text and "| drawer_open | 2 |" not in text
+    assert "- machine: test machine" in text
 
 
 def test_nothing_to_pair_is_a_clear_error(tmp_path, capsys):

@@ -103,7 +103,7 @@ def test_learns_to_prefer_the_successful_actions():
 
 
 def test_unique_instructions_is_exact_with_long_instructions():
-    from qtbench.baselines.iql import unique_instructions
+    from qtbench.ensemble_mlp import unique_instructions
 
     g = torch.Generator().manual_seed(0)
     table = torch.randint(1, 1000, (7, 30), generator=g)  # 10 bits a token: several packed keys

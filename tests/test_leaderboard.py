@@ -202,8 +202,9 @@ def test_learning_curves_frame(results):
     assert list(frame["success_rate"]) == pytest.approx([0.1, 0.2, 0.1, 0.4])
 
 
-def test_tuning_runs_are_not_leaderboard_cells(results):
-    write_cell(results / "tuning" / "iql", "iql", "drawer_open", 0, {"drawer_open": (1, 10)})
+@pytest.mark.parametrize("folder", ["tuning", "archive/scripted-failures-v0"])
+def test_tuning_and_archived_runs_are_not_leaderboard_cells(results, folder):
+    write_cell(results / folder / "iql", "iql", "drawer_open", 0, {"drawer_open": (1, 10)})
     assert not [r for r in lb.load_runs(results) if r.algo == "iql"]
 
 

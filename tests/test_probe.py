@@ -117,7 +117,7 @@ def test_relevant_features_name_the_instructions_parts():
 
 
 def test_checkpoint_cell_of_reference_and_ablation_runs(tmp_path):
-    from qtbench.eval_cli import checkpoint_cell
+    from qtbench.loaded_run import checkpoint_cell
 
     assert checkpoint_cell(tmp_path / "r" / "drawer_open" / "bc" / "seed1", tmp_path / "c") == \
         tmp_path / "c" / "drawer_open" / "bc" / "seed1"
@@ -194,16 +194,16 @@ def test_probe_on_a_toy_dataset_by_hand():
     from types import SimpleNamespace
 
     from qtbench.algorithms import AlgoConfig
-    from qtbench.data import TransitionData
+    from qtbench.data import Episode, TransitionData
     from qtbench.envs import layout
     from qtbench.probe import probe_run
 
-    def episode(success: bool, first: float, shift: float = 0.0) -> dict:
+    def episode(success: bool, first: float, shift: float = 0.0) -> Episode:
         states = np.zeros((4, layout.STATE_DIM), np.float32)
         states[:, 0] = np.arange(4) * 0.1 + shift  # gripper x: the same path unless shifted
-        return {"states": states, "actions": np.tile(np.float32([first, 0, 0, 0]), (3, 1)),
-                "rewards": np.float32([0, 0, 1 if success else 0]), "terminations": np.array([0, 0, success], bool),
-                "truncations": np.array([0, 0, not success], bool), "instruction": "open the top drawer"}
+        return Episode.from_steps("open the top drawer", None, states, np.tile(np.float32([first, 0, 0, 0]), (3, 1)),
+                                  np.float32([0, 0, 1 if success else 0]), np.array([0, 0, success], bool),
+                                  np.array([0, 0, not success], bool))
 
     data = TransitionData.from_episodes([episode(True, 0.5), episode(True, 0.5), episode(False, -0.5),
                                          episode(False, 0.9, shift=50.0)])

@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from qtbench import reproduce as rp
+from qtbench.cli import reproduce as reproduce_cli
 from qtbench.errors import QtbenchError
 
 RECORD = {
@@ -69,7 +70,7 @@ def test_bad_paths(tmp_path):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
-    rp.register(parser.add_subparsers())
+    reproduce_cli.register(parser.add_subparsers())
     return parser
 
 

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from qtbench import run_cli
+from qtbench.cli import run as run_cli
 from qtbench.errors import QtbenchError
 from qtbench.train import check_names
 
@@ -66,7 +66,7 @@ def test_runs_with_overrides_write_beside_the_reference_cell(tmp_path, monkeypat
             "--checkpoint-dir", str(tmp_path / "c")]
     for extra in ([], ["--no-conservative"], ["--set", "conservative=false", "gamma=0.90"]):
         with pytest.raises(QtbenchError):
-            run_cli.run(parse(*base, *extra))
+            run_cli.cmd_run(parse(*base, *extra))
     assert specs[0].results_dir == tmp_path / "r" and specs[0].checkpoint_dir == tmp_path / "c"
     assert specs[1].results_dir == tmp_path / "r" / "ablations" / "q_transformer+no_conservative"
     assert specs[1].checkpoint_dir == tmp_path / "c" / "ablations" / "q_transformer+no_conservative"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qtbench.data import TransitionData, WindowSampler
+from qtbench.data import Episode, TransitionData, WindowSampler
 from qtbench.envs.instructions import tokenize
 
 TEXT0, TEXT1 = "open the top drawer", "close the middle drawer"
@@ -11,13 +11,13 @@ TEXT0, TEXT1 = "open the top drawer", "close the middle drawer"
 
 def tiny_data() -> TransitionData:
     # Episode 0 succeeds at its 3rd step (terminated); episode 1 is cut off after 2 steps.
-    ep0 = dict(
-        states=[[1.0], [2.0], [3.0], [4.0]], actions=[[0.1], [0.2], [0.3]], rewards=[0, 0, 1],
-        terminations=[False, False, True], truncations=[False, False, False], instruction=TEXT0,
+    ep0 = Episode.from_steps(
+        TEXT0, None, states=[[1.0], [2.0], [3.0], [4.0]], actions=[[0.1], [0.2], [0.3]], rewards=[0, 0, 1],
+        terminations=[False, False, True], truncations=[False, False, False],
     )
-    ep1 = dict(
-        states=[[10.0], [11.0], [12.0]], actions=[[0.4], [0.5]], rewards=[0, 0],
-        terminations=[False, False], truncations=[False, True], instruction=TEXT1,
+    ep1 = Episode.from_steps(
+        TEXT1, None, states=[[10.0], [11.0], [12.0]], actions=[[0.4], [0.5]], rewards=[0, 0],
+        terminations=[False, False], truncations=[False, True],
     )
     return TransitionData.from_episodes([ep0, ep1], max_episode_steps=5)
 

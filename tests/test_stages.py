@@ -182,9 +182,9 @@ def test_dataset_demos_pass_every_stage_in_order(small_datasets, monkeypatch):
     episodes = read_dataset(dataset_id("drawer_open", "demos", "small")).episodes
     assert episodes
     for ep in episodes:
-        ins = BY_TEXT[str(ep["instruction"])]
+        ins = BY_TEXT[ep.instruction]
         progress = StageProgress(SKILL_MODULES[ins.skill], ins)
-        for state in ep["states"]:
+        for state in ep.states:
             progress.update(state)
         assert progress.passed == len(progress.skill.stages), (ins.text, progress.furthest)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from qtbench import sweep
+from qtbench.cli import sweep as sweep_cli
 from qtbench.results import run_label
 from qtbench.sweep import Cell, CellJob, LocalExecutor, SweepConfig, run_sweep
 
@@ -89,7 +90,7 @@ def test_skip_resume_force_and_prepare_once(tmp_path):
     (ckpt / "last.pt").write_bytes(b"")
     assert [state for _, state in sweep.plan_status(config)] == [
         "run", "run", "resume from checkpoint", "finished: skip"]
-    assert "4 cells, 3 to run" in sweep.format_plan(sweep.plan_status(config))
+    assert "4 cells, 3 to run" in sweep_cli.format_plan(sweep.plan_status(config))
 
     outcomes = run_sweep(config, InlineExecutor(), stub_cell, prepare=lambda *a: prepared.append(a))
     status = {str(o.cell): o.status for o in outcomes}
@@ -122,7 +123,7 @@ def test_failing_cell_is_reported_and_others_continue(tmp_path, capsys):
     assert [o.status for o in outcomes] == ["failed", "done"]
     assert outcomes[0].error == "RuntimeError: stub failure for seed 3"
     assert 'raise RuntimeError(f"stub failure' in outcomes[0].traceback  # where it failed
-    table = sweep.format_outcomes(outcomes)
+    table = sweep_cli.format_outcomes(outcomes)
     assert "stub failure for seed 3" in table and "1 done, 0 skipped, 1 failed" in table
 
 
@@ -134,6 +135,19 @@ def test_execute_leaves_the_calling_process_as_it_was(tmp_path, monkeypatch):
     job = CellJob(Cell("bc", "broken", 0), tmp_path, tmp_path, torch_threads=before + 1)
     assert sweep.execute(job, stub_cell).status == "failed"
     assert torch.get_num_threads() == before and "TQDM_DISABLE" not in os.environ
+
+
+def test_torch_threads_sets_the_count_inside_the_block_and_restores_it_after_an_error():
+    import torch
+
+    from qtbench.threads import torch_threads
+
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="inside"):
+        with torch_threads(before + 1):
+            assert torch.get_num_threads() == before + 1
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
 
 
 def test_local_process_pool_executor(tmp_path, monkeypatch):
@@ -233,7 +247,7 @@ def test_cli_rejects_unknown_algo(tmp_path):
     from qtbench.errors import QtbenchError
 
     parser = argparse.ArgumentParser()
-    sweep.register(parser.add_subparsers())
+    sweep_cli.register(parser.add_subparsers())
     args = parser.parse_args(["sweep", "--algos", "nope", "--results-dir", str(tmp_path)])
     with pytest.raises(QtbenchError, match="unknown algorithm 'nope'"):
         args.func(args)
@@ -275,7 +289,7 @@ def test_cli_dry_run_lists_the_plan(tmp_path, capsys):
     import argparse
 
     parser = argparse.ArgumentParser()
-    sweep.register(parser.add_subparsers())
+    sweep_cli.register(parser.add_subparsers())
     args = parser.parse_args(["sweep", "--algos", "q_transformer", "--tasks", "drawer_open", "--seeds", "0", "1",
                               "--ablations", "--results-dir", str(tmp_path), "--dry-run"])
     assert args.func(args) == 0

@@ -17,7 +17,7 @@ from torch import nn
 
 from qtbench import checkpoint
 from qtbench.algorithms.base import AlgoConfig
-from qtbench.data import TransitionData, WindowSampler
+from qtbench.data import Episode, TransitionData, WindowSampler
 from qtbench.errors import QtbenchError
 from qtbench.results import EpisodeOutcome, curve_point, run_root
 from qtbench.train import (
@@ -96,14 +96,14 @@ def synthetic_data(num_episodes: int = 6, seed: int = 0) -> TransitionData:
         length = 4 + e % 3
         rewards = np.zeros(length, np.float32)
         rewards[-1] = float(e % 2 == 0)
-        episodes.append({
-            "states": rng.normal(size=(length + 1, 3)).astype(np.float32),
-            "actions": rng.uniform(-1, 1, size=(length, 4)).astype(np.float32),
-            "rewards": rewards,
-            "terminations": rewards > 0,
-            "truncations": np.arange(length) == length - 1 if e % 2 else np.zeros(length, bool),
-            "instruction": "open the top drawer",
-        })
+        episodes.append(Episode.from_steps(
+            "open the top drawer", None,
+            states=rng.normal(size=(length + 1, 3)).astype(np.float32),
+            actions=rng.uniform(-1, 1, size=(length, 4)).astype(np.float32),
+            rewards=rewards,
+            terminations=rewards > 0,
+            truncations=np.arange(length) == length - 1 if e % 2 else np.zeros(length, bool),
+        ))
     return TransitionData.from_episodes(episodes, max_episode_steps=8)
 
 

@@ -3,15 +3,17 @@ the training view. The default pipeline that also trains the BC collection polic
 above this package and above training, in :mod:`qtbench.datasets`; nothing here imports
 training code.
 
-Public contract (other areas code against these names): ``dataset_id``, ``DatasetName``,
+Public contract (other areas code against these names): ``Episode``, ``dataset_id``, ``DatasetName``,
 ``data_record``, ``TransitionData``, ``WindowSampler``, ``RolloutWindows``, and the seed
 scheme ``eval_seeds`` / ``EVAL_SEED_OFFSET`` (evaluation seeds are disjoint from every
 data seed).
 """
 
-from qtbench.data.profiles import EVAL_SEED_OFFSET, PROFILES, eval_seeds
+from qtbench.data.episode import Episode
+from qtbench.data.profiles import PROFILES
 from qtbench.data.rollout_windows import RolloutWindows
 from qtbench.data.sampler import WindowSampler
+from qtbench.data.seeds import EVAL_SEED_OFFSET, eval_seeds
 from qtbench.data.store import SPLITS, DatasetName, data_record, dataset_id
 from qtbench.data.transitions import TransitionData
 
@@ -20,6 +22,7 @@ __all__ = [
     "PROFILES",
     "SPLITS",
     "DatasetName",
+    "Episode",
     "RolloutWindows",
     "TransitionData",
     "WindowSampler",

@@ -8,26 +8,25 @@ observation for the last step), so no pair crosses an episode boundary.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from qtbench.io import atomic_write
+from qtbench.atomic import atomic_write
+from qtbench.data.episode import Episode
 
 D4RL_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "instructions")
 
 
-def d4rl_arrays(episodes: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+def d4rl_arrays(episodes: list[Episode]) -> dict[str, np.ndarray]:
     """Flat D4RL arrays (one row per transition) plus the instruction text of each step."""
-    states = [np.asarray(ep["states"], np.float32) for ep in episodes]
     return {
-        "observations": np.concatenate([s[:-1] for s in states]),
-        "actions": np.concatenate([np.asarray(ep["actions"], np.float32) for ep in episodes]),
-        "rewards": np.concatenate([np.asarray(ep["rewards"], np.float32) for ep in episodes]),
-        "next_observations": np.concatenate([s[1:] for s in states]),
-        "terminals": np.concatenate([np.asarray(ep["terminations"], bool) for ep in episodes]),
-        "timeouts": np.concatenate([np.asarray(ep["truncations"], bool) for ep in episodes]),
-        "instructions": np.array([ep["instruction"] for ep in episodes for _ in range(len(ep["rewards"]))]),
+        "observations": np.concatenate([ep.states[:-1] for ep in episodes]),
+        "actions": np.concatenate([ep.actions for ep in episodes]),
+        "rewards": np.concatenate([ep.rewards for ep in episodes]),
+        "next_observations": np.concatenate([ep.states[1:] for ep in episodes]),
+        "terminals": np.concatenate([ep.terminations for ep in episodes]),
+        "timeouts": np.concatenate([ep.truncations for ep in episodes]),
+        "instructions": np.array([ep.instruction for ep in episodes for _ in range(ep.length)]),
     }
 
 

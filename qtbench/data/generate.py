@@ -4,7 +4,7 @@ As in the Q-Transformer paper, demonstrations are successful episodes (reward 1 
 last step, terminated) of a human-like scripted policy, and an autonomous collector's
 successful episodes are discarded so that only failures (all rewards 0) are kept. Work
 is split into one unit per (split, instruction); each unit runs its attempts in order
-with seeds from :func:`qtbench.data.profiles.episode_seed`, so the result does not
+with seeds from :func:`qtbench.data.seeds.episode_seed`, so the result does not
 depend on how many worker processes ran the units.
 
 This module only collects with scripted policies and writes datasets; the default
@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import platform
 import subprocess
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from qtbench.data.manifest import package_versions, summarize
-from qtbench.data.profiles import EVAL_SEED_OFFSET, get_profile
+from qtbench.data.episode import Episode, summarize
+from qtbench.data.profiles import get_profile
+from qtbench.data.seeds import EVAL_SEED_OFFSET
 from qtbench.data.store import DatasetName, dataset_id, regenerate_command, write_dataset
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ class Unit:
 @dataclass
 class UnitResult:
     unit: Unit
-    episodes: list[dict[str, Any]] = field(default_factory=list)
+    episodes: list[Episode] = field(default_factory=list)
     attempts: int = 0
     discarded: int = 0  # attempts that were not kept (failed demos, successful autonomous episodes)
     surplus: int = 0  # kept-kind episodes beyond the target (batched collection runs a few extra attempts)
@@ -72,8 +74,12 @@ def _env(task: str) -> Any:
     return _ENV_CACHE[task]
 
 
-def rollout(env: Any, kind: str, seed: int, instruction: str) -> dict[str, Any]:
-    """One episode of policy ``kind`` from ``reset(seed)`` with the instruction pinned."""
+def rollout(env: Any, kind: str, seed: int, instruction: str) -> Episode:
+    """One episode of scripted policy ``kind`` from ``reset(seed)`` with the instruction pinned.
+
+    Scripted policies act on one observation at a time, so each worker process steps its own
+    environment here; learned policies act batched through :func:`qtbench.evaluate.run_episodes`.
+    """
     from qtbench.envs.policies import make_policy
 
     rng = np.random.default_rng([seed, 1])  # the policy's own stream, tied to the episode
@@ -95,38 +101,19 @@ def rollout(env: Any, kind: str, seed: int, instruction: str) -> dict[str, Any]:
             break
     else:
         raise RuntimeError(f"episode of {instruction!r} did not end within max_episode_steps={limit}")
-    return as_episode(instruction, seed, states, actions, rewards, terms, truncs, style=policy.style)
+    return Episode.from_steps(instruction, seed, states, actions, rewards, terms, truncs, style=policy.style)
 
 
-def as_episode(instruction: str, seed: int, states: list, actions: list, rewards: list, terms: list,
-               truncs: list, style: str | None = None) -> dict[str, Any]:
-    """One episode's step lists as the arrays a dataset stores (states has one more row);
-    ``style`` is the scripted demonstrator's style (None for a learned policy's episode)."""
-    states = np.asarray(states, np.float32)
-    if not np.isfinite(states).all():  # an unstable simulation must not enter a dataset silently
-        raise RuntimeError(f"non-finite state in the episode of {instruction!r} with reset seed {seed}")
-    return dict(
-        states=states,
-        instruction=instruction,
-        actions=np.asarray(actions, np.float32),
-        rewards=np.asarray(rewards, np.float32),
-        terminations=np.asarray(terms, bool),
-        truncations=np.asarray(truncs, bool),
-        seed=seed,
-        style=style,
-    )
-
-
-def keep(split: str, episode: dict[str, Any]) -> bool:
+def keep(split: str, episode: Episode) -> bool:
     """Demos must end in success (reward 1, terminated); failures must have no reward."""
     if split == "demos":
-        return bool(episode["terminations"][-1]) and float(episode["rewards"][-1]) == 1.0
-    return float(np.sum(episode["rewards"])) == 0.0 and not bool(episode["terminations"][-1])
+        return bool(episode.terminations[-1]) and float(episode.rewards[-1]) == 1.0
+    return episode.total_reward == 0.0 and not bool(episode.terminations[-1])
 
 
 def collect_unit(unit: Unit) -> UnitResult:
     """Run attempts in order until ``target`` episodes are kept or attempts run out."""
-    from qtbench.data.profiles import episode_seed
+    from qtbench.data.seeds import episode_seed
 
     env = _env(unit.task)
     result = UnitResult(unit)
@@ -178,6 +165,19 @@ def run_units(units: list[Unit], workers: int = 1, progress: bool = True) -> lis
         bar.close()
 
 
+def package_versions() -> dict[str, str]:
+    """Versions that determine the generated data (for the manifest)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("qtbench", "minari", "mujoco", "gymnasium", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
 def code_version() -> str:
     """qtbench version and git commit of this checkout (when it is one), for metadata."""
     version = package_versions()["qtbench"]
@@ -208,7 +208,7 @@ def collector_cell(results: list[UnitResult], collector: str) -> dict[str, Any]:
     }
 
 
-def _manifest(name: DatasetName, seed: int, cells: dict[str, Any], episodes: list[dict[str, Any]],
+def _manifest(name: DatasetName, seed: int, cells: dict[str, Any], episodes: list[Episode],
               episode_seeds: list[int], max_episode_steps: int, policy: dict[str, Any] | None) -> dict[str, Any]:
     prof = get_profile(name.profile)
     checkpoint = policy.get("checkpoint") if policy and policy.get("external") else None
@@ -259,7 +259,7 @@ def _algorithm_name(split: str, policy: dict[str, Any] | None) -> str:
     return {"demos": DEMO_COLLECTOR, "failures": failures, "mixed": f"{DEMO_COLLECTOR} + {failures}"}[split]
 
 
-def _write(name: DatasetName, seed: int, episodes: list[dict[str, Any]], episode_seeds: list[int],
+def _write(name: DatasetName, seed: int, episodes: list[Episode], episode_seeds: list[int],
            cells: dict[str, Any], policy: dict[str, Any] | None) -> dict[str, Any]:
     from qtbench.envs import TASKS
 
@@ -316,12 +316,12 @@ def write_demos(task: str, profile: str, seed: int, results: list[UnitResult]) -
     _warn_shortfall(results)
     episodes = [ep for res in results for ep in res.episodes]
     cells = {"demos": collector_cell(results, COLLECTORS["demos"])}
-    return _write(DatasetName(task, "demos", profile), seed, episodes, [int(ep["seed"]) for ep in episodes],
+    return _write(DatasetName(task, "demos", profile), seed, episodes, [int(ep.seed) for ep in episodes],
                   cells, None)
 
 
 def write_failures(task: str, profile: str, seed: int, source: str, results: list[UnitResult],
-                   demos: tuple[list[dict[str, Any]], dict[str, Any]],
+                   demos: tuple[list[Episode], dict[str, Any]],
                    policy: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Write ``failures-<profile>-<source>`` and ``mixed-<profile>-<source>`` (the stored
     ``demos`` episodes and manifest, then these failures); returns both manifests.
@@ -338,13 +338,13 @@ def write_failures(task: str, profile: str, seed: int, source: str, results: lis
         policy = dict(policy, attempts=cell["attempts"], successes=cell["discarded"],
                       success_rate=cell["discarded"] / cell["attempts"] if cell["attempts"] else None,
                       per_attempted_style=per_attempted_style(results))
-    failure_seeds = [int(ep["seed"]) for ep in failures]
+    failure_seeds = [int(ep.seed) for ep in failures]
     manifests = {
         "failures": _write(DatasetName(task, "failures", profile, source), seed, failures, failure_seeds,
                            {"failures": cell}, policy),
     }
     demo_seeds = list(demo_manifest["episode_seeds"])
-    demo_episodes = [dict(ep, seed=s) for ep, s in zip(demo_episodes, demo_seeds)]  # read back without seeds
+    demo_episodes = [replace(ep, seed=s) for ep, s in zip(demo_episodes, demo_seeds)]  # read back without seeds
     manifests["mixed"] = _write(
         DatasetName(task, "mixed", profile, source), seed, demo_episodes + failures, demo_seeds + failure_seeds,
         {"demos": demo_manifest["collectors"]["demos"], "failures": cell}, policy,

@@ -24,10 +24,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from qtbench.algorithms.base import SPLITS
-from qtbench.data.manifest import content_hash
+from qtbench.atomic import atomic_write_json
+from qtbench.data.episode import Episode
+from qtbench.data.hashing import content_hash
 from qtbench.data.profiles import get_profile
 from qtbench.errors import QtbenchError, unknown_name
-from qtbench.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +147,10 @@ def _regenerate_hint(dataset_id_: str, manifest: dict[str, Any] | None = None) -
 # ---- reading ---------------------------------------------------------------------------
 @dataclass
 class StoredDataset:
-    """A dataset read back from disk: its episodes (as numpy dicts) and its manifest."""
+    """A dataset read back from disk: its episodes and its manifest."""
 
     dataset_id: str
-    episodes: list[dict[str, Any]]
+    episodes: list[Episode]
     manifest: dict[str, Any]
 
     @property
@@ -182,7 +183,7 @@ def _broken(dataset_id_: str, manifest: dict[str, Any], why: str) -> QtbenchErro
 # ensure_datasets verifies a dataset and the training loop then loads it, and parsing
 # thousands of HDF5 episode groups twice costs tens of seconds on the largest task,
 # while hashing the raw bytes takes a fraction of a second.
-_READ_CACHE: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+_READ_CACHE: dict[str, tuple[str, list[Episode]]] = {}
 _READ_CACHE_SIZE = 3
 
 
@@ -197,9 +198,9 @@ def _files_key(dataset_id_: str) -> str:
     return digest.hexdigest()
 
 
-def read_episodes(dataset_id_: str, manifest: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every episode of a stored dataset as a dict of numpy arrays (read-only: shared with
-    later reads of the unchanged files), through Minari's API."""
+def read_episodes(dataset_id_: str, manifest: dict[str, Any] | None = None) -> list[Episode]:
+    """Every episode of a stored dataset (its arrays are shared with later reads of the
+    unchanged files: do not modify them), through Minari's API."""
     manifest = manifest if manifest is not None else read_manifest(dataset_id_)
     try:
         key = _files_key(dataset_id_)
@@ -217,7 +218,7 @@ def read_episodes(dataset_id_: str, manifest: dict[str, Any] | None = None) -> l
     return episodes
 
 
-def _read_minari(dataset_id_: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def _read_minari(dataset_id_: str, manifest: dict[str, Any]) -> list[Episode]:
     import minari
 
     try:
@@ -229,10 +230,10 @@ def _read_minari(dataset_id_: str, manifest: dict[str, Any]) -> list[dict[str, A
             obs = ep["observations"]
             texts = obs["instruction"]
             episodes.append(
-                dict(
+                Episode(
                     states=np.asarray(obs["state"], np.float32),
                     instruction=str(texts[0]),
-                    instructions=[str(t) for t in texts],
+                    instructions=tuple(str(t) for t in texts),
                     actions=np.asarray(ep["actions"], np.float32),
                     rewards=np.asarray(ep["rewards"], np.float32),
                     terminations=np.asarray(ep["terminations"], bool),
@@ -247,7 +248,7 @@ def _read_minari(dataset_id_: str, manifest: dict[str, Any]) -> list[dict[str, A
     return episodes
 
 
-def verify_episodes(dataset_id_: str, episodes: list[dict[str, Any]], manifest: dict[str, Any]) -> str:
+def verify_episodes(dataset_id_: str, episodes: list[Episode], manifest: dict[str, Any]) -> str:
     """Recompute the content hash; QtbenchError when it or the counts differ from the manifest."""
     expected = manifest.get("content_hash")
     if len(episodes) != manifest.get("episodes"):
@@ -332,25 +333,24 @@ def use_datasets_path(path: str | Path) -> Iterator[None]:
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
-def _episode_buffers(episodes: list[dict[str, Any]]) -> list[Any]:
+def _episode_buffers(episodes: list[Episode]) -> list[Any]:
     from minari.data_collector import EpisodeBuffer
 
     buffers = []
     for i, ep in enumerate(episodes):
-        num_obs = len(ep["states"])
         buffers.append(
             EpisodeBuffer(
                 id=i,
-                seed=int(ep["seed"]) if ep.get("seed") is not None else None,
-                options={"instruction": ep["instruction"]},
+                seed=int(ep.seed) if ep.seed is not None else None,
+                options={"instruction": ep.instruction},
                 observations={
-                    "state": np.asarray(ep["states"], np.float32),
-                    "instruction": [ep["instruction"]] * num_obs,
+                    "state": np.asarray(ep.states, np.float32),
+                    "instruction": [ep.instruction] * len(ep.states),
                 },
-                actions=np.asarray(ep["actions"], np.float32),
-                rewards=list(np.asarray(ep["rewards"], np.float32)),
-                terminations=list(np.asarray(ep["terminations"], bool)),
-                truncations=list(np.asarray(ep["truncations"], bool)),
+                actions=np.asarray(ep.actions, np.float32),
+                rewards=list(np.asarray(ep.rewards, np.float32)),
+                terminations=list(np.asarray(ep.terminations, bool)),
+                truncations=list(np.asarray(ep.truncations, bool)),
             )
         )
     return buffers
@@ -366,7 +366,7 @@ def _ensure_namespace(namespace: str, description: str) -> None:
 
 def write_dataset(
     dataset_id_: str,
-    episodes: list[dict[str, Any]],
+    episodes: list[Episode],
     env_id: str,
     manifest: dict[str, Any],
     metadata: dict[str, Any],
@@ -397,9 +397,9 @@ def write_dataset(
                 ref_max_score=1.0,
                 **metadata,
             )
-            styled = [i for i, ep in enumerate(episodes) if ep.get("style")]
+            styled = [i for i, ep in enumerate(episodes) if ep.style]
             if styled:  # per-episode metadata: Minari's loader returns it (get_episode_metadata)
-                dataset.storage.update_episode_metadata([{"style": episodes[i]["style"]} for i in styled], styled)
+                dataset.storage.update_episode_metadata([{"style": episodes[i].style} for i in styled], styled)
             staged = staging / dataset_id_
             atomic_write_json(staged / MANIFEST_NAME, manifest)
             verify_episodes(dataset_id_, read_episodes(dataset_id_, manifest), manifest)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
 from qtbench.algorithms.base import EnvSpecInfo
+from qtbench.data.episode import Episode
 from qtbench.envs.instructions import MAX_TOKENS, VOCABULARY, tokenize_many
 
 log = logging.getLogger(__name__)
@@ -59,27 +60,26 @@ class TransitionData:
     @classmethod
     def from_episodes(
         cls,
-        episodes: Iterable[dict[str, Any]],
+        episodes: Iterable[Episode],
         max_episode_steps: int | None = None,
         source: str = "",
     ) -> "TransitionData":
-        """Build from episode dicts with keys ``states`` (T+1, S), ``actions`` (T, A),
-        ``rewards``, ``terminations``, ``truncations`` (T,) and ``instruction`` (str)."""
+        """Build from episodes (see :class:`~qtbench.data.episode.Episode`)."""
         episodes = list(episodes)
         if not episodes:
             raise ValueError(f"no episodes to build transitions from ({source or 'in memory'})")
-        lengths = np.array([len(ep["rewards"]) for ep in episodes], dtype=np.int64)
+        lengths = np.array([ep.length for ep in episodes], dtype=np.int64)
         for ep, length in zip(episodes, lengths):
-            if length < 1 or len(ep["states"]) != length + 1 or len(ep["actions"]) != length:
+            if length < 1 or len(ep.states) != length + 1 or len(ep.actions) != length:
                 raise ValueError(
                     f"malformed episode in {source or 'input'}: {length} rewards, "
-                    f"{len(ep['states'])} observations, {len(ep['actions'])} actions"
+                    f"{len(ep.states)} observations, {len(ep.actions)} actions"
                 )
-        states = np.concatenate([np.asarray(ep["states"], np.float32) for ep in episodes])
-        actions = np.concatenate([np.asarray(ep["actions"], np.float32) for ep in episodes])
-        rewards = np.concatenate([np.asarray(ep["rewards"], np.float32) for ep in episodes])
-        terms = np.concatenate([np.asarray(ep["terminations"], bool) for ep in episodes])
-        truncs = np.concatenate([np.asarray(ep["truncations"], bool) for ep in episodes])
+        states = np.concatenate([np.asarray(ep.states, np.float32) for ep in episodes])
+        actions = np.concatenate([np.asarray(ep.actions, np.float32) for ep in episodes])
+        rewards = np.concatenate([np.asarray(ep.rewards, np.float32) for ep in episodes])
+        terms = np.concatenate([np.asarray(ep.terminations, bool) for ep in episodes])
+        truncs = np.concatenate([np.asarray(ep.truncations, bool) for ep in episodes])
         num_eps = len(episodes)
         obs_lengths = lengths + 1
         episode_starts = np.concatenate([[0], np.cumsum(obs_lengths)[:-1]]).astype(np.int64)
@@ -99,7 +99,7 @@ class TransitionData:
         obs_rtg = np.zeros(len(states), np.float32)
         obs_rtg[obs_rows] = rtg
 
-        texts = [str(ep["instruction"]) for ep in episodes]
+        texts = [str(ep.instruction) for ep in episodes]
         longest = int(lengths.max())
         return cls(
             states=states,
@@ -141,7 +141,7 @@ class TransitionData:
         if demo_styles:
             episodes = keep_demo_styles(episodes, demo_styles, stored.dataset_id)
         if successful_only:
-            episodes = [ep for ep in episodes if float(np.sum(ep["rewards"])) > 0]
+            episodes = [ep for ep in episodes if ep.succeeded]
             if not episodes:
                 from qtbench.errors import QtbenchError
 
@@ -188,19 +188,18 @@ class TransitionData:
         )
 
 
-def keep_demo_styles(episodes: list[dict[str, Any]], styles: tuple[str, ...], source: str) -> list[dict[str, Any]]:
+def keep_demo_styles(episodes: list[Episode], styles: tuple[str, ...], source: str) -> list[Episode]:
     """``episodes`` without the demonstrations (positive return) whose style is not in ``styles``."""
     from qtbench.envs.instructions import BY_TEXT
     from qtbench.envs.policies import pick_style
     from qtbench.errors import QtbenchError
 
-    demos = [ep for ep in episodes if float(np.sum(ep["rewards"])) > 0]
-    if any(not ep.get("style") for ep in demos):
+    demos = [ep for ep in episodes if ep.succeeded]
+    if any(not ep.style for ep in demos):
         raise QtbenchError(f"dataset {source} does not record the style of its demonstrations",
                            "regenerate it with this version (qtbench data generate), or drop demo_styles")
-    wanted = {skill: pick_style(skill, styles) for skill in {BY_TEXT[ep["instruction"]].skill for ep in demos}}
-    kept = [ep for ep in episodes
-            if float(np.sum(ep["rewards"])) <= 0 or ep["style"] == wanted[BY_TEXT[ep["instruction"]].skill]]
+    wanted = {skill: pick_style(skill, styles) for skill in {BY_TEXT[ep.instruction].skill for ep in demos}}
+    kept = [ep for ep in episodes if not ep.succeeded or ep.style == wanted[BY_TEXT[ep.instruction].skill]]
     if len(kept) == len(episodes) - len(demos):
         raise QtbenchError(f"dataset {source} has no demonstration of styles {','.join(styles)}",
                            "name styles its manifest counts (per_style)")

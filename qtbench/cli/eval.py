@@ -10,94 +10,16 @@ scores the run's own dataset with the learned Q function (see ``qtbench.probe``)
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from qtbench.errors import QtbenchError
+from qtbench.loaded_run import load_run
 
 log = logging.getLogger(__name__)
 
 HANDOVER_FILE = "eval_from_{stage}.json"
-
-
-@dataclass
-class LoadedRun:
-    """A finished run with its final weights restored."""
-
-    run_dir: Path
-    config: dict[str, Any]  # config.json
-    record: dict[str, Any]  # eval.json
-    algo_config: Any  # the algorithm's config dataclass
-    algorithm: Any
-    data: Any  # the TransitionData it trained on
-    checkpoint_step: int
-    device: str
-
-
-def checkpoint_cell(run_dir: Path, checkpoint_root: Path) -> Path:
-    """The checkpoint folder of a results cell: the same <task>/<algo>/seed<k> below the
-    checkpoint root, under ablations/<label>/ when the cell is an ablation run."""
-    parts = Path(run_dir).resolve().parts
-    tail = parts[-5:] if len(parts) >= 5 and parts[-5] == "ablations" else parts[-3:]
-    return Path(checkpoint_root).joinpath(*tail)
-
-
-def load_run(run_dir: Path, checkpoint_root: Path, device: str = "cpu") -> LoadedRun:
-    """Read a cell's config and eval.json, its datasets and its last checkpoint."""
-    from qtbench import checkpoint
-    from qtbench.algorithms import algorithm_class
-    from qtbench.data import TransitionData, data_record
-    from qtbench.datasets import ensure_datasets
-    from qtbench.reproduce import config_overrides, read_cell
-    from qtbench.train import DATA_SEED, check_names, resolve_config
-
-    config, record = read_cell(Path(run_dir))
-    algo, task = config["algo"], config["task"]
-    check_names(algo, task)
-    ckpt_dir = checkpoint_cell(run_dir, checkpoint_root)
-    state = checkpoint.load(ckpt_dir)
-    if state is None:
-        raise QtbenchError(
-            f"no checkpoint of {run_dir} in {ckpt_dir} (checkpoints are not committed with results)",
-            "pass --checkpoint-dir with the root `qtbench run --checkpoint-dir` wrote to, "
-            f"or train the cell again: qtbench reproduce {run_dir}",
-        )
-    cls = algorithm_class(algo)
-    algo_config = resolve_config(cls.config_class, config_overrides(algo, config.get("algo_config", {})))
-    checkpoint.check_compatible(state, algo, dataclasses.asdict(algo_config), checkpoint.checkpoint_path(ckpt_dir))
-    if state.step != record.get("train_steps", state.step):
-        log.warning("checkpoint %s is at step %d, but eval.json was written after %s steps",
-                     ckpt_dir, state.step, record.get("train_steps"))
-    trained_on = config.get("data")
-    if not trained_on:
-        raise QtbenchError(
-            f"{run_dir} predates data records: its config.json does not say which datasets it trained on",
-            f"train the cell again on today's data (qtbench reproduce {run_dir}), then evaluate or probe it",
-        )
-    profile, source = trained_on["profile"], trained_on["failure_source"]
-    ensure_datasets(task, profile, DATA_SEED, source)
-    if data_record(task, profile, source, algo_config.dataset)["fingerprint"] != trained_on["fingerprint"]:
-        raise QtbenchError(
-            f"the {profile}-{source} datasets of {task} are not the ones {run_dir} trained on (content hashes differ)",
-            f"regenerate them with the code the run used, or train the cell again: qtbench reproduce {run_dir}",
-        )
-    data = TransitionData.load(task, algo_config.dataset, successful_only=algo_config.filtered, profile=profile,
-                               source=source, demo_styles=algo_config.demo_styles)
-    algorithm = cls(data.spec_info(), algo_config, device=device)
-    algorithm.load_state_dict(state.algorithm)
-    return LoadedRun(Path(run_dir), config, record, algo_config, algorithm, data, state.step, device)
-
-
-def _act(run: LoadedRun):
-    def act(window: Any) -> np.ndarray:
-        return run.algorithm.act(window.to_torch(run.device))
-
-    return act
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -110,11 +32,11 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 # ---- qtbench eval ------------------------------------------------------------------------
-def _cmd_eval(args: argparse.Namespace) -> int:
+def cmd_eval(args: argparse.Namespace) -> int:
+    from qtbench.atomic import atomic_write_json
+    from qtbench.benchmarks_md import machine_description
     from qtbench.evaluate import default_episodes, evaluate_policy, handover_instructions
     from qtbench.funnel import compact
-    from qtbench.io import atomic_write_json
-    from qtbench.report import machine_description
     from qtbench.reproduce import read_cell
     from qtbench.results import EVAL_FILE, handover_summary, qtbench_version, success_summary, summary_table
 
@@ -139,7 +61,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             )
     episodes = args.eval_episodes or episodes
     outcomes, seconds = evaluate_policy(
-        _act(run), task, run.algo_config.history, int(episodes), seed, target_return=run.algo_config.target_return,
+        run.act, task, run.algo_config.history, int(episodes), seed, target_return=run.algo_config.target_return,
         progress=not args.no_progress, handover=args.from_stage,
     )
     common = {"machine": machine_description(), "qtbench_version": qtbench_version(), "eval_seconds": seconds}
@@ -176,7 +98,7 @@ def handover_table(record: dict[str, Any]) -> str:
 
 
 # ---- qtbench probe -----------------------------------------------------------------------
-def _cmd_probe(args: argparse.Namespace) -> int:
+def cmd_probe(args: argparse.Namespace) -> int:
     from qtbench.probe import PROBE_FILE, PROBE_PLOT, format_probe, probe_plot, probe_run
 
     _setup(args)
@@ -185,7 +107,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         print(f"qtbench probe: skipped: {run.config['algo']} learns no Q function of actions "
               "(probes need one: q_transformer, iql, cql)")
         return 0
-    from qtbench.io import atomic_write_json
+    from qtbench.atomic import atomic_write_json
 
     result = probe_run(run, radius=args.radius, max_transitions=args.max_transitions, progress=not args.no_progress)
     path = atomic_write_json(run.run_dir / PROBE_FILE, result)
@@ -222,7 +144,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "pulled_half (an unknown name lists the task's stages)")
     p.add_argument("--eval-episodes", type=int, default=None,
                    help="episodes per instruction with --from-stage (default: the run's own count)")
-    p.set_defaults(func=_cmd_eval)
+    p.set_defaults(func=cmd_eval)
     q = subparsers.add_parser(
         "probe",
         help="learned values of demo vs failure actions on the run's dataset (probe.json, probe.png)",
@@ -238,4 +160,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="max normalised-state distance of a 'similar' failure state (default: see qtbench.probe)")
     q.add_argument("--max-transitions", type=int, default=None,
                    help="probe at most this many transitions, drawn uniformly (default: all)")
-    q.set_defaults(func=_cmd_probe)
+    q.set_defaults(func=cmd_probe)

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from qtbench.io import atomic_write, atomic_write_json
-from qtbench.report import HEADER, markdown_table, write_section
+from qtbench.atomic import atomic_write, atomic_write_json
+from qtbench.benchmarks_md import HEADER, markdown_table, write_section
 
 
 def test_sections_are_replaced_in_place(tmp_path):

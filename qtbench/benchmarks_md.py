@@ -10,7 +10,7 @@ import platform
 import re
 from pathlib import Path
 
-from qtbench.io import atomic_write_text
+from qtbench.atomic import atomic_write_text
 
 DEFAULT_BENCHMARKS = Path("benchmarks.md")
 HEADER = (

@@ -1,8 +1,9 @@
-"""The `qtbench` command: one argparse tree, each command group owned by its own module.
+"""The `qtbench` command: one argparse tree, one module of this package per command group.
 
-A group module exposes ``register(subparsers)``, adds its parsers and sets
-``func(args) -> int`` on each. Modules import heavy libraries (torch, mujoco) inside
-their functions so `qtbench --help` stays instant.
+Each group module (``qtbench.cli.<group>``) exposes ``register(subparsers)``, adds its
+parsers and sets ``func(args) -> int`` on each (handlers are named ``cmd_<command>``);
+handlers only parse, call library functions and print. Modules import heavy libraries
+(torch, mujoco) inside their functions so `qtbench --help` stays instant.
 """
 
 from __future__ import annotations
@@ -17,21 +18,16 @@ from qtbench.errors import QtbenchError
 
 # Command groups, in the order `qtbench --help` lists them.
 GROUP_MODULES = [
-    "qtbench.envs.cli",
-    "qtbench.data_cli",
-    "qtbench.run_cli",
-    "qtbench.eval_cli",
-    "qtbench.sweep",
-    "qtbench.tuning",
-    "qtbench.leaderboard",
-    "qtbench.headroom",
-    "qtbench.reproduce",
-]
-# Targets of `qtbench bench <target>`; each module's register(bench_subparsers) adds one.
-BENCH_MODULES = [
-    "qtbench.envs.bench",
-    "qtbench.train_bench",
-    "qtbench.data_bench",
+    "qtbench.cli.env",
+    "qtbench.cli.data",
+    "qtbench.cli.run",
+    "qtbench.cli.eval",
+    "qtbench.cli.sweep",
+    "qtbench.cli.tune",
+    "qtbench.cli.leaderboard",
+    "qtbench.cli.headroom",
+    "qtbench.cli.reproduce",
+    "qtbench.cli.bench",
 ]
 
 
@@ -44,10 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in GROUP_MODULES:
         importlib.import_module(name).register(sub)
-    bench = sub.add_parser("bench", help="measure speed and write it to benchmarks.md")
-    bench_sub = bench.add_subparsers(dest="target", metavar="TARGET", required=True)
-    for name in BENCH_MODULES:
-        importlib.import_module(name).register(bench_sub)
     return parser
 
 

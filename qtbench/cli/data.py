@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from qtbench.data.profiles import PROFILES, profile_table
 
@@ -62,6 +63,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ver.add_argument("datasets", nargs="*", help="dataset ids (default: every dataset listed)")
     ver.set_defaults(func=cmd_verify)
 
+    pol = sub.add_parser(
+        "eval-policy", help="evaluate a task's collection policy on the runs' evaluation episodes",
+        description="Evaluate the BC collection policy of a task's datasets on the evaluation episodes that "
+        "every run with each --seeds value meets (paired with the learners); writes "
+        "<results-dir>/<task>/collection_policy.json, which `qtbench leaderboard` lists beside the runs.",
+    )
+    pol.add_argument("--task", required=True, help=TASK_HELP)
+    pol.add_argument("--profile", default="default", choices=list(PROFILES), help="dataset size (default: default)")
+    pol.add_argument("--data-seed", type=int, default=0, help="data seed of the datasets (default 0)")
+    pol.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
+                     help="run seeds whose evaluation episodes to use (default 0)")
+    pol.add_argument("--eval-episodes", type=int, default=None, metavar="N",
+                     help="episodes per instruction (default: the runs' default for the task)")
+    pol.add_argument("--results-dir", default="results")
+    pol.set_defaults(func=cmd_eval_policy)
+
     exp = sub.add_parser("export-d4rl", help="write a dataset as a D4RL-style .npz")
     exp.add_argument("dataset", help="dataset id")
     exp.add_argument("out", help="output .npz path")
@@ -101,6 +118,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_policy(args: argparse.Namespace) -> int:
+    import json
+
+    from qtbench.collection_policy import evaluate_collection_policy
+    from qtbench.errors import QtbenchError
+
+    if args.eval_episodes is not None and args.eval_episodes < 1:
+        raise QtbenchError(f"--eval-episodes {args.eval_episodes}: must be at least 1", "pass --eval-episodes 100")
+    for task in _tasks(args.task):
+        path = evaluate_collection_policy(task, args.profile, args.data_seed, args.seeds, args.eval_episodes,
+                                          Path(args.results_dir))
+        record = json.loads(path.read_text())
+        for seed, result in record["seeds"].items():
+            lo, hi = result["ci95"]
+            print(f"{task} collection policy, seed {seed}'s evaluation episodes: {result['success_rate']:.1%} "
+                  f"[{lo:.1%}, {hi:.1%}] over {result['episodes']} episodes")
+        print(f"written: {path}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     import json
 
@@ -127,7 +164,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from qtbench.data.manifest import summarize
+    from qtbench.data.episode import summarize
     from qtbench.data.store import parse_dataset_id, read_dataset
 
     stored = read_dataset(parse_dataset_id(args.dataset).id, verify=False)

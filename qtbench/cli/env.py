@@ -64,8 +64,8 @@ def _options(instruction: str | None) -> dict | None:
 def cmd_render(args: argparse.Namespace) -> int:
     from PIL import Image
 
+    from qtbench.atomic import atomic_write
     from qtbench.envs import make_env
-    from qtbench.io import atomic_write
 
     env = make_env(args.task, render_mode="rgb_array", render_size=(args.height, args.width), camera=args.camera)
     _, info = env.reset(seed=args.seed, options=_options(args.instruction))

@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="set a field of the algorithm's config, e.g. --set learning_rate=1e-4 history=2")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=cmd_run)
 
 
 def parse_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -82,23 +82,10 @@ def parse_overrides(args: argparse.Namespace) -> dict[str, object]:
     return overrides
 
 
-def collector_success_rate(task: str, profile: str = "default", failures: str = "bc") -> float | None:
-    """The raw success rate on ``task`` of the policy that collected the failures (the BC
-    collection policy by default): the successes it had (and
-    that were discarded, as in the paper) over all its attempts, from the failures manifest."""
-    from qtbench.data.store import dataset_id, read_manifest
-
-    try:
-        cell = read_manifest(dataset_id(task, "failures", profile, failures))["collectors"]["failures"]
-    except (QtbenchError, KeyError, OSError):
-        return None
-    return cell["discarded"] / cell["attempts"] if cell.get("attempts") else None
-
-
-def run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from qtbench.algorithms import algorithm_class
     from qtbench.funnel import compact
-    from qtbench.datasets import check_failure_source, ensure_datasets
+    from qtbench.datasets import check_failure_source, collector_success_rate, ensure_datasets
     from qtbench.results import EVAL_FILE, read_json, run_root, summary_table
     from qtbench.train import DATA_SEED, RunSpec, check_names, check_run, run_cell, typed_overrides
 

@@ -1,0 +1,107 @@
+"""Model pieces every algorithm shares, each written once (in the spirit of d3rlpy's ``torch_utility``).
+
+- ``polyak_update``: the soft target-network update (Q-Transformer, IQL, CQL);
+- ``StateNormalised``: a module holding the training data's state statistics as the
+  buffers ``state_mean``/``state_std`` (the transformer context, DT, the IQL/CQL MLPs);
+- ``clamp_log_std``: the log-std bounds of the Gaussian policies (IQL, CQL);
+- ``to_bins``, ``bin_centres``, ``greedy_decode``: the action grid of ``n_bins`` equal-width
+  bins per dimension and its dimension-by-dimension argmax (Q-Transformer, BC);
+- ``shifted_return``, ``check_reward_transform``: the critic's reward transform (IQL, CQL).
+
+Networks live elsewhere (``qtbench.nets``, ``qtbench.ensemble_mlp``); this module holds no
+parameters of its own, so moving a piece here leaves every checkpoint's keys unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from qtbench.algorithms.base import Batch, EnvSpecInfo
+from qtbench.errors import QtbenchError
+
+
+# ---- target networks ---------------------------------------------------------------------
+def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) * target + tau * source for every parameter, in place, without autograd."""
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+# ---- state normalisation -----------------------------------------------------------------
+STD_FLOOR = 1e-3  # smallest std a feature is divided by (constant features stay finite)
+
+
+class StateNormalised(nn.Module):
+    """Base of the modules that read raw states: the training data's per-feature statistics.
+
+    ``spec.state_mean``/``spec.state_std`` become the buffers ``state_mean`` and ``state_std``
+    (std floored at ``STD_FLOOR``; 0 and 1 when the spec has no statistics). They are saved
+    in the module's state_dict under those names, so a checkpoint normalises as it trained.
+    """
+
+    def __init__(self, spec: EnvSpecInfo):
+        super().__init__()
+        mean = torch.tensor(spec.state_mean or [0.0] * spec.state_dim, dtype=torch.float32)
+        std = torch.tensor(spec.state_std or [1.0] * spec.state_dim, dtype=torch.float32)
+        self.register_buffer("state_mean", mean)
+        self.register_buffer("state_std", std.clamp_min(STD_FLOOR))
+
+    def normalise(self, states: torch.Tensor) -> torch.Tensor:
+        """(states - mean) / std over the last (feature) dimension."""
+        return (states - self.state_mean) / self.state_std
+
+
+# ---- Gaussian policies -------------------------------------------------------------------
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # std within [0.0067, 7.4], so log-densities stay finite
+
+
+def clamp_log_std(log_std: torch.Tensor) -> torch.Tensor:
+    """log_std clamped to [LOG_STD_MIN, LOG_STD_MAX] (gradients pass inside the bounds only)."""
+    return log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+
+# ---- discretised actions -----------------------------------------------------------------
+def to_bins(actions: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Continuous actions in [-1, 1] -> int64 bin indices in [0, n_bins); equal-width bins."""
+    scaled = (actions.clamp(-1.0, 1.0) + 1.0) * (n_bins / 2.0)
+    return scaled.floor().long().clamp_(0, n_bins - 1)
+
+
+def bin_centres(bins: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Bin indices -> the continuous action at each bin's centre (float32, inside (-1, 1))."""
+    return (bins.float() + 0.5) * (2.0 / n_bins) - 1.0
+
+
+def greedy_decode(
+    scores_at: Callable[[torch.Tensor, int], torch.Tensor], batch_size: int, action_dim: int, device: Any
+) -> torch.Tensor:
+    """Bins (B, A) chosen dimension by dimension, each argmax conditioned on earlier choices.
+
+    ``scores_at(bins, i)`` returns the (B, n_bins) scores (Q values or logits) of dimension
+    i given ``bins[:, :i]``; the later columns of ``bins`` are zeros it must not read.
+    """
+    bins = torch.zeros(batch_size, action_dim, dtype=torch.long, device=device)
+    for i in range(action_dim):
+        bins[:, i] = scores_at(bins, i).argmax(dim=-1)
+    return bins
+
+
+# ---- the critic's rewards ----------------------------------------------------------------
+def shifted_return(batch: Batch, reward_scale: float, reward_shift: float) -> torch.Tensor:
+    """The batch's n-step return of rewards r' = reward_scale * r + reward_shift.
+
+    Exact for n_step 1 (a return of one reward); ``check_reward_transform`` refuses a
+    shift with longer returns, whose length this batch does not carry."""
+    return reward_scale * batch.nstep_return + reward_shift
+
+
+def check_reward_transform(config: Any) -> None:
+    """QtbenchError for a reward shift with n-step returns (``shifted_return`` is exact for n = 1)."""
+    if config.reward_shift and config.n_step != 1:
+        raise QtbenchError(
+            f"reward_shift={config.reward_shift} needs n_step=1 (got n_step={config.n_step})",
+            "use --set n_step=1 with a reward shift, or reward_shift=0 with n-step returns",
+        )

@@ -1,0 +1,46 @@
+"""`qtbench leaderboard`: aggregate every eval.json over seeds into benchmarks.md, a CSV and
+plots (loading, statistics and tables live in :mod:`qtbench.leaderboard`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qtbench.leaderboard import (
+    AGGREGATE_TITLES,
+    HEADLINE_TASK,
+    PLOTS_DIR,
+    SECTION,
+    aggregate_table,
+    build_rows,
+    compute_aggregates,
+    headline_table,
+    load_runs,
+    write_leaderboard,
+)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    files = write_leaderboard(Path(args.results_dir), Path(args.benchmarks), plots=not args.no_plots)
+    runs = load_runs(Path(args.results_dir))
+    rows = [r for r in build_rows(runs) if r.label == r.algo and r.task == HEADLINE_TASK]
+    if rows:
+        print(headline_table(rows))
+    for name, agg in compute_aggregates(runs).items():
+        if agg:
+            print(f"\n{AGGREGATE_TITLES[name]}:\n{aggregate_table(agg)}")
+    print(f"\n{files.runs} runs -> {files.benchmarks} (section '{SECTION}'), {files.csv}, "
+          f"{len(files.plots)} plots in {Path(args.results_dir) / PLOTS_DIR}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "leaderboard",
+        help="aggregate results over seeds into benchmarks.md, leaderboard.csv and plots",
+        description="Read every eval.json under --results-dir (except tuning/ and archive/) and write the leaderboard.",
+    )
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--benchmarks", default="benchmarks.md", help="markdown file to write the section into")
+    p.add_argument("--no-plots", action="store_true", help="skip the matplotlib figures")
+    p.set_defaults(func=cmd_leaderboard)

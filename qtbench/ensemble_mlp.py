@@ -1,0 +1,131 @@
+"""The MLP networks of the IQL and CQL baselines: an ensemble of MLPs on (state window, instruction[, action]).
+
+``ObsNet`` computes ``members`` MLPs together (the twin critics are one network with two
+members), each reading the normalised last ``history`` states and the instruction through
+its own order-aware word encoder; ``unique_instructions`` lets a batch encode each
+distinct instruction once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from qtbench.algorithms.base import EnvSpecInfo, Window
+from qtbench.algorithms.torch_utility import StateNormalised
+
+
+class EnsembleLinear(nn.Module):
+    """``members`` independent linear layers applied as one batched matmul: (E, N, in) -> (E, N, out)."""
+
+    def __init__(self, members: int, d_in: int, d_out: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default initialisation, per member
+        self.weight = nn.Parameter(torch.empty(members, d_in, d_out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(members, 1, d_out).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class InstructionEncoder(nn.Module):
+    """Token ids (B, L) -> one vector per member (E, B, d).
+
+    Each word is embedded together with its position, passed through a per-token layer and
+    mean-pooled over the non-padding words. Because the non-linearity acts on word+position,
+    "move the orange near the red can" and "move the red can near the orange" differ.
+    """
+
+    def __init__(self, members: int, vocab_size: int, max_tokens: int, dim: int):
+        super().__init__()
+        self.word = nn.Parameter(torch.randn(members, vocab_size, dim) * 0.1)
+        self.pos = nn.Parameter(torch.randn(members, max_tokens, dim) * 0.1)
+        self.mix = EnsembleLinear(members, dim, dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        members, vocab, dim = self.word.shape
+        # One embedding lookup for all members: member e's table is rows [e * vocab, (e+1) * vocab).
+        offsets = torch.arange(members, device=tokens.device).view(-1, 1, 1) * vocab
+        x = F.embedding(tokens + offsets, self.word.view(-1, dim)) + self.pos[:, None, : tokens.shape[1]]
+        x = F.relu(self.mix(x.reshape(members, -1, dim))).reshape(members, *tokens.shape, dim)
+        keep = (tokens != 0).to(x.dtype)
+        return (x * keep[..., None]).sum(2) / keep.sum(1).clamp_min(1.0)[:, None]
+
+
+Instructions = tuple[torch.Tensor, torch.Tensor]
+
+
+def unique_instructions(tokens: torch.Tensor, vocab_size: int) -> Instructions:
+    """The distinct instruction rows (U, L) and each batch row's index into them (B,).
+
+    A batch repeats a few dozen instructions, so encoding each distinct one once and
+    gathering is several times cheaper than encoding 256 copies (forward and backward).
+    Rows are packed into exact int64 keys a few tokens at a time and deduplicated with
+    1-D ``torch.unique`` (``unique(dim=0)`` compares rows one by one and is slow on CPU).
+    """
+    batch, length = tokens.shape
+    bits = max(1, (vocab_size - 1).bit_length())
+    per_key = max(1, 62 // bits)
+    key = None
+    for start in range(0, length, per_key):
+        chunk = tokens[:, start : start + per_key]
+        shifts = torch.arange(chunk.shape[1], device=tokens.device) * bits
+        chunk_key = (chunk << shifts).sum(1)
+        if key is None:
+            key = chunk_key
+        else:  # renumber both keys densely (< batch) so their combination stays exact
+            key = torch.unique(key, return_inverse=True)[1] * batch + torch.unique(chunk_key, return_inverse=True)[1]
+    values, index = torch.unique(key, return_inverse=True)
+    rows = torch.zeros(len(values), dtype=torch.long, device=tokens.device)
+    rows.scatter_(0, index, torch.arange(batch, device=tokens.device))  # any member: they are equal
+    return tokens[rows], index
+
+
+class ObsNet(StateNormalised):
+    """``members`` MLPs on (normalised state window, instruction[, action]), computed together.
+
+    ``encode`` turns a window into per-member features once; ``head`` maps features (and an
+    action) to outputs, so callers that score many actions per state (CQL) encode only once.
+    """
+
+    def __init__(
+        self, spec: EnvSpecInfo, history: int, members: int, out_dim: int,
+        hidden_dim: int, n_layers: int, word_dim: int, with_action: bool,
+    ):
+        super().__init__(spec)
+        self.history, self.members, self.vocab_size = history, members, spec.vocab_size
+        self.instruction = InstructionEncoder(members, spec.vocab_size, spec.max_tokens, word_dim)
+        d_in = history * spec.state_dim + word_dim + (spec.action_dim if with_action else 0)
+        dims = [d_in] + [hidden_dim] * n_layers
+        self.hidden = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.out = EnsembleLinear(members, hidden_dim, out_dim)
+
+    def encode(self, window: Window, instructions: Instructions | None = None) -> torch.Tensor:
+        """(E, B, F) features: the last ``history`` states (padding zeroed) and the instruction.
+
+        ``instructions`` is ``unique_instructions(window.instruction)`` when the caller has it.
+        """
+        states = self.normalise(window.states[:, -self.history:])
+        states = states * window.mask[:, -self.history:, None]
+        states = states.flatten(1).expand(self.members, -1, -1)
+        if instructions is None:
+            instructions = unique_instructions(window.instruction, self.vocab_size)
+        distinct, index = instructions
+        return torch.cat([states, self.instruction(distinct)[:, index]], dim=-1)
+
+    def head(self, features: torch.Tensor, action: torch.Tensor | None = None) -> torch.Tensor:
+        """features (E, N, F), action (N, A) or (E, N, A) -> outputs (E, N, out)."""
+        x = features
+        if action is not None:
+            x = torch.cat([x, action.expand(self.members, -1, -1)], dim=-1)
+        for layer in self.hidden:
+            x = F.relu(layer(x))
+        return self.out(x)
+
+    def forward(
+        self, window: Window, action: torch.Tensor | None = None, instructions: Instructions | None = None
+    ) -> torch.Tensor:
+        return self.head(self.encode(window, instructions), action)
