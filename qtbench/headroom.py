@@ -24,8 +24,8 @@ SECTION = "headroom"
 DEFAULT_RESULTS = Path("results")
 ALL_LABEL = "bc"
 ROBUST_LABEL = "bc+demo_styles__robust___"
-PRODUCE = ("for seed K: `qtbench run --algo bc --task T --seed K --results-dir {root}` and "
-           "`qtbench run --algo bc --task T --seed K --set demo_styles=robust --results-dir {root}`")
+PRODUCE = ("make each seed K's pair with `qtbench run --algo bc --task T --seed K --results-dir {root}` "
+           "and the same with `--set demo_styles=robust`")
 
 
 def _pct(rate: float) -> str:
@@ -131,7 +131,7 @@ def render(cells: dict[str, dict[int, dict[str, dict[str, Any]]]], results_dir: 
     budgets = sorted({json.dumps(r.get("train_steps")) for r in records})
     machines = sorted({str(r.get("machine", "unrecorded")) for r in records})
     parts += ["", f"- budget: {', '.join(budgets)} gradient steps per run (dataset profile {profile})",
-              f"- results: `{results_dir}`; produce a cell with {PRODUCE.format(root=results_dir)}",
+              f"- results: `{results_dir}`; {PRODUCE.format(root=results_dir)}",
               f"- machine: {'; '.join(machines)}"]
     return "\n".join(parts)
 
