@@ -28,8 +28,8 @@ from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
-from qtbench.nets import CausalTransformer, ContextTokens, trim_padding
-from qtbench.q_transformer import bin_centres, to_bins
+from qtbench.nets import CausalTransformer, ContextTokens, action_tokens, instruction_prefix
+from qtbench.q_transformer import bin_centres, greedy_decode, to_bins
 
 
 @dataclass
@@ -71,24 +71,34 @@ class AutoregressivePolicy(nn.Module):
         self.bin_embed = nn.Embedding(max(spec.action_dim - 1, 1) * config.bins, d)
         self.head = nn.Linear(d, config.bins)
 
+    def action_tokens(self, bins: torch.Tensor | None, first: int, count: int, batch: int) -> torch.Tensor:
+        """Input tokens (B, count, d) of dimensions first..first+count-1 (see ``nets.action_tokens``)."""
+        return action_tokens(self.start, self.bin_embed, self.dim_pos, self.bins, bins, first, count, batch)
+
     def logits(self, window: Window, prev_bins: torch.Tensor) -> torch.Tensor:
-        """window + bins of dimensions 0..k-2 (B, k-1) -> logits (B, k, bins) for dimensions 0..k-1."""
-        tokens, ignore = self.context(trim_padding(window))
-        batch, k = tokens.shape[0], prev_bins.shape[1] + 1
-        offsets = torch.arange(k - 1, device=prev_bins.device) * self.bins
-        actions = torch.cat([self.start.expand(batch, -1, -1), self.bin_embed(prev_bins + offsets)], dim=1)
-        actions = actions + self.dim_pos[:k]
+        """window + bins of dimensions 0..k-2 (B, k-1) -> logits (B, k, bins) for dimensions 0..k-1.
+
+        The instruction words run once per distinct instruction (``nets.instruction_prefix``)."""
+        words = instruction_prefix(self.body, self.context.words, window.instruction)
+        states, ignore = self.context.states(window)
+        batch, k = states.shape[0], prev_bins.shape[1] + 1
+        seq = torch.cat([states, self.action_tokens(prev_bins, 0, k, batch)], dim=1)
         ignore = torch.cat([ignore, ignore.new_zeros(batch, k)], dim=1)
-        return self.head(self.body(torch.cat([tokens, actions], dim=1), ignore, last=k))
+        return self.head(self.body(seq, ignore, last=k, past=words))
 
     def greedy(self, window: Window) -> torch.Tensor:
-        """Argmax bins (B, A), chosen one dimension at a time."""
-        batch = window.states.shape[0]
-        chosen = torch.zeros(batch, 0, dtype=torch.long, device=window.states.device)
-        for _ in range(self.action_dim):
-            nxt = self.logits(window, chosen)[:, -1].argmax(-1, keepdim=True)
-            chosen = torch.cat([chosen, nxt], dim=1)
-        return chosen
+        """Argmax bins (B, A), chosen one dimension at a time; the context's keys/values are
+        computed once and each dimension adds one token to them."""
+        cache = instruction_prefix(self.body, self.context.words, window.instruction)
+        states, ignore = self.context.states(window)
+        batch = states.shape[0]
+        self.body.extend(cache, states, ignore, last=1)
+        no_padding = ignore.new_zeros(batch, 1)
+
+        def logits_at(bins: torch.Tensor, i: int) -> torch.Tensor:
+            return self.head(self.body.extend(cache, self.action_tokens(bins, i, 1, batch), no_padding))[:, 0]
+
+        return greedy_decode(logits_at, batch, self.action_dim, states.device)
 
 
 class BC:

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
 from qtbench.errors import QtbenchError
-from qtbench.nets import CausalTransformer, ContextTokens, trim_padding
+from qtbench.nets import CausalTransformer, ContextTokens, action_tokens, instruction_prefix
 
 
 # ---- config ------------------------------------------------------------------------------
@@ -100,27 +100,48 @@ class QNetwork(nn.Module):
         self.dim_embed = nn.Parameter(torch.randn(a, d) * 0.02)
         self.head_weight = nn.Parameter(torch.randn(a, d, n) * d**-0.5)
         self.head_bias = nn.Parameter(torch.zeros(a, n))
-        self.register_buffer("bin_offset", torch.arange(a) * n, persistent=False)
+
+    def action_tokens(self, bins: torch.Tensor | None, first: int, count: int, batch: int) -> torch.Tensor:
+        """Input tokens (B, count, d) of dimensions first..first+count-1 (see ``nets.action_tokens``)."""
+        return action_tokens(self.start, self.bin_embed, self.dim_embed, self.n_bins, bins, first, count, batch)
+
+    def heads(self, h: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """Outputs (B, k, d) at the tokens of dimensions first..first+k-1 -> Q logits (B, k, n)."""
+        k = h.shape[1]
+        return torch.einsum("bkd,kdn->bkn", h, self.head_weight[first : first + k]) + self.head_bias[first : first + k]
 
     def forward(self, window: Window, bins: torch.Tensor | None, n_tokens: int | None = None) -> torch.Tensor:
         """Q logits (B, n_tokens, n_bins) for dimensions 0..n_tokens-1.
 
         ``bins`` (B, >= n_tokens-1) are the bins fed in for the earlier dimensions (the
-        dataset action when training, the greedy choices when acting); it may be None
-        when ``n_tokens`` is 1. Causal attention means output i never sees bins >= i.
+        dataset action when training); it may be None when ``n_tokens`` is 1. Causal
+        attention means output i never sees bins >= i. The instruction words run once per
+        distinct instruction (``nets.instruction_prefix``).
         """
         k = self.action_dim if n_tokens is None else n_tokens
-        ctx, ignore = self.context(trim_padding(window))
-        b = ctx.shape[0]
-        tokens = self.start.expand(b, 1, -1)
-        if k > 1:
-            prev = self.bin_embed(bins[:, : k - 1] + self.bin_offset[: k - 1])
-            tokens = torch.cat([tokens, prev], dim=1)
-        tokens = tokens + self.dim_embed[:k]
-        seq = torch.cat([ctx, tokens], dim=1)
+        words = instruction_prefix(self.backbone, self.context.words, window.instruction)
+        states, ignore = self.context.states(window)
+        b = states.shape[0]
+        seq = torch.cat([states, self.action_tokens(bins, 0, k, b)], dim=1)
         seq_ignore = torch.cat([ignore, ignore.new_zeros(b, k)], dim=1)
-        h = self.backbone(seq, seq_ignore, last=k)
-        return torch.einsum("bkd,kdn->bkn", h, self.head_weight[:k]) + self.head_bias[:k]
+        return self.heads(self.backbone(seq, seq_ignore, last=k, past=words))
+
+    def greedy(self, window: Window) -> torch.Tensor:
+        """Bins (B, A): the argmax of each dimension's Q given the earlier greedy choices.
+
+        The context's keys/values are computed once and each dimension adds one token to
+        them (the same outputs as ``forward`` with the chosen bins fed in)."""
+        cache = instruction_prefix(self.backbone, self.context.words, window.instruction)
+        states, ignore = self.context.states(window)
+        b = states.shape[0]
+        self.backbone.extend(cache, states, ignore, last=1)
+        no_padding = ignore.new_zeros(b, 1)
+
+        def q_logits_at(bins: torch.Tensor, i: int) -> torch.Tensor:
+            h = self.backbone.extend(cache, self.action_tokens(bins, i, 1, b), no_padding)
+            return self.heads(h, first=i)[:, 0]
+
+        return greedy_decode(q_logits_at, b, self.action_dim, states.device)
 
 
 # ---- loss: small pure functions ----------------------------------------------------------
@@ -250,11 +271,7 @@ class QTransformer:
     def act(self, window: Window) -> np.ndarray:
         """Greedy bins from the online network and the same heads as in training, as actions."""
         self.online.eval()
-        batch_size = window.states.shape[0]
-        bins = greedy_decode(
-            lambda chosen, i: self.online(window, chosen, n_tokens=i + 1)[:, i],
-            batch_size, self.spec.action_dim, self.device,
-        )
+        bins = self.online.greedy(window)
         self.online.train()
         return bin_centres(bins, self.config.n_bins).cpu().numpy().astype(np.float32)
 

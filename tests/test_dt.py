@@ -28,7 +28,7 @@ def test_token_order_and_which_output_predicts_which_action():
     model = algo.model.eval()
     window = toy_window(2, 3, torch.Generator().manual_seed(0))
     tokens, ignore = model.tokens(window)
-    assert tokens.shape[1] == 5 + 3 * 3 and ignore.shape == tokens.shape[:2]
+    assert tokens.shape[1] == 3 * 3 and ignore.shape == tokens.shape[:2]  # the words run apart (nets)
     base = model(window)
     for h in range(3):
         for field in ("returns_to_go", "states", "actions"):
