@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
-from qtbench.nets import CausalTransformer, ContextTokens, action_tokens, instruction_prefix
+from qtbench.nets import AMP_MODES, CausalTransformer, ContextTokens, action_tokens, autocast, instruction_prefix
 from qtbench.q_transformer import bin_centres, greedy_decode, to_bins
 
 
@@ -42,6 +42,7 @@ class BCConfig(AlgoConfig):
     dropout: float = ranged(0.1, at_least=0, below=1)  # RT-1's; demonstrations are few, so BC needs it more than Q-learning
     grad_clip: float = ranged(1.0, above=0)  # max global gradient norm
     weight_decay: float = ranged(0.01, at_least=0)  # AdamW, as Q-Transformer
+    amp: str = ranged("none", one_of=AMP_MODES)  # "bf16": bfloat16 autocast of the forward passes, as Q-Transformer's
 
 
 # `qtbench tune --algo bc` tries these settings on drawer_open (at most 8). The first is
@@ -121,7 +122,8 @@ class BC:
     def update(self, batch: Batch) -> dict[str, float]:
         self.policy.train()
         target = to_bins(batch.window.actions[:, -1], self.config.bins)  # (B, A)
-        logits = self.policy.logits(batch.window, target[:, :-1])
+        with autocast(self.device, self.config.amp):
+            logits = self.policy.logits(batch.window, target[:, :-1]).float()
         loss = F.cross_entropy(logits.reshape(-1, self.config.bins), target.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -134,7 +136,9 @@ class BC:
     @torch.no_grad()
     def act(self, window: Window) -> np.ndarray:
         self.policy.eval()
-        actions = bin_centres(self.policy.greedy(window), self.config.bins)
+        with autocast(self.device, self.config.amp):
+            bins = self.policy.greedy(window)
+        actions = bin_centres(bins, self.config.bins)
         return actions.clamp(-1.0, 1.0).float().cpu().numpy()
 
     def state_dict(self) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from torch import nn
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
-from qtbench.nets import CausalTransformer, instruction_prefix
+from qtbench.nets import AMP_MODES, CausalTransformer, autocast, instruction_prefix
 
 TOKENS_PER_STEP = 3  # return-to-go, state, action
 STATE_SLOT = 1  # index of the state token within a step
@@ -49,6 +49,7 @@ class DTConfig(AlgoConfig):
     n_layers: int = ranged(3, at_least=1)  # transformer blocks
     n_heads: int = ranged(1, at_least=1, divides="d_model")  # attention heads
     dropout: float = ranged(0.1, at_least=0, below=1)
+    amp: str = ranged("none", one_of=AMP_MODES)  # "bf16": bfloat16 autocast of the forward passes, as Q-Transformer's
 
 
 # `qtbench tune --algo dt` tries these settings on drawer_open (at most 8). The first is
@@ -137,7 +138,8 @@ class DecisionTransformer:
     def update(self, batch: Batch) -> dict[str, float]:
         self.model.train()
         window = batch.window
-        predicted = self.model(window)
+        with autocast(self.device, self.config.amp):
+            predicted = self.model(window).float()
         valid = window.mask[..., None].to(predicted.dtype)
         loss = ((predicted - window.actions).square() * valid).sum() / (valid.sum() * predicted.shape[-1]).clamp_min(1.0)
         self.optimizer.zero_grad(set_to_none=True)
@@ -151,7 +153,9 @@ class DecisionTransformer:
     @torch.no_grad()
     def act(self, window: Window) -> np.ndarray:
         self.model.eval()
-        return self.model(window, last_step_only=True)[:, -1].clamp(-1.0, 1.0).float().cpu().numpy()
+        with autocast(self.device, self.config.amp):
+            predicted = self.model(window, last_step_only=True)[:, -1]
+        return predicted.clamp(-1.0, 1.0).float().cpu().numpy()
 
     def state_dict(self) -> dict[str, Any]:
         return {

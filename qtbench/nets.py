@@ -28,6 +28,14 @@ from torch.nn import functional as F
 from qtbench.algorithms.base import EnvSpecInfo, Window
 
 PAD_ID = 0  # instruction token id of padding (qtbench.envs.instructions)
+AMP_MODES = ("none", "bf16")  # values of the transformer configs' ``amp`` field
+
+
+def autocast(device: torch.device, amp: str) -> torch.autocast:
+    """bfloat16 autocast of forward passes under ``amp="bf16"`` (CPU and CUDA), a no-op under
+    "none". Parameters, optimiser state and checkpoints stay float32; bfloat16 has float32's
+    exponent range, so no loss scaling."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
 
 
 class ContextTokens(nn.Module):
@@ -58,7 +66,13 @@ class ContextTokens(nn.Module):
 
 def distinct_instructions(instruction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The distinct rows of a batch's instruction ids (U, L'), their all-padding trailing
-    columns dropped (short instructions then cost 4 tokens, not 14), and each sample's row (B,)."""
+    columns dropped (short instructions then cost 4 tokens, not 14), and each sample's row (B,).
+
+    Off the CPU every row is kept as it is: finding the distinct rows has a data-dependent
+    size, which would make the host wait for the device on every forward pass.
+    """
+    if instruction.device.type != "cpu":
+        return instruction, torch.arange(instruction.shape[0], device=instruction.device)
     rows, index = torch.unique(instruction, dim=0, return_inverse=True)
     used = (rows != PAD_ID).any(dim=0).nonzero()
     keep = int(used.max()) + 1 if used.numel() else 1

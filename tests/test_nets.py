@@ -1,7 +1,14 @@
+import dataclasses
+
+import numpy as np
+import pytest
 import torch
 
-from qtbench.algorithms.base import EnvSpecInfo, Window
-from qtbench.nets import CausalTransformer, ContextTokens
+from baselines.bc import BC, BCConfig
+from baselines.decision_transformer import TOKENS_PER_STEP, DecisionTransformer, DTConfig
+from qtbench.algorithms.base import Batch, EnvSpecInfo, Window
+from qtbench.nets import CausalTransformer, ContextTokens, distinct_instructions
+from qtbench.q_transformer import QTransformer, QTransformerConfig, greedy_decode, to_bins
 
 SPEC = EnvSpecInfo(state_dim=5, action_dim=4, vocab_size=12, max_tokens=6, max_episode_steps=10)
 
@@ -42,15 +49,6 @@ def test_padding_and_future_tokens_do_not_leak():
 # Each model's plain path below runs every sample's whole sequence [words, states, action
 # tokens] through the backbone, as the code did before the words were computed once per
 # distinct instruction; the models' own forward passes must agree with it.
-import dataclasses  # noqa: E402
-
-import pytest  # noqa: E402
-
-from baselines.bc import BC, BCConfig  # noqa: E402
-from baselines.decision_transformer import TOKENS_PER_STEP, DecisionTransformer, DTConfig  # noqa: E402
-from qtbench.nets import distinct_instructions  # noqa: E402
-from qtbench.q_transformer import QTransformer, QTransformerConfig, greedy_decode, to_bins  # noqa: E402
-
 SIZES = dict(d_model=16, n_layers=2, n_heads=2, history=3, batch_size=8)
 
 
@@ -160,3 +158,25 @@ def test_word_order_still_matters():
         q_same = algo.online(dataclasses.replace(swapped, instruction=window.instruction[[0, 0, 2, 3, 4, 5, 6, 7, 8]]), None, n_tokens=1)
     assert not torch.allclose(q[0], q[1], atol=1e-4)  # same state, reversed words
     assert torch.allclose(q_same[0], q_same[1], atol=1e-6)  # same state, same words
+
+
+def _batch() -> Batch:
+    window, next_window = _mixed_window(), _mixed_window()
+    next_window.states += 0.1
+    return Batch(window=window, reward=torch.zeros(9), mc_return=torch.rand(9), nstep_return=torch.zeros(9),
+                 next_window=next_window, bootstrap_discount=torch.full((9,), 0.98))
+
+
+@pytest.mark.parametrize("algo_class, config", [
+    (QTransformer, QTransformerConfig(n_bins=7, **SIZES)), (BC, BCConfig(bins=7, dropout=0.0, **SIZES)),
+    (DecisionTransformer, DTConfig(**SIZES, dropout=0.0)),
+])
+def test_bf16_autocast_updates_and_acts_close_to_float32(algo_class, config):
+    losses, actions = [], []
+    for amp in ("none", "bf16"):
+        torch.manual_seed(0)
+        algo = algo_class(SPEC, dataclasses.replace(config, amp=amp))
+        losses.append(float(algo.update(_batch())["loss"]))
+        actions.append(algo.act(_mixed_window()))
+    assert losses[0] != losses[1] and losses[1] == pytest.approx(losses[0], rel=0.05)  # bf16 ran, and is close
+    assert actions[1].shape == (9, 4) and np.all(np.abs(actions[1]) <= 1.0)
