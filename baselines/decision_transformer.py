@@ -147,8 +147,8 @@ class DecisionTransformer:
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        values = torch.stack([loss.detach(), grad_norm]).tolist()
-        return {"loss": values[0], "grad_norm": values[1], "lr": self.scheduler.get_last_lr()[0]}
+        # tensors: the training loop reads them from the device once per log interval
+        return {"loss": loss.detach(), "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]}
 
     @torch.no_grad()
     def act(self, window: Window) -> np.ndarray:

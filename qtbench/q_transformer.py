@@ -32,7 +32,9 @@ from torch.nn import functional as F
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
 from qtbench.errors import QtbenchError
-from qtbench.nets import AMP_MODES, CausalTransformer, ContextTokens, action_tokens, autocast, instruction_prefix
+from qtbench.nets import (
+    AMP_MODES, CausalTransformer, ContextTokens, KVCache, action_tokens, autocast, instruction_prefix,
+)
 
 
 # ---- config ------------------------------------------------------------------------------
@@ -117,16 +119,23 @@ class QNetwork(nn.Module):
         with torch.autocast(h.device.type, enabled=False):
             return torch.einsum("bkd,kdn->bkn", h.float(), self.head_weight[first : first + k]) + self.head_bias[first : first + k]
 
-    def forward(self, window: Window, bins: torch.Tensor | None, n_tokens: int | None = None) -> torch.Tensor:
+    def instruction(self, instruction: torch.Tensor) -> KVCache:
+        """Every block's keys/values of each sample's instruction words (``nets.instruction_prefix``)."""
+        return instruction_prefix(self.backbone, self.context.words, instruction)
+
+    def forward(
+        self, window: Window, bins: torch.Tensor | None, n_tokens: int | None = None, words: KVCache | None = None
+    ) -> torch.Tensor:
         """Q logits (B, n_tokens, n_bins) for dimensions 0..n_tokens-1.
 
         ``bins`` (B, >= n_tokens-1) are the bins fed in for the earlier dimensions (the
         dataset action when training); it may be None when ``n_tokens`` is 1. Causal
         attention means output i never sees bins >= i. The instruction words run once per
-        distinct instruction (``nets.instruction_prefix``).
+        distinct instruction; ``words`` passes in ``self.instruction(window.instruction)``
+        when it was already computed.
         """
         k = self.action_dim if n_tokens is None else n_tokens
-        words = instruction_prefix(self.backbone, self.context.words, window.instruction)
+        words = self.instruction(window.instruction) if words is None else words
         states, ignore = self.context.states(window)
         b = states.shape[0]
         seq = torch.cat([states, self.action_tokens(bins, 0, k, b)], dim=1)
@@ -138,7 +147,7 @@ class QNetwork(nn.Module):
 
         The context's keys/values are computed once and each dimension adds one token to
         them (the same outputs as ``forward`` with the chosen bins fed in)."""
-        cache = instruction_prefix(self.backbone, self.context.words, window.instruction)
+        cache = self.instruction(window.instruction)
         states, ignore = self.context.states(window)
         b = states.shape[0]
         self.backbone.extend(cache, states, ignore, last=1)
@@ -241,13 +250,16 @@ class QTransformer:
         )
         self.updates = 0
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.config
         bins = to_bins(batch.window.actions[:, -1], cfg.n_bins)  # dataset action a_t
         self.online.train()
         with torch.no_grad(), autocast(self.device, cfg.amp):
-            q_same = torch.sigmoid(self.target(batch.window, bins))
-            q_next = torch.sigmoid(self.target(batch.next_window, None, n_tokens=1))[:, 0]
+            # s_t and s_{t+m} are from one episode: their instructions' keys/values are computed once
+            b = bins.shape[0]
+            words = self.target.instruction(torch.cat([batch.window.instruction, batch.next_window.instruction]))
+            q_same = torch.sigmoid(self.target(batch.window, bins, words=words.rows(slice(None, b))))
+            q_next = torch.sigmoid(self.target(batch.next_window, None, n_tokens=1, words=words.rows(slice(b, None))))[:, 0]
             targets = td_targets(
                 q_same, q_next, batch.nstep_return.float(), batch.bootstrap_discount.float(),
                 batch.mc_return.float() if cfg.mc_return else None,
@@ -266,13 +278,13 @@ class QTransformer:
         with torch.no_grad():  # Polyak averaging: target <- target + tau * (online - target)
             torch._foreach_lerp_(list(self.target.parameters()), list(self.online.parameters()), cfg.tau)
         self.updates += 1
-        return {
-            "loss": loss.item(),
-            "td_loss": td.item(),
-            "conservative": penalty.item() if penalty is not None else 0.0,
-            "q_data": q_data.mean().item(),
-            "target": targets.mean().item(),
-            "grad_norm": grad_norm.item(),
+        return {  # tensors: the training loop reads them from the device once per log interval
+            "loss": loss.detach(),
+            "td_loss": td.detach(),
+            "conservative": penalty.detach() if penalty is not None else torch.zeros((), device=self.device),
+            "q_data": q_data.detach().mean(),
+            "target": targets.mean(),
+            "grad_norm": grad_norm,
         }
 
     @torch.no_grad()
