@@ -180,3 +180,26 @@ def test_bf16_autocast_updates_and_acts_close_to_float32(algo_class, config):
         actions.append(algo.act(_mixed_window()))
     assert losses[0] != losses[1] and losses[1] == pytest.approx(losses[0], rel=0.05)  # bf16 ran, and is close
     assert actions[1].shape == (9, 4) and np.all(np.abs(actions[1]) <= 1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("algo_class, config", [
+    (QTransformer, QTransformerConfig(n_bins=7, **SIZES)), (BC, BCConfig(bins=7, dropout=0.0, **SIZES)),
+    (DecisionTransformer, DTConfig(**SIZES, dropout=0.0)),
+])
+def test_cuda_update_never_waits_for_the_device_and_matches_cpu(algo_class, config):
+    torch.manual_seed(0)
+    cpu = algo_class(SPEC, config)
+    gpu = algo_class(SPEC, config, device="cuda")
+    gpu.load_state_dict(cpu.state_dict())
+    batch = _batch()
+    on_gpu = batch.to_torch("cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any device-to-host wait in update() raises
+    try:
+        metrics = gpu.update(on_gpu)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert float(metrics["loss"]) == pytest.approx(float(cpu.update(batch)["loss"]), rel=1e-3)
+    window = _mixed_window()
+    np.testing.assert_allclose(gpu.act(window.to_torch("cuda")), cpu.act(window), atol=0.3)  # a bin or so apart at most
