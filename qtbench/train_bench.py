@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also time this algorithm as the git ref REF has it (e.g. main), with REF's default "
                         "config, in a subprocess, in alternating rounds")
     p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
-                   help="also time this checkout with these config fields set (repeatable), e.g. history=4,amp=none")
+                   help="also time this checkout with these config fields set (repeatable), e.g. history=1,amp=bf16")
     p.add_argument("--rollout-episodes", type=int, default=32,
                    help="episodes of the batched greedy rollout that measures acting (0: skip; default 32)")
     p.add_argument("--threads", type=int, default=None,
@@ -320,7 +320,7 @@ def _flags(args: argparse.Namespace, batch_size: int) -> str:
 def _parse_variant(text: str) -> dict[str, str]:
     pairs = [item.partition("=") for item in text.split(",")]
     if not all(sep and key for key, sep, _ in pairs):
-        raise QtbenchError(f"--variant {text!r} is not KEY=VALUE[,KEY=VALUE]", "e.g. --variant history=4,amp=none")
+        raise QtbenchError(f"--variant {text!r} is not KEY=VALUE[,KEY=VALUE]", "e.g. --variant history=1,amp=bf16")
     return {key.strip(): value.strip() for key, _, value in pairs}
 
 

@@ -114,15 +114,15 @@ def test_against_a_git_ref_variants_and_acting_side_by_side(tmp_path, monkeypatc
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "no-data"))
     threads = torch.get_num_threads()
     try:
-        args = _args(tmp_path, threads=1, against="HEAD", variant="history=2,amp=none", rollout_episodes=2, rounds=1)
+        args = _args(tmp_path, threads=1, against="HEAD", variant="history=2,amp=bf16", rollout_episodes=2, rounds=1)
         assert train_bench.run(args) == 0
     finally:
         torch.set_num_threads(threads)
     text = (tmp_path / "benchmarks.md").read_text()
     rows = _rows(text)
     assert int(rows["HEAD q_transformer"][2]) >= 1  # updates timed
-    assert int(rows["qtbench q_transformer (history=2, amp=none)"][2]) >= 1
-    assert "qtbench q_transformer (history=2, amp=none): history 2, amp none" in text
+    assert int(rows["qtbench q_transformer (history=2, amp=bf16)"][2]) >= 1
+    assert "qtbench q_transformer (history=2, amp=bf16): history 2, amp bf16" in text
     assert "HEAD q_transformer: git HEAD = " in text
     acting = [line for line in text.splitlines() if line.startswith("| ") and "| 32 | 2 |" in line]
     assert len(acting) == 2  # this checkout and HEAD, 32 envs, 2 episodes
