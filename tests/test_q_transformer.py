@@ -208,16 +208,18 @@ def test_update_matches_the_pure_functions_and_moves_the_target_by_tau():
             assert torch.allclose(p_t, before + config.tau * (p - before), atol=1e-6)
 
 
-def test_resume_is_bit_exact_and_checks_the_architecture():
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_resume_is_bit_exact_and_checks_the_architecture(amp):
+    config = dataclasses.replace(TINY, amp=amp)
     batches = [_batch(s) for s in range(4)]
-    straight = _algo()
+    straight = _algo(config)
     for b in batches:
         straight.update(b)
-    first = _algo()
+    first = _algo(config)
     for b in batches[:2]:
         first.update(b)
     saved = first.state_dict()
-    resumed = _algo(seed=123)  # different init: everything must come from the checkpoint
+    resumed = _algo(config, seed=123)  # different init: everything must come from the checkpoint
     resumed.load_state_dict(saved)
     for b in batches[2:]:
         resumed.update(b)
