@@ -65,6 +65,7 @@ class ContextTokens(nn.Module):
         return self.word(instruction) + self.word_pos[: instruction.shape[1]]
 
     def states(self, window: Window) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window -> state tokens (B, H, d) and their key padding mask (True = ignore)."""
         states = (window.states - self.state_mean) / self.state_std
         return self.state(states) + self.state_pos[-states.shape[1]:], ~window.mask
 
