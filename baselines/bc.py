@@ -28,8 +28,8 @@ from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
-from qtbench.nets import CausalTransformer, ContextTokens, trim_padding
-from qtbench.q_transformer import bin_centres, to_bins
+from qtbench.nets import AMP_MODES, CausalTransformer, ContextTokens, action_tokens, autocast, instruction_prefix
+from qtbench.q_transformer import bin_centres, greedy_decode, to_bins
 
 
 @dataclass
@@ -42,6 +42,7 @@ class BCConfig(AlgoConfig):
     dropout: float = ranged(0.1, at_least=0, below=1)  # RT-1's; demonstrations are few, so BC needs it more than Q-learning
     grad_clip: float = ranged(1.0, above=0)  # max global gradient norm
     weight_decay: float = ranged(0.01, at_least=0)  # AdamW, as Q-Transformer
+    amp: str = ranged("none", one_of=AMP_MODES)  # "bf16": bfloat16 autocast of the forward passes, as Q-Transformer's
 
 
 # `qtbench tune --algo bc` tries these settings on drawer_open (at most 8). The first is
@@ -71,24 +72,34 @@ class AutoregressivePolicy(nn.Module):
         self.bin_embed = nn.Embedding(max(spec.action_dim - 1, 1) * config.bins, d)
         self.head = nn.Linear(d, config.bins)
 
+    def action_tokens(self, bins: torch.Tensor | None, first: int, count: int, batch: int) -> torch.Tensor:
+        """Input tokens (B, count, d) of dimensions first..first+count-1 (see ``nets.action_tokens``)."""
+        return action_tokens(self.start, self.bin_embed, self.dim_pos, self.bins, bins, first, count, batch)
+
     def logits(self, window: Window, prev_bins: torch.Tensor) -> torch.Tensor:
-        """window + bins of dimensions 0..k-2 (B, k-1) -> logits (B, k, bins) for dimensions 0..k-1."""
-        tokens, ignore = self.context(trim_padding(window))
-        batch, k = tokens.shape[0], prev_bins.shape[1] + 1
-        offsets = torch.arange(k - 1, device=prev_bins.device) * self.bins
-        actions = torch.cat([self.start.expand(batch, -1, -1), self.bin_embed(prev_bins + offsets)], dim=1)
-        actions = actions + self.dim_pos[:k]
+        """window + bins of dimensions 0..k-2 (B, k-1) -> logits (B, k, bins) for dimensions 0..k-1.
+
+        The instruction words run once per distinct instruction (``nets.instruction_prefix``)."""
+        words = instruction_prefix(self.body, self.context.words, window.instruction)
+        states, ignore = self.context.states(window)
+        batch, k = states.shape[0], prev_bins.shape[1] + 1
+        seq = torch.cat([states, self.action_tokens(prev_bins, 0, k, batch)], dim=1)
         ignore = torch.cat([ignore, ignore.new_zeros(batch, k)], dim=1)
-        return self.head(self.body(torch.cat([tokens, actions], dim=1), ignore, last=k))
+        return self.head(self.body(seq, ignore, last=k, past=words))
 
     def greedy(self, window: Window) -> torch.Tensor:
-        """Argmax bins (B, A), chosen one dimension at a time."""
-        batch = window.states.shape[0]
-        chosen = torch.zeros(batch, 0, dtype=torch.long, device=window.states.device)
-        for _ in range(self.action_dim):
-            nxt = self.logits(window, chosen)[:, -1].argmax(-1, keepdim=True)
-            chosen = torch.cat([chosen, nxt], dim=1)
-        return chosen
+        """Argmax bins (B, A), chosen one dimension at a time; the context's keys/values are
+        computed once and each dimension adds one token to them."""
+        cache = instruction_prefix(self.body, self.context.words, window.instruction)
+        states, ignore = self.context.states(window)
+        batch = states.shape[0]
+        self.body.extend(cache, states, ignore, last=1)
+        no_padding = ignore.new_zeros(batch, 1)
+
+        def logits_at(bins: torch.Tensor, i: int) -> torch.Tensor:
+            return self.head(self.body.extend(cache, self.action_tokens(bins, i, 1, batch), no_padding))[:, 0]
+
+        return greedy_decode(logits_at, batch, self.action_dim, states.device)
 
 
 class BC:
@@ -111,20 +122,22 @@ class BC:
     def update(self, batch: Batch) -> dict[str, float]:
         self.policy.train()
         target = to_bins(batch.window.actions[:, -1], self.config.bins)  # (B, A)
-        logits = self.policy.logits(batch.window, target[:, :-1])
+        with autocast(self.device, self.config.amp):
+            logits = self.policy.logits(batch.window, target[:, :-1]).float()
         loss = F.cross_entropy(logits.reshape(-1, self.config.bins), target.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.grad_clip)
         self.optimizer.step()
         accuracy = (logits.detach().argmax(-1) == target).float().mean()
-        values = torch.stack([loss.detach(), accuracy, grad_norm]).tolist()
-        return dict(zip(("loss", "bin_accuracy", "grad_norm"), values))
+        return {"loss": loss.detach(), "bin_accuracy": accuracy, "grad_norm": grad_norm}  # read once per log interval
 
     @torch.no_grad()
     def act(self, window: Window) -> np.ndarray:
         self.policy.eval()
-        actions = bin_centres(self.policy.greedy(window), self.config.bins)
+        with autocast(self.device, self.config.amp):
+            bins = self.policy.greedy(window)
+        actions = bin_centres(bins, self.config.bins)
         return actions.clamp(-1.0, 1.0).float().cpu().numpy()
 
     def state_dict(self) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from torch import nn
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
-from qtbench.nets import CausalTransformer, trim_padding
+from qtbench.nets import AMP_MODES, CausalTransformer, autocast, instruction_prefix
 
 TOKENS_PER_STEP = 3  # return-to-go, state, action
 STATE_SLOT = 1  # index of the state token within a step
@@ -49,6 +49,7 @@ class DTConfig(AlgoConfig):
     n_layers: int = ranged(3, at_least=1)  # transformer blocks
     n_heads: int = ranged(1, at_least=1, divides="d_model")  # attention heads
     dropout: float = ranged(0.1, at_least=0, below=1)
+    amp: str = ranged("none", one_of=AMP_MODES)  # "bf16": bfloat16 autocast of the forward passes, as Q-Transformer's
 
 
 # `qtbench tune --algo dt` tries these settings on drawer_open (at most 8). The first is
@@ -62,7 +63,10 @@ TUNING_SETTINGS: list[dict[str, object]] = [
 
 
 class DTModel(nn.Module):
-    """Embeds a window as interleaved (R, s, a) tokens after the instruction words; predicts actions."""
+    """Embeds a window as interleaved (R, s, a) tokens after the instruction words; predicts actions.
+
+    LayerNorm and dropout act on each token alone, so the words are embedded with them apart
+    from the steps (``words``, once per distinct instruction) and the sequence is unchanged."""
 
     def __init__(self, spec: EnvSpecInfo, config: DTConfig):
         super().__init__()
@@ -83,8 +87,12 @@ class DTModel(nn.Module):
         self.register_buffer("state_mean", mean)
         self.register_buffer("state_std", std.clamp_min(1e-3))
 
+    def words(self, instruction: torch.Tensor) -> torch.Tensor:
+        """Token ids (U, L) -> word tokens (U, L, d)."""
+        return self.drop(self.norm(self.word(instruction) + self.word_pos[: instruction.shape[1]]))
+
     def tokens(self, window: Window) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L + 3H, d) token sequence and its ignore mask (True = padding)."""
+        """(B, 3H, d) (R, s, a) tokens after the words, and their ignore mask (True = padding)."""
         batch, steps = window.mask.shape
         time = self.timestep(window.timesteps.clamp(0, self.max_t))
         states = (window.states - self.state_mean) / self.state_std
@@ -92,24 +100,20 @@ class DTModel(nn.Module):
             [self.ret(window.returns_to_go[..., None]) + time, self.state(states) + time, self.action(window.actions) + time],
             dim=2,
         ).reshape(batch, steps * TOKENS_PER_STEP, -1)
-        words = self.word(window.instruction) + self.word_pos[: window.instruction.shape[1]]
-        tokens = self.drop(self.norm(torch.cat([words, per_step], dim=1)))
-        ignore = torch.cat([window.instruction == 0, (~window.mask).repeat_interleave(TOKENS_PER_STEP, dim=1)], dim=1)
-        return tokens, ignore
+        return self.drop(self.norm(per_step)), (~window.mask).repeat_interleave(TOKENS_PER_STEP, dim=1)
 
     def forward(self, window: Window, last_step_only: bool = False) -> torch.Tensor:
         """Predicted actions (B, H, A) in (-1, 1), one per step, each read at that step's state token.
 
-        ``last_step_only`` (acting) computes only the current step's, as (B, 1, A).
+        ``last_step_only`` (acting) computes only the current step's, as (B, 1, A). The
+        instruction words run once per distinct instruction (``nets.instruction_prefix``).
         """
-        window = trim_padding(window)  # padding words are ignored anyway; fewer tokens
+        words = instruction_prefix(self.body, self.words, window.instruction)
         tokens, ignore = self.tokens(window)
         if last_step_only:  # the last two tokens are (s_H, a_H): read s_H
-            return torch.tanh(self.predict(self.body(tokens, ignore, last=2)[:, :1]))
-        out = self.body(tokens, ignore)
-        words = window.instruction.shape[1]
-        state_out = out[:, words + STATE_SLOT :: TOKENS_PER_STEP]
-        return torch.tanh(self.predict(state_out))
+            return torch.tanh(self.predict(self.body(tokens, ignore, last=2, past=words)[:, :1]))
+        out = self.body(tokens, ignore, past=words)
+        return torch.tanh(self.predict(out[:, STATE_SLOT::TOKENS_PER_STEP]))
 
 
 class DecisionTransformer:
@@ -134,7 +138,8 @@ class DecisionTransformer:
     def update(self, batch: Batch) -> dict[str, float]:
         self.model.train()
         window = batch.window
-        predicted = self.model(window)
+        with autocast(self.device, self.config.amp):
+            predicted = self.model(window).float()
         valid = window.mask[..., None].to(predicted.dtype)
         loss = ((predicted - window.actions).square() * valid).sum() / (valid.sum() * predicted.shape[-1]).clamp_min(1.0)
         self.optimizer.zero_grad(set_to_none=True)
@@ -142,13 +147,15 @@ class DecisionTransformer:
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        values = torch.stack([loss.detach(), grad_norm]).tolist()
-        return {"loss": values[0], "grad_norm": values[1], "lr": self.scheduler.get_last_lr()[0]}
+        # tensors: the training loop reads them from the device once per log interval
+        return {"loss": loss.detach(), "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]}
 
     @torch.no_grad()
     def act(self, window: Window) -> np.ndarray:
         self.model.eval()
-        return self.model(window, last_step_only=True)[:, -1].clamp(-1.0, 1.0).float().cpu().numpy()
+        with autocast(self.device, self.config.amp):
+            predicted = self.model(window, last_step_only=True)[:, -1]
+        return predicted.clamp(-1.0, 1.0).float().cpu().numpy()
 
     def state_dict(self) -> dict[str, Any]:
         return {

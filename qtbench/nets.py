@@ -4,11 +4,27 @@ Q-Transformer and the RT-1 style BC baseline use the same backbone, so a compari
 between them measures the learning rule, not the architecture. Instruction words are
 kept as separate tokens (not mean-pooled) because word order carries meaning:
 "move the orange near the red can" is not "move the red can near the orange".
+
+The words come first and attention is causal, so a word's hidden state in every block
+depends on the instruction alone, never on the states or actions after it. The words'
+keys and values are therefore computed once per *distinct* instruction in a batch (a
+batch of 256 on task ``all`` holds at most 66; drawer_open has 3) and gathered to the
+samples (``instruction_prefix``); each sample then runs only its own state and action
+tokens, as queries against [its instruction's keys/values; its own]. That is the same
+function as running every sample's whole sequence (``tests/test_nets.py`` checks the two
+against each other), with the same parameters. Acting extends the same cache one action
+token at a time (``CausalTransformer.extend``).
+
+One difference remains under dropout in training (BC and DT use 0.1; Q-Transformer 0):
+the words' dropout masks are drawn once per distinct instruction, not once per sample.
+Each sample's mask has the same distribution as before, so the expected loss and gradient
+are unchanged; only samples that share an instruction now share the words' noise.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -16,13 +32,24 @@ from torch.nn import functional as F
 
 from qtbench.algorithms.base import EnvSpecInfo, Window
 
+PAD_ID = 0  # instruction token id of padding (qtbench.envs.instructions)
+AMP_MODES = ("none", "bf16")  # values of the transformer configs' ``amp`` field
+
+
+def autocast(device: torch.device, amp: str) -> torch.autocast:
+    """bfloat16 autocast of forward passes under ``amp="bf16"`` (CPU and CUDA), a no-op under
+    "none". Parameters, optimiser state and checkpoints stay float32; bfloat16 has float32's
+    exponent range, so no loss scaling."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
+
 
 class ContextTokens(nn.Module):
-    """Window -> token sequence [w_1..w_L, s_1..s_H] and its key padding mask (True = ignore)."""
+    """A window as tokens: the instruction words [w_1..w_L] (``words``) and the states
+    [s_1..s_H] (``states``), each with its key padding mask (True = ignore)."""
 
     def __init__(self, spec: EnvSpecInfo, history: int, d_model: int):
         super().__init__()
-        self.word = nn.Embedding(spec.vocab_size, d_model, padding_idx=0)
+        self.word = nn.Embedding(spec.vocab_size, d_model, padding_idx=PAD_ID)
         self.word_pos = nn.Parameter(torch.zeros(spec.max_tokens, d_model))
         self.state = nn.Sequential(nn.Linear(spec.state_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
         self.state_pos = nn.Parameter(torch.zeros(history, d_model))
@@ -33,25 +60,64 @@ class ContextTokens(nn.Module):
         nn.init.normal_(self.word_pos, std=0.02)
         nn.init.normal_(self.state_pos, std=0.02)
 
-    def forward(self, window: Window) -> tuple[torch.Tensor, torch.Tensor]:
-        # Instructions may come trimmed of trailing padding (see trim_padding).
-        words = self.word(window.instruction) + self.word_pos[: window.instruction.shape[1]]
+    def words(self, instruction: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, L) -> word tokens (B, L, d); L may be trimmed of trailing padding."""
+        return self.word(instruction) + self.word_pos[: instruction.shape[1]]
+
+    def states(self, window: Window) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window -> state tokens (B, H, d) and their key padding mask (True = ignore)."""
         states = (window.states - self.state_mean) / self.state_std
-        states = self.state(states) + self.state_pos[-states.shape[1]:]
-        tokens = torch.cat([words, states], dim=1)
-        ignore = torch.cat([window.instruction == 0, ~window.mask], dim=1)
-        return tokens, ignore
+        return self.state(states) + self.state_pos[-states.shape[1]:], ~window.mask
 
 
-def trim_padding(window: Window) -> Window:
-    """The window with the instruction's all-padding trailing columns dropped.
+def distinct_instructions(instruction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of a batch's instruction ids (U, L'), their all-padding trailing
+    columns dropped (short instructions then cost 4 tokens, not 14), and each sample's row (B,).
 
-    The dropped tokens are ignored by attention anyway, so outputs at the kept positions
-    are unchanged; short instructions ("open the top drawer") then cost 4 tokens, not 14.
+    Off the CPU every row is kept as it is: finding the distinct rows has a data-dependent
+    size, which would make the host wait for the device on every forward pass.
     """
-    used = (window.instruction != 0).any(dim=0).nonzero()
+    if instruction.device.type != "cpu":
+        return instruction, torch.arange(instruction.shape[0], device=instruction.device)
+    rows, index = torch.unique(instruction, dim=0, return_inverse=True)
+    used = (rows != PAD_ID).any(dim=0).nonzero()
     keep = int(used.max()) + 1 if used.numel() else 1
-    return dataclasses.replace(window, instruction=window.instruction[:, :keep])
+    return rows[:, :keep], index
+
+
+def action_tokens(
+    start: torch.Tensor, bin_embed: nn.Embedding, dim_embed: torch.Tensor, n_bins: int,
+    bins: torch.Tensor | None, first: int, count: int, batch: int,
+) -> torch.Tensor:
+    """Input tokens (B, count, d) of action dimensions first..first+count-1.
+
+    Dimension 0's token is the learned ``start``; dimension i > 0's embeds the bin chosen for
+    dimension i-1 (``bins`` (B, >= first+count-1); row (i-1) * n_bins + bin of ``bin_embed``,
+    one table per dimension); every token adds its dimension's embedding ``dim_embed[i]``.
+    """
+    parts = [start.reshape(1, 1, -1).expand(batch, 1, -1)] if first == 0 else []
+    lo, hi = max(first, 1), first + count
+    if hi > lo:
+        offsets = torch.arange(lo - 1, hi - 1, device=start.device) * n_bins
+        parts.append(bin_embed(bins[:, lo - 1 : hi - 1] + offsets))
+    return torch.cat(parts, dim=1) + dim_embed[first:hi]
+
+
+@dataclass
+class KVCache:
+    """Every block's keys and values (B, heads, m, d/heads) of m earlier tokens per sample,
+    and which of those tokens attention ignores (B, m), True = padding."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    ignore: torch.Tensor
+
+    def rows(self, index: torch.Tensor | slice) -> KVCache:
+        """The cache of the samples ``index`` picks (row ``index[i]`` as sample i)."""
+        if isinstance(index, slice):
+            return KVCache([(k[index], v[index]) for k, v in self.layers], self.ignore[index])
+        # index_select: its backward sums into the rows (index_add), much faster than indexing's
+        return KVCache([(k.index_select(0, index), v.index_select(0, index)) for k, v in self.layers],
+                       self.ignore.index_select(0, index))
 
 
 class _Block(nn.Module):
@@ -72,28 +138,46 @@ class _Block(nn.Module):
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         return t.unflatten(-1, (self.n_heads, -1)).transpose(1, 2)  # (B, heads, n, d/heads)
 
-    def forward(self, x: torch.Tensor, attend: torch.Tensor, last: int | None) -> torch.Tensor:
-        """x (B, n, d); attend (B, 1, n, n) True = may attend; only the last ``last`` rows out."""
-        b, n, d = x.shape
+    def keys_values(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, heads, n, d/heads) of normed tokens h (B, n, d)."""
+        d = h.shape[-1]
+        k, v = F.linear(h, self.qkv.weight[d:], self.qkv.bias[d:]).chunk(2, dim=-1)
+        return self._heads(k), self._heads(v)
+
+    def forward(
+        self, x: torch.Tensor, attend: torch.Tensor, last: int | None = None,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x (B, n, d) tokens after the ``past`` keys/values of m earlier ones; attend
+        (B, 1, n, m + n) True = may attend. Returns the last ``last`` rows (all when None)
+        and the keys/values of all m + n tokens."""
+        d = x.shape[-1]
         h = self.norm1(x)
-        w, bias = self.qkv.weight, self.qkv.bias
+        k, v = self.keys_values(h)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         if last is not None:  # keys/values from every token, queries only from the kept ones
-            x, attend = x[:, -last:], attend[:, :, -last:]
-        q = F.linear(h if last is None else h[:, -last:], w[:d], bias[:d])
-        k, v = F.linear(h, w[d:], bias[d:]).chunk(2, dim=-1)
-        a = F.scaled_dot_product_attention(
-            self._heads(q), self._heads(k), self._heads(v), attn_mask=attend,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+            x, h, attend = x[:, -last:], h[:, -last:], attend[:, :, -last:]
+        q = self._heads(F.linear(h, self.qkv.weight[:d], self.qkv.bias[:d]))
+        # Attention written out: for our short sequences (< 24 keys) two batched matmuls are
+        # faster than torch's fused CPU kernel, forward and backward, most of all in bfloat16.
+        scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+        weights = F.dropout(scores.masked_fill(~attend, float("-inf")).softmax(-1), self.dropout, self.training)
+        a = weights @ v
         x = x + self.drop(self.proj(a.transpose(1, 2).flatten(2)))
-        return x + self.drop(self.mlp(self.norm2(x)))
+        return x + self.drop(self.mlp(self.norm2(x))), (k, v)
+
+
+def _causal(n: int, device: torch.device) -> torch.Tensor:
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril()
 
 
 class CausalTransformer(nn.Module):
     """A pre-norm causal transformer over a token sequence.
 
     ``last=k`` returns only the final k positions and skips the last layer's work for the
-    others (queries, MLP): Q-Transformer and BC only read their action tokens.
+    others (queries, MLP): Q-Transformer and BC only read their action tokens. ``past``
+    (a ``KVCache``) holds the keys and values of tokens that come before ``tokens``.
     """
 
     def __init__(self, d_model: int, n_layers: int, n_heads: int, dropout: float = 0.0):
@@ -101,13 +185,51 @@ class CausalTransformer(nn.Module):
         self.blocks = nn.ModuleList(_Block(d_model, n_heads, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, tokens: torch.Tensor, ignore: torch.Tensor, last: int | None = None) -> torch.Tensor:
+    def _run(
+        self, tokens: torch.Tensor, ignore: torch.Tensor, last: int | None, past: KVCache | None
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         n = tokens.shape[1]
-        causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
+        attend = _causal(n, tokens.device) & ~ignore[:, None, :]  # (B, n, n)
+        if past is not None:
+            attend = torch.cat([~past.ignore[:, None, :].expand(-1, n, -1), attend], dim=2)
         # A fully-masked row can't happen: the first instruction word is never padding and
         # every token may attend to it.
-        attend = (causal & ~ignore[:, None, :])[:, None]
-        x = tokens
+        attend, x, layers = attend[:, None], tokens, []
         for i, block in enumerate(self.blocks):
-            x = block(x, attend, last if i == len(self.blocks) - 1 else None)
-        return self.norm(x)
+            x, kv = block(x, attend, last if i == len(self.blocks) - 1 else None,
+                          past.layers[i] if past is not None else None)
+            layers.append(kv)
+        return self.norm(x), layers
+
+    def forward(
+        self, tokens: torch.Tensor, ignore: torch.Tensor, last: int | None = None, past: KVCache | None = None
+    ) -> torch.Tensor:
+        return self._run(tokens, ignore, last, past)[0]
+
+    def extend(self, cache: KVCache, tokens: torch.Tensor, ignore: torch.Tensor, last: int | None = None) -> torch.Tensor:
+        """``forward`` with ``past=cache``, then ``cache`` extended by ``tokens``' keys/values."""
+        out, cache.layers = self._run(tokens, ignore, last, cache)
+        cache.ignore = torch.cat([cache.ignore, ignore], dim=1)
+        return out
+
+    def prefix(self, tokens: torch.Tensor, ignore: torch.Tensor) -> KVCache:
+        """Every block's keys/values of the leading ``tokens`` of a sequence (no outputs)."""
+        attend = (_causal(tokens.shape[1], tokens.device) & ~ignore[:, None, :])[:, None]
+        layers, x = [], tokens
+        for block in self.blocks[:-1]:
+            x, kv = block(x, attend)
+            layers.append(kv)
+        layers.append(self.blocks[-1].keys_values(self.blocks[-1].norm1(x)))  # its outputs are never read
+        return KVCache(layers, ignore)
+
+
+def instruction_prefix(
+    backbone: CausalTransformer, embed: Callable[[torch.Tensor], torch.Tensor], instruction: torch.Tensor
+) -> KVCache:
+    """Every block's keys/values of each sample's instruction words (B, heads, L', d/heads),
+    computed once per distinct instruction (``embed``: ids (U, L') -> tokens) and gathered.
+
+    (Running instructions of equal length together without their padding measured no
+    faster in training and slower in acting: more, smaller matrix products.)"""
+    rows, index = distinct_instructions(instruction)
+    return backbone.prefix(embed(rows), rows == PAD_ID).rows(index)

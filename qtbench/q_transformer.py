@@ -32,7 +32,9 @@ from torch.nn import functional as F
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
 from qtbench.errors import QtbenchError
-from qtbench.nets import CausalTransformer, ContextTokens, trim_padding
+from qtbench.nets import (
+    AMP_MODES, CausalTransformer, ContextTokens, KVCache, action_tokens, autocast, instruction_prefix,
+)
 
 
 # ---- config ------------------------------------------------------------------------------
@@ -51,6 +53,9 @@ class QTransformerConfig(AlgoConfig):
     tau: float = ranged(0.005, above=0, at_most=1)  # Polyak rate of the target network
     grad_clip: float = ranged(1.0, above=0)  # max global gradient norm
     weight_decay: float = ranged(0.01, at_least=0)  # AdamW
+    # "bf16": bfloat16 autocast of the forward passes (CPU and CUDA; the Q heads stay float32).
+    # Not the default: success with it on drawer_open is not measured yet (issue 11).
+    amp: str = ranged("none", one_of=AMP_MODES)
 
 
 # `qtbench tune --algo q_transformer` tries these settings on drawer_open (at most 8), the
@@ -100,27 +105,59 @@ class QNetwork(nn.Module):
         self.dim_embed = nn.Parameter(torch.randn(a, d) * 0.02)
         self.head_weight = nn.Parameter(torch.randn(a, d, n) * d**-0.5)
         self.head_bias = nn.Parameter(torch.zeros(a, n))
-        self.register_buffer("bin_offset", torch.arange(a) * n, persistent=False)
 
-    def forward(self, window: Window, bins: torch.Tensor | None, n_tokens: int | None = None) -> torch.Tensor:
+    def action_tokens(self, bins: torch.Tensor | None, first: int, count: int, batch: int) -> torch.Tensor:
+        """Input tokens (B, count, d) of dimensions first..first+count-1 (see ``nets.action_tokens``)."""
+        return action_tokens(self.start, self.bin_embed, self.dim_embed, self.n_bins, bins, first, count, batch)
+
+    def heads(self, h: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """Outputs (B, k, d) at the tokens of dimensions first..first+k-1 -> Q logits (B, k, n).
+
+        Always float32, also under bfloat16 autocast: Bellman targets differ by factors of
+        gamma = 0.98, finer than bfloat16's 8-bit mantissa resolves near Q = 1."""
+        k = h.shape[1]
+        with torch.autocast(h.device.type, enabled=False):
+            return torch.einsum("bkd,kdn->bkn", h.float(), self.head_weight[first : first + k]) + self.head_bias[first : first + k]
+
+    def instruction(self, instruction: torch.Tensor) -> KVCache:
+        """Every block's keys/values of each sample's instruction words (``nets.instruction_prefix``)."""
+        return instruction_prefix(self.backbone, self.context.words, instruction)
+
+    def forward(
+        self, window: Window, bins: torch.Tensor | None, n_tokens: int | None = None, words: KVCache | None = None
+    ) -> torch.Tensor:
         """Q logits (B, n_tokens, n_bins) for dimensions 0..n_tokens-1.
 
         ``bins`` (B, >= n_tokens-1) are the bins fed in for the earlier dimensions (the
-        dataset action when training, the greedy choices when acting); it may be None
-        when ``n_tokens`` is 1. Causal attention means output i never sees bins >= i.
+        dataset action when training); it may be None when ``n_tokens`` is 1. Causal
+        attention means output i never sees bins >= i. The instruction words run once per
+        distinct instruction; ``words`` passes in ``self.instruction(window.instruction)``
+        when it was already computed.
         """
         k = self.action_dim if n_tokens is None else n_tokens
-        ctx, ignore = self.context(trim_padding(window))
-        b = ctx.shape[0]
-        tokens = self.start.expand(b, 1, -1)
-        if k > 1:
-            prev = self.bin_embed(bins[:, : k - 1] + self.bin_offset[: k - 1])
-            tokens = torch.cat([tokens, prev], dim=1)
-        tokens = tokens + self.dim_embed[:k]
-        seq = torch.cat([ctx, tokens], dim=1)
+        words = self.instruction(window.instruction) if words is None else words
+        states, ignore = self.context.states(window)
+        b = states.shape[0]
+        seq = torch.cat([states, self.action_tokens(bins, 0, k, b)], dim=1)
         seq_ignore = torch.cat([ignore, ignore.new_zeros(b, k)], dim=1)
-        h = self.backbone(seq, seq_ignore, last=k)
-        return torch.einsum("bkd,kdn->bkn", h, self.head_weight[:k]) + self.head_bias[:k]
+        return self.heads(self.backbone(seq, seq_ignore, last=k, past=words))
+
+    def greedy(self, window: Window) -> torch.Tensor:
+        """Bins (B, A): the argmax of each dimension's Q given the earlier greedy choices.
+
+        The context's keys/values are computed once and each dimension adds one token to
+        them (the same outputs as ``forward`` with the chosen bins fed in)."""
+        cache = self.instruction(window.instruction)
+        states, ignore = self.context.states(window)
+        b = states.shape[0]
+        self.backbone.extend(cache, states, ignore, last=1)
+        no_padding = ignore.new_zeros(b, 1)
+
+        def q_logits_at(bins: torch.Tensor, i: int) -> torch.Tensor:
+            h = self.backbone.extend(cache, self.action_tokens(bins, i, 1, b), no_padding)
+            return self.heads(h, first=i)[:, 0]
+
+        return greedy_decode(q_logits_at, b, self.action_dim, states.device)
 
 
 # ---- loss: small pure functions ----------------------------------------------------------
@@ -213,18 +250,22 @@ class QTransformer:
         )
         self.updates = 0
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.config
         bins = to_bins(batch.window.actions[:, -1], cfg.n_bins)  # dataset action a_t
         self.online.train()
-        with torch.no_grad():
-            q_same = torch.sigmoid(self.target(batch.window, bins))
-            q_next = torch.sigmoid(self.target(batch.next_window, None, n_tokens=1))[:, 0]
+        with torch.no_grad(), autocast(self.device, cfg.amp):
+            # s_t and s_{t+m} are from one episode: their instructions' keys/values are computed once
+            b = bins.shape[0]
+            words = self.target.instruction(torch.cat([batch.window.instruction, batch.next_window.instruction]))
+            q_same = torch.sigmoid(self.target(batch.window, bins, words=words.rows(slice(None, b))))
+            q_next = torch.sigmoid(self.target(batch.next_window, None, n_tokens=1, words=words.rows(slice(b, None))))[:, 0]
             targets = td_targets(
                 q_same, q_next, batch.nstep_return.float(), batch.bootstrap_discount.float(),
                 batch.mc_return.float() if cfg.mc_return else None,
             )
-        q = torch.sigmoid(self.online(batch.window, bins))
+        with autocast(self.device, cfg.amp):
+            q = torch.sigmoid(self.online(batch.window, bins))
         q_data = dataset_values(q, bins)
         td = td_loss(q_data, targets)
         penalty = conservative_penalty(q, bins) if cfg.conservative else None
@@ -237,24 +278,21 @@ class QTransformer:
         with torch.no_grad():  # Polyak averaging: target <- target + tau * (online - target)
             torch._foreach_lerp_(list(self.target.parameters()), list(self.online.parameters()), cfg.tau)
         self.updates += 1
-        return {
-            "loss": loss.item(),
-            "td_loss": td.item(),
-            "conservative": penalty.item() if penalty is not None else 0.0,
-            "q_data": q_data.mean().item(),
-            "target": targets.mean().item(),
-            "grad_norm": grad_norm.item(),
+        return {  # tensors: the training loop reads them from the device once per log interval
+            "loss": loss.detach(),
+            "td_loss": td.detach(),
+            "conservative": penalty.detach() if penalty is not None else torch.zeros((), device=self.device),
+            "q_data": q_data.detach().mean(),
+            "target": targets.mean(),
+            "grad_norm": grad_norm,
         }
 
     @torch.no_grad()
     def act(self, window: Window) -> np.ndarray:
         """Greedy bins from the online network and the same heads as in training, as actions."""
         self.online.eval()
-        batch_size = window.states.shape[0]
-        bins = greedy_decode(
-            lambda chosen, i: self.online(window, chosen, n_tokens=i + 1)[:, i],
-            batch_size, self.spec.action_dim, self.device,
-        )
+        with autocast(self.device, self.config.amp):
+            bins = self.online.greedy(window)
         self.online.train()
         return bin_centres(bins, self.config.n_bins).cpu().numpy().astype(np.float32)
 
@@ -265,7 +303,8 @@ class QTransformer:
         (the earlier dimensions' Q values are maxima over the dimensions still to come)."""
         self.online.eval()
         bins = to_bins(actions, self.config.n_bins)
-        q = torch.sigmoid(self.online(window, bins))
+        with autocast(self.device, self.config.amp):
+            q = torch.sigmoid(self.online(window, bins))
         self.online.train()
         return dataset_values(q, bins)[:, -1]
 

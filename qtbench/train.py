@@ -318,7 +318,9 @@ def train(
     Writes metrics.csv (and curve.csv) into ``out_dir`` and checkpoints into ``ckpt_dir``
     every ``spec.checkpoint_every`` steps or ``spec.checkpoint_seconds`` of training,
     whichever comes first, on interrupt and at the end. With ``curve_eval``, the policy is
-    evaluated after each step of ``curve_steps(total, spec.curve_points)``.
+    evaluated after each step of ``curve_steps(total, spec.curve_points)``. Metrics are read
+    from the device only at logs and checkpoints, so a diverged loss is caught at the next
+    of those, before anything is saved.
     """
     import torch
     from tqdm import tqdm
@@ -327,8 +329,7 @@ def train(
     total = spec.total_steps
     step, offset = 0, 0.0
     metrics = MetricsLog()
-    pending: dict[str, float] = {}
-    pending_count = 0
+    pending = _PendingMetrics()
     curve: list[dict[str, Any]] = []
     curve_at = set(curve_steps(total, spec.curve_points)) if curve_eval is not None else set()
     if state is not None:
@@ -339,7 +340,7 @@ def train(
             torch.cuda.set_rng_state_all(state.cuda_rng)
         step, offset = state.step, state.wall_seconds
         metrics = MetricsLog(list(state.metrics))
-        pending, pending_count = dict(state.pending), state.pending_count
+        pending = _PendingMetrics(state.pending, state.pending_count)
         curve = [dict(point) for point in state.curve]
     start_time = last_save = time.perf_counter()
     curve_seconds = 0.0  # spent on learning-curve evaluations in this segment (not training)
@@ -347,14 +348,28 @@ def train(
     def elapsed() -> float:
         return offset + time.perf_counter() - start_time - curve_seconds
 
+    def read_finite() -> dict[str, float]:
+        """The pending sums, after checking the loss stayed finite since the last read."""
+        sums = pending.read()
+        if not math.isfinite(sums.get("loss", 0.0)):
+            kept = (f"the last good checkpoint (step {last_good}) is kept in {ckpt_dir}"
+                    if last_good is not None else "no checkpoint of this run was saved")
+            raise QtbenchError(
+                f"training diverged: the loss is {sums['loss']} within steps {step - pending.count + 1}-{step}; {kept}",
+                "lower the learning rate (--set learning_rate=...) and start again, "
+                "or change the seed",
+            )
+        return sums
+
     def save() -> None:
+        sums = read_finite()
         checkpoint.save(ckpt_dir, checkpoint.TrainState(
             algo=spec.algo, algo_config=algo_config, step=step, algorithm=algorithm.state_dict(),
             sampler_rng=rng.bit_generator.state, torch_rng=torch.get_rng_state(),
-            wall_seconds=elapsed(), metrics=metrics.rows, pending=pending, pending_count=pending_count,
+            wall_seconds=elapsed(), metrics=metrics.rows, pending=sums, pending_count=pending.count,
             cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [], curve=curve,
         ))
-        _with_partial_row(metrics, pending, pending_count, step, elapsed()).write(out_dir)
+        _with_partial_row(metrics, sums, pending.count, step, elapsed()).write(out_dir)
         if curve_at:
             write_curve(out_dir, curve)
 
@@ -365,23 +380,11 @@ def train(
     with _InterruptFlag() as interrupted:
         while step < total:
             batch = sampler.sample(cfg.batch_size, rng).to_torch(spec.device)
-            result = algorithm.update(batch)
-            loss = float(result["loss"])
-            if not math.isfinite(loss):
-                kept = (f"the last good checkpoint (step {last_good}) is kept in {ckpt_dir}"
-                        if last_good is not None else "no checkpoint of this run was saved")
-                raise QtbenchError(
-                    f"training diverged: loss is {loss} at step {step + 1}; {kept}",
-                    "lower the learning rate (--set learning_rate=...) and start again, "
-                    "or change the seed",
-                )
+            pending.add(algorithm.update(batch))
             step += 1
-            for key, value in result.items():
-                pending[key] = pending.get(key, 0.0) + float(value)
-            pending_count += 1
             if step % spec.log_every == 0:
-                metrics.append(_row(pending, pending_count, step, elapsed()))
-                pending, pending_count = {}, 0
+                metrics.append(_row(read_finite(), pending.count, step, elapsed()))
+                pending = _PendingMetrics()
             if step in curve_at:
                 began = time.perf_counter()
                 point = _isolated(lambda: curve_eval(step, elapsed()), spec.device)
@@ -394,16 +397,40 @@ def train(
             bar.update(1)
             if bar.n % 20 == 0 or step == total:
                 rate = (step - seg_start_step) / max(time.perf_counter() - start_time, 1e-9)
-                bar.set_postfix(loss=f"{loss:.4f}", upd_s=f"{rate:.1f}", refresh=False)
+                shown = {"loss": f"{metrics.rows[-1]['loss']:.4f}"} if metrics.rows else {}  # the last logged interval's
+                bar.set_postfix(**shown, upd_s=f"{rate:.1f}", refresh=False)
             if interrupted.set:
                 bar.close()
                 log.warning("interrupted at step %d; checkpoint saved in %s\n  resume with: %s",
                             step, ckpt_dir, spec.resume_command())
                 raise KeyboardInterrupt
     bar.close()
+    sums = read_finite()
     if seg_start_step == total:  # nothing to train (already at the requested step): keep the csv whole
-        _with_partial_row(metrics, pending, pending_count, step, elapsed()).write(out_dir)
-    return TrainOutcome(step, elapsed(), _with_partial_row(metrics, pending, pending_count, step, elapsed()), curve)
+        _with_partial_row(metrics, sums, pending.count, step, elapsed()).write(out_dir)
+    return TrainOutcome(step, elapsed(), _with_partial_row(metrics, sums, pending.count, step, elapsed()), curve)
+
+
+class _PendingMetrics:
+    """Sums of the ``update()`` metrics since the last metrics.csv row.
+
+    Tensor metrics are summed where the model runs, so a step never waits for the device;
+    ``read()`` does, once per log interval and per checkpoint. Sums are float64, added in
+    step order: the same numbers as summing Python floats.
+    """
+
+    def __init__(self, sums: dict[str, float] | None = None, count: int = 0):
+        self.sums: dict[str, Any] = dict(sums or {})
+        self.count = count
+
+    def add(self, result: dict[str, Any]) -> None:
+        for key, value in result.items():
+            value = value.detach().double() if hasattr(value, "detach") else float(value)
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.count += 1
+
+    def read(self) -> dict[str, float]:
+        return {key: float(value) for key, value in self.sums.items()}
 
 
 def _row(sums: dict[str, float], count: int, step: int, wall: float) -> dict[str, float]:

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from baseline_toys import SPEC, check_protocol, supervised_batch, toy_window
 from torch.nn import functional as F
@@ -49,8 +50,9 @@ def test_cross_entropy_targets_are_dataset_bins_with_teacher_forcing():
     assert not torch.allclose(base[:, 1:], other[:, 1:])
 
 
-def test_protocol_and_bit_exact_resume():
-    config = BCConfig(history=2, d_model=32, n_layers=1, n_heads=2, dropout=0.1, bins=16)
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_protocol_and_bit_exact_resume(amp):
+    config = BCConfig(history=2, d_model=32, n_layers=1, n_heads=2, dropout=0.1, bins=16, amp=amp)
     check_protocol(lambda: BC(SPEC, config), lambda g: supervised_batch(8, 2, g), history=2)
 
 

@@ -1,7 +1,14 @@
+import dataclasses
+
+import numpy as np
+import pytest
 import torch
 
-from qtbench.algorithms.base import EnvSpecInfo, Window
-from qtbench.nets import CausalTransformer, ContextTokens
+from baselines.bc import BC, BCConfig
+from baselines.decision_transformer import TOKENS_PER_STEP, DecisionTransformer, DTConfig
+from qtbench.algorithms.base import Batch, EnvSpecInfo, Window
+from qtbench.nets import CausalTransformer, ContextTokens, distinct_instructions
+from qtbench.q_transformer import QTransformer, QTransformerConfig, greedy_decode, to_bins
 
 SPEC = EnvSpecInfo(state_dim=5, action_dim=4, vocab_size=12, max_tokens=6, max_episode_steps=10)
 
@@ -23,12 +30,176 @@ def test_padding_and_future_tokens_do_not_leak():
     torch.manual_seed(0)
     context, body = ContextTokens(SPEC, history=4, d_model=16), CausalTransformer(16, 2, 2)
     window = _window()
-    out = body(*context(window))
+    def run():
+        states, ignore = context.states(window)
+        return _plain(body, context.words(window.instruction), states, ignore, window.instruction)
+
+    out = run()
     assert out.shape == (3, 10, 16) and torch.isfinite(out).all()
     # Changing a padded state or a later state must not change earlier outputs.
     window.states[0, 0] += 100.0
     window.states[1, 3] += 100.0
-    out2 = body(*context(window))
+    out2 = run()
     assert torch.allclose(out[0, 8:], out2[0, 8:], atol=1e-5)
     assert torch.allclose(out[1, :9], out2[1, :9], atol=1e-5)
     assert not torch.allclose(out[1, 9], out2[1, 9])
+
+
+# ---- the instruction prefix: the same function as the whole sequence --------------------
+# Each model's plain path below runs every sample's whole sequence [words, states, action
+# tokens] through the backbone, as the code did before the words were computed once per
+# distinct instruction; the models' own forward passes must agree with it.
+SIZES = dict(d_model=16, n_layers=2, n_heads=2, history=3, batch_size=8)
+
+
+def _mixed_window(batch: int = 9, history: int = 3) -> Window:
+    """Repeated instructions of different lengths (one all-but-first padding), padded states."""
+    g = torch.Generator().manual_seed(3)
+    distinct = torch.tensor([[4, 5, 6, 7, 0, 0], [7, 6, 5, 4, 0, 0], [3, 0, 0, 0, 0, 0], [2, 3, 4, 5, 6, 0]])
+    instruction = distinct[torch.tensor([0, 1, 2, 0, 3, 1, 0, 2, 1])[:batch]]
+    mask = torch.ones(batch, history, dtype=torch.bool)
+    mask[0, :2] = mask[4, 0] = mask[7, :1] = False
+    return Window(
+        states=torch.randn(batch, history, 5, generator=g), mask=mask, instruction=instruction,
+        actions=torch.rand(batch, history, 4, generator=g) * 2 - 1, returns_to_go=torch.rand(batch, history, generator=g),
+        timesteps=torch.arange(history).expand(batch, -1).clone(),
+    )
+
+
+def _plain(backbone, words, states, state_ignore, instruction, after=None, last=None):
+    """The backbone over each sample's whole sequence [words, states, after]."""
+    parts, ignore = [words, states], [instruction == 0, state_ignore]
+    if after is not None:
+        parts.append(after)
+        ignore.append(state_ignore.new_zeros(after.shape[:2]))
+    return backbone(torch.cat(parts, dim=1), torch.cat(ignore, dim=1), last=last)
+
+
+def test_distinct_instructions_trims_padding_and_indexes_every_sample():
+    window = _mixed_window()
+    rows, index = distinct_instructions(window.instruction)
+    assert rows.shape == (4, 5)  # 4 distinct rows; the all-padding last column is dropped
+    assert torch.equal(rows[index], window.instruction[:, :5])
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_q_transformer_matches_the_whole_sequence(train):
+    torch.manual_seed(0)
+    algo = QTransformer(SPEC, QTransformerConfig(n_bins=7, **SIZES))
+    net, window = algo.online.train(train), _mixed_window()
+    bins = to_bins(window.actions[:, -1], 7)
+    for k in (1, 2, 4):
+        states, ignore = net.context.states(window)
+        after = net.action_tokens(bins, 0, k, 9)
+        plain = net.heads(_plain(net.backbone, net.context.words(window.instruction), states, ignore,
+                                 window.instruction, after, last=k))
+        assert torch.allclose(net(window, bins, n_tokens=k), plain, atol=1e-5), k
+    # ... and so do the gradients of the whole update's parameters.
+    fast = torch.autograd.grad(net(window, bins).square().sum(), list(net.parameters()), allow_unused=True)
+    states, ignore = net.context.states(window)
+    plain = net.heads(_plain(net.backbone, net.context.words(window.instruction), states, ignore,
+                             window.instruction, net.action_tokens(bins, 0, 4, 9), last=4))
+    slow = torch.autograd.grad(plain.square().sum(), list(net.parameters()), allow_unused=True)
+    for a, b in zip(fast, slow):
+        assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_q_transformer_cached_greedy_matches_uncached_decoding():
+    torch.manual_seed(0)
+    algo = QTransformer(SPEC, QTransformerConfig(n_bins=7, **SIZES))
+    window = _mixed_window()
+    with torch.no_grad():
+        uncached = greedy_decode(lambda chosen, i: algo.online(window, chosen, n_tokens=i + 1)[:, i], 9, 4, "cpu")
+        cached = algo.online.eval().greedy(window)
+        assert torch.equal(cached, uncached)
+        # the chosen bins, fed back in: every dimension's logits as the cache computed them
+        assert torch.equal(algo.online(window, cached).argmax(-1), cached)
+
+
+@pytest.mark.parametrize("dropout, train", [(0.1, False), (0.0, True)])
+def test_bc_matches_the_whole_sequence_and_caches_greedy(dropout, train):
+    torch.manual_seed(0)
+    algo = BC(SPEC, BCConfig(bins=7, dropout=dropout, **SIZES))
+    policy, window = algo.policy.train(train), _mixed_window()
+    prev = to_bins(window.actions[:, -1], 7)[:, :3]
+    states, ignore = policy.context.states(window)
+    plain = policy.head(_plain(policy.body, policy.context.words(window.instruction), states, ignore,
+                               window.instruction, policy.action_tokens(prev, 0, 4, 9), last=4))
+    assert torch.allclose(policy.logits(window, prev), plain, atol=1e-5)
+    with torch.no_grad():
+        policy.eval()
+        uncached = greedy_decode(lambda chosen, i: policy.logits(window, chosen[:, :i])[:, i], 9, 4, "cpu")
+        assert torch.equal(policy.greedy(window), uncached)
+
+
+def test_dt_matches_the_whole_sequence():
+    torch.manual_seed(0)
+    algo = DecisionTransformer(SPEC, DTConfig(**{**SIZES, "n_layers": 3}))
+    model, window = algo.model.eval(), _mixed_window()
+    tokens, ignore = model.tokens(window)
+    words = model.words(window.instruction)
+    out = _plain(model.body, words, tokens, ignore, window.instruction)
+    plain = torch.tanh(model.predict(out[:, words.shape[1] + 1 :: TOKENS_PER_STEP]))
+    assert torch.allclose(model(window), plain, atol=1e-5)
+    assert torch.allclose(model(window, last_step_only=True)[:, 0], plain[:, -1], atol=1e-5)
+
+
+def test_word_order_still_matters():
+    """'move the orange near the red can' is not 'move the red can near the orange'."""
+    torch.manual_seed(0)
+    algo = QTransformer(SPEC, QTransformerConfig(n_bins=7, **SIZES))
+    window = _mixed_window()
+    assert torch.equal(window.instruction[0].sort().values, window.instruction[1].sort().values)
+    swapped = dataclasses.replace(window, instruction=window.instruction[[1, 0, 2, 3, 4, 5, 6, 7, 8]],
+                                  states=window.states[[0, 0, 2, 3, 4, 5, 6, 7, 8]],
+                                  mask=window.mask[[0, 0, 2, 3, 4, 5, 6, 7, 8]])
+    with torch.no_grad():
+        q = algo.online(swapped, None, n_tokens=1)
+        q_same = algo.online(dataclasses.replace(swapped, instruction=window.instruction[[0, 0, 2, 3, 4, 5, 6, 7, 8]]), None, n_tokens=1)
+    assert not torch.allclose(q[0], q[1], atol=1e-4)  # same state, reversed words
+    assert torch.allclose(q_same[0], q_same[1], atol=1e-6)  # same state, same words
+
+
+def _batch() -> Batch:
+    window, next_window = _mixed_window(), _mixed_window()
+    next_window.states += 0.1
+    return Batch(window=window, reward=torch.zeros(9), mc_return=torch.rand(9), nstep_return=torch.zeros(9),
+                 next_window=next_window, bootstrap_discount=torch.full((9,), 0.98))
+
+
+@pytest.mark.parametrize("algo_class, config", [
+    (QTransformer, QTransformerConfig(n_bins=7, **SIZES)), (BC, BCConfig(bins=7, dropout=0.0, **SIZES)),
+    (DecisionTransformer, DTConfig(**SIZES, dropout=0.0)),
+])
+def test_bf16_autocast_updates_and_acts_close_to_float32(algo_class, config):
+    losses, actions = [], []
+    for amp in ("none", "bf16"):
+        torch.manual_seed(0)
+        algo = algo_class(SPEC, dataclasses.replace(config, amp=amp))
+        losses.append(float(algo.update(_batch())["loss"]))
+        actions.append(algo.act(_mixed_window()))
+    assert losses[0] != losses[1] and losses[1] == pytest.approx(losses[0], rel=0.05)  # bf16 ran, and is close
+    assert actions[1].shape == (9, 4) and np.all(np.abs(actions[1]) <= 1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("algo_class, config", [
+    (QTransformer, QTransformerConfig(n_bins=7, **SIZES)), (BC, BCConfig(bins=7, dropout=0.0, **SIZES)),
+    (DecisionTransformer, DTConfig(**SIZES, dropout=0.0)),
+])
+def test_cuda_update_never_waits_for_the_device_and_matches_cpu(algo_class, config):
+    torch.manual_seed(0)
+    cpu = algo_class(SPEC, config)
+    gpu = algo_class(SPEC, config, device="cuda")
+    gpu.load_state_dict(cpu.state_dict())
+    batch = _batch()
+    on_gpu = batch.to_torch("cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any device-to-host wait in update() raises
+    try:
+        metrics = gpu.update(on_gpu)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert float(metrics["loss"]) == pytest.approx(float(cpu.update(batch)["loss"]), rel=1e-3)
+    window = _mixed_window()
+    np.testing.assert_allclose(gpu.act(window.to_torch("cuda")), cpu.act(window), atol=0.3)  # a bin or so apart at most

@@ -11,7 +11,6 @@ import torch
 
 from qtbench.algorithms.base import Batch, EnvSpecInfo, Window
 from qtbench.errors import QtbenchError
-from qtbench.nets import trim_padding
 from qtbench.q_transformer import (
     QTransformer,
     QTransformerConfig,
@@ -156,17 +155,17 @@ def _algo(config: QTransformerConfig = TINY, seed: int = 0) -> QTransformer:
     return QTransformer(SPEC, config)
 
 
-def test_backbone_last_and_trim_are_exact():
+def test_backbone_last_is_exact():
     g = torch.Generator().manual_seed(1)
     torch.manual_seed(1)
     algo = _algo()
     window = _window(g)
-    ctx, ignore = algo.online.context(window)
-    full = algo.online.backbone(ctx, ignore)
-    assert torch.allclose(algo.online.backbone(ctx, ignore, last=3), full[:, -3:], atol=1e-6)
-    ctx2, ignore2 = algo.online.context(trim_padding(window))
-    assert ctx2.shape[1] == 3 + 2  # 3 used words + 2 states
-    assert torch.allclose(algo.online.backbone(ctx2, ignore2)[:, -2:], full[:, -2:], atol=1e-5)
+    states, ignore = algo.online.context.states(window)
+    seq = torch.cat([algo.online.context.words(window.instruction), states], dim=1)
+    seq_ignore = torch.cat([window.instruction == 0, ignore], dim=1)
+    full = algo.online.backbone(seq, seq_ignore)
+    assert torch.allclose(algo.online.backbone(seq, seq_ignore, last=3), full[:, -3:], atol=1e-6)
+    # (trimming padding and the instruction prefix: tests/test_nets.py)
 
 
 def test_act_decodes_with_the_trained_network_and_heads():
@@ -209,16 +208,18 @@ def test_update_matches_the_pure_functions_and_moves_the_target_by_tau():
             assert torch.allclose(p_t, before + config.tau * (p - before), atol=1e-6)
 
 
-def test_resume_is_bit_exact_and_checks_the_architecture():
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_resume_is_bit_exact_and_checks_the_architecture(amp):
+    config = dataclasses.replace(TINY, amp=amp)
     batches = [_batch(s) for s in range(4)]
-    straight = _algo()
+    straight = _algo(config)
     for b in batches:
         straight.update(b)
-    first = _algo()
+    first = _algo(config)
     for b in batches[:2]:
         first.update(b)
     saved = first.state_dict()
-    resumed = _algo(seed=123)  # different init: everything must come from the checkpoint
+    resumed = _algo(config, seed=123)  # different init: everything must come from the checkpoint
     resumed.load_state_dict(saved)
     for b in batches[2:]:
         resumed.update(b)

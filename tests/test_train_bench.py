@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import subprocess
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from qtbench import train_bench
+from qtbench.bench_worker import time_calls
 from qtbench.algorithms.base import EnvSpecInfo
 from qtbench.envs.instructions import instructions_for, tokenize
 from qtbench.errors import QtbenchError
@@ -23,7 +27,7 @@ def _args(tmp_path, **kw) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     train_bench.register(parser.add_subparsers())
     flags = ["train", "--algo", "q_transformer", "--seconds", "0.2", "--warmup", "1", "--batch-size", "4",
-             "--output", str(tmp_path / "benchmarks.md")]
+             "--rollout-episodes", "0", "--output", str(tmp_path / "benchmarks.md")]
     for key, value in kw.items():
         flags += [f"--{key.replace('_', '-')}", str(value)]
     return parser.parse_args(flags)
@@ -47,9 +51,9 @@ def test_synthetic_batch_follows_the_batch_contract():
     assert torch_batch.window.instruction.dtype == torch.int64
 
 
-def test_time_updates_runs_until_the_time_is_up():
+def test_time_calls_runs_until_the_time_is_up():
     calls = []
-    n, elapsed, cpu = train_bench.time_updates(lambda: calls.append(1), 0.05)
+    n, elapsed, cpu = time_calls(lambda: calls.append(1), 0.05)
     assert n == len(calls) and n >= 1 and elapsed >= 0.05 and 0 < cpu <= elapsed * 2.5
 
 
@@ -77,13 +81,17 @@ def test_run_writes_its_section(tmp_path, monkeypatch, capsys):
     assert "(1 threads)" in text
 
 
-def test_bad_names_and_mismatched_reference(tmp_path):
-    with pytest.raises(QtbenchError, match="unknown algorithm"):
-        train_bench.run(_args(tmp_path, algo="nope"))
-    with pytest.raises(QtbenchError, match="unknown task"):
-        train_bench.run(_args(tmp_path, task="nope"))
-    with pytest.raises(QtbenchError, match="reference for 'iql'"):
-        train_bench.run(_args(tmp_path, compare="d3rlpy_iql"))
+@pytest.mark.parametrize("flags, message", [
+    ({"algo": "nope"}, "unknown algorithm"),
+    ({"task": "nope"}, "unknown task"),
+    ({"compare": "d3rlpy_iql"}, "reference for 'iql'"),
+    ({"variant": "nope=1"}, "no field 'nope'"),
+    ({"variant": "history"}, "KEY=VALUE"),
+    ({"against": "no-such-ref-xyz"}, "not a commit"),
+])
+def test_bad_input_is_a_clear_error(tmp_path, flags, message):
+    with pytest.raises(QtbenchError, match=message):
+        train_bench.run(_args(tmp_path, **flags))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("q_transformer") is not None, reason="reference package installed here")
@@ -91,3 +99,32 @@ def test_missing_reference_package_says_how_to_install(tmp_path):
     with pytest.raises(QtbenchError, match="q-transformer is not importable") as err:
         train_bench.run(_args(tmp_path, compare="q_transformer_pypi"))
     assert "separate venv" in err.value.fix
+
+
+def _rows(text: str) -> dict[str, list[str]]:
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("| ") and "---" not in line)}
+
+
+@pytest.mark.skipif(subprocess.run(["git", "-C", str(Path(train_bench.__file__).parent), "rev-parse"],
+                                   capture_output=True).returncode != 0, reason="not a git checkout")
+def test_against_a_git_ref_variants_and_acting_side_by_side(tmp_path, monkeypatch):
+    """--against HEAD times the committed code in a subprocess, --variant this checkout with a
+    config change, and the rollout measures acting for this checkout and the ref."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "no-data"))
+    threads = torch.get_num_threads()
+    try:
+        args = _args(tmp_path, threads=1, against="HEAD", variant="history=2,amp=bf16", rollout_episodes=2, rounds=1)
+        assert train_bench.run(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    text = (tmp_path / "benchmarks.md").read_text()
+    rows = _rows(text)
+    assert int(rows["HEAD q_transformer"][2]) >= 1  # updates timed
+    assert int(rows["qtbench q_transformer (history=2, amp=bf16)"][2]) >= 1
+    assert "qtbench q_transformer (history=2, amp=bf16): history 2, amp bf16" in text
+    assert "HEAD q_transformer: git HEAD = " in text
+    acting = [line for line in text.splitlines() if line.startswith("| ") and "| 32 | 2 |" in line]
+    assert len(acting) == 2  # this checkout and HEAD, 32 envs, 2 episodes
+    assert not list(Path(tempfile.gettempdir()).glob("qtbench-against-*"))  # the export is removed
+

@@ -79,7 +79,7 @@ def test_resumed_cell_matches_uninterrupted(tiny, tmp_path):
 
 def test_failed_run_leaves_no_eval_json(tiny, tmp_path):
     out = run_cell(spec(tmp_path, "a"))
-    with pytest.raises(QtbenchError, match="step 3"):
+    with pytest.raises(QtbenchError, match="steps 1-5"):
         run_cell(spec(tmp_path, "a", overrides={"nan_at": "3"}))
     assert not (out / "eval.json").exists()  # the stale record of the earlier run is gone too
 

@@ -129,8 +129,9 @@ class Algorithm(Protocol):
 
     def __init__(self, spec: EnvSpecInfo, config: AlgoConfig, device: str = "cpu") -> None: ...
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        """One gradient step on a torch batch; returns scalar metrics (loss first)."""
+    def update(self, batch: Batch) -> dict[str, Any]:
+        """One gradient step on a torch batch; returns scalar metrics (loss first): floats or
+        0-dim tensors, which the training loop reads from the device once per log interval."""
 
     def act(self, window: Window) -> np.ndarray:
         """Greedy actions (B, A) in [-1, 1] for a torch window of B environments."""
