@@ -15,13 +15,15 @@ counted against the style it was executing when it met the handle or the object.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from qtbench.envs import layout
 from qtbench.envs.experts import EDGE_PUSH, GRASP_HOLD, KNOB_PUSH, PINCH_HOLD, STYLES, grasp_height, tip_hold
-from qtbench.envs.instructions import Instruction
+from qtbench.envs.instructions import DRAWERS, OBJECTS, Instruction
 from qtbench.envs.skill import fingers_closed, near_object
 
 NO_ATTEMPT = "none"  # the name reports give an episode without contact
@@ -70,3 +72,58 @@ def attempted_style(ins: Instruction, states: Sequence[np.ndarray]) -> str | Non
             return _nearest(offset, {robust: low, fragile: low + tip_hold(s, ins.obj)}, [2], None)
     return None
 
+
+
+# ---- where the fingers first closed (reaching failures) ------------------------------------
+# Verdicts of first_closure, in report order.
+NEVER_CLOSED = "never closed"
+AT_TARGET = "at the instructed target"
+AT_OTHER = "at another drawer or object"
+ON_NOTHING = "on nothing"
+CLOSURE_VERDICTS = (AT_TARGET, AT_OTHER, ON_NOTHING, NEVER_CLOSED)
+
+
+@dataclass(frozen=True)
+class Closure:
+    """Where an episode first closed its fingers, relative to what its instruction acts on."""
+
+    verdict: str  # one of CLOSURE_VERDICTS
+    distance: float | None  # m from the gripper point to the instructed knob or object then (None: never closed)
+    step: int | None  # index of the state in which the fingers were first seen closed
+
+
+def first_closure(ins: Instruction, states: Sequence[np.ndarray]) -> Closure | None:
+    """Where the fingers first closed (after being open) in an episode of a grasping skill
+    (drawer_open, pick_place, move_near; None for drawer_close, which pushes).
+
+    At the instructed knob (within KNOB_REACH of its centre) or object (``near_object``, along
+    its length): the reach worked and any failure came later. At another drawer's knob or
+    another object: the policy went for the wrong thing (a grounding error). On nothing: it
+    closed in free space (short of the target or past it; ``distance`` says how far).
+    """
+    if ins.skill == "drawer_close":
+        return None
+    was_open = False
+    for step, s in enumerate(np.asarray(st, np.float64) for st in states):
+        if not fingers_closed(s):
+            was_open = True
+            continue
+        if not was_open:
+            continue
+        if ins.skill == "drawer_open":
+            offsets = {d: layout.gripper_pos(s) - layout.handle_pos(s, d) for d in DRAWERS}
+            near = {d for d, o in offsets.items() if np.linalg.norm(o) < KNOB_REACH}
+            mine = ins.drawer
+        else:
+            offsets = {o: layout.gripper_pos(s) - layout.object_pos(s, o) for o in OBJECTS}
+            near = {o for o in OBJECTS if near_object(s, o)}
+            mine = ins.obj
+        verdict = AT_TARGET if mine in near else AT_OTHER if near else ON_NOTHING
+        return Closure(verdict, float(np.linalg.norm(offsets[mine])), step)
+    return Closure(NEVER_CLOSED, None, None)
+
+
+def closure_counts(closures: Iterable[Closure | None]) -> dict[str, int]:
+    """Episodes per verdict (every verdict listed, in CLOSURE_VERDICTS order; None skipped)."""
+    counts = Counter(c.verdict for c in closures if c is not None)
+    return {verdict: counts[verdict] for verdict in CLOSURE_VERDICTS}

@@ -9,7 +9,10 @@ evaluated on the same episodes (same run seed), and writes the "headroom" sectio
 benchmarks.md: each cell's mean over seeds with its 95% t-interval, the paired per-seed
 difference with its own, and every seed's Wilson interval. Below it, the failure-collection
 policy of the data those runs trained on, scored per style it attempted
-(``qtbench.envs.attempts``; read from the failures manifest's ``per_attempted_style``).
+(``qtbench.envs.attempts``; read from the failures manifest's ``per_attempted_style``), and
+where its failed episodes first closed the fingers (``attempts.first_closure``: at the
+instructed knob or object, at another one, on nothing, or never), which tells a reaching or
+grounding failure, where no style is executed at all, from a failed grasp or pull.
 """
 
 from __future__ import annotations
@@ -85,6 +88,31 @@ def collection_rows(task: str, profile: str) -> list[list[object]]:
     return rows
 
 
+def closure_rows(task: str, profile: str) -> list[list[object]]:
+    """Where the collection policy's failed episodes (the failures dataset of ``task``'s
+    ``profile``) first closed the fingers: episodes per verdict, and the median distance from
+    the instructed target of those that closed on nothing (none if the dataset is absent or the
+    skill does not grasp)."""
+    import numpy as np
+
+    from qtbench.data.store import dataset_dir, dataset_id, read_dataset
+    from qtbench.envs.attempts import CLOSURE_VERDICTS, ON_NOTHING, closure_counts, first_closure
+    from qtbench.envs.instructions import BY_TEXT
+
+    did = dataset_id(task, "failures", profile)
+    if not (dataset_dir(did) / "data").is_dir():
+        return []
+    episodes = read_dataset(did, verify=False).episodes
+    closures = [first_closure(BY_TEXT[ep.instruction], ep.states) for ep in episodes]
+    counts = closure_counts(closures)
+    total = sum(counts.values())
+    if not total:
+        return []
+    missed = [c.distance for c in closures if c is not None and c.verdict == ON_NOTHING]
+    median = f"{100 * float(np.median(missed)):.1f} cm" if missed else "–"
+    return [[task, total, *(f"{counts[v]} ({100 * counts[v] / total:.0f}%)" for v in CLOSURE_VERDICTS), median]]
+
+
 def render(cells: dict[str, dict[int, dict[str, dict[str, Any]]]], results_dir: Path, profile: str) -> str:
     from qtbench.leaderboard import aggregate, fmt_pct
     from qtbench.benchmarks_md import markdown_table
@@ -127,6 +155,15 @@ def render(cells: dict[str, dict[int, dict[str, dict[str, Any]]]], results_dir: 
                   "greedy), scored per style it attempted (`qtbench.envs.attempts`; `none`: closed on or "
                   "pushed nothing), over its collection attempts (Wilson 95% interval):", "",
                   markdown_table(["task", "attempted style", "attempts", "success %"], collected)]
+    closures = [row for task in cells for row in closure_rows(task, profile)]
+    if closures:
+        from qtbench.envs.attempts import CLOSURE_VERDICTS
+
+        parts += ["", "Where the collection policy's failed episodes (the failures dataset) first closed the "
+                  "fingers (`qtbench.envs.attempts.first_closure`; the last column: median distance from the "
+                  "instructed knob or object of those that closed on nothing):", "",
+                  markdown_table(["task", "failed episodes", *CLOSURE_VERDICTS, "closed on nothing, median distance"],
+                                 closures)]
     records = [seeds[s][k] for seeds in cells.values() for s in seeds for k in ("robust", "all")]
     budgets = sorted({json.dumps(r.get("train_steps")) for r in records})
     machines = sorted({str(r.get("machine", "unrecorded")) for r in records})

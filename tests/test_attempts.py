@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from qtbench.envs import make_env
-from qtbench.envs.attempts import attempted_style
+from qtbench.envs import layout
+from qtbench.envs.attempts import (AT_OTHER, AT_TARGET, NEVER_CLOSED, ON_NOTHING, attempted_style, closure_counts,
+                                   first_closure)
 from qtbench.envs.experts import STYLES
 from qtbench.envs.instructions import BY_TEXT
 from qtbench.envs.policies import make_policy
@@ -47,3 +49,46 @@ def test_no_contact_is_no_attempt(skill):
         obs, *_ = env.step(np.array([0.0, 0.0, 1.0, -1.0], np.float32))
         states.append(obs["state"])
     assert attempted_style(BY_TEXT[info["instruction"]], states) is None
+
+
+@pytest.mark.parametrize("skill", ["drawer_open", "pick_place", "move_near"])
+def test_the_expert_first_closes_at_its_target(skill):
+    env = make_env(skill)
+    policy = make_policy("expert", env, np.random.default_rng(0))
+    for seed in range(3):
+        states, info = states_of(env, policy, 71_000 + seed)
+        closure = first_closure(BY_TEXT[info["instruction"]], states)
+        assert closure.verdict == AT_TARGET and closure.distance < 0.05, closure
+
+
+def _hand(state: np.ndarray, at: np.ndarray, opening: float) -> np.ndarray:
+    out = np.array(state, np.float64)
+    out[layout.FIELDS["gripper_pos"].slice] = at
+    out[layout.FIELDS["finger_opening"].slice] = opening
+    return out
+
+
+def test_closures_at_another_knob_on_nothing_and_never():
+    """Hand-placed states: open above the scene, then closed at a place of our choosing."""
+    env = make_env("drawer_open")
+    obs, _ = env.reset(seed=3)
+    start, ins = obs["state"], BY_TEXT["open the top drawer"]
+    away = layout.handle_pos(start, "top") + np.array([0.0, -0.2, 0.2])
+    opened = _hand(start, away, 0.098)
+
+    def closed_at(point):
+        return first_closure(ins, [opened, _hand(start, point, 0.0)])
+
+    assert closed_at(layout.handle_pos(start, "top")).verdict == AT_TARGET
+    other = closed_at(layout.handle_pos(start, "bottom"))
+    assert other.verdict == AT_OTHER and other.step == 1
+    assert other.distance == pytest.approx(float(np.linalg.norm(layout.handle_pos(start, "bottom")
+                                                                - layout.handle_pos(start, "top"))))
+    short = closed_at(layout.handle_pos(start, "top") + np.array([0.0, -0.08, 0.0]))
+    assert short.verdict == ON_NOTHING and short.distance == pytest.approx(0.08)
+    assert first_closure(ins, [opened, opened]).verdict == NEVER_CLOSED
+    # fingers closed from the start count only once they have been open
+    assert first_closure(ins, [_hand(start, away, 0.0), opened]).verdict == NEVER_CLOSED
+    assert first_closure(BY_TEXT["close the top drawer"], [opened]) is None
+    counts = closure_counts([closed_at(layout.handle_pos(start, "top")), other, short, None])
+    assert counts == {AT_TARGET: 1, AT_OTHER: 1, ON_NOTHING: 1, NEVER_CLOSED: 0}

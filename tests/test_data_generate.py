@@ -422,3 +422,13 @@ def test_the_collection_policy_is_evaluated_on_the_runs_episodes(generated, tmp_
     table = collection_policy_table(tmp_path)
     assert table.count("\n") == 2 and f"| {TASK} |" in table and "| 0, 1 |" in table
     assert collection_policy_table(tmp_path / "none") is None
+
+
+def test_where_the_collection_policys_failures_closed(generated):
+    """Every failed episode of the collection policy gets one first-closure verdict."""
+    from qtbench.headroom import closure_rows
+
+    (row,) = closure_rows(TASK, "small")
+    assert row[0] == TASK and row[1] == generated["failures"]["episodes"]
+    assert sum(int(cell.split()[0]) for cell in row[2:6]) == row[1]
+    assert closure_rows(TASK, "large") == []  # no such datasets here
