@@ -8,7 +8,7 @@ import pytest
 
 from qtbench.envs import make_env
 from qtbench.envs.attempts import attempted_style
-from qtbench.envs.experts import STYLES
+from qtbench.envs.plans import STYLES
 from qtbench.envs.instructions import BY_TEXT
 from qtbench.envs.policies import make_policy
 
