@@ -5,15 +5,16 @@ demonstrations only (``dataset="demos"``); ``dataset="mixed"`` trains on everyth
 ``filtered=True`` keeps only successful episodes of whichever split is chosen (the
 training loop maps it to ``TransitionData.load(..., successful_only=True)``).
 
-Each action dimension is discretised into 256 uniform bins, with Q-Transformer's own
-``to_bins``/``bin_centres`` so both act on the same action grid. The action is decoded one
-dimension at a time, each conditioned on the bins already chosen (teacher forcing with the
-dataset bins in training), exactly like Q-Transformer's action tokens. RT-1 itself emits
-the dimensions in parallel; we chose the autoregressive form so that BC and Q-Transformer
-share the architecture token for token and the comparison measures the learning rule
-(imitation vs. offline RL) rather than the action head, and because it lets the policy
-model correlations between dimensions of multimodal human-like demonstrations (the
-per-dimension argmax of a parallel head can mix modes).
+Each action dimension is discretised into 256 uniform bins with Q-Transformer's
+``to_bins``/``bin_centres`` and decoded with its ``greedy_decode``
+(``qtbench.algorithms.torch_utility``), so both act on the same action grid. The action is
+decoded one dimension at a time, each conditioned on the bins already chosen (teacher
+forcing with the dataset bins in training), exactly like Q-Transformer's action tokens.
+RT-1 itself emits the dimensions in parallel; we chose the autoregressive form so that BC
+and Q-Transformer share the architecture token for token and the comparison measures the
+learning rule (imitation vs. offline RL) rather than the action head, and because it lets
+the policy model correlations between dimensions of multimodal human-like demonstrations
+(the per-dimension argmax of a parallel head can mix modes).
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
+from qtbench.algorithms.torch_utility import bin_centres, greedy_decode, to_bins
 from qtbench.nets import AMP_MODES, CausalTransformer, ContextTokens, action_tokens, autocast, instruction_prefix
-from qtbench.q_transformer import bin_centres, greedy_decode, to_bins
 
 
 @dataclass
 class BCConfig(AlgoConfig):
     dataset: str = "demos"
-    bins: int = ranged(256, at_least=2)  # bins per action dimension
+    bins: int = ranged(256, at_least=2)  # bins per action dimension (Q-Transformer's n_bins; saved configs name it so)
     d_model: int = ranged(128, at_least=1)  # transformer width
     n_layers: int = ranged(2, at_least=1)  # backbone sizes: Q-Transformer's defaults
     n_heads: int = ranged(4, at_least=1, divides="d_model")  # attention heads
@@ -63,7 +64,7 @@ class AutoregressivePolicy(nn.Module):
 
     def __init__(self, spec: EnvSpecInfo, config: BCConfig):
         super().__init__()
-        d, self.action_dim, self.bins = config.d_model, spec.action_dim, config.bins
+        d, self.action_dim, self.n_bins = config.d_model, spec.action_dim, config.bins
         self.context = ContextTokens(spec, config.history, d)
         self.body = CausalTransformer(d, config.n_layers, config.n_heads, config.dropout)
         self.start = nn.Parameter(torch.zeros(1, 1, d))
@@ -74,7 +75,7 @@ class AutoregressivePolicy(nn.Module):
 
     def action_tokens(self, bins: torch.Tensor | None, first: int, count: int, batch: int) -> torch.Tensor:
         """Input tokens (B, count, d) of dimensions first..first+count-1 (see ``nets.action_tokens``)."""
-        return action_tokens(self.start, self.bin_embed, self.dim_pos, self.bins, bins, first, count, batch)
+        return action_tokens(self.start, self.bin_embed, self.dim_pos, self.n_bins, bins, first, count, batch)
 
     def logits(self, window: Window, prev_bins: torch.Tensor) -> torch.Tensor:
         """window + bins of dimensions 0..k-2 (B, k-1) -> logits (B, k, bins) for dimensions 0..k-1.

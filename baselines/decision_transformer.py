@@ -30,6 +30,7 @@ from torch import nn
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
+from qtbench.algorithms.torch_utility import StateNormalised
 from qtbench.nets import AMP_MODES, CausalTransformer, autocast, instruction_prefix
 
 TOKENS_PER_STEP = 3  # return-to-go, state, action
@@ -62,14 +63,14 @@ TUNING_SETTINGS: list[dict[str, object]] = [
 ]
 
 
-class DTModel(nn.Module):
+class DTModel(StateNormalised):
     """Embeds a window as interleaved (R, s, a) tokens after the instruction words; predicts actions.
 
     LayerNorm and dropout act on each token alone, so the words are embedded with them apart
     from the steps (``words``, once per distinct instruction) and the sequence is unchanged."""
 
     def __init__(self, spec: EnvSpecInfo, config: DTConfig):
-        super().__init__()
+        super().__init__(spec)
         d = config.d_model
         self.word = nn.Embedding(spec.vocab_size, d, padding_idx=0)
         self.word_pos = nn.Parameter(torch.randn(spec.max_tokens, d) * 0.02)
@@ -82,10 +83,6 @@ class DTModel(nn.Module):
         self.body = CausalTransformer(d, config.n_layers, config.n_heads, config.dropout)
         self.predict = nn.Linear(d, spec.action_dim)
         self.max_t = spec.max_episode_steps
-        mean = torch.tensor(spec.state_mean or [0.0] * spec.state_dim, dtype=torch.float32)
-        std = torch.tensor(spec.state_std or [1.0] * spec.state_dim, dtype=torch.float32)
-        self.register_buffer("state_mean", mean)
-        self.register_buffer("state_std", std.clamp_min(1e-3))
 
     def words(self, instruction: torch.Tensor) -> torch.Tensor:
         """Token ids (U, L) -> word tokens (U, L, d)."""
@@ -95,7 +92,7 @@ class DTModel(nn.Module):
         """(B, 3H, d) (R, s, a) tokens after the words, and their ignore mask (True = padding)."""
         batch, steps = window.mask.shape
         time = self.timestep(window.timesteps.clamp(0, self.max_t))
-        states = (window.states - self.state_mean) / self.state_std
+        states = self.normalise(window.states)
         per_step = torch.stack(
             [self.ret(window.returns_to_go[..., None]) + time, self.state(states) + time, self.action(window.actions) + time],
             dim=2,

@@ -1,11 +1,11 @@
 """Which demonstrator style an episode attempted, read from its states alone (any policy).
 
-The styles of a skill (experts.STYLES) differ in where the gripper meets what it acts on:
+The styles of a skill (plans.STYLES) differ in where the gripper meets what it acts on:
 the knob, the drawer front or the object. At the skill's contact moment (the first state
 where the fingers are closed at the knob or the drawer has moved CONTACT_MOVE out for
 drawer_open, the drawer has moved CONTACT_MOVE in for drawer_close, the fingers are closed
 on the object for pick_place and move_near), the gripper point's offset from the knob's or
-the object's centre is compared with each style's nominal offset (experts.*_HOLD, *_PUSH, grasp_height, tip_hold) on the axes that tell them apart,
+the object's centre is compared with each style's nominal offset (plans.*_HOLD, *_PUSH, grasp_height, tip_hold) on the axes that tell them apart,
 sides folded (an edge push may be on either side). The nearest style is the attempt; an
 episode without a contact moment attempted none (None).
 
@@ -22,8 +22,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from qtbench.envs import layout
-from qtbench.envs.experts import EDGE_PUSH, GRASP_HOLD, KNOB_PUSH, PINCH_HOLD, STYLES, grasp_height, tip_hold
 from qtbench.envs.instructions import DRAWERS, OBJECTS, Instruction
+from qtbench.envs.plans import EDGE_PUSH, GRASP_HOLD, KNOB_PUSH, PINCH_HOLD, STYLES, grasp_height, tip_hold
 from qtbench.envs.skill import fingers_closed, near_object
 
 NO_ATTEMPT = "none"  # the name reports give an episode without contact

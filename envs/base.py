@@ -23,7 +23,8 @@ from qtbench.envs.skill import Skill
 
 logger = logging.getLogger(__name__)
 
-SKILL_MODULES: dict[str, Skill] = {
+# skill name -> its Skill (stages, success test, horizon); instructions.SKILLS lists the names alone
+SKILLS_BY_NAME: dict[str, Skill] = {
     m.SKILL.name: m.SKILL for m in (drawer_open, drawer_close, pick_place, move_near)
 }
 OBS_MODES = ("state", "pixels")
@@ -160,8 +161,8 @@ class ManipulationEnv(gym.Env):
     ):
         from qtbench.errors import unknown_name
 
-        if task != "all" and task not in SKILL_MODULES:
-            raise unknown_name("task", task, ["all", *SKILL_MODULES])
+        if task != "all" and task not in SKILLS_BY_NAME:
+            raise unknown_name("task", task, ["all", *SKILLS_BY_NAME])
         if obs_mode not in OBS_MODES:
             raise unknown_name("obs_mode", obs_mode, OBS_MODES)
         if render_mode not in (None, "rgb_array"):
@@ -176,9 +177,9 @@ class ManipulationEnv(gym.Env):
         self.render_size = tuple(render_size)
         self.camera = camera
         self.instructions: tuple[Instruction, ...] = instructions_for(task)
-        for name in set(horizons or {}) - set(SKILL_MODULES):
-            raise unknown_name("skill in horizons", name, list(SKILL_MODULES))
-        self.horizons = {name: s.horizon for name, s in SKILL_MODULES.items()} | dict(horizons or {})
+        for name in set(horizons or {}) - set(SKILLS_BY_NAME):
+            raise unknown_name("skill in horizons", name, list(SKILLS_BY_NAME))
+        self.horizons = {name: s.horizon for name, s in SKILLS_BY_NAME.items()} | dict(horizons or {})
         self.max_episode_steps = max(self.horizons[ins.skill] for ins in self.instructions)
 
         self.scene = Scene.create(timestep)
@@ -206,7 +207,7 @@ class ManipulationEnv(gym.Env):
     # ---- episode ---------------------------------------------------------------------------
     @property
     def skill(self) -> Skill:
-        return SKILL_MODULES[self.instruction.skill]
+        return SKILLS_BY_NAME[self.instruction.skill]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

@@ -1,8 +1,8 @@
 """Scripted policies: the noiseless expert, the human-like demonstrator and the erring
-autonomous collector. All three run the same per-skill plans (experts.py) and differ only in
+autonomous collector. All three run the same per-skill plans (plans.py) and differ only in
 the noise model, drawn per episode and per step from the generator passed to make_policy.
 
-Every skill can be done in more than one style (experts.STYLES: a robust one and a fragile
+Every skill can be done in more than one style (plans.STYLES: a robust one and a fragile
 one that needs more precision). Like people, the scripted policies have a habit: each episode
 draws its style from the skill's STYLE_MIX with the policy's generator, unless a style is
 pinned. The style is reported (``policy.style``) for the dataset, never put in observations.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import gymnasium as gym
 import numpy as np
 
-from qtbench.envs.experts import STYLES, Perturb, Plan
+from qtbench.envs.plans import STYLES, Perturb, Plan
 from qtbench.envs.instructions import BY_TEXT, instructions_for
 
 POLICY_KINDS = ("expert", "demo", "autonomous")

@@ -1,6 +1,6 @@
 """The MuJoCo scene: loading assets/scene.xml, named ids, geometry constants and the state vector.
 
-The geometry constants mirror assets/scene.xml; the skills, experts and success
+The geometry constants mirror assets/scene.xml; the skills, plans and success
 predicates use them instead of repeating numbers.
 """
 

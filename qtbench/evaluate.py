@@ -75,10 +75,10 @@ HANDOVER_SEED_SALT = 0xD3A0
 
 def handover_stage_index(skill: str, stage: str) -> int:
     """Index of ``stage`` among ``skill``'s stages; a hand-over needs an intermediate one."""
-    from qtbench.envs.base import SKILL_MODULES
+    from qtbench.envs.base import SKILLS_BY_NAME
     from qtbench.errors import QtbenchError
 
-    names = SKILL_MODULES[skill].stage_names
+    names = SKILLS_BY_NAME[skill].stage_names
     if stage not in names[:-1]:
         raise QtbenchError(
             f"{skill} has no stage {stage!r} to hand over from",
@@ -90,14 +90,14 @@ def handover_stage_index(skill: str, stage: str) -> int:
 def handover_instructions(task: str, stage: str) -> list[str]:
     """The instructions of ``task`` whose skill has ``stage`` to hand over from (on task
     ``all``, e.g. ``grasped`` selects the pick_place and move_near instructions)."""
-    from qtbench.envs.base import SKILL_MODULES
+    from qtbench.envs.base import SKILLS_BY_NAME
     from qtbench.envs.instructions import instructions_for
     from qtbench.errors import QtbenchError
 
-    texts = [ins.text for ins in instructions_for(task) if stage in SKILL_MODULES[ins.skill].stage_names[:-1]]
+    texts = [ins.text for ins in instructions_for(task) if stage in SKILLS_BY_NAME[ins.skill].stage_names[:-1]]
     if not texts:
         skills = dict.fromkeys(ins.skill for ins in instructions_for(task))
-        choices = "; ".join(f"{s}: {', '.join(SKILL_MODULES[s].stage_names[:-1])}" for s in skills)
+        choices = "; ".join(f"{s}: {', '.join(SKILLS_BY_NAME[s].stage_names[:-1])}" for s in skills)
         raise QtbenchError(f"no skill of task {task} has a stage {stage!r} to hand over from",
                            f"choose one of the stages before success ({choices})")
     return texts
@@ -156,7 +156,7 @@ def run_episodes(
     from tqdm import tqdm
 
     from qtbench.data import RolloutWindows
-    from qtbench.envs.base import SKILL_MODULES
+    from qtbench.envs.base import SKILLS_BY_NAME
     from qtbench.envs.instructions import BY_TEXT
     from qtbench.envs.policies import make_policy
     from qtbench.envs.skill import StageProgress
@@ -200,7 +200,7 @@ def run_episodes(
             slot_job[slot], slot_len[slot] = next_job, 0
             ins = BY_TEXT[job.instruction]
             if track_stages or handover is not None:
-                stages[slot] = StageProgress(SKILL_MODULES[ins.skill], ins)
+                stages[slot] = StageProgress(SKILLS_BY_NAME[ins.skill], ins)
                 stages[slot].update(obs["state"])
             drivers[slot], handed_at[slot] = None, None
             if handover is not None:

@@ -1,6 +1,6 @@
 """Demonstrator-style headroom: does imitating the robust style beat imitating all demos?
 
-The demonstrations mix a robust and a fragile style per skill (``qtbench.envs.experts``).
+The demonstrations mix a robust and a fragile style per skill (``qtbench.envs.plans``).
 Offline RL has room to beat imitation only if a policy that copies the robust style alone
 does clearly better than one that copies every demonstration. This command reads, per task
 and seed, the ``bc`` cell trained on all demos and the ``bc+demo_styles__robust___`` cell

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import EnvSpecInfo, Window
+from qtbench.algorithms.torch_utility import StateNormalised
 
 PAD_ID = 0  # instruction token id of padding (qtbench.envs.instructions)
 AMP_MODES = ("none", "bf16")  # values of the transformer configs' ``amp`` field
@@ -43,20 +44,16 @@ def autocast(device: torch.device, amp: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
 
 
-class ContextTokens(nn.Module):
+class ContextTokens(StateNormalised):
     """A window as tokens: the instruction words [w_1..w_L] (``words``) and the states
-    [s_1..s_H] (``states``), each with its key padding mask (True = ignore)."""
+    [s_1..s_H] (``states``, normalised by the training data's statistics first)."""
 
     def __init__(self, spec: EnvSpecInfo, history: int, d_model: int):
-        super().__init__()
+        super().__init__(spec)
         self.word = nn.Embedding(spec.vocab_size, d_model, padding_idx=PAD_ID)
         self.word_pos = nn.Parameter(torch.zeros(spec.max_tokens, d_model))
         self.state = nn.Sequential(nn.Linear(spec.state_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
         self.state_pos = nn.Parameter(torch.zeros(history, d_model))
-        mean = torch.tensor(spec.state_mean or [0.0] * spec.state_dim, dtype=torch.float32)
-        std = torch.tensor(spec.state_std or [1.0] * spec.state_dim, dtype=torch.float32)
-        self.register_buffer("state_mean", mean)
-        self.register_buffer("state_std", std.clamp_min(1e-3))
         nn.init.normal_(self.word_pos, std=0.02)
         nn.init.normal_(self.state_pos, std=0.02)
 
@@ -66,7 +63,7 @@ class ContextTokens(nn.Module):
 
     def states(self, window: Window) -> tuple[torch.Tensor, torch.Tensor]:
         """Window -> state tokens (B, H, d) and their key padding mask (True = ignore)."""
-        states = (window.states - self.state_mean) / self.state_std
+        states = self.normalise(window.states)
         return self.state(states) + self.state_pos[-states.shape[1]:], ~window.mask
 
 

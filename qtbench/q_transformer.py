@@ -1,8 +1,10 @@
 """Q-Transformer (Chebotar et al., 2023, arXiv 2309.10150), in one file, top to bottom.
 
-Read in order: the config, the action discretisation, the network, the loss as small
-pure functions (the unit tests call these with hand-computed numbers), greedy decoding,
-and the ``QTransformer`` class that ties them to the ``Algorithm`` protocol.
+Read in order: the config, the network, the loss as small pure functions (the unit
+tests call these with hand-computed numbers), and the ``QTransformer`` class that ties
+them to the ``Algorithm`` protocol. The action grid (``to_bins``, ``bin_centres``), greedy
+decoding and the Polyak update are shared with the baselines
+(``qtbench.algorithms.torch_utility``).
 
 The idea: discretise every action dimension into ``n_bins`` bins and treat the
 dimensions as a sequence of tokens after the observation tokens. The transformer's
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
+from qtbench.algorithms.torch_utility import bin_centres, greedy_decode, polyak_update, to_bins
 from qtbench.errors import QtbenchError
 from qtbench.nets import (
     AMP_MODES, CausalTransformer, ContextTokens, KVCache, action_tokens, autocast, instruction_prefix,
@@ -70,18 +73,6 @@ TUNING_SETTINGS: list[dict[str, object]] = [
 
 # Config fields that change parameter shapes: a checkpoint must agree on these.
 _ARCHITECTURE_FIELDS = ("n_bins", "d_model", "n_layers", "n_heads", "history")
-
-
-# ---- action discretisation ---------------------------------------------------------------
-def to_bins(actions: torch.Tensor, n_bins: int) -> torch.Tensor:
-    """Continuous actions in [-1, 1] -> int64 bin indices in [0, n_bins); equal-width bins."""
-    scaled = (actions.clamp(-1.0, 1.0) + 1.0) * (n_bins / 2.0)
-    return scaled.floor().long().clamp_(0, n_bins - 1)
-
-
-def bin_centres(bins: torch.Tensor, n_bins: int) -> torch.Tensor:
-    """Bin indices -> the continuous action at each bin's centre (float32, inside (-1, 1))."""
-    return (bins.float() + 0.5) * (2.0 / n_bins) - 1.0
 
 
 # ---- network -----------------------------------------------------------------------------
@@ -209,20 +200,6 @@ def total_loss(td: torch.Tensor, penalty: torch.Tensor | None, alpha: float) -> 
     return 0.5 * td if penalty is None else 0.5 * td + 0.5 * alpha * penalty
 
 
-# ---- greedy decoding ---------------------------------------------------------------------
-def greedy_decode(
-    q_logits_at: Callable[[torch.Tensor, int], torch.Tensor], batch_size: int, action_dim: int, device: Any
-) -> torch.Tensor:
-    """Bins (B, A) chosen dimension by dimension, each argmax conditioned on earlier choices.
-
-    ``q_logits_at(bins, i)`` returns the (B, n) scores of dimension i given ``bins[:, :i]``.
-    """
-    bins = torch.zeros(batch_size, action_dim, dtype=torch.long, device=device)
-    for i in range(action_dim):
-        bins[:, i] = q_logits_at(bins, i).argmax(dim=-1)
-    return bins
-
-
 # ---- the algorithm -----------------------------------------------------------------------
 class QTransformer:
     """Q-Transformer behind the ``Algorithm`` protocol (online + Polyak target network)."""
@@ -275,8 +252,7 @@ class QTransformer:
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.online.parameters(), cfg.grad_clip)
         self.optimizer.step()
-        with torch.no_grad():  # Polyak averaging: target <- target + tau * (online - target)
-            torch._foreach_lerp_(list(self.target.parameters()), list(self.online.parameters()), cfg.tau)
+        polyak_update(self.target, self.online, cfg.tau)
         self.updates += 1
         return {  # tensors: the training loop reads them from the device once per log interval
             "loss": loss.detach(),

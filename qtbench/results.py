@@ -181,9 +181,9 @@ def stage_funnel(outcomes: list[EpisodeOutcome]) -> dict[str, list]:
     ``{"names": [...], "counts": [...], "reached": [fractions]}``; an episode that passed
     stage k passed every stage before it (stages count only in order).
     """
-    from qtbench.envs.base import SKILL_MODULES
+    from qtbench.envs.base import SKILLS_BY_NAME
 
-    names = list(SKILL_MODULES[outcomes[0].skill].stage_names)
+    names = list(SKILLS_BY_NAME[outcomes[0].skill].stage_names)
     passed = [names.index(o.furthest_stage) + 1 if o.furthest_stage in names else 0 for o in outcomes]
     counts = [sum(p > k for p in passed) for k in range(len(names))]
     return {"names": names, "counts": counts, "reached": [_rate(c, len(outcomes)) for c in counts]}

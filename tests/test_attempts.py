@@ -10,7 +10,7 @@ from qtbench.envs import make_env
 from qtbench.envs import layout
 from qtbench.envs.attempts import (AT_OTHER, AT_TARGET, NEVER_CLOSED, ON_NOTHING, attempted_style, closure_counts,
                                    first_closure)
-from qtbench.envs.experts import STYLES
+from qtbench.envs.plans import STYLES
 from qtbench.envs.instructions import BY_TEXT
 from qtbench.envs.policies import make_policy
 

@@ -6,7 +6,8 @@ from baseline_toys import SPEC, check_protocol, supervised_batch, toy_window
 from torch.nn import functional as F
 
 from qtbench.algorithms import algorithm_class
-from qtbench.baselines.bc import BC, BCConfig, bin_centres, to_bins
+from qtbench.algorithms.torch_utility import to_bins
+from qtbench.baselines.bc import BC, BCConfig
 
 SMALL = dict(d_model=32, n_layers=1, n_heads=1, dropout=0.0, bins=16)
 
@@ -15,17 +16,6 @@ def test_registered_with_reference_defaults():
     assert algorithm_class("bc") is BC
     c = BC.config_class()
     assert (c.dataset, c.filtered, c.bins) == ("demos", False, 256)
-
-
-def test_bin_mapping_by_hand():
-    a = torch.tensor([-1.0, -0.999, 0.0, 0.5, 0.999, 1.0, 1.7])
-    # 256 equal-width bins of width 2/256 over [-1, 1]; 1.0 falls in the last bin
-    assert to_bins(a, 256).tolist() == [0, 0, 128, 192, 255, 255, 255]
-    centres = bin_centres(torch.tensor([0, 128, 192, 255]), 256)
-    torch.testing.assert_close(centres, torch.tensor([-1 + 1 / 256, 1 / 256, 0.5 + 1 / 256, 1 - 1 / 256]))
-    # round trip within half a bin
-    x = torch.linspace(-1, 1, 1001)
-    assert (bin_centres(to_bins(x, 256), 256) - x).abs().max() <= 1 / 256 + 1e-6
 
 
 def test_cross_entropy_targets_are_dataset_bins_with_teacher_forcing():

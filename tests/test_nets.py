@@ -7,8 +7,9 @@ import torch
 from baselines.bc import BC, BCConfig
 from baselines.decision_transformer import TOKENS_PER_STEP, DecisionTransformer, DTConfig
 from qtbench.algorithms.base import Batch, EnvSpecInfo, Window
+from qtbench.algorithms.torch_utility import greedy_decode, to_bins
 from qtbench.nets import CausalTransformer, ContextTokens, distinct_instructions
-from qtbench.q_transformer import QTransformer, QTransformerConfig, greedy_decode, to_bins
+from qtbench.q_transformer import QTransformer, QTransformerConfig
 
 SPEC = EnvSpecInfo(state_dim=5, action_dim=4, vocab_size=12, max_tokens=6, max_episode_steps=10)
 

@@ -51,7 +51,8 @@ def test_q_transformer_values_are_the_last_dimension_q_of_the_given_bins():
 
 
 def test_q_transformer_values_match_the_networks_teacher_forced_q():
-    from qtbench.q_transformer import QTransformer, QTransformerConfig, dataset_values, to_bins
+    from qtbench.algorithms.torch_utility import to_bins
+    from qtbench.q_transformer import QTransformer, QTransformerConfig, dataset_values
 
     torch.manual_seed(0)
     qt = QTransformer(SPEC, QTransformerConfig(n_bins=8, d_model=8, n_layers=1, n_heads=1, history=1))

@@ -1,5 +1,6 @@
-"""Q-Transformer: bin mapping, per-dimension targets and regulariser against hand-computed
-numbers, decoding order, wiring of update(), bit-exact resume, and a tiny MDP solved exactly."""
+"""Q-Transformer: per-dimension targets and regulariser against hand-computed numbers,
+wiring of update(), bit-exact resume, and a tiny MDP solved exactly (the action grid and
+greedy decoding are tested with the shared pieces, tests/test_torch_utility.py)."""
 
 from __future__ import annotations
 
@@ -11,35 +12,19 @@ import torch
 
 from qtbench.algorithms.base import Batch, EnvSpecInfo, Window
 from qtbench.errors import QtbenchError
+from qtbench.algorithms.torch_utility import bin_centres, to_bins
 from qtbench.q_transformer import (
     QTransformer,
     QTransformerConfig,
-    bin_centres,
     conservative_penalty,
     dataset_values,
-    greedy_decode,
     td_loss,
     td_targets,
-    to_bins,
     total_loss,
 )
 
 
 T = torch.tensor
-
-
-# ---- action discretisation ---------------------------------------------------------------
-def test_bins_by_hand():
-    assert to_bins(T([-1.0, -0.51, -0.5, 0.0, 0.49, 1.0, 3.0]), 4).tolist() == [0, 0, 1, 2, 2, 3, 3]
-    assert bin_centres(torch.arange(4), 4).tolist() == [-0.75, -0.25, 0.25, 0.75]
-
-
-def test_bins_round_trip():
-    n = 256
-    assert torch.equal(to_bins(bin_centres(torch.arange(n), n), n), torch.arange(n))
-    a = torch.linspace(-1, 1, 10001)
-    err = (bin_centres(to_bins(a, n), n) - a).abs()
-    assert err.max() <= 1.0 / n + 1e-6  # at most half a bin width (2/n / 2)
 
 
 # ---- targets -----------------------------------------------------------------------------
@@ -108,20 +93,6 @@ def test_total_loss_weights():
     assert total_loss(T(0.4), T(0.2), 1.0).item() == pytest.approx(0.5 * 0.4 + 0.5 * 0.2)
     assert total_loss(T(0.4), T(0.2), 3.0).item() == pytest.approx(0.5 * 0.4 + 0.5 * 3.0 * 0.2)
     assert total_loss(T(0.4), None, 1.0).item() == pytest.approx(0.2)
-
-
-# ---- decoding ----------------------------------------------------------------------------
-def test_greedy_decoding_conditions_each_dimension_on_earlier_choices():
-    n, seen = 5, []
-
-    def stub(bins: torch.Tensor, i: int) -> torch.Tensor:
-        seen.append((i, bins[:, :i].tolist()))
-        best = torch.full((bins.shape[0],), 3) if i == 0 else (bins[:, i - 1] + 1) % n
-        return torch.nn.functional.one_hot(best, n).float()
-
-    bins = greedy_decode(stub, 2, 3, "cpu")
-    assert bins.tolist() == [[3, 4, 0], [3, 4, 0]]
-    assert seen == [(0, [[], []]), (1, [[3], [3]]), (2, [[3, 4], [3, 4]])]
 
 
 # ---- the algorithm on tiny sizes ---------------------------------------------------------

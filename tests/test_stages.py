@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qtbench.envs import make_env
-from qtbench.envs.base import SKILL_MODULES
+from qtbench.envs.base import SKILLS_BY_NAME
 from qtbench.envs.instructions import BY_TEXT, instructions_for
 from qtbench.envs.policies import make_policy
 from qtbench.envs.scene import FINGER_TRAVEL, REST_HEIGHT, Scene
@@ -37,7 +37,7 @@ def state_with(scene: Scene, gripper=None, opening_q: float = 0.0, drawers=None,
 
 def reached(skill: str, text: str, state: np.ndarray) -> dict[str, bool]:
     ins = BY_TEXT[text]
-    return {s.name: s.reached(state, ins) for s in SKILL_MODULES[skill].stages}
+    return {s.name: s.reached(state, ins) for s in SKILLS_BY_NAME[skill].stages}
 
 
 def knob(scene: Scene, drawer: str) -> np.ndarray:
@@ -45,10 +45,10 @@ def knob(scene: Scene, drawer: str) -> np.ndarray:
 
 
 def test_stage_names_end_with_the_goal():
-    assert SKILL_MODULES["drawer_open"].stage_names == ("reached_handle", "grasped_handle", "pulled_half", "open")
-    assert SKILL_MODULES["drawer_close"].stage_names == ("reached_front", "pushed_half", "closed")
-    assert SKILL_MODULES["pick_place"].stage_names == ("reached_object", "grasped", "lifted", "over_target", "placed")
-    assert SKILL_MODULES["move_near"].stage_names == ("reached_object", "grasped", "lifted", "near_target", "placed")
+    assert SKILLS_BY_NAME["drawer_open"].stage_names == ("reached_handle", "grasped_handle", "pulled_half", "open")
+    assert SKILLS_BY_NAME["drawer_close"].stage_names == ("reached_front", "pushed_half", "closed")
+    assert SKILLS_BY_NAME["pick_place"].stage_names == ("reached_object", "grasped", "lifted", "over_target", "placed")
+    assert SKILLS_BY_NAME["move_near"].stage_names == ("reached_object", "grasped", "lifted", "near_target", "placed")
 
 
 def test_drawer_open_stages(scene):
@@ -127,7 +127,7 @@ def test_pick_place_in_and_move_near_targets(scene):
 
 def test_progress_counts_stages_only_in_order(scene):
     ins = BY_TEXT["open the top drawer"]
-    progress = StageProgress(SKILL_MODULES["drawer_open"], ins)
+    progress = StageProgress(SKILLS_BY_NAME["drawer_open"], ins)
     assert progress.furthest == NO_STAGE
     # Drawer pulled half open but the gripper nowhere near: no stage, since the first is missing.
     state_with(scene, drawers={"top": 0.1})
@@ -138,7 +138,7 @@ def test_progress_counts_stages_only_in_order(scene):
     # Moving away later does not undo a passed stage; success passes the goal.
     assert progress.update(state_with(scene, [0.3, -0.3, 0.4])) == 3
     assert progress.update(scene.state(), success=True) == 4 and progress.furthest == "open"
-    fresh = StageProgress(SKILL_MODULES["drawer_open"], ins)
+    fresh = StageProgress(SKILLS_BY_NAME["drawer_open"], ins)
     assert fresh.update(scene.state(), success=True) == 4  # success counts every stage
 
 
@@ -152,7 +152,7 @@ def passes_in_order(task: str, kind: str, seeds: range) -> list[str]:
             policy = make_policy(kind, env, np.random.default_rng(seed))
             obs, info = env.reset(seed=seed, options={"instruction": ins.text})
             policy.reset(obs, info)
-            progress = StageProgress(SKILL_MODULES[ins.skill], ins)
+            progress = StageProgress(SKILLS_BY_NAME[ins.skill], ins)
             progress.update(obs["state"])
             done = False
             while not done:
@@ -183,7 +183,7 @@ def test_dataset_demos_pass_every_stage_in_order(small_datasets, monkeypatch):
     assert episodes
     for ep in episodes:
         ins = BY_TEXT[ep.instruction]
-        progress = StageProgress(SKILL_MODULES[ins.skill], ins)
+        progress = StageProgress(SKILLS_BY_NAME[ins.skill], ins)
         for state in ep.states:
             progress.update(state)
         assert progress.passed == len(progress.skill.stages), (ins.text, progress.furthest)

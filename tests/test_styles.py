@@ -20,7 +20,7 @@ import pytest
 from qtbench.data import TransitionData
 from qtbench.data.store import MANIFEST_NAME, dataset_dir, dataset_id
 from qtbench.envs import make_env
-from qtbench.envs.experts import STYLES
+from qtbench.envs.plans import STYLES
 from qtbench.envs.policies import ROLES, STYLE_MIX, make_policy, pick_style, play_episode
 from qtbench.errors import QtbenchError
 

@@ -93,6 +93,14 @@ def test_bins_by_hand():
     assert torch.equal(to_bins(centres, 4), torch.arange(4))  # a centre lies in its own bin
 
 
+def test_bins_round_trip_within_half_a_bin():
+    n = 256
+    assert torch.equal(to_bins(bin_centres(torch.arange(n), n), n), torch.arange(n))
+    a = torch.linspace(-1, 1, 10001)
+    err = (bin_centres(to_bins(a, n), n) - a).abs()
+    assert err.max() <= 1.0 / n + 1e-6  # at most half a bin width (2/n / 2)
+
+
 def test_greedy_decode_conditions_each_dimension_on_the_earlier_choices():
     """Dimension i's best bin is (row + sum of the bins chosen before i + 1) mod 5."""
     n_bins, seen = 5, []

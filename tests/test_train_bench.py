@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -128,3 +129,20 @@ def test_against_a_git_ref_variants_and_acting_side_by_side(tmp_path, monkeypatc
     assert len(acting) == 2  # this checkout and HEAD, 32 envs, 2 episodes
     assert not list(Path(tempfile.gettempdir()).glob("qtbench-against-*"))  # the export is removed
 
+
+
+def test_reference_harnesses_live_outside_the_installed_package():
+    """--compare loads benchmarks/references.py from the source checkout; the installed
+    package imports no third-party reference package."""
+    assert train_bench.REFERENCES_FILE.exists()
+    third_party = re.compile(r"^\s*(from|import) (q_transformer|d3rlpy|open_clip|classifier_free_guidance_pytorch)\b", re.M)
+    assert third_party.search(train_bench.REFERENCES_FILE.read_text())  # the pattern finds them where they are
+    package = Path(train_bench.__file__).parent
+    assert [str(f) for f in package.rglob("*.py") if third_party.search(f.read_text())] == []
+
+
+def test_compare_without_the_source_checkout_says_where_it_is(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_bench, "REFERENCES_FILE", tmp_path / "benchmarks" / "references.py")
+    with pytest.raises(QtbenchError, match="source checkout") as err:
+        train_bench.reference_rows("d3rlpy_iql", SPEC, None, 4, np.random.default_rng(0), 1)
+    assert "pip install -e ." in err.value.fix

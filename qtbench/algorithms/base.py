@@ -31,7 +31,7 @@ class EnvSpecInfo:
 
 def _style_names() -> tuple[str, ...]:
     """Every demonstrator style name and role (read lazily: the envs are heavy to import)."""
-    from qtbench.envs.experts import STYLES
+    from qtbench.envs.plans import STYLES
     from qtbench.envs.policies import ROLES
 
     return (*ROLES, *dict.fromkeys(name for styles in STYLES.values() for name in styles))
@@ -57,7 +57,7 @@ class AlgoConfig:
     learning_rate: float = ranged(3e-4, above=0)
     filtered: bool = False  # train only on the successful episodes of the chosen dataset
     # Keep only the demonstrations of these styles (names or robust / fragile, one per skill;
-    # qtbench.envs.experts.STYLES); empty = every style. Failures are kept either way.
+    # qtbench.envs.plans.STYLES); empty = every style. Failures are kept either way.
     demo_styles: tuple[str, ...] = ranged((), each_one_of=_style_names)
     # Bootstrap nothing past a time-limit truncation: an attempt that ran out of time is
     # scored as failed (return 0), as the paper scores its robots' episodes. Off, a

@@ -81,7 +81,9 @@ def greedy_decode(
     """Bins (B, A) chosen dimension by dimension, each argmax conditioned on earlier choices.
 
     ``scores_at(bins, i)`` returns the (B, n_bins) scores (Q values or logits) of dimension
-    i given ``bins[:, :i]``; the later columns of ``bins`` are zeros it must not read.
+    i given ``bins[:, :i]``; the later columns of ``bins`` are zeros it must not read. It is
+    called once per dimension, in order, so it may keep state between calls: Q-Transformer's
+    and BC's extend a key/value cache by dimension i's token (``CausalTransformer.extend``).
     """
     bins = torch.zeros(batch_size, action_dim, dtype=torch.long, device=device)
     for i in range(action_dim):

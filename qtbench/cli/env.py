@@ -42,12 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from qtbench.envs import TASKS, layout
-    from qtbench.envs.base import SKILL_MODULES
+    from qtbench.envs.base import SKILLS_BY_NAME
     from qtbench.envs.instructions import instructions_for
 
     for task, env_id in TASKS.items():
         instructions = instructions_for(task)
-        horizon = max(SKILL_MODULES[i.skill].horizon for i in instructions)
+        horizon = max(SKILLS_BY_NAME[i.skill].horizon for i in instructions)
         print(f"{task:<13} {env_id:<24} {len(instructions):>2} instructions, horizon {horizon}")
         if task != "all":
             for ins in instructions:

@@ -238,7 +238,7 @@ def _read_minari(dataset_id_: str, manifest: dict[str, Any]) -> list[Episode]:
                     rewards=np.asarray(ep["rewards"], np.float32),
                     terminations=np.asarray(ep["terminations"], bool),
                     truncations=np.asarray(ep["truncations"], bool),
-                    style=meta.get("style"),  # the scripted policy's style (experts.STYLES)
+                    style=meta.get("style"),  # the scripted policy's style (plans.STYLES)
                 )
             )
     except QtbenchError:

@@ -1,4 +1,4 @@
-"""Scripted phase-machine experts, one plan per skill and style (Meta-World style).
+"""Scripted phase-machine plans, one per skill and style (Meta-World style).
 
 A plan is a list of phases; each phase names a gripper-point target (a function of the
 current state, read through layout's named fields), a gripper command and a completion
