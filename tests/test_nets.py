@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.bc import BC, BCConfig
-from baselines.decision_transformer import TOKENS_PER_STEP, DecisionTransformer, DTConfig
+from qtbench.baselines.bc import BC, BCConfig
+from qtbench.baselines.decision_transformer import TOKENS_PER_STEP, DecisionTransformer, DTConfig
 from qtbench.algorithms.base import Batch, EnvSpecInfo, Window
 from qtbench.algorithms.torch_utility import greedy_decode, to_bins
 from qtbench.nets import CausalTransformer, ContextTokens, distinct_instructions
