@@ -77,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pol.add_argument("--eval-episodes", type=int, default=None, metavar="N",
                      help="episodes per instruction (default: the runs' default for the task)")
     pol.add_argument("--results-dir", default="results")
+    pol.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. when logging to a file)")
     pol.set_defaults(func=cmd_eval_policy)
 
     exp = sub.add_parser("export-d4rl", help="write a dataset as a D4RL-style .npz")
@@ -128,7 +129,7 @@ def cmd_eval_policy(args: argparse.Namespace) -> int:
         raise QtbenchError(f"--eval-episodes {args.eval_episodes}: must be at least 1", "pass --eval-episodes 100")
     for task in _tasks(args.task):
         path = evaluate_collection_policy(task, args.profile, args.data_seed, args.seeds, args.eval_episodes,
-                                          Path(args.results_dir))
+                                          Path(args.results_dir), progress=not args.no_progress)
         record = json.loads(path.read_text())
         for seed, result in record["seeds"].items():
             lo, hi = result["ci95"]
