@@ -546,15 +546,21 @@ def collection_policy_table(results_dir: Path) -> str | None:
 
     body = []
     for path in sorted(Path(results_dir).glob(f"*/{EVAL_RECORD}")):
-        record = json.loads(path.read_text())
-        seeds = sorted(record["seeds"], key=int)
-        cell = aggregate([record["seeds"][k]["success_rate"] for k in seeds], map(int, seeds))
-        successes = sum(sum(r["successes"] for r in record["seeds"][k]["per_skill"].values()) for k in seeds)
-        episodes = sum(record["seeds"][k]["episodes"] for k in seeds)
+        try:
+            record = json.loads(path.read_text())
+            per_seed, policy = record["seeds"], record["policy"]
+            seeds = sorted(per_seed, key=int)
+            cell = aggregate([per_seed[k]["success_rate"] for k in seeds], map(int, seeds))
+            successes = sum(sum(r["successes"] for r in per_seed[k]["per_skill"].values()) for k in seeds)
+            episodes = sum(per_seed[k]["episodes"] for k in seeds)
+            label = f"`{policy['algo']}` step {policy['step']}, weights {policy['weights_hash'][7:15]}"
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("skipping %s: not a readable collection-policy record (%s); "
+                        "rewrite it with `qtbench data eval-policy`", path, err)
+            continue
         lo, hi = wilson_interval(successes, episodes)
-        policy = record["policy"]
         body.append([record["task"], fmt_pct(cell), f"{successes}/{episodes} [{100 * lo:.1f}, {100 * hi:.1f}]",
-                     _joined(seeds), f"`{policy['algo']}` step {policy['step']}, weights {policy['weights_hash'][7:15]}"])
+                     _joined(seeds), label])
     if not body:
         return None
     return markdown_table(["task", "success over seeds", "pooled episodes [95% Wilson]", "seeds", "policy"], body)

@@ -422,6 +422,9 @@ def test_the_collection_policy_is_evaluated_on_the_runs_episodes(generated, tmp_
     table = collection_policy_table(tmp_path)
     assert table.count("\n") == 2 and f"| {TASK} |" in table and "| 0, 1 |" in table
     assert collection_policy_table(tmp_path / "none") is None
+    (tmp_path / "pick_place").mkdir()
+    (tmp_path / "pick_place" / "collection_policy.json").write_text("{not json")
+    assert collection_policy_table(tmp_path) == table  # a corrupt record is skipped with a warning
 
 
 def test_where_the_collection_policys_failures_closed(generated):
