@@ -111,15 +111,13 @@ def first_closure(ins: Instruction, states: Sequence[np.ndarray]) -> Closure | N
         if not was_open:
             continue
         if ins.skill == "drawer_open":
-            offsets = {d: layout.gripper_pos(s) - layout.handle_pos(s, d) for d in DRAWERS}
-            near = {d for d, o in offsets.items() if np.linalg.norm(o) < KNOB_REACH}
-            mine = ins.drawer
+            mine, target = ins.drawer, layout.handle_pos(s, ins.drawer)
+            near = {d for d in DRAWERS if np.linalg.norm(layout.gripper_pos(s) - layout.handle_pos(s, d)) < KNOB_REACH}
         else:
-            offsets = {o: layout.gripper_pos(s) - layout.object_pos(s, o) for o in OBJECTS}
+            mine, target = ins.obj, layout.object_pos(s, ins.obj)
             near = {o for o in OBJECTS if near_object(s, o)}
-            mine = ins.obj
         verdict = AT_TARGET if mine in near else AT_OTHER if near else ON_NOTHING
-        return Closure(verdict, float(np.linalg.norm(offsets[mine])), step)
+        return Closure(verdict, float(np.linalg.norm(layout.gripper_pos(s) - target)), step)
     return Closure(NEVER_CLOSED, None, None)
 
 

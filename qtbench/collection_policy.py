@@ -260,7 +260,8 @@ def evaluate_collection_policy(task: str, profile: str, data_seed: int, seeds: l
     from qtbench.results import qtbench_version, success_summary
 
     ensure_datasets(task, profile, data_seed, progress=progress)
-    policy = load_trained_policy(policy_dir(task, profile), task, profile)
+    directory = policy_dir(task, profile)
+    policy = load_trained_policy(directory, task, profile)
     episodes = episodes_per_instruction or default_episodes(task)
     per_seed = {}
     with torch_threads(1):
@@ -269,6 +270,6 @@ def evaluate_collection_policy(task: str, profile: str, data_seed: int, seeds: l
                                                 progress=progress, target_return=policy.target_return)
             per_seed[str(seed)] = {"eval_seconds": seconds, **success_summary(outcomes)}
     record = {"task": task, "profile": profile, "data_seed": data_seed, "episodes_per_instruction": episodes,
-              "policy": policy.describe(), "trained_on": (_read_record(policy_dir(task, profile)) or {}).get("trained_on"),
+              "policy": policy.describe(), "trained_on": (_read_record(directory) or {}).get("trained_on"),
               "machine": machine_description(), "qtbench_version": qtbench_version(), "seeds": per_seed}
     return atomic_write_json(Path(results_dir) / task / EVAL_RECORD, record)

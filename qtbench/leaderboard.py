@@ -542,6 +542,7 @@ def collection_policy_table(results_dir: Path) -> str | None:
     episodes' Wilson interval; None when no task has one."""
     from qtbench.benchmarks_md import markdown_table
     from qtbench.collection_policy import EVAL_RECORD
+    from qtbench.data.hashing import HASH_PREFIX
     from qtbench.results import wilson_interval
 
     body = []
@@ -551,9 +552,10 @@ def collection_policy_table(results_dir: Path) -> str | None:
             per_seed, policy = record["seeds"], record["policy"]
             seeds = sorted(per_seed, key=int)
             cell = aggregate([per_seed[k]["success_rate"] for k in seeds], map(int, seeds))
-            successes = sum(sum(r["successes"] for r in per_seed[k]["per_skill"].values()) for k in seeds)
+            successes = sum(s for k in seeds for s, _ in skill_counts(per_seed[k]).values())
             episodes = sum(per_seed[k]["episodes"] for k in seeds)
-            label = f"`{policy['algo']}` step {policy['step']}, weights {policy['weights_hash'][7:15]}"
+            weights = policy["weights_hash"].removeprefix(HASH_PREFIX)[:8]
+            label = f"`{policy['algo']}` step {policy['step']}, weights {weights}"
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("skipping %s: not a readable collection-policy record (%s); "
                         "rewrite it with `qtbench data eval-policy`", path, err)
