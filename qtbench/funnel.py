@@ -32,7 +32,23 @@ def compact(record: dict[str, Any]) -> str:
         episodes = record["per_skill"][skill]["episodes"]
         steps = " > ".join(f"{n} {_pct(r)}" for n, r in zip(funnel["names"], funnel["reached"]))
         lines.append(f"{skill} ({episodes} ep): {steps}")
+        closures = record["per_skill"][skill].get("first_closure")
+        if closures:
+            lines.append(f"  {closure_line(closures)}")
     return "\n".join(lines)
+
+
+def closure_line(closures: dict[str, Any]) -> str:
+    """e.g. ``failed episodes (180) first closed the fingers: at the instructed target 30%, ...``."""
+    from qtbench.envs.attempts import ON_NOTHING
+
+    n = closures["failed_episodes"]
+    parts = []
+    for verdict, count in closures["counts"].items():
+        median = closures.get("on_nothing_median_m")
+        extra = f" (median {100 * median:.1f} cm away)" if verdict == ON_NOTHING and median is not None else ""
+        parts.append(f"{verdict} {_pct(count / n)}{extra}")
+    return f"failed episodes ({n}) first closed the fingers: " + ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,12 @@ def funnel_markdown(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> 
                  ", ".join(map(str, r.seeds))] for r in members]
         parts += ["", f"`{skill}`:", "",
                   markdown_table(["task", "algorithm", *members[0].names, "episodes", "seeds"], body)]
+    closures = closure_table(entries)
+    if closures:
+        parts += ["", "Where the failed evaluation episodes first closed the fingers "
+                  "(`qtbench.envs.attempts.first_closure`; grasping skills; percent of the failed episodes "
+                  "pooled over the seeds listed; the last column: each seed's median distance from the "
+                  "instructed knob or object of the closures on nothing):", "", closures]
     if not rows:
         parts += ["", f"No run has a stage funnel yet: every eval.json here was written before stages "
                   f"were tracked ({MISSING_HINT})."]
@@ -99,6 +121,35 @@ def funnel_markdown(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> 
         parts += ["", f"Without a funnel (evaluated before stages were tracked; {MISSING_HINT}): "
                   + ", ".join(missing) + "."]
     return "\n".join(parts)
+
+
+def closure_table(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> str | None:
+    """The failed episodes' first closures pooled per (task, algorithm, skill), as a table
+    (None when no eval.json records them)."""
+    from qtbench.benchmarks_md import markdown_table
+    from qtbench.envs.attempts import CLOSURE_VERDICTS
+
+    pooled: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for task, label, seed, record in entries:
+        for skill, row in record.get("per_skill", {}).items():
+            closures = row.get("first_closure")
+            if not closures:
+                continue
+            group = pooled.setdefault((task, label, skill), {"n": 0, "counts": dict.fromkeys(CLOSURE_VERDICTS, 0),
+                                                             "medians": [], "seeds": []})
+            group["n"] += closures["failed_episodes"]
+            for verdict in CLOSURE_VERDICTS:
+                group["counts"][verdict] += closures["counts"].get(verdict, 0)
+            median = closures.get("on_nothing_median_m")
+            group["medians"].append("–" if median is None else f"{100 * median:.1f}")
+            group["seeds"].append(int(seed))
+    if not pooled:
+        return None
+    body = [[task, f"`{label}`", skill, g["n"], *(f"{100 * g['counts'][v] / g['n']:.0f}" for v in CLOSURE_VERDICTS),
+             " / ".join(g["medians"]) + " cm", ", ".join(map(str, g["seeds"]))]
+            for (task, label, skill), g in pooled.items()]
+    return markdown_table(["task", "algorithm", "skill", "failed episodes", *CLOSURE_VERDICTS,
+                           "on nothing, median distance", "seeds"], body)
 
 
 def funnel_plot(entries: Iterable[tuple[str, str, int, dict[str, Any]]], path: Path) -> Path | None:

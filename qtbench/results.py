@@ -169,6 +169,10 @@ class EpisodeOutcome:
     seed: int = 0
     furthest_stage: str | None = None  # the last of the skill's stages passed in order ("none")
     handover_step: int | None = None  # step at which a demo prefix handed over to the policy
+    # where the fingers first closed (envs.attempts.first_closure): its verdict, and the distance (m)
+    # from the instructed knob or object then; None for drawer_close or when not tracked
+    first_closure: str | None = None
+    closure_distance: float | None = None
 
 
 def _rate(successes: int, episodes: int) -> float:
@@ -189,12 +193,34 @@ def stage_funnel(outcomes: list[EpisodeOutcome]) -> dict[str, list]:
     return {"names": names, "counts": counts, "reached": [_rate(c, len(outcomes)) for c in counts]}
 
 
+def closure_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any] | None:
+    """Where one skill's failed episodes first closed the fingers, or None when none was tracked.
+
+    ``{"failed_episodes": n, "counts": {verdict: episodes}, "on_nothing_median_m": m}``: every
+    verdict of ``envs.attempts.CLOSURE_VERDICTS`` in order, and the median distance from the
+    instructed target of the closures on nothing (None without any).
+    """
+    import statistics
+
+    from qtbench.envs.attempts import CLOSURE_VERDICTS, ON_NOTHING
+
+    failed = [o for o in outcomes if not o.success and o.first_closure is not None]
+    if not failed:
+        return None
+    missed = [o.closure_distance for o in failed if o.first_closure == ON_NOTHING]
+    return {"failed_episodes": len(failed),
+            "counts": {v: sum(o.first_closure == v for o in failed) for v in CLOSURE_VERDICTS},
+            "on_nothing_median_m": statistics.median(missed) if missed else None}
+
+
 def success_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
     """The success fields of eval.json: overall, per skill (with intervals), per instruction.
 
     Outcomes with a furthest stage also give each skill and instruction row its stage
     funnel (``stages``, see ``stage_funnel``), and each instruction row the furthest stage
-    of every episode in evaluation order (``furthest_stage``).
+    of every episode in evaluation order (``furthest_stage``). Each skill row of a grasping
+    skill also says where its failed episodes first closed the fingers (``first_closure``,
+    see ``closure_summary``).
     """
     per_skill: dict[str, dict[str, Any]] = {}
     per_instruction: dict[str, dict[str, Any]] = {}
@@ -214,6 +240,9 @@ def success_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
             row["stages"] = stage_funnel(members)
             if index == 1:
                 row["furthest_stage"] = [o.furthest_stage for o in members]
+        closures = closure_summary(members) if index == 0 else None
+        if closures is not None:
+            row["first_closure"] = closures
     total = sum(int(o.success) for o in outcomes)
     return {
         "success_rate": _rate(total, len(outcomes)),

@@ -173,6 +173,34 @@ def test_handover_from_a_stage_runs_the_demo_then_the_policy():
     assert not any(o.success for o in idle) and {o.furthest_stage for o in idle} <= {"grasped_handle", "pulled_half"}
 
 
+def test_outcomes_say_where_the_fingers_first_closed():
+    from qtbench.envs.attempts import NEVER_CLOSED, ON_NOTHING
+    from qtbench.results import success_summary
+
+    # pull_policy closes the fingers at once, at the start pose, far in front of every knob
+    closed, _ = evaluate_policy_on(pull_policy)
+    assert [o.first_closure for o in closed] == [ON_NOTHING] * 3
+    assert all(o.closure_distance > 0.1 for o in closed)
+    summary = success_summary(closed)["per_skill"]["drawer_open"]["first_closure"]
+    assert summary["failed_episodes"] == 3 and summary["counts"][ON_NOTHING] == 3
+    def open_hand(window):  # stands still with the fingers fully open
+        actions = np.zeros((len(window.states), 4), np.float32)
+        actions[:, 3] = -1.0
+        return actions
+
+    idle, _ = evaluate_policy_on(open_hand)
+    assert [o.first_closure for o in idle] == [NEVER_CLOSED] * 3 and all(o.closure_distance is None for o in idle)
+    handed, _ = evaluate_policy_on(pull_policy, handover="grasped_handle")  # the demo closed first
+    assert all(o.first_closure is None for o in handed)
+
+
+def evaluate_policy_on(policy, **kwargs):
+    from qtbench.evaluate import evaluate_policy
+
+    return evaluate_policy(policy, "drawer_open", history=1, episodes_per_instruction=1, seed=0,
+                           progress=False, **kwargs)
+
+
 def test_handover_needs_an_intermediate_stage():
     from qtbench.errors import QtbenchError
     from qtbench.evaluate import evaluate_policy

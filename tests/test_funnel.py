@@ -62,3 +62,31 @@ def test_leaderboard_shows_funnels_and_still_reads_old_records(tmp_path):
     assert "drawer_open/bc seed 0" in text  # named as lacking a funnel, and still on the leaderboard
     assert "| `bc` | 20.0 (1 seed) |" in text
     assert root / "plots" / "funnels.png" in files.plots
+
+
+def with_closures(cell, failed: int, counts: list[int], median: float | None) -> dict:
+    """Add the failed episodes' first closures to a cell's eval.json, as evaluation writes them."""
+    from qtbench.envs.attempts import CLOSURE_VERDICTS
+
+    path = cell / "eval.json"
+    record = json.loads(path.read_text())
+    record["per_skill"]["drawer_open"]["first_closure"] = {
+        "failed_episodes": failed, "counts": dict(zip(CLOSURE_VERDICTS, counts)), "on_nothing_median_m": median}
+    path.write_text(json.dumps(record))
+    return record
+
+
+def test_first_closures_in_the_run_summary_and_pooled_in_the_leaderboard(tmp_path):
+    entries = []
+    for seed, counts, median in ((0, [2, 1, 5, 0], 0.05), (1, [4, 0, 3, 1], None)):
+        cell = write_cell(tmp_path, "bc", "drawer_open", seed, {"drawer_open": (2, 10)})
+        with_stages(cell, [9, 4, 2, 2])
+        entries.append(("drawer_open", "bc", seed, with_closures(cell, 8, counts, median)))
+    assert funnel.compact(entries[0][3]).splitlines()[1] == (
+        "  failed episodes (8) first closed the fingers: at the instructed target 25%, "
+        "at another drawer or object 12%, on nothing 62% (median 5.0 cm away), never closed 0%")
+    table = funnel.closure_table(entries)
+    # 16 failed episodes pooled: 6 at the knob, 1 at another, 8 on nothing, 1 never closed
+    assert "| drawer_open | `bc` | drawer_open | 16 | 38 | 6 | 50 | 6 | 5.0 / – cm | 0, 1 |" in table
+    assert funnel.closure_table(entries[:0]) is None
+    assert "first closed the fingers" in funnel.funnel_markdown(entries)

@@ -114,3 +114,25 @@ def test_stage_funnels_per_skill_and_instruction():
     assert h["per_skill"]["drawer_open"]["successes"] == 1
     assert h["success_rate"] == 0.5 and h["ci95"] == pytest.approx(list(wilson_interval(1, 2)))
     assert h["mean_handover_step"] == 6.0 and h["from_stage"] == "grasped_handle"
+
+
+def test_closure_summary_counts_failed_episodes_only():
+    from qtbench.envs.attempts import AT_OTHER, AT_TARGET, NEVER_CLOSED, ON_NOTHING
+    from qtbench.results import closure_summary
+
+    def out(success, verdict, distance=None):
+        return EpisodeOutcome("open the top drawer", "drawer_open", success, first_closure=verdict,
+                              closure_distance=distance)
+
+    outcomes = [out(True, AT_TARGET, 0.01), out(False, AT_TARGET, 0.02), out(False, ON_NOTHING, 0.04),
+                out(False, ON_NOTHING, 0.10), out(False, AT_OTHER, 0.2), out(False, NEVER_CLOSED)]
+    summary = closure_summary(outcomes)
+    assert summary == {"failed_episodes": 5,
+                       "counts": {AT_TARGET: 1, AT_OTHER: 1, ON_NOTHING: 2, NEVER_CLOSED: 1},
+                       "on_nothing_median_m": pytest.approx(0.07)}
+    assert list(summary["counts"]) == [AT_TARGET, AT_OTHER, ON_NOTHING, NEVER_CLOSED]  # report order
+    assert closure_summary([out(False, ON_NOTHING, 0.03)])["on_nothing_median_m"] == pytest.approx(0.03)
+    assert closure_summary([out(True, AT_TARGET, 0.0)]) is None  # no failure
+    assert closure_summary([EpisodeOutcome("close the top drawer", "drawer_close", False)]) is None  # pushes
+    assert success_summary(outcomes)["per_skill"]["drawer_open"]["first_closure"] == summary
+    assert "first_closure" not in success_summary(outcomes)["per_instruction"]["open the top drawer"]
