@@ -84,16 +84,14 @@ def state_hash(state: Any) -> str:
 
 
 # ---- training -------------------------------------------------------------------------
-def train_collection_policy(task: str, profile: str, seed: int, progress: bool = True) -> Path:
-    """Train the BC collection policy on ``demos-<profile>`` of ``task`` (resuming a killed
-    training, reusing a finished one trained on the same demos); returns its directory."""
+def collection_record(task: str, profile: str, seed: int) -> dict[str, Any]:
+    """What the collection policy of ``task``'s ``profile`` datasets is trained with today
+    (``collection.json``): bc's default config, budget, learner seed, and the demos' id and hash."""
     from qtbench import checkpoint
     from qtbench.algorithms import algorithm_class, default_steps
-    from qtbench.data import TransitionData
-    from qtbench.train import RunSpec, build_learner, resolve_config, train
+    from qtbench.train import resolve_config
 
-    cls = algorithm_class(COLLECTION_ALGO)
-    config = resolve_config(cls.config_class, {})
+    config = resolve_config(algorithm_class(COLLECTION_ALGO).config_class, {})
     if config.dataset != "demos":
         raise QtbenchError(
             f"the {COLLECTION_ALGO} default config trains on {config.dataset!r}, but the collection policy "
@@ -102,16 +100,29 @@ def train_collection_policy(task: str, profile: str, seed: int, progress: bool =
         )
     demos_id = dataset_id(task, "demos", profile)
     steps = get_profile(profile).collection_steps or default_steps(COLLECTION_ALGO)
-    config_dict = checkpoint.normalise_config(dataclasses.asdict(config))
-    record = {
+    return {
         "algo": COLLECTION_ALGO,
-        "algo_config": config_dict,
+        "algo_config": checkpoint.normalise_config(dataclasses.asdict(config)),
         "learner_seed": collection_seed(seed),
         "steps": steps,
         "default_steps": steps == default_steps(COLLECTION_ALGO),
         "threads": 1,
         "trained_on": {"dataset_id": demos_id, "content_hash": read_manifest(demos_id)["content_hash"]},
     }
+
+
+def train_collection_policy(task: str, profile: str, seed: int, progress: bool = True) -> Path:
+    """Train the BC collection policy on ``demos-<profile>`` of ``task`` (resuming a killed
+    training, reusing a finished one trained on the same demos); returns its directory."""
+    from qtbench import checkpoint
+    from qtbench.algorithms import algorithm_class
+    from qtbench.data import TransitionData
+    from qtbench.train import RunSpec, build_learner, resolve_config, train
+
+    record = collection_record(task, profile, seed)
+    cls = algorithm_class(COLLECTION_ALGO)
+    config = resolve_config(cls.config_class, {})
+    steps = record["steps"]
     directory = policy_dir(task, profile)
     state = checkpoint.load(directory) if _read_record(directory) == record else None
     if state is not None and state.step >= steps:
@@ -128,7 +139,7 @@ def train_collection_policy(task: str, profile: str, seed: int, progress: bool =
     with torch_threads(1):
         data = TransitionData.load(task, "demos", successful_only=config.filtered, profile=profile)
         algorithm, sampler, rng = build_learner(spec, cls, config, data)
-        train(algorithm, sampler, rng, spec, config_dict, directory, directory, state)
+        train(algorithm, sampler, rng, spec, record["algo_config"], directory, directory, state)
     return directory
 
 

@@ -177,6 +177,27 @@ def ensure_datasets(task: str, profile: str = "default", seed: int = 0, failures
                 f"dataset {did} was generated with seed {stored.manifest.get('seed')}, but seed {seed} was asked for",
                 f"regenerate it: {regenerate_command(task, profile, seed, failures)}",
             )
+    if failures == DEFAULT_SOURCE:
+        _check_collection_policy(task, profile, seed, read_manifest(dataset_id(task, "failures", profile, failures)))
+
+
+def _check_collection_policy(task: str, profile: str, seed: int, manifest: dict[str, Any]) -> None:
+    """Refuse failures collected by a BC policy trained otherwise than bc's defaults of today
+    (after an upgrade changed them): the datasets would no longer be the default pipeline's."""
+    from qtbench.collection_policy import collection_record
+    from qtbench.data.store import regenerate_command
+
+    trained = (manifest.get("collection_policy") or {}).get("training") or {}
+    expected = collection_record(task, profile, seed)
+    changed = sorted(key for key in set(expected["algo_config"]) | set(trained.get("algo_config", {}))
+                     if expected["algo_config"].get(key) != trained.get("algo_config", {}).get(key))
+    changed += [key for key in ("steps", "learner_seed", "trained_on") if expected[key] != trained.get(key)]
+    if changed:
+        raise QtbenchError(
+            f"the failures of {manifest['dataset_id']} were collected by a BC policy trained with other settings "
+            f"than bc's defaults of this version ({', '.join(changed)} differ)",
+            f"regenerate the datasets: {regenerate_command(task, profile, seed)}",
+        )
 
 
 def collector_success_rate(task: str, profile: str = "default", failures: str = "bc") -> float | None:

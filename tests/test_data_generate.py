@@ -5,6 +5,7 @@ policy's provenance, variants side by side, Minari's own loader, and bad input."
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ast
 import json
 from pathlib import Path
@@ -224,6 +225,20 @@ def test_resume_reuses_the_demos_and_the_trained_policy(generated, tmp_path, mon
         assert read_dataset(IDS[split]).manifest["content_hash"] == generated[split]["content_hash"]
     with pytest.raises(QtbenchError, match="generated with seed 0, but seed 1"):
         ensure_datasets(TASK, "small", seed=1)
+
+
+def test_failures_of_a_collection_policy_trained_otherwise_are_refused(generated, monkeypatch):
+    """After an upgrade changes bc's defaults, the stored failures are no longer the default
+    pipeline's: `qtbench run` says so and prints the command that regenerates them."""
+    import qtbench.train
+
+    ensure_datasets(TASK, "small", seed=0)  # as generated: accepted
+    defaults = qtbench.train.resolve_config
+    monkeypatch.setattr(qtbench.train, "resolve_config",
+                        lambda cls, overrides: dataclasses.replace(defaults(cls, overrides), dropout=0.3))
+    with pytest.raises(QtbenchError, match=r"other settings than bc's defaults of this version \(dropout differ\)") as err:
+        ensure_datasets(TASK, "small", seed=0)
+    assert f"qtbench data generate --task {TASK} --profile small --seed 0" in err.value.fix
 
 
 def test_cli_commands_and_bad_input(generated, tmp_path, capsys):

@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--resume", action="store_true",
                      help="reuse the stored demos of this seed and the collection policy trained on them "
                      "(continuing a killed training) instead of making them again")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. when logging to a file)")
     gen.set_defaults(func=cmd_generate)
 
     lst = sub.add_parser("list", help="list the qtbench datasets and collection policies present")
@@ -103,7 +104,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_failure_source(args.failures)
     for task in _tasks(args.task):
         made = generate_datasets(task, args.profile, args.seed, args.failures, args.autonomous_policy,
-                                 args.workers, resume=args.resume)
+                                 args.workers, progress=not args.no_progress, resume=args.resume)
         for m in made.manifests.values():
             print(f"{m['dataset_id']}: {m['episodes']} episodes, {m['steps']} steps, {m['content_hash'][:19]}")
         mixed = made.manifests["mixed"]
