@@ -43,7 +43,7 @@ class BCConfig(AlgoConfig):
     dropout: float = ranged(0.1, at_least=0, below=1)  # RT-1's; demonstrations are few, so BC needs it more than Q-learning
     grad_clip: float = ranged(1.0, above=0)  # max global gradient norm
     weight_decay: float = ranged(0.01, at_least=0)  # AdamW, as Q-Transformer
-    amp: str = ranged("none", one_of=AMP_MODES)  # "bf16": bfloat16 autocast of the forward passes, as Q-Transformer's
+    amp: str = ranged("bf16", one_of=AMP_MODES)  # bfloat16 autocast of the forward passes, as Q-Transformer's ("none": float32)
 
 
 # `qtbench tune --algo bc` tries these settings on drawer_open (at most 8). The first is
@@ -65,7 +65,7 @@ class AutoregressivePolicy(nn.Module):
     def __init__(self, spec: EnvSpecInfo, config: BCConfig):
         super().__init__()
         d, self.action_dim, self.n_bins = config.d_model, spec.action_dim, config.bins
-        self.context = ContextTokens(spec, config.history, d)
+        self.context = ContextTokens(spec, config.history, d, config.relative_positions)
         self.body = CausalTransformer(d, config.n_layers, config.n_heads, config.dropout)
         self.start = nn.Parameter(torch.zeros(1, 1, d))
         self.dim_pos = nn.Parameter(torch.randn(spec.action_dim, d) * 0.02)

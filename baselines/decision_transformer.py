@@ -50,7 +50,7 @@ class DTConfig(AlgoConfig):
     n_layers: int = ranged(3, at_least=1)  # transformer blocks
     n_heads: int = ranged(1, at_least=1, divides="d_model")  # attention heads
     dropout: float = ranged(0.1, at_least=0, below=1)
-    amp: str = ranged("none", one_of=AMP_MODES)  # "bf16": bfloat16 autocast of the forward passes, as Q-Transformer's
+    amp: str = ranged("bf16", one_of=AMP_MODES)  # bfloat16 autocast of the forward passes, as Q-Transformer's ("none": float32)
 
 
 # `qtbench tune --algo dt` tries these settings on drawer_open (at most 8). The first is
@@ -70,13 +70,13 @@ class DTModel(StateNormalised):
     from the steps (``words``, once per distinct instruction) and the sequence is unchanged."""
 
     def __init__(self, spec: EnvSpecInfo, config: DTConfig):
-        super().__init__(spec)
+        super().__init__(spec, config.relative_positions)
         d = config.d_model
         self.word = nn.Embedding(spec.vocab_size, d, padding_idx=0)
         self.word_pos = nn.Parameter(torch.randn(spec.max_tokens, d) * 0.02)
         self.timestep = nn.Embedding(spec.max_episode_steps + 1, d)
         self.ret = nn.Linear(1, d)
-        self.state = nn.Linear(spec.state_dim, d)
+        self.state = nn.Linear(self.input_dim, d)
         self.action = nn.Linear(spec.action_dim, d)
         self.norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(config.dropout)

@@ -96,7 +96,8 @@ class IQL:
     def __init__(self, spec: EnvSpecInfo, config: IQLConfig, device: str = "cpu"):
         self.spec, self.config, self.device = spec, config, torch.device(device)
         c = config
-        net = dict(spec=spec, history=c.history, hidden_dim=c.hidden_dim, n_layers=c.n_layers, word_dim=c.word_dim)
+        net = dict(spec=spec, history=c.history, hidden_dim=c.hidden_dim, n_layers=c.n_layers, word_dim=c.word_dim,
+                   relative=c.relative_positions)
         self.value = ObsNet(members=1, out_dim=1, with_action=False, **net).to(self.device)
         self.q = ObsNet(members=2, out_dim=1, with_action=True, **net).to(self.device)
         self.actor = ObsNet(members=1, out_dim=spec.action_dim, with_action=False, **net).to(self.device)

@@ -93,12 +93,12 @@ class ObsNet(StateNormalised):
 
     def __init__(
         self, spec: EnvSpecInfo, history: int, members: int, out_dim: int,
-        hidden_dim: int, n_layers: int, word_dim: int, with_action: bool,
+        hidden_dim: int, n_layers: int, word_dim: int, with_action: bool, relative: bool = False,
     ):
-        super().__init__(spec)
+        super().__init__(spec, relative)
         self.history, self.members, self.vocab_size = history, members, spec.vocab_size
         self.instruction = InstructionEncoder(members, spec.vocab_size, spec.max_tokens, word_dim)
-        d_in = history * spec.state_dim + word_dim + (spec.action_dim if with_action else 0)
+        d_in = history * self.input_dim + word_dim + (spec.action_dim if with_action else 0)
         dims = [d_in] + [hidden_dim] * n_layers
         self.hidden = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.out = EnsembleLinear(members, hidden_dim, out_dim)

@@ -48,11 +48,11 @@ class ContextTokens(StateNormalised):
     """A window as tokens: the instruction words [w_1..w_L] (``words``) and the states
     [s_1..s_H] (``states``, normalised by the training data's statistics first)."""
 
-    def __init__(self, spec: EnvSpecInfo, history: int, d_model: int):
-        super().__init__(spec)
+    def __init__(self, spec: EnvSpecInfo, history: int, d_model: int, relative: bool = False):
+        super().__init__(spec, relative)
         self.word = nn.Embedding(spec.vocab_size, d_model, padding_idx=PAD_ID)
         self.word_pos = nn.Parameter(torch.zeros(spec.max_tokens, d_model))
-        self.state = nn.Sequential(nn.Linear(spec.state_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+        self.state = nn.Sequential(nn.Linear(self.input_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
         self.state_pos = nn.Parameter(torch.zeros(history, d_model))
         nn.init.normal_(self.word_pos, std=0.02)
         nn.init.normal_(self.state_pos, std=0.02)

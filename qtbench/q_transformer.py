@@ -56,9 +56,11 @@ class QTransformerConfig(AlgoConfig):
     tau: float = ranged(0.005, above=0, at_most=1)  # Polyak rate of the target network
     grad_clip: float = ranged(1.0, above=0)  # max global gradient norm
     weight_decay: float = ranged(0.01, at_least=0)  # AdamW
-    # "bf16": bfloat16 autocast of the forward passes (CPU and CUDA; the Q heads stay float32).
-    # Not the default: success with it on drawer_open is not measured yet (issue 11).
-    amp: str = ranged("none", one_of=AMP_MODES)
+    # "bf16": bfloat16 autocast of the forward passes (CPU and CUDA; the Q heads stay float32),
+    # ~2x faster on CPU; "none": float32. bf16 is the default of the three transformer algorithms:
+    # on drawer_open (3 seeds, 300 episodes each) Q-Transformer 26.4% with it vs 25.7% without,
+    # BC 34.3% vs 34.6%, DT 33.8% vs 33.4% (issue 11).
+    amp: str = ranged("bf16", one_of=AMP_MODES)
 
 
 # `qtbench tune --algo q_transformer` tries these settings on drawer_open (at most 8), the
@@ -72,7 +74,7 @@ TUNING_SETTINGS: list[dict[str, object]] = [
 
 
 # Config fields that change parameter shapes: a checkpoint must agree on these.
-_ARCHITECTURE_FIELDS = ("n_bins", "d_model", "n_layers", "n_heads", "history")
+_ARCHITECTURE_FIELDS = ("n_bins", "d_model", "n_layers", "n_heads", "history", "relative_positions")
 
 
 # ---- network -----------------------------------------------------------------------------
@@ -88,7 +90,7 @@ class QNetwork(nn.Module):
         super().__init__()
         d, a, n = config.d_model, spec.action_dim, config.n_bins
         self.action_dim, self.n_bins = a, n
-        self.context = ContextTokens(spec, config.history, d)
+        self.context = ContextTokens(spec, config.history, d, config.relative_positions)
         self.backbone = CausalTransformer(d, config.n_layers, config.n_heads, config.dropout)
         self.start = nn.Parameter(torch.randn(d) * 0.02)
         self.bin_embed = nn.Embedding(a * n, d)  # row i*n + b: bin b of dimension i

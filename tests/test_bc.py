@@ -9,7 +9,7 @@ from qtbench.algorithms import algorithm_class
 from qtbench.algorithms.torch_utility import to_bins
 from qtbench.baselines.bc import BC, BCConfig
 
-SMALL = dict(d_model=32, n_layers=1, n_heads=1, dropout=0.0, bins=16)
+SMALL = dict(d_model=32, n_layers=1, n_heads=1, dropout=0.0, bins=16, amp="none")  # float32: exact hand-computed values
 
 
 def test_registered_with_reference_defaults():

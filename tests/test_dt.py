@@ -8,7 +8,7 @@ from baseline_toys import SPEC, check_protocol, supervised_batch, toy_batch, toy
 from qtbench.algorithms import algorithm_class
 from qtbench.baselines.decision_transformer import DecisionTransformer, DTConfig
 
-SMALL = dict(d_model=32, n_layers=1, n_heads=1, dropout=0.0)
+SMALL = dict(d_model=32, n_layers=1, n_heads=1, dropout=0.0, amp="none")  # float32: exact hand-computed values
 
 
 def _model(history: int = 3):

@@ -55,7 +55,7 @@ def test_q_transformer_values_match_the_networks_teacher_forced_q():
     from qtbench.q_transformer import QTransformer, QTransformerConfig, dataset_values
 
     torch.manual_seed(0)
-    qt = QTransformer(SPEC, QTransformerConfig(n_bins=8, d_model=8, n_layers=1, n_heads=1, history=1))
+    qt = QTransformer(SPEC, QTransformerConfig(n_bins=8, d_model=8, n_layers=1, n_heads=1, history=1, amp="none"))
     actions = torch.rand(5, 4) * 2 - 1
     w = window(5)
     bins = to_bins(actions, 8)

@@ -16,6 +16,7 @@ from qtbench.algorithms.torch_utility import (
     clamp_log_std,
     greedy_decode,
     polyak_update,
+    relative_positions,
     shifted_return,
     to_bins,
 )
@@ -74,6 +75,39 @@ def test_state_normalisation_round_trips_through_the_state_dict_under_its_old_ke
     resumed.load_state_dict(state)
     states = torch.tensor([[5.0, 6.0]])
     torch.testing.assert_close(resumed.normalise(states), torch.tensor([[2.0, 2.0]]))
+
+
+def test_relative_positions_by_hand():
+    from qtbench.envs import layout
+
+    state = torch.zeros(layout.STATE_DIM)
+    state[layout.FIELDS["gripper_pos"].slice] = torch.tensor([0.1, -0.2, 0.3])
+    handles = torch.zeros(3, 3)
+    handles[1] = torch.tensor([0.1, 0.0, 0.35])  # the middle knob: 20 cm ahead (+y), 5 cm above
+    state[layout.FIELDS["handle_pos"].slice] = handles.flatten()
+    objects = torch.full((8, 3), 0.3)
+    state[layout.FIELDS["object_pos"].slice] = objects.flatten()
+    rel = relative_positions(state[None, None])  # (B, H, 3 * 11), in 10 cm units
+    assert rel.shape == (1, 1, 33)
+    rel = rel.reshape(11, 3)
+    torch.testing.assert_close(rel[1], torch.tensor([0.0, 2.0, 0.5]))
+    torch.testing.assert_close(rel[0], torch.tensor([-1.0, 2.0, -3.0]))  # the knob at the origin
+    torch.testing.assert_close(rel[3:], torch.tensor([2.0, 5.0, 0.0]).expand(8, 3))  # objects at (0.3, 0.3, 0.3)
+
+
+def test_relative_positions_follow_the_normalised_state_on_qtbench_states_only():
+    from qtbench.envs import layout
+
+    spec = EnvSpecInfo(state_dim=layout.STATE_DIM, action_dim=4, vocab_size=3, max_tokens=2, max_episode_steps=5)
+    net = StateNormalised(spec, relative=True)
+    assert net.input_dim == layout.STATE_DIM + 33
+    states = torch.randn(2, 4, layout.STATE_DIM, generator=torch.Generator().manual_seed(0))
+    out = net.normalise(states)
+    torch.testing.assert_close(out[..., : layout.STATE_DIM], states)  # no statistics: identity
+    torch.testing.assert_close(out[..., layout.STATE_DIM:], relative_positions(states))
+    other = StateNormalised(SPEC, relative=True)  # not qtbench's layout: nothing appended
+    assert other.input_dim == SPEC.state_dim and not other.relative
+    assert StateNormalised(spec).input_dim == layout.STATE_DIM  # off by default
 
 
 def test_clamp_log_std_bounds_and_gradient():

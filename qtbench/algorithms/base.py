@@ -50,7 +50,10 @@ class AlgoConfig:
     """
 
     dataset: str = ranged("mixed", one_of=SPLITS)  # "demos", "failures" or "mixed"
-    history: int = ranged(4, at_least=1)  # observation window length (current step included)
+    # Observation window length (current step included). The state holds positions only, no
+    # velocities, so one state is not Markov: on drawer_open (3 seeds, 300 episodes each, bf16)
+    # history 1 scored Q-Transformer 15.3% and BC 27.8% against 26.4% and 34.3% with 4 (issue 11).
+    history: int = ranged(4, at_least=1)
     n_step: int = ranged(1, at_least=1)  # bootstrap horizon of the sampled targets
     gamma: float = ranged(0.98, at_least=0, at_most=1)  # discount per step
     batch_size: int = ranged(256, at_least=1)  # transitions per gradient step
@@ -64,6 +67,10 @@ class AlgoConfig:
     # truncated episode bootstraps from its last state (Gymnasium's time-limit reading).
     timeout_is_terminal: bool = False
     target_return: float = ranged(1.0)  # return to go that evaluation windows start from (DT reads it)
+    # Give the models each knob's and object's position relative to the gripper beside the
+    # normalised state (torch_utility.relative_positions; states of qtbench's layout only). On
+    # drawer_open BC gained 4.0 points with them (3 seeds, 300 paired episodes each; issue 16).
+    relative_positions: bool = True
 
     def __post_init__(self) -> None:
         self.validate()

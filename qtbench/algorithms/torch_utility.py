@@ -2,7 +2,8 @@
 
 - ``polyak_update``: the soft target-network update (Q-Transformer, IQL, CQL);
 - ``StateNormalised``: a module holding the training data's state statistics as the
-  buffers ``state_mean``/``state_std`` (the transformer context, DT, the IQL/CQL MLPs);
+  buffers ``state_mean``/``state_std`` (the transformer context, DT, the IQL/CQL MLPs), and
+  appending the knobs' and objects' positions relative to the gripper (``relative_positions``);
 - ``clamp_log_std``: the log-std bounds of the Gaussian policies (IQL, CQL);
 - ``to_bins``, ``bin_centres``, ``greedy_decode``: the action grid of ``n_bins`` equal-width
   bins per dimension and its dimension-by-dimension argmax (Q-Transformer, BC);
@@ -34,24 +35,49 @@ def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 STD_FLOOR = 1e-3  # smallest std a feature is divided by (constant features stay finite)
 
 
+RELATIVE_SCALE = 10.0  # relative positions enter the models in units of 10 cm
+
+
+def relative_positions(states: torch.Tensor) -> torch.Tensor:
+    """Each drawer knob's and each object's position minus the gripper point's, for states in
+    qtbench's layout (``qtbench.envs.layout``): (..., S) -> (..., 3 * (knobs + objects)), in
+    units of 10 cm. Reaching is then a function the models read off directly instead of a
+    difference of two absolute positions that they must learn to take."""
+    from qtbench.envs.layout import FIELDS
+
+    gripper = states[..., FIELDS["gripper_pos"].slice].unsqueeze(-2)
+    targets = [states[..., FIELDS[name].slice].unflatten(-1, FIELDS[name].shape) for name in ("handle_pos", "object_pos")]
+    return ((torch.cat(targets, dim=-2) - gripper) * RELATIVE_SCALE).flatten(-2)
+
+
 class StateNormalised(nn.Module):
     """Base of the modules that read raw states: the training data's per-feature statistics.
 
     ``spec.state_mean``/``spec.state_std`` become the buffers ``state_mean`` and ``state_std``
     (std floored at ``STD_FLOOR``; 0 and 1 when the spec has no statistics). They are saved
     in the module's state_dict under those names, so a checkpoint normalises as it trained.
+    With ``relative``, on states in qtbench's layout, ``normalise`` also appends
+    ``relative_positions``; ``input_dim`` is the width of what it returns.
     """
 
-    def __init__(self, spec: EnvSpecInfo):
+    def __init__(self, spec: EnvSpecInfo, relative: bool = False):
+        from qtbench.envs.layout import STATE_DIM
+
         super().__init__()
         mean = torch.tensor(spec.state_mean or [0.0] * spec.state_dim, dtype=torch.float32)
         std = torch.tensor(spec.state_std or [1.0] * spec.state_dim, dtype=torch.float32)
         self.register_buffer("state_mean", mean)
         self.register_buffer("state_std", std.clamp_min(STD_FLOOR))
+        self.relative = relative and spec.state_dim == STATE_DIM
+        extra = relative_positions(torch.zeros(1, spec.state_dim)).shape[-1] if self.relative else 0
+        self.input_dim = spec.state_dim + extra
 
     def normalise(self, states: torch.Tensor) -> torch.Tensor:
-        """(states - mean) / std over the last (feature) dimension."""
-        return (states - self.state_mean) / self.state_std
+        """(states - mean) / std over the last (feature) dimension, then the relative positions."""
+        normalised = (states - self.state_mean) / self.state_std
+        if not self.relative:
+            return normalised
+        return torch.cat([normalised, relative_positions(states)], dim=-1)
 
 
 # ---- Gaussian policies -------------------------------------------------------------------
