@@ -92,46 +92,6 @@ class Closure:
     step: int | None  # index of the state in which the fingers were first seen closed
 
 
-class ClosureWatch:
-    """Watches one episode's states as they arrive, for where the fingers first closed.
-
-    ``update(state)`` once per observed state (reset state first); ``closure`` is then what
-    ``first_closure`` would say of the states seen so far (NEVER_CLOSED until a closure; None
-    for drawer_close, which pushes). Evaluation keeps one per running episode.
-    """
-
-    def __init__(self, ins: Instruction):
-        self.ins = ins
-        self.steps = 0
-        self.was_open = False
-        self.found: Closure | None = None
-
-    def update(self, state: np.ndarray) -> None:
-        step, self.steps = self.steps, self.steps + 1
-        if self.found is not None or self.ins.skill == "drawer_close":
-            return
-        s = np.asarray(state, np.float64)
-        if not fingers_closed(s):
-            self.was_open = True
-            return
-        if not self.was_open:
-            return
-        if self.ins.skill == "drawer_open":
-            mine, target = self.ins.drawer, layout.handle_pos(s, self.ins.drawer)
-            near = {d for d in DRAWERS if np.linalg.norm(layout.gripper_pos(s) - layout.handle_pos(s, d)) < KNOB_REACH}
-        else:
-            mine, target = self.ins.obj, layout.object_pos(s, self.ins.obj)
-            near = {o for o in OBJECTS if near_object(s, o)}
-        verdict = AT_TARGET if mine in near else AT_OTHER if near else ON_NOTHING
-        self.found = Closure(verdict, float(np.linalg.norm(layout.gripper_pos(s) - target)), step)
-
-    @property
-    def closure(self) -> Closure | None:
-        if self.ins.skill == "drawer_close":
-            return None
-        return self.found or Closure(NEVER_CLOSED, None, None)
-
-
 def first_closure(ins: Instruction, states: Sequence[np.ndarray]) -> Closure | None:
     """Where the fingers first closed (after being open) in an episode of a grasping skill
     (drawer_open, pick_place, move_near; None for drawer_close, which pushes).
@@ -141,12 +101,24 @@ def first_closure(ins: Instruction, states: Sequence[np.ndarray]) -> Closure | N
     another object: the policy went for the wrong thing (a grounding error). On nothing: it
     closed in free space (short of the target or past it; ``distance`` says how far).
     """
-    watch = ClosureWatch(ins)
-    for state in states:
-        watch.update(state)
-        if watch.found is not None:
-            break
-    return watch.closure
+    if ins.skill == "drawer_close":
+        return None
+    was_open = False
+    for step, s in enumerate(np.asarray(st, np.float64) for st in states):
+        if not fingers_closed(s):
+            was_open = True
+            continue
+        if not was_open:
+            continue
+        if ins.skill == "drawer_open":
+            mine, target = ins.drawer, layout.handle_pos(s, ins.drawer)
+            near = {d for d in DRAWERS if np.linalg.norm(layout.gripper_pos(s) - layout.handle_pos(s, d)) < KNOB_REACH}
+        else:
+            mine, target = ins.obj, layout.object_pos(s, ins.obj)
+            near = {o for o in OBJECTS if near_object(s, o)}
+        verdict = AT_TARGET if mine in near else AT_OTHER if near else ON_NOTHING
+        return Closure(verdict, float(np.linalg.norm(layout.gripper_pos(s) - target)), step)
+    return Closure(NEVER_CLOSED, None, None)
 
 
 def closure_counts(closures: Iterable[Closure | None]) -> dict[str, int]:

@@ -156,7 +156,7 @@ def run_episodes(
     from tqdm import tqdm
 
     from qtbench.data import RolloutWindows
-    from qtbench.envs.attempts import ClosureWatch
+    from qtbench.envs.attempts import NO_ATTEMPT, attempted_style, first_closure
     from qtbench.envs.base import SKILLS_BY_NAME
     from qtbench.envs.instructions import BY_TEXT
     from qtbench.envs.policies import make_policy
@@ -178,7 +178,9 @@ def run_episodes(
     states = np.zeros((n, state_dim), np.float32)
     observations: list[dict] = [{} for _ in range(n)]
     stages: list[StageProgress | None] = [None] * n
-    closures: list[ClosureWatch | None] = [None] * n  # where each slot's episode first closed the fingers
+    # each slot's observed states, to score where its episode first closed the fingers and which
+    # demonstrator style it attempted (None: not scored, after a demo prefix or without stages)
+    trajectories: list[list[np.ndarray] | None] = [None] * n
     drivers: list[Any] = [None] * n  # the demo policy of a slot until it hands over
     handed_at: list[int | None] = [None] * n
     outcomes: list[EpisodeOutcome | None] = [None] * len(jobs)
@@ -204,9 +206,8 @@ def run_episodes(
             if track_stages or handover is not None:
                 stages[slot] = StageProgress(SKILLS_BY_NAME[ins.skill], ins)
                 stages[slot].update(obs["state"])
-                if handover is None:  # after a demo prefix, the first closure is the demo's
-                    closures[slot] = ClosureWatch(ins)
-                    closures[slot].update(obs["state"])
+                if handover is None:  # after a demo prefix, the closure and the style are the demo's
+                    trajectories[slot] = [obs["state"]]
             drivers[slot], handed_at[slot] = None, None
             if handover is not None:
                 drivers[slot] = make_policy("demo", envs[slot], np.random.default_rng([job.seed, HANDOVER_SEED_SALT]))
@@ -243,8 +244,8 @@ def run_episodes(
             slot_len[slot] += 1
             if stages[slot] is not None:
                 stages[slot].update(obs["state"], bool(info.get("success", False)))
-            if closures[slot] is not None:
-                closures[slot].update(obs["state"])
+            if trajectories[slot] is not None:
+                trajectories[slot].append(obs["state"])
             job_index = int(slot_job[slot])
             if on_step is not None:
                 on_step(job_index, obs, actions[slot], reward, terminated, truncated)
@@ -253,13 +254,16 @@ def run_episodes(
             if terminated or truncated:
                 job = jobs[job_index]
                 skill = info.get("skill") or BY_TEXT[job.instruction].skill
-                closure = closures[slot].closure if closures[slot] is not None else None
+                ins, trajectory = BY_TEXT[job.instruction], trajectories[slot]
+                closure = first_closure(ins, trajectory) if trajectory is not None else None
+                style = (attempted_style(ins, trajectory) or NO_ATTEMPT) if trajectory is not None else None
                 outcomes[job_index] = EpisodeOutcome(
                     job.instruction, skill, bool(info.get("success", False)), int(slot_len[slot]), job.seed,
                     furthest_stage=stages[slot].furthest if stages[slot] is not None else None,
                     handover_step=handed_at[slot],
                     first_closure=closure.verdict if closure is not None else None,
                     closure_distance=closure.distance if closure is not None else None,
+                    attempted_style=style,
                 )
                 finished.append(int(slot))
             else:

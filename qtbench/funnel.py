@@ -35,6 +35,10 @@ def compact(record: dict[str, Any]) -> str:
         closures = record["per_skill"][skill].get("first_closure")
         if closures:
             lines.append(f"  {closure_line(closures)}")
+        styles = record["per_skill"][skill].get("per_attempted_style")
+        if styles:
+            lines.append("  success per demonstrator style attempted: " + ", ".join(
+                f"{style} {_pct(row['success_rate'])} of {row['attempts']}" for style, row in styles.items()))
     return "\n".join(lines)
 
 
@@ -114,6 +118,13 @@ def funnel_markdown(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> 
                   "(`qtbench.envs.attempts.first_closure`; grasping skills; percent of the failed episodes "
                   "pooled over the seeds listed; the last column: each seed's median distance from the "
                   "instructed knob or object of the closures on nothing):", "", closures]
+    styles = style_table(entries)
+    if styles:
+        parts += ["", "Which demonstrator style the evaluation episodes attempted (`qtbench.envs.attempts."
+                  "attempted_style`: the style nearest to where the hand met the knob or object; `none`: no "
+                  "contact), and their success when they attempted it (Wilson 95% interval), pooled over the "
+                  "seeds listed. An algorithm that learned which style works for it attempts the robust one "
+                  "more often than the demonstrators' habit does:", "", styles]
     if not rows:
         parts += ["", f"No run has a stage funnel yet: every eval.json here was written before stages "
                   f"were tracked ({MISSING_HINT})."]
@@ -150,6 +161,37 @@ def closure_table(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> st
             for (task, label, skill), g in pooled.items()]
     return markdown_table(["task", "algorithm", "skill", "failed episodes", *CLOSURE_VERDICTS,
                            "on nothing, median distance", "seeds"], body)
+
+
+def style_table(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> str | None:
+    """Episodes per attempted style and their success, pooled per (task, algorithm, skill), as a
+    table (None when no eval.json records styles)."""
+    from qtbench.benchmarks_md import markdown_table
+    from qtbench.results import wilson_interval
+
+    pooled: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for task, label, seed, record in entries:
+        for skill, row in record.get("per_skill", {}).items():
+            if not row.get("per_attempted_style"):
+                continue
+            group = pooled.setdefault((task, label, skill), {"styles": {}, "episodes": 0, "seeds": []})
+            group["episodes"] += int(row["episodes"])
+            group["seeds"].append(int(seed))
+            for style, tally in row["per_attempted_style"].items():
+                counts = group["styles"].setdefault(style, [0, 0])
+                counts[0] += int(tally["attempts"])
+                counts[1] += int(tally["successes"])
+    if not pooled:
+        return None
+    body = []
+    for (task, label, skill), g in pooled.items():
+        for style, (attempts, successes) in g["styles"].items():
+            lo, hi = wilson_interval(successes, attempts)
+            body.append([task, f"`{label}`", skill, style, f"{100 * attempts / g['episodes']:.0f}",
+                         f"{100 * successes / attempts:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]", attempts,
+                         ", ".join(map(str, g["seeds"]))])
+    return markdown_table(["task", "algorithm", "skill", "attempted style", "% of episodes",
+                           "success when attempted %", "episodes", "seeds"], body)
 
 
 def funnel_plot(entries: Iterable[tuple[str, str, int, dict[str, Any]]], path: Path) -> Path | None:

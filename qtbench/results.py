@@ -173,6 +173,9 @@ class EpisodeOutcome:
     # from the instructed knob or object then; None for drawer_close or when not tracked
     first_closure: str | None = None
     closure_distance: float | None = None
+    # the demonstrator style the episode attempted (envs.attempts.attempted_style; "none" without
+    # contact); None when not scored
+    attempted_style: str | None = None
 
 
 def _rate(successes: int, episodes: int) -> float:
@@ -213,6 +216,21 @@ def closure_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any] | None:
             "on_nothing_median_m": statistics.median(missed) if missed else None}
 
 
+def style_summary(outcomes: list[EpisodeOutcome]) -> dict[str, dict[str, Any]] | None:
+    """One skill's episodes per demonstrator style they attempted: ``{style: {"attempts",
+    "successes", "success_rate"}}`` (styles sorted; None when no style was scored). The same
+    shape as the collection policy's ``per_attempted_style`` in the failures manifest."""
+    scored = [o for o in outcomes if o.attempted_style is not None]
+    if not scored:
+        return None
+    out = {}
+    for style in sorted({o.attempted_style for o in scored}):
+        members = [o for o in scored if o.attempted_style == style]
+        successes = sum(o.success for o in members)
+        out[style] = {"attempts": len(members), "successes": successes, "success_rate": successes / len(members)}
+    return out
+
+
 def success_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
     """The success fields of eval.json: overall, per skill (with intervals), per instruction.
 
@@ -220,7 +238,8 @@ def success_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
     funnel (``stages``, see ``stage_funnel``), and each instruction row the furthest stage
     of every episode in evaluation order (``furthest_stage``). Each skill row of a grasping
     skill also says where its failed episodes first closed the fingers (``first_closure``,
-    see ``closure_summary``).
+    see ``closure_summary``), and each skill row its success per demonstrator style attempted
+    (``per_attempted_style``, see ``style_summary``).
     """
     per_skill: dict[str, dict[str, Any]] = {}
     per_instruction: dict[str, dict[str, Any]] = {}
@@ -243,6 +262,9 @@ def success_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
         closures = closure_summary(members) if index == 0 else None
         if closures is not None:
             row["first_closure"] = closures
+        styles = style_summary(members) if index == 0 else None
+        if styles is not None:
+            row["per_attempted_style"] = styles
     total = sum(int(o.success) for o in outcomes)
     return {
         "success_rate": _rate(total, len(outcomes)),

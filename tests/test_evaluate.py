@@ -190,8 +190,35 @@ def test_outcomes_say_where_the_fingers_first_closed():
 
     idle, _ = evaluate_policy_on(open_hand)
     assert [o.first_closure for o in idle] == [NEVER_CLOSED] * 3 and all(o.closure_distance is None for o in idle)
+    assert [o.attempted_style for o in closed + idle] == ["none"] * 6  # never touched a knob
     handed, _ = evaluate_policy_on(pull_policy, handover="grasped_handle")  # the demo closed first
-    assert all(o.first_closure is None for o in handed)
+    assert all(o.first_closure is None and o.attempted_style is None for o in handed)
+
+
+def test_outcomes_name_the_style_the_episode_attempted():
+    """The scripted demonstrator of one style, driving evaluation: every episode is scored as
+    an attempt of its style, and the summary tallies them."""
+    from qtbench.envs import make_env
+    from qtbench.envs.plans import STYLES
+    from qtbench.envs.policies import make_policy
+    from qtbench.evaluate import EvalJob, run_episodes
+    from qtbench.results import success_summary
+
+    text = "open the top drawer"
+    for style in STYLES["drawer_open"]:  # the robust style, then the fragile one
+        policy = make_policy("expert", make_env("drawer_open"), np.random.default_rng(0), styles=style)
+
+        def act(window):  # one environment: row 0 is the episode's current step
+            obs = {"state": window.states[0, -1], "instruction": text}
+            if int(window.timesteps[0, -1]) == 0:
+                policy.reset(obs, {"instruction": text})
+            return policy.act(obs)[None]
+
+        jobs = [EvalJob(text, seed) for seed in (3, 4)]
+        outcomes, _ = run_episodes(act, lambda: make_env("drawer_open"), jobs, history=1, num_envs=1, progress=False)
+        assert [o.attempted_style for o in outcomes] == [style, style]
+        tally = success_summary(outcomes)["per_skill"]["drawer_open"]["per_attempted_style"]
+        assert list(tally) == [style] and tally[style]["attempts"] == 2
 
 
 def evaluate_policy_on(policy, **kwargs):

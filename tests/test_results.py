@@ -136,3 +136,20 @@ def test_closure_summary_counts_failed_episodes_only():
     assert closure_summary([EpisodeOutcome("close the top drawer", "drawer_close", False)]) is None  # pushes
     assert success_summary(outcomes)["per_skill"]["drawer_open"]["first_closure"] == summary
     assert "first_closure" not in success_summary(outcomes)["per_instruction"]["open the top drawer"]
+
+
+def test_style_summary_tallies_attempts_and_successes_per_style():
+    from qtbench.results import style_summary
+
+    def out(success, style):
+        return EpisodeOutcome("open the top drawer", "drawer_open", success, attempted_style=style)
+
+    outcomes = [out(True, "grasp"), out(False, "grasp"), out(True, "grasp"), out(False, "pinch"), out(False, "none")]
+    assert style_summary(outcomes) == {
+        "grasp": {"attempts": 3, "successes": 2, "success_rate": pytest.approx(2 / 3)},
+        "none": {"attempts": 1, "successes": 0, "success_rate": 0.0},
+        "pinch": {"attempts": 1, "successes": 0, "success_rate": 0.0}}
+    assert style_summary([EpisodeOutcome("open the top drawer", "drawer_open", True)]) is None  # not scored
+    summary = success_summary(outcomes)
+    assert summary["per_skill"]["drawer_open"]["per_attempted_style"] == style_summary(outcomes)
+    assert "per_attempted_style" not in summary["per_instruction"]["open the top drawer"]
