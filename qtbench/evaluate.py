@@ -11,7 +11,9 @@ slot needs its own pinned instruction and reset seed at every restart, and finis
 slots must stay idle at the tail instead of auto-resetting into extra episodes.
 
 Every episode's progress through its skill's stages (``qtbench.envs.skill``) is tracked
-from the observed states, so each outcome carries its furthest stage. With ``handover``
+from the observed states, so each outcome carries its furthest stage; its states are also
+kept until it ends, to score where its fingers first closed and which demonstrator style it
+attempted (``qtbench.envs.attempts``). With ``handover``
 the same loop evaluates from a stage: the scripted demo policy (seeded from the episode's
 reset seed, so every algorithm sees the same demo prefix) drives each episode until the
 stage is passed, then the learned policy acts for the rest of it.

@@ -3,7 +3,8 @@
 Reads the ``stages`` rows that evaluation writes into eval.json (see
 ``qtbench.results.stage_funnel``) and renders them: one compact line per skill for the
 run summary, and for the leaderboard a table per skill (rows = task and algorithm) and a
-plot. Funnels pool the episodes of every seed of a group (the fraction of all its
+plot. Beside them: where the failed episodes first closed the fingers (``first_closure``)
+and the success per demonstrator style attempted (``per_attempted_style``). Funnels pool the episodes of every seed of a group (the fraction of all its
 episodes that passed each stage). eval.json files written before stages were tracked
 have no funnel: they are left out and named in a note.
 """
