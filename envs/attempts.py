@@ -15,9 +15,10 @@ counted against the style it was executing when it met the handle or the object.
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -121,7 +122,17 @@ def first_closure(ins: Instruction, states: Sequence[np.ndarray]) -> Closure | N
     return Closure(NEVER_CLOSED, None, None)
 
 
-def closure_counts(closures: Iterable[Closure | None]) -> dict[str, int]:
-    """Episodes per verdict (every verdict listed, in CLOSURE_VERDICTS order; None skipped)."""
-    counts = Counter(c.verdict for c in closures if c is not None)
-    return {verdict: counts[verdict] for verdict in CLOSURE_VERDICTS}
+def summarise_closures(closures: Iterable[Closure | None]) -> dict[str, Any] | None:
+    """Episodes per verdict and the median distance of the closures on nothing, for reports.
+
+    ``{"failed_episodes": n, "counts": {verdict: episodes}, "on_nothing_median_m": m}``: every
+    verdict of CLOSURE_VERDICTS in order; None entries (drawer_close) skipped; the median is
+    None without a closure on nothing, the whole summary None without any closure.
+    """
+    scored = [c for c in closures if c is not None]
+    if not scored:
+        return None
+    counts = Counter(c.verdict for c in scored)
+    missed = [c.distance for c in scored if c.verdict == ON_NOTHING]
+    return {"failed_episodes": len(scored), "counts": {verdict: counts[verdict] for verdict in CLOSURE_VERDICTS},
+            "on_nothing_median_m": statistics.median(missed) if missed else None}

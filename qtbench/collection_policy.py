@@ -84,11 +84,9 @@ def state_hash(state: Any) -> str:
 
 
 # ---- training -------------------------------------------------------------------------
-def collection_record(task: str, profile: str, seed: int) -> dict[str, Any]:
-    """What the collection policy of ``task``'s ``profile`` datasets is trained with today
-    (``collection.json``): bc's default config, budget, learner seed, and the demos' id and hash."""
-    from qtbench import checkpoint
-    from qtbench.algorithms import algorithm_class, default_steps
+def collection_config() -> Any:
+    """bc's default config, which the collection policy trains with (it must learn from the demos)."""
+    from qtbench.algorithms import algorithm_class
     from qtbench.train import resolve_config
 
     config = resolve_config(algorithm_class(COLLECTION_ALGO).config_class, {})
@@ -98,6 +96,17 @@ def collection_record(task: str, profile: str, seed: int) -> dict[str, Any]:
             "must learn from the demos alone (the failures are what it collects)",
             f"set {COLLECTION_ALGO}'s default dataset back to 'demos' or collect with --failures scripted",
         )
+    return config
+
+
+def collection_record(task: str, profile: str, seed: int, config: Any = None) -> dict[str, Any]:
+    """What the collection policy of ``task``'s ``profile`` datasets is trained with today
+    (``collection.json``): bc's default config (``config``, resolved when not given), budget,
+    learner seed, and the demos' id and hash."""
+    from qtbench import checkpoint
+    from qtbench.algorithms import default_steps
+
+    config = config or collection_config()
     demos_id = dataset_id(task, "demos", profile)
     steps = get_profile(profile).collection_steps or default_steps(COLLECTION_ALGO)
     return {
@@ -117,11 +126,10 @@ def train_collection_policy(task: str, profile: str, seed: int, progress: bool =
     from qtbench import checkpoint
     from qtbench.algorithms import algorithm_class
     from qtbench.data import TransitionData
-    from qtbench.train import RunSpec, build_learner, resolve_config, train
+    from qtbench.train import RunSpec, build_learner, train
 
-    record = collection_record(task, profile, seed)
-    cls = algorithm_class(COLLECTION_ALGO)
-    config = resolve_config(cls.config_class, {})
+    config = collection_config()
+    record = collection_record(task, profile, seed, config)
     steps = record["steps"]
     directory = policy_dir(task, profile)
     state = checkpoint.load(directory) if _read_record(directory) == record else None
@@ -138,7 +146,7 @@ def train_collection_policy(task: str, profile: str, seed: int, progress: bool =
                    results_dir=directory, checkpoint_dir=directory, progress=progress, threads=1)
     with torch_threads(1):
         data = TransitionData.load(task, "demos", successful_only=config.filtered, profile=profile)
-        algorithm, sampler, rng = build_learner(spec, cls, config, data)
+        algorithm, sampler, rng = build_learner(spec, algorithm_class(COLLECTION_ALGO), config, data)
         train(algorithm, sampler, rng, spec, record["algo_config"], directory, directory, state)
     return directory
 

@@ -255,8 +255,8 @@ def run_episodes(
                 frames[job_index].append(envs[slot].render())
             if terminated or truncated:
                 job = jobs[job_index]
-                skill = info.get("skill") or BY_TEXT[job.instruction].skill
                 ins, trajectory = BY_TEXT[job.instruction], trajectories[slot]
+                skill = info.get("skill") or ins.skill
                 closure = first_closure(ins, trajectory) if trajectory is not None else None
                 style = (attempted_style(ins, trajectory) or NO_ATTEMPT) if trajectory is not None else None
                 outcomes[job_index] = EpisodeOutcome(

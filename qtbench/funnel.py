@@ -4,8 +4,9 @@ Reads the ``stages`` rows that evaluation writes into eval.json (see
 ``qtbench.results.stage_funnel``) and renders them: one compact line per skill for the
 run summary, and for the leaderboard a table per skill (rows = task and algorithm) and a
 plot. Beside them: where the failed episodes first closed the fingers (``first_closure``)
-and the success per demonstrator style attempted (``per_attempted_style``). Funnels pool the episodes of every seed of a group (the fraction of all its
-episodes that passed each stage). eval.json files written before stages were tracked
+and the success per demonstrator style attempted (``per_attempted_style``). Funnels pool
+the episodes of every seed of a group (the fraction of all its episodes that passed each
+stage). eval.json files written before stages were tracked
 have no funnel: they are left out and named in a note.
 """
 
@@ -47,10 +48,9 @@ def closure_line(closures: dict[str, Any]) -> str:
     """e.g. ``failed episodes (180) first closed the fingers: at the instructed target 30%, ...``."""
     from qtbench.envs.attempts import ON_NOTHING
 
-    n = closures["failed_episodes"]
+    n, median = closures["failed_episodes"], closures.get("on_nothing_median_m")
     parts = []
     for verdict, count in closures["counts"].items():
-        median = closures.get("on_nothing_median_m")
         extra = f" (median {100 * median:.1f} cm away)" if verdict == ON_NOTHING and median is not None else ""
         parts.append(f"{verdict} {_pct(count / n)}{extra}")
     return f"failed episodes ({n}) first closed the fingers: " + ", ".join(parts)
@@ -135,31 +135,38 @@ def funnel_markdown(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> 
     return "\n".join(parts)
 
 
+def _grouped(entries: Iterable[tuple[str, str, int, dict[str, Any]]],
+             field: str) -> dict[tuple[str, str, str], list[tuple[int, dict[str, Any]]]]:
+    """The skill rows of eval records that hold ``field``, grouped by (task, algorithm, skill):
+    each group's (seed, skill row) pairs, groups in the order they first appear."""
+    groups: dict[tuple[str, str, str], list[tuple[int, dict[str, Any]]]] = {}
+    for task, label, seed, record in entries:
+        for skill, row in record.get("per_skill", {}).items():
+            if row.get(field):
+                groups.setdefault((task, label, skill), []).append((int(seed), row))
+    return groups
+
+
+def _seeds(members: list[tuple[int, dict[str, Any]]]) -> str:
+    return ", ".join(str(seed) for seed, _ in members)
+
+
 def closure_table(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> str | None:
     """The failed episodes' first closures pooled per (task, algorithm, skill), as a table
     (None when no eval.json records them)."""
     from qtbench.benchmarks_md import markdown_table
     from qtbench.envs.attempts import CLOSURE_VERDICTS
 
-    pooled: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for task, label, seed, record in entries:
-        for skill, row in record.get("per_skill", {}).items():
-            closures = row.get("first_closure")
-            if not closures:
-                continue
-            group = pooled.setdefault((task, label, skill), {"n": 0, "counts": dict.fromkeys(CLOSURE_VERDICTS, 0),
-                                                             "medians": [], "seeds": []})
-            group["n"] += closures["failed_episodes"]
-            for verdict in CLOSURE_VERDICTS:
-                group["counts"][verdict] += closures["counts"].get(verdict, 0)
-            median = closures.get("on_nothing_median_m")
-            group["medians"].append("–" if median is None else f"{100 * median:.1f}")
-            group["seeds"].append(int(seed))
-    if not pooled:
+    body = []
+    for (task, label, skill), members in _grouped(entries, "first_closure").items():
+        closures = [row["first_closure"] for _, row in members]
+        n = sum(c["failed_episodes"] for c in closures)
+        shares = [f"{100 * sum(c['counts'].get(v, 0) for c in closures) / n:.0f}" for v in CLOSURE_VERDICTS]
+        medians = ["–" if c.get("on_nothing_median_m") is None else f"{100 * c['on_nothing_median_m']:.1f}"
+                   for c in closures]
+        body.append([task, f"`{label}`", skill, n, *shares, " / ".join(medians) + " cm", _seeds(members)])
+    if not body:
         return None
-    body = [[task, f"`{label}`", skill, g["n"], *(f"{100 * g['counts'][v] / g['n']:.0f}" for v in CLOSURE_VERDICTS),
-             " / ".join(g["medians"]) + " cm", ", ".join(map(str, g["seeds"]))]
-            for (task, label, skill), g in pooled.items()]
     return markdown_table(["task", "algorithm", "skill", "failed episodes", *CLOSURE_VERDICTS,
                            "on nothing, median distance", "seeds"], body)
 
@@ -170,27 +177,22 @@ def style_table(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> str 
     from qtbench.benchmarks_md import markdown_table
     from qtbench.results import wilson_interval
 
-    pooled: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for task, label, seed, record in entries:
-        for skill, row in record.get("per_skill", {}).items():
-            if not row.get("per_attempted_style"):
-                continue
-            group = pooled.setdefault((task, label, skill), {"styles": {}, "episodes": 0, "seeds": []})
-            group["episodes"] += int(row["episodes"])
-            group["seeds"].append(int(seed))
+    body = []
+    for (task, label, skill), members in _grouped(entries, "per_attempted_style").items():
+        episodes = sum(int(row["episodes"]) for _, row in members)
+        tallies: dict[str, list[int]] = {}
+        for _, row in members:
             for style, tally in row["per_attempted_style"].items():
-                counts = group["styles"].setdefault(style, [0, 0])
+                counts = tallies.setdefault(style, [0, 0])
                 counts[0] += int(tally["attempts"])
                 counts[1] += int(tally["successes"])
-    if not pooled:
-        return None
-    body = []
-    for (task, label, skill), g in pooled.items():
-        for style, (attempts, successes) in g["styles"].items():
+        for style, (attempts, successes) in tallies.items():
             lo, hi = wilson_interval(successes, attempts)
-            body.append([task, f"`{label}`", skill, style, f"{100 * attempts / g['episodes']:.0f}",
+            body.append([task, f"`{label}`", skill, style, f"{100 * attempts / episodes:.0f}",
                          f"{100 * successes / attempts:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]", attempts,
-                         ", ".join(map(str, g["seeds"]))])
+                         _seeds(members)])
+    if not body:
+        return None
     return markdown_table(["task", "algorithm", "skill", "attempted style", "% of episodes",
                            "success when attempted %", "episodes", "seeds"], body)
 

@@ -93,24 +93,20 @@ def closure_rows(task: str, profile: str) -> list[list[object]]:
     ``profile``) first closed the fingers: episodes per verdict, and the median distance from
     the instructed target of those that closed on nothing (none if the dataset is absent or the
     skill does not grasp)."""
-    import numpy as np
-
     from qtbench.data.store import dataset_dir, dataset_id, read_dataset
-    from qtbench.envs.attempts import CLOSURE_VERDICTS, ON_NOTHING, closure_counts, first_closure
+    from qtbench.envs.attempts import CLOSURE_VERDICTS, first_closure, summarise_closures
     from qtbench.envs.instructions import BY_TEXT
 
     did = dataset_id(task, "failures", profile)
     if not (dataset_dir(did) / "data").is_dir():
         return []
     episodes = read_dataset(did, verify=False).episodes
-    closures = [first_closure(BY_TEXT[ep.instruction], ep.states) for ep in episodes]
-    counts = closure_counts(closures)
-    total = sum(counts.values())
-    if not total:
+    summary = summarise_closures(first_closure(BY_TEXT[ep.instruction], ep.states) for ep in episodes)
+    if summary is None:
         return []
-    missed = [c.distance for c in closures if c is not None and c.verdict == ON_NOTHING]
-    median = f"{100 * float(np.median(missed)):.1f} cm" if missed else "–"
-    return [[task, total, *(f"{counts[v]} ({100 * counts[v] / total:.0f}%)" for v in CLOSURE_VERDICTS), median]]
+    total, counts, median = summary["failed_episodes"], summary["counts"], summary["on_nothing_median_m"]
+    return [[task, total, *(f"{counts[v]} ({100 * counts[v] / total:.0f}%)" for v in CLOSURE_VERDICTS),
+             f"{100 * median:.1f} cm" if median is not None else "–"]]
 
 
 def render(cells: dict[str, dict[int, dict[str, dict[str, Any]]]], results_dir: Path, profile: str) -> str:

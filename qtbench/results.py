@@ -197,23 +197,12 @@ def stage_funnel(outcomes: list[EpisodeOutcome]) -> dict[str, list]:
 
 
 def closure_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any] | None:
-    """Where one skill's failed episodes first closed the fingers, or None when none was tracked.
+    """Where one skill's failed episodes first closed the fingers
+    (``envs.attempts.summarise_closures`` over them), or None when none was tracked."""
+    from qtbench.envs.attempts import Closure, summarise_closures
 
-    ``{"failed_episodes": n, "counts": {verdict: episodes}, "on_nothing_median_m": m}``: every
-    verdict of ``envs.attempts.CLOSURE_VERDICTS`` in order, and the median distance from the
-    instructed target of the closures on nothing (None without any).
-    """
-    import statistics
-
-    from qtbench.envs.attempts import CLOSURE_VERDICTS, ON_NOTHING
-
-    failed = [o for o in outcomes if not o.success and o.first_closure is not None]
-    if not failed:
-        return None
-    missed = [o.closure_distance for o in failed if o.first_closure == ON_NOTHING]
-    return {"failed_episodes": len(failed),
-            "counts": {v: sum(o.first_closure == v for o in failed) for v in CLOSURE_VERDICTS},
-            "on_nothing_median_m": statistics.median(missed) if missed else None}
+    return summarise_closures(Closure(o.first_closure, o.closure_distance, None)
+                              for o in outcomes if not o.success and o.first_closure is not None)
 
 
 def style_summary(outcomes: list[EpisodeOutcome]) -> dict[str, dict[str, Any]] | None:

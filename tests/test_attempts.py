@@ -8,7 +8,7 @@ import pytest
 
 from qtbench.envs import make_env
 from qtbench.envs import layout
-from qtbench.envs.attempts import (AT_OTHER, AT_TARGET, NEVER_CLOSED, ON_NOTHING, attempted_style, closure_counts,
+from qtbench.envs.attempts import (AT_OTHER, AT_TARGET, NEVER_CLOSED, ON_NOTHING, attempted_style, summarise_closures,
                                    first_closure)
 from qtbench.envs.plans import STYLES
 from qtbench.envs.instructions import BY_TEXT
@@ -90,5 +90,8 @@ def test_closures_at_another_knob_on_nothing_and_never():
     # fingers closed from the start count only once they have been open
     assert first_closure(ins, [_hand(start, away, 0.0), opened]).verdict == NEVER_CLOSED
     assert first_closure(BY_TEXT["close the top drawer"], [opened]) is None
-    counts = closure_counts([closed_at(layout.handle_pos(start, "top")), other, short, None])
+    summary = summarise_closures([closed_at(layout.handle_pos(start, "top")), other, short, None])
+    counts = summary["counts"]
     assert counts == {AT_TARGET: 1, AT_OTHER: 1, ON_NOTHING: 1, NEVER_CLOSED: 0}
+    assert summary["failed_episodes"] == 3 and summary["on_nothing_median_m"] == pytest.approx(0.08)
+    assert summarise_closures([None]) is None

@@ -36,6 +36,7 @@ STD_FLOOR = 1e-3  # smallest std a feature is divided by (constant features stay
 
 
 RELATIVE_SCALE = 10.0  # relative positions enter the models in units of 10 cm
+RELATIVE_FIELDS = ("handle_pos", "object_pos")  # the state fields (envs.layout) taken relative to the gripper
 
 
 def relative_positions(states: torch.Tensor) -> torch.Tensor:
@@ -46,7 +47,7 @@ def relative_positions(states: torch.Tensor) -> torch.Tensor:
     from qtbench.envs.layout import FIELDS
 
     gripper = states[..., FIELDS["gripper_pos"].slice].unsqueeze(-2)
-    targets = [states[..., FIELDS[name].slice].unflatten(-1, FIELDS[name].shape) for name in ("handle_pos", "object_pos")]
+    targets = [states[..., FIELDS[name].slice].unflatten(-1, FIELDS[name].shape) for name in RELATIVE_FIELDS]
     return ((torch.cat(targets, dim=-2) - gripper) * RELATIVE_SCALE).flatten(-2)
 
 
@@ -61,7 +62,7 @@ class StateNormalised(nn.Module):
     """
 
     def __init__(self, spec: EnvSpecInfo, relative: bool = False):
-        from qtbench.envs.layout import STATE_DIM
+        from qtbench.envs.layout import FIELDS, STATE_DIM
 
         super().__init__()
         mean = torch.tensor(spec.state_mean or [0.0] * spec.state_dim, dtype=torch.float32)
@@ -69,7 +70,7 @@ class StateNormalised(nn.Module):
         self.register_buffer("state_mean", mean)
         self.register_buffer("state_std", std.clamp_min(STD_FLOOR))
         self.relative = relative and spec.state_dim == STATE_DIM
-        extra = relative_positions(torch.zeros(1, spec.state_dim)).shape[-1] if self.relative else 0
+        extra = sum(FIELDS[name].size for name in RELATIVE_FIELDS) if self.relative else 0
         self.input_dim = spec.state_dim + extra
 
     def normalise(self, states: torch.Tensor) -> torch.Tensor:
