@@ -29,12 +29,14 @@ from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
-from qtbench.algorithms.torch_utility import bin_centres, greedy_decode, to_bins
-from qtbench.nets import AMP_MODES, CausalTransformer, ContextTokens, action_tokens, autocast, instruction_prefix
+from qtbench.algorithms.torch_utility import ActionGrid, greedy_decode
+from qtbench.nets import (
+    AMP_MODES, ActionTokenConfig, CausalTransformer, ContextTokens, action_tokens, autocast, instruction_prefix,
+)
 
 
 @dataclass
-class BCConfig(AlgoConfig):
+class BCConfig(ActionTokenConfig):
     dataset: str = "demos"
     bins: int = ranged(256, at_least=2)  # bins per action dimension (Q-Transformer's n_bins; saved configs name it so)
     d_model: int = ranged(128, at_least=1)  # transformer width
@@ -65,7 +67,10 @@ class AutoregressivePolicy(nn.Module):
     def __init__(self, spec: EnvSpecInfo, config: BCConfig):
         super().__init__()
         d, self.action_dim, self.n_bins = config.d_model, spec.action_dim, config.bins
-        self.context = ContextTokens(spec, config.history, d, config.relative_positions)
+        self.context = ContextTokens(
+            spec, config.history, d, config.relative_positions, config.stack_history,
+            encode=config.n_heads if config.instruction_token else None,
+        )
         self.body = CausalTransformer(d, config.n_layers, config.n_heads, config.dropout)
         self.start = nn.Parameter(torch.zeros(1, 1, d))
         self.dim_pos = nn.Parameter(torch.randn(spec.action_dim, d) * 0.02)
@@ -81,7 +86,7 @@ class AutoregressivePolicy(nn.Module):
         """window + bins of dimensions 0..k-2 (B, k-1) -> logits (B, k, bins) for dimensions 0..k-1.
 
         The instruction words run once per distinct instruction (``nets.instruction_prefix``)."""
-        words = instruction_prefix(self.body, self.context.words, window.instruction)
+        words = instruction_prefix(self.body, self.context.instruction, window.instruction)
         states, ignore = self.context.states(window)
         batch, k = states.shape[0], prev_bins.shape[1] + 1
         seq = torch.cat([states, self.action_tokens(prev_bins, 0, k, batch)], dim=1)
@@ -91,7 +96,7 @@ class AutoregressivePolicy(nn.Module):
     def greedy(self, window: Window) -> torch.Tensor:
         """Argmax bins (B, A), chosen one dimension at a time; the context's keys/values are
         computed once and each dimension adds one token to them."""
-        cache = instruction_prefix(self.body, self.context.words, window.instruction)
+        cache = instruction_prefix(self.body, self.context.instruction, window.instruction)
         states, ignore = self.context.states(window)
         batch = states.shape[0]
         self.body.extend(cache, states, ignore, last=1)
@@ -116,13 +121,14 @@ class BC:
     def __init__(self, spec: EnvSpecInfo, config: BCConfig, device: str = "cpu"):
         self.spec, self.config, self.device = spec, config, torch.device(device)
         self.policy = AutoregressivePolicy(spec, config).to(self.device)
+        self.grid = ActionGrid(config.bins, spec.action_dim, config.gripper_first, self.device)
         self.optimizer = torch.optim.AdamW(
             self.policy.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
 
     def update(self, batch: Batch) -> dict[str, float]:
         self.policy.train()
-        target = to_bins(batch.window.actions[:, -1], self.config.bins)  # (B, A)
+        target = self.grid.bins(batch.window.actions[:, -1])  # (B, A), in decoding order
         with autocast(self.device, self.config.amp):
             logits = self.policy.logits(batch.window, target[:, :-1]).float()
         loss = F.cross_entropy(logits.reshape(-1, self.config.bins), target.reshape(-1))
@@ -138,7 +144,7 @@ class BC:
         self.policy.eval()
         with autocast(self.device, self.config.amp):
             bins = self.policy.greedy(window)
-        actions = bin_centres(bins, self.config.bins)
+        actions = self.grid.actions(bins)
         return actions.clamp(-1.0, 1.0).float().cpu().numpy()
 
     def state_dict(self) -> dict[str, Any]:

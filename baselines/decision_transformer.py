@@ -31,7 +31,7 @@ from torch import nn
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
 from qtbench.algorithms.torch_utility import StateNormalised
-from qtbench.nets import AMP_MODES, CausalTransformer, autocast, instruction_prefix
+from qtbench.nets import AMP_MODES, PAD_ID, CausalTransformer, autocast, instruction_prefix
 
 TOKENS_PER_STEP = 3  # return-to-go, state, action
 STATE_SLOT = 1  # index of the state token within a step
@@ -105,7 +105,7 @@ class DTModel(StateNormalised):
         ``last_step_only`` (acting) computes only the current step's, as (B, 1, A). The
         instruction words run once per distinct instruction (``nets.instruction_prefix``).
         """
-        words = instruction_prefix(self.body, self.words, window.instruction)
+        words = instruction_prefix(self.body, lambda rows: (self.words(rows), rows == PAD_ID), window.instruction)
         tokens, ignore = self.tokens(window)
         if last_step_only:  # the last two tokens are (s_H, a_H): read s_H
             return torch.tanh(self.predict(self.body(tokens, ignore, last=2, past=words)[:, :1]))

@@ -33,16 +33,16 @@ from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
-from qtbench.algorithms.torch_utility import bin_centres, greedy_decode, polyak_update, to_bins
+from qtbench.algorithms.torch_utility import ActionGrid, greedy_decode, polyak_update
 from qtbench.errors import QtbenchError
 from qtbench.nets import (
-    AMP_MODES, CausalTransformer, ContextTokens, KVCache, action_tokens, autocast, instruction_prefix,
+    AMP_MODES, ActionTokenConfig, CausalTransformer, ContextTokens, KVCache, action_tokens, autocast, instruction_prefix,
 )
 
 
 # ---- config ------------------------------------------------------------------------------
 @dataclass
-class QTransformerConfig(AlgoConfig):
+class QTransformerConfig(ActionTokenConfig):
     """Reference settings: sized so a few thousand updates fit ~10 minutes on 2 CPU cores."""
 
     n_bins: int = ranged(256, at_least=2)  # bins per action dimension (paper: 256)
@@ -74,7 +74,10 @@ TUNING_SETTINGS: list[dict[str, object]] = [
 
 
 # Config fields that change parameter shapes: a checkpoint must agree on these.
-_ARCHITECTURE_FIELDS = ("n_bins", "d_model", "n_layers", "n_heads", "history", "relative_positions")
+_ARCHITECTURE_FIELDS = (
+    "n_bins", "d_model", "n_layers", "n_heads", "history", "relative_positions", "stack_history", "gripper_first",
+    "instruction_token",
+)
 
 
 # ---- network -----------------------------------------------------------------------------
@@ -90,7 +93,10 @@ class QNetwork(nn.Module):
         super().__init__()
         d, a, n = config.d_model, spec.action_dim, config.n_bins
         self.action_dim, self.n_bins = a, n
-        self.context = ContextTokens(spec, config.history, d, config.relative_positions)
+        self.context = ContextTokens(
+            spec, config.history, d, config.relative_positions, config.stack_history,
+            encode=config.n_heads if config.instruction_token else None,
+        )
         self.backbone = CausalTransformer(d, config.n_layers, config.n_heads, config.dropout)
         self.start = nn.Parameter(torch.randn(d) * 0.02)
         self.bin_embed = nn.Embedding(a * n, d)  # row i*n + b: bin b of dimension i
@@ -114,7 +120,7 @@ class QNetwork(nn.Module):
 
     def instruction(self, instruction: torch.Tensor) -> KVCache:
         """Every block's keys/values of each sample's instruction words (``nets.instruction_prefix``)."""
-        return instruction_prefix(self.backbone, self.context.words, instruction)
+        return instruction_prefix(self.backbone, self.context.instruction, instruction)
 
     def forward(
         self, window: Window, bins: torch.Tensor | None, n_tokens: int | None = None, words: KVCache | None = None
@@ -223,6 +229,7 @@ class QTransformer:
         self.target = QNetwork(spec, config).to(self.device)
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False).eval()
+        self.grid = ActionGrid(config.n_bins, spec.action_dim, config.gripper_first, self.device)
         # fused: one kernel for the whole step instead of ~10 small ops per parameter tensor
         self.optimizer = torch.optim.AdamW(
             self.online.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
@@ -231,7 +238,7 @@ class QTransformer:
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.config
-        bins = to_bins(batch.window.actions[:, -1], cfg.n_bins)  # dataset action a_t
+        bins = self.grid.bins(batch.window.actions[:, -1])  # dataset action a_t, in decoding order
         self.online.train()
         with torch.no_grad(), autocast(self.device, cfg.amp):
             # s_t and s_{t+m} are from one episode: their instructions' keys/values are computed once
@@ -272,7 +279,7 @@ class QTransformer:
         with autocast(self.device, self.config.amp):
             bins = self.online.greedy(window)
         self.online.train()
-        return bin_centres(bins, self.config.n_bins).cpu().numpy().astype(np.float32)
+        return self.grid.actions(bins).cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
     def values(self, window: Window, actions: torch.Tensor) -> torch.Tensor:
@@ -280,7 +287,7 @@ class QTransformer:
         the actions' bins fed in, Q(s, a_1..a_A), the one value that scores the whole action
         (the earlier dimensions' Q values are maxima over the dimensions still to come)."""
         self.online.eval()
-        bins = to_bins(actions, self.config.n_bins)
+        bins = self.grid.bins(actions)
         with autocast(self.device, self.config.amp):
             q = torch.sigmoid(self.online(window, bins))
         self.online.train()

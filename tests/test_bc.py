@@ -20,11 +20,13 @@ def test_registered_with_reference_defaults():
 
 def test_cross_entropy_targets_are_dataset_bins_with_teacher_forcing():
     """Each action token's logits are scored against that dimension's dataset bin, and the
-    token for dimension i is conditioned on the dataset bins of dimensions < i."""
+    token for dimension i is conditioned on the dataset bins of dimensions < i (in decoding
+    order: the gripper, then dx, dy, dz)."""
     torch.manual_seed(0)
     algo = BC(SPEC, BCConfig(history=1, **SMALL))
     batch = supervised_batch(3, 1, torch.Generator().manual_seed(0))
-    target = to_bins(batch.window.actions[:, -1], 16)
+    target = algo.grid.bins(batch.window.actions[:, -1])  # decoding order: the gripper first
+    assert torch.equal(target, to_bins(batch.window.actions[:, -1, [3, 0, 1, 2]], 16))
     logits = algo.policy.logits(batch.window, target[:, :-1])
     assert logits.shape == (3, 4, 16)
     expected = F.cross_entropy(logits.reshape(-1, 16), target.reshape(-1)).item()

@@ -8,6 +8,7 @@ from qtbench.baselines.bc import BC, BCConfig
 from qtbench.baselines.decision_transformer import TOKENS_PER_STEP, DecisionTransformer, DTConfig
 from qtbench.algorithms.base import Batch, EnvSpecInfo, Window
 from qtbench.algorithms.torch_utility import greedy_decode, to_bins
+from qtbench import nets
 from qtbench.nets import CausalTransformer, ContextTokens, distinct_instructions
 from qtbench.q_transformer import QTransformer, QTransformerConfig
 
@@ -33,7 +34,7 @@ def test_padding_and_future_tokens_do_not_leak():
     window = _window()
     def run():
         states, ignore = context.states(window)
-        return _plain(body, context.words(window.instruction), states, ignore, window.instruction)
+        return _plain(body, context.instruction(window.instruction), states, ignore)
 
     out = run()
     assert out.shape == (3, 10, 16) and torch.isfinite(out).all()
@@ -44,6 +45,29 @@ def test_padding_and_future_tokens_do_not_leak():
     assert torch.allclose(out[0, 8:], out2[0, 8:], atol=1e-5)
     assert torch.allclose(out[1, :9], out2[1, :9], atol=1e-5)
     assert not torch.allclose(out[1, 9], out2[1, 9])
+
+
+def test_a_stacked_window_is_one_token_blind_to_its_padding():
+    torch.manual_seed(0)
+    context = ContextTokens(SPEC, history=4, d_model=16, stack=True)
+    window = _window()
+    tokens, ignore = context.states(window)
+    assert tokens.shape == (3, 1, 16) and not ignore.any()
+    window.states[0, :2] += 100.0  # sample 0's padded steps
+    again, _ = context.states(window)
+    assert torch.equal(tokens[0], again[0])
+    window.states[1, 0] += 1.0  # a real step of sample 1
+    assert not torch.allclose(tokens[1], context.states(window)[0][1])
+
+
+def test_the_instruction_token_is_one_token_blind_to_trailing_padding():
+    torch.manual_seed(0)
+    context = ContextTokens(SPEC, history=4, d_model=16, encode=2)
+    words = torch.tensor([[2, 4, 5, 6, 7, 0], [3, 0, 0, 0, 0, 0]])
+    token, ignore = context.instruction(words)
+    assert token.shape == (2, 1, 16) and not ignore.any()
+    assert torch.allclose(token, context.instruction(words[:, :5])[0], atol=1e-6)
+    assert torch.allclose(token[1], context.instruction(words[1:, :1])[0][0], atol=1e-6)  # read at its last word
 
 
 # ---- the instruction prefix: the same function as the whole sequence --------------------
@@ -67,47 +91,57 @@ def _mixed_window(batch: int = 9, history: int = 3) -> Window:
     )
 
 
-def _plain(backbone, words, states, state_ignore, instruction, after=None, last=None):
-    """The backbone over each sample's whole sequence [words, states, after]."""
-    parts, ignore = [words, states], [instruction == 0, state_ignore]
+def _plain(backbone, instruction, states, state_ignore, after=None, last=None):
+    """The backbone over each sample's whole sequence [instruction tokens, states, after]
+    (``instruction``: the sample's own (tokens, padding mask), from ``ContextTokens.instruction``)."""
+    parts, ignore = [instruction[0], states], [instruction[1], state_ignore]
     if after is not None:
         parts.append(after)
         ignore.append(state_ignore.new_zeros(after.shape[:2]))
     return backbone(torch.cat(parts, dim=1), torch.cat(ignore, dim=1), last=last)
 
 
-def test_distinct_instructions_trims_padding_and_indexes_every_sample():
+@pytest.mark.parametrize("collide", [False, True])
+def test_distinct_instructions_trims_padding_and_indexes_every_sample(collide, monkeypatch):
+    if collide:  # every row hashes alike: the exact search must take over
+        monkeypatch.setattr(nets, "_ROW_HASH", torch.zeros(64, dtype=torch.long))
     window = _mixed_window()
     rows, index = distinct_instructions(window.instruction)
     assert rows.shape == (4, 5)  # 4 distinct rows; the all-padding last column is dropped
     assert torch.equal(rows[index], window.instruction[:, :5])
 
 
+# (stack_history, instruction_token): the state window and instruction as tokens
+LAYOUTS = [(False, False), (True, False), (True, True)]
+
+
 @pytest.mark.parametrize("train", [False, True])
-def test_q_transformer_matches_the_whole_sequence(train):
+@pytest.mark.parametrize("stack, token", LAYOUTS)
+def test_q_transformer_matches_the_whole_sequence(train, stack, token):
     torch.manual_seed(0)
-    algo = QTransformer(SPEC, QTransformerConfig(n_bins=7, **SIZES))
+    algo = QTransformer(SPEC, QTransformerConfig(n_bins=7, stack_history=stack, instruction_token=token, **SIZES))
     net, window = algo.online.train(train), _mixed_window()
     bins = to_bins(window.actions[:, -1], 7)
     for k in (1, 2, 4):
         states, ignore = net.context.states(window)
         after = net.action_tokens(bins, 0, k, 9)
-        plain = net.heads(_plain(net.backbone, net.context.words(window.instruction), states, ignore,
-                                 window.instruction, after, last=k))
+        plain = net.heads(_plain(net.backbone, net.context.instruction(window.instruction), states, ignore,
+                                 after, last=k))
         assert torch.allclose(net(window, bins, n_tokens=k), plain, atol=1e-5), k
     # ... and so do the gradients of the whole update's parameters.
     fast = torch.autograd.grad(net(window, bins).square().sum(), list(net.parameters()), allow_unused=True)
     states, ignore = net.context.states(window)
-    plain = net.heads(_plain(net.backbone, net.context.words(window.instruction), states, ignore,
-                             window.instruction, net.action_tokens(bins, 0, 4, 9), last=4))
+    plain = net.heads(_plain(net.backbone, net.context.instruction(window.instruction), states, ignore,
+                             net.action_tokens(bins, 0, 4, 9), last=4))
     slow = torch.autograd.grad(plain.square().sum(), list(net.parameters()), allow_unused=True)
     for a, b in zip(fast, slow):
         assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_q_transformer_cached_greedy_matches_uncached_decoding():
+@pytest.mark.parametrize("stack, token", LAYOUTS)
+def test_q_transformer_cached_greedy_matches_uncached_decoding(stack, token):
     torch.manual_seed(0)
-    algo = QTransformer(SPEC, QTransformerConfig(n_bins=7, **SIZES))
+    algo = QTransformer(SPEC, QTransformerConfig(n_bins=7, stack_history=stack, instruction_token=token, **SIZES))
     window = _mixed_window()
     with torch.no_grad():
         uncached = greedy_decode(lambda chosen, i: algo.online(window, chosen, n_tokens=i + 1)[:, i], 9, 4, "cpu")
@@ -118,14 +152,15 @@ def test_q_transformer_cached_greedy_matches_uncached_decoding():
 
 
 @pytest.mark.parametrize("dropout, train", [(0.1, False), (0.0, True)])
-def test_bc_matches_the_whole_sequence_and_caches_greedy(dropout, train):
+@pytest.mark.parametrize("stack, token", LAYOUTS)
+def test_bc_matches_the_whole_sequence_and_caches_greedy(dropout, train, stack, token):
     torch.manual_seed(0)
-    algo = BC(SPEC, BCConfig(bins=7, dropout=dropout, **SIZES))
+    algo = BC(SPEC, BCConfig(bins=7, dropout=dropout, stack_history=stack, instruction_token=token, **SIZES))
     policy, window = algo.policy.train(train), _mixed_window()
     prev = to_bins(window.actions[:, -1], 7)[:, :3]
     states, ignore = policy.context.states(window)
-    plain = policy.head(_plain(policy.body, policy.context.words(window.instruction), states, ignore,
-                               window.instruction, policy.action_tokens(prev, 0, 4, 9), last=4))
+    plain = policy.head(_plain(policy.body, policy.context.instruction(window.instruction), states, ignore,
+                               policy.action_tokens(prev, 0, 4, 9), last=4))
     assert torch.allclose(policy.logits(window, prev), plain, atol=1e-5)
     with torch.no_grad():
         policy.eval()
@@ -139,16 +174,17 @@ def test_dt_matches_the_whole_sequence():
     model, window = algo.model.eval(), _mixed_window()
     tokens, ignore = model.tokens(window)
     words = model.words(window.instruction)
-    out = _plain(model.body, words, tokens, ignore, window.instruction)
+    out = _plain(model.body, (words, window.instruction == 0), tokens, ignore)
     plain = torch.tanh(model.predict(out[:, words.shape[1] + 1 :: TOKENS_PER_STEP]))
     assert torch.allclose(model(window), plain, atol=1e-5)
     assert torch.allclose(model(window, last_step_only=True)[:, 0], plain[:, -1], atol=1e-5)
 
 
-def test_word_order_still_matters():
+@pytest.mark.parametrize("token", [False, True])
+def test_word_order_still_matters(token):
     """'move the orange near the red can' is not 'move the red can near the orange'."""
     torch.manual_seed(0)
-    algo = QTransformer(SPEC, QTransformerConfig(n_bins=7, **SIZES))
+    algo = QTransformer(SPEC, QTransformerConfig(n_bins=7, instruction_token=token, **SIZES))
     window = _mixed_window()
     assert torch.equal(window.instruction[0].sort().values, window.instruction[1].sort().values)
     swapped = dataclasses.replace(window, instruction=window.instruction[[1, 0, 2, 3, 4, 5, 6, 7, 8]],

@@ -42,10 +42,11 @@ def test_q_transformer_values_are_the_last_dimension_q_of_the_given_bins():
 
     qt = QTransformer(SPEC, QTransformerConfig(n_bins=4, d_model=8, n_layers=1, n_heads=1, history=1))
     qt.online = FixedLogits(4, 4)
-    actions = torch.tensor([[-1.0, 0.1, 0.6, 0.9], [0.9, 0.9, 0.9, -0.9]])
+    actions = torch.tensor([[-1.0, 0.1, 0.6, 0.9], [0.9, 0.9, -0.9, -0.9]])
     values = qt.values(window(2), actions)
-    # bins of 4 over [-1, 1]: [0, 2, 3, 3] and [3, 3, 3, 0]; dimension 3 -> logits 0.1 * (12 + bin) - 1
-    assert qt.online.seen.tolist() == [[0, 2, 3, 3], [3, 3, 3, 0]]
+    # bins of 4 over [-1, 1]: [0, 2, 3, 3] and [3, 3, 0, 0], fed in decoding order (the gripper
+    # first); the last decoded dimension (dz) -> logits 0.1 * (12 + bin) - 1
+    assert qt.online.seen.tolist() == [[3, 0, 2, 3], [0, 3, 3, 0]]
     assert values.tolist() == pytest.approx([1 / (1 + np.exp(-0.5)), 1 / (1 + np.exp(-0.2))])
     assert qt.online.training  # back in training mode
 
@@ -58,7 +59,7 @@ def test_q_transformer_values_match_the_networks_teacher_forced_q():
     qt = QTransformer(SPEC, QTransformerConfig(n_bins=8, d_model=8, n_layers=1, n_heads=1, history=1, amp="none"))
     actions = torch.rand(5, 4) * 2 - 1
     w = window(5)
-    bins = to_bins(actions, 8)
+    bins = to_bins(actions[:, [3, 0, 1, 2]], 8)  # decoding order: the gripper first
     expected = dataset_values(torch.sigmoid(qt.online(w, bins)), bins)[:, -1]
     assert torch.allclose(qt.values(w, actions), expected)
 

@@ -149,11 +149,12 @@ def test_act_decodes_with_the_trained_network_and_heads():
     assert np.all(np.abs(actions) < 1.0)
     bins = to_bins(torch.as_tensor(actions), TINY.n_bins)
     assert torch.allclose(bin_centres(bins, TINY.n_bins), torch.as_tensor(actions))
-    # Teacher-forcing the chosen bins through the training forward pass: every chosen bin
-    # is the argmax of its own dimension's head given the earlier chosen bins.
+    # Teacher-forcing the chosen bins (in decoding order) through the training forward pass:
+    # every chosen bin is the argmax of its own dimension's head given the earlier chosen bins.
+    decoded = algo.grid.bins(torch.as_tensor(actions))
     with torch.no_grad():
-        logits = algo.online(window, bins)
-    assert torch.equal(logits.argmax(-1), bins)
+        logits = algo.online(window, decoded)
+    assert torch.equal(logits.argmax(-1), decoded)
     assert np.array_equal(algo.act(window), actions)  # no exploration noise
 
 
@@ -163,7 +164,7 @@ def test_update_matches_the_pure_functions_and_moves_the_target_by_tau():
         algo = _algo(config)
         batch = _batch(3)
         target_before = [p.clone() for p in algo.target.parameters()]
-        bins = to_bins(batch.window.actions[:, -1], config.n_bins)
+        bins = algo.grid.bins(batch.window.actions[:, -1])  # in decoding order (test_torch_utility)
         with torch.no_grad():
             q_same = torch.sigmoid(algo.target(batch.window, bins))
             q_next = torch.sigmoid(algo.target(batch.next_window, None, n_tokens=1))[:, 0]
@@ -218,6 +219,7 @@ def test_tiny_mdp_converges_to_the_optimal_q_values():
     config = QTransformerConfig(
         n_bins=n, d_model=32, n_layers=1, n_heads=2, history=1, gamma=gamma, learning_rate=3e-3,
         tau=0.1, conservative=False, mc_return=False, weight_decay=0.0,
+        gripper_first=False,  # the values above are for decoding the dimensions in their order
     )
     torch.manual_seed(0)
     algo = QTransformer(spec, config)

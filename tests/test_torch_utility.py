@@ -10,6 +10,7 @@ from torch import nn
 from qtbench.algorithms.base import EnvSpecInfo
 from qtbench.algorithms.torch_utility import (
     STD_FLOOR,
+    ActionGrid,
     StateNormalised,
     bin_centres,
     check_reward_transform,
@@ -133,6 +134,16 @@ def test_bins_round_trip_within_half_a_bin():
     a = torch.linspace(-1, 1, 10001)
     err = (bin_centres(to_bins(a, n), n) - a).abs()
     assert err.max() <= 1.0 / n + 1e-6  # at most half a bin width (2/n / 2)
+
+
+def test_action_grid_decodes_the_gripper_first_by_hand():
+    actions = torch.tensor([[-1.0, -0.5, 0.5, 0.99]])  # 4 bins: -1 -> 0, -0.5 -> 1, 0.5 -> 3, 0.99 -> 3
+    assert ActionGrid(4, 4, gripper_first=False).bins(actions).tolist() == [[0, 1, 3, 3]]
+    grid = ActionGrid(4, 4, gripper_first=True)
+    assert grid.order.tolist() == [3, 0, 1, 2]
+    assert grid.bins(actions).tolist() == [[3, 0, 1, 3]]  # [gripper, dx, dy, dz]
+    # back in the env's order [dx, dy, dz, gripper], at the bins' centres
+    assert grid.actions(torch.tensor([[3, 0, 1, 2]])).tolist() == [[-0.75, -0.25, 0.25, 0.75]]
 
 
 def test_greedy_decode_conditions_each_dimension_on_the_earlier_choices():

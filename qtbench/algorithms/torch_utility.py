@@ -5,7 +5,7 @@
   buffers ``state_mean``/``state_std`` (the transformer context, DT, the IQL/CQL MLPs), and
   appending the knobs' and objects' positions relative to the gripper (``relative_positions``);
 - ``clamp_log_std``: the log-std bounds of the Gaussian policies (IQL, CQL);
-- ``to_bins``, ``bin_centres``, ``greedy_decode``: the action grid of ``n_bins`` equal-width
+- ``to_bins``, ``bin_centres``, ``ActionGrid``, ``greedy_decode``: the action grid of ``n_bins`` equal-width
   bins per dimension and its dimension-by-dimension argmax (Q-Transformer, BC);
 - ``shifted_return``, ``check_reward_transform``: the critic's reward transform (IQL, CQL).
 
@@ -100,6 +100,31 @@ def to_bins(actions: torch.Tensor, n_bins: int) -> torch.Tensor:
 def bin_centres(bins: torch.Tensor, n_bins: int) -> torch.Tensor:
     """Bin indices -> the continuous action at each bin's centre (float32, inside (-1, 1))."""
     return (bins.float() + 0.5) * (2.0 / n_bins) - 1.0
+
+
+def decoding_order(action_dim: int, gripper_first: bool) -> torch.Tensor:
+    """The action dimensions in the order Q-Transformer and BC decode them: as they are
+    ([dx, dy, dz, gripper]), or with the gripper (the last dimension) first."""
+    dims = torch.arange(action_dim)
+    return torch.cat([dims[-1:], dims[:-1]]) if gripper_first else dims
+
+
+class ActionGrid:
+    """Q-Transformer's and BC's action grid: ``to_bins`` of the dimensions in decoding order,
+    and back to actions in the env's order."""
+
+    def __init__(self, n_bins: int, action_dim: int, gripper_first: bool, device: Any = "cpu"):
+        self.n_bins = n_bins
+        self.order = decoding_order(action_dim, gripper_first).to(device)
+        self.inverse = self.order.argsort()
+
+    def bins(self, actions: torch.Tensor) -> torch.Tensor:
+        """Actions (..., A) in the env's order -> bins (..., A) in decoding order."""
+        return to_bins(actions[..., self.order], self.n_bins)
+
+    def actions(self, bins: torch.Tensor) -> torch.Tensor:
+        """Bins (..., A) in decoding order -> bin centres (..., A) in the env's order."""
+        return bin_centres(bins, self.n_bins)[..., self.inverse]
 
 
 def greedy_decode(
