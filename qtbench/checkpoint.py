@@ -39,6 +39,7 @@ class TrainState:
     pending_count: int = 0
     cuda_rng: list[Any] = field(default_factory=list)
     curve: list[dict[str, Any]] = field(default_factory=list)  # learning-curve points so far
+    data: dict[str, Any] = field(default_factory=dict)  # the datasets trained on (data.data_record); {} if unrecorded
 
 
 def normalise_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -81,11 +82,22 @@ def load(directory: Path) -> TrainState | None:
     return TrainState(**payload)
 
 
-def check_compatible(state: TrainState, algo: str, algo_config: dict[str, Any], path: Path) -> None:
-    """QtbenchError naming what differs when ``state`` is not a checkpoint of this run."""
+def check_compatible(
+    state: TrainState, algo: str, algo_config: dict[str, Any], path: Path, data: dict[str, Any] | None = None
+) -> None:
+    """QtbenchError naming what differs when ``state`` is not a checkpoint of this run: another
+    algorithm, config, or (when both record it) other training data than ``data``
+    (``qtbench.data.data_record``), e.g. datasets regenerated since the checkpoint was saved."""
     if state.algo != algo:
         raise QtbenchError(
             f"checkpoint {path} is from algorithm {state.algo!r}, not {algo!r}",
+            "start fresh with --force (overwrites it), or use another --checkpoint-dir",
+        )
+    trained, wanted = state.data.get("fingerprint"), (data or {}).get("fingerprint")
+    if trained and wanted and trained != wanted:
+        raise QtbenchError(
+            f"checkpoint {path} was trained on other data than this run's (fingerprint {trained} vs {wanted}): "
+            "the datasets were regenerated since",
             "start fresh with --force (overwrites it), or use another --checkpoint-dir",
         )
     want = normalise_config(algo_config)

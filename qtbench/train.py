@@ -312,12 +312,14 @@ def train(
     out_dir: Path,
     state: checkpoint.TrainState | None = None,
     curve_eval: CurveEval | None = None,
+    data: dict[str, Any] | None = None,
 ) -> TrainOutcome:
     """Run gradient steps up to ``spec.total_steps``, starting from ``state`` if given.
 
     Writes metrics.csv (and curve.csv) into ``out_dir`` and checkpoints into ``ckpt_dir``
     every ``spec.checkpoint_every`` steps or ``spec.checkpoint_seconds`` of training,
-    whichever comes first, on interrupt and at the end. With ``curve_eval``, the policy is
+    whichever comes first, on interrupt and at the end; checkpoints record ``data`` (the
+    datasets trained on, ``qtbench.data.data_record``). With ``curve_eval``, the policy is
     evaluated after each step of ``curve_steps(total, spec.curve_points)``. Metrics are read
     from the device only at logs and checkpoints, so a diverged loss is caught at the next
     of those, before anything is saved.
@@ -368,6 +370,7 @@ def train(
             sampler_rng=rng.bit_generator.state, torch_rng=torch.get_rng_state(),
             wall_seconds=elapsed(), metrics=metrics.rows, pending=sums, pending_count=pending.count,
             cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [], curve=curve,
+            data=data or {},
         ))
         _with_partial_row(metrics, sums, pending.count, step, elapsed()).write(out_dir)
         if curve_at:
@@ -472,7 +475,9 @@ def resolved_config(spec: RunSpec, algo_config: AlgoConfig, episodes: int, curve
     }
 
 
-def _initial_state(spec: RunSpec, ckpt_dir: Path, algo_config: dict[str, Any]) -> checkpoint.TrainState | None:
+def _initial_state(
+    spec: RunSpec, ckpt_dir: Path, algo_config: dict[str, Any], data: dict[str, Any]
+) -> checkpoint.TrainState | None:
     """The checkpoint to continue from (only with --resume), after checking it fits."""
     path = checkpoint.checkpoint_path(ckpt_dir)
     if not spec.resume:
@@ -484,7 +489,7 @@ def _initial_state(spec: RunSpec, ckpt_dir: Path, algo_config: dict[str, Any]) -
         log.info("no checkpoint in %s: starting from step 0", ckpt_dir)
         return None
     try:
-        checkpoint.check_compatible(state, spec.algo, algo_config, path)
+        checkpoint.check_compatible(state, spec.algo, algo_config, path, data)
     except QtbenchError:
         if not spec.force:
             raise
@@ -548,10 +553,10 @@ def run_cell(spec: RunSpec) -> Path:
     out_dir = cell_dir(spec.results_dir, spec.task, spec.algo, spec.seed)
     ckpt_dir = cell_dir(spec.checkpoint_dir, spec.task, spec.algo, spec.seed)
 
-    state = _initial_state(spec, ckpt_dir, config_dict)
+    trained_on = data_record(spec.task, spec.profile, spec.failures, config.dataset)
+    state = _initial_state(spec, ckpt_dir, config_dict, trained_on)
     data = TransitionData.load(spec.task, config.dataset, successful_only=config.filtered,
                                profile=spec.profile, source=spec.failures, demo_styles=config.demo_styles)
-    trained_on = data_record(spec.task, spec.profile, spec.failures, config.dataset)
     algorithm, sampler, rng = build_learner(spec, cls, config, data)
     created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -570,7 +575,7 @@ def run_cell(spec: RunSpec) -> Path:
         return curve_point(step, train_seconds, seconds, outcomes)
 
     try:
-        trained = train(algorithm, sampler, rng, spec, config_dict, ckpt_dir, out_dir, state, curve_eval)
+        trained = train(algorithm, sampler, rng, spec, config_dict, ckpt_dir, out_dir, state, curve_eval, trained_on)
     except BaseException:
         if not (out_dir / METRICS_FILE).exists():  # failed before its first checkpoint: leave nothing
             _remove_unstarted(out_dir, created)

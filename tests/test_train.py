@@ -115,22 +115,25 @@ def random_curve(step: int, train_seconds: float) -> dict:
 
 
 def run_tiny(tmp_path, steps: int, resume: bool = False, seed: int = 0, checkpoint_seconds: float = 0.0,
-             curve: bool = False, **config):
+             curve: bool = False, fingerprint: str = "sha256:aaaa", **config):
     """Train Tiny like run_cell does (seed, build, maybe resume); returns (algo, outcome).
 
-    With ``curve``, 4 learning-curve points are evaluated by ``random_curve``."""
+    With ``curve``, 4 learning-curve points are evaluated by ``random_curve``; ``fingerprint``
+    stands for the content hash of the datasets trained on."""
     spec = RunSpec(algo="tiny", task="drawer_open", seed=seed, steps=steps, resume=resume,
                    log_every=5, checkpoint_every=10, checkpoint_seconds=checkpoint_seconds, progress=False,
                    curve_points=4)
     cfg = TinyConfig(**config)
     cfg_dict = checkpoint.normalise_config(cfg.__dict__)
     ckpt_dir, out_dir = tmp_path / "ckpt", tmp_path / "out"
-    state = _initial_state(spec, ckpt_dir, cfg_dict)
+    record = {"fingerprint": fingerprint}
+    state = _initial_state(spec, ckpt_dir, cfg_dict, record)
     data = synthetic_data()
     sampler = WindowSampler(data, cfg.history, cfg.n_step, cfg.gamma)
     rng = seed_everything(seed)
     algo = Tiny(data.spec_info(), cfg)
-    outcome = train(algo, sampler, rng, spec, cfg_dict, ckpt_dir, out_dir, state, random_curve if curve else None)
+    outcome = train(algo, sampler, rng, spec, cfg_dict, ckpt_dir, out_dir, state, random_curve if curve else None,
+                    record)
     return algo, outcome
 
 
@@ -175,6 +178,15 @@ def test_curve_steps():
 
 def _timeless(points):
     return [{k: v for k, v in p.items() if not k.endswith("seconds")} for p in points]
+
+
+def test_resume_refuses_a_checkpoint_trained_on_other_data(tmp_path):
+    run_tiny(tmp_path, 12)
+    assert checkpoint.load(tmp_path / "ckpt").data == {"fingerprint": "sha256:aaaa"}
+    with pytest.raises(QtbenchError, match="other data than this run's") as err:
+        run_tiny(tmp_path, 32, resume=True, fingerprint="sha256:bbbb")  # the datasets were regenerated
+    assert "--force" in err.value.fix
+    assert run_tiny(tmp_path, 32, resume=True)[1].steps == 32  # the same data resumes
 
 
 def test_learning_curve_leaves_training_bit_exact_and_resumes(tmp_path):
@@ -235,10 +247,10 @@ def test_resume_refuses_another_config_unless_forced(tmp_path):
         run_tiny(tmp_path, 20, resume=True, hidden=16)
     assert "--force" in str(err.value) and "--checkpoint-dir" in str(err.value)
     spec = RunSpec(algo="tiny", task="drawer_open", resume=True, force=True)
-    assert _initial_state(spec, tmp_path / "ckpt", {"hidden": 16}) is None
+    assert _initial_state(spec, tmp_path / "ckpt", {"hidden": 16}, {}) is None
     other = RunSpec(algo="bc", task="drawer_open", resume=True)
     with pytest.raises(QtbenchError, match="from algorithm 'tiny', not 'bc'"):
-        _initial_state(other, tmp_path / "ckpt", {})
+        _initial_state(other, tmp_path / "ckpt", {}, {})
 
 
 def test_resume_past_the_requested_steps_is_an_error(tmp_path):
