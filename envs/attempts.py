@@ -10,7 +10,8 @@ sides folded (an edge push may be on either side). The nearest style is the atte
 episode without a contact moment attempted none (None).
 
 This is how a learned policy, which has no style, is scored per style: its failures are
-counted against the style it was executing when it met the handle or the object.
+counted against the style it was executing when it met the handle or the object
+(``style_tally`` counts attempts and successes per style, for evaluation and collection alike).
 """
 
 from __future__ import annotations
@@ -136,3 +137,14 @@ def summarise_closures(closures: Iterable[Closure | None]) -> dict[str, Any] | N
     missed = [c.distance for c in scored if c.verdict == ON_NOTHING]
     return {"failed_episodes": len(scored), "counts": {verdict: counts[verdict] for verdict in CLOSURE_VERDICTS},
             "on_nothing_median_m": statistics.median(missed) if missed else None}
+
+
+def style_tally(attempts: Iterable[tuple[str, bool]]) -> dict[str, dict[str, Any]]:
+    """``{style: {"attempts", "successes", "success_rate"}}`` of (style attempted, success)
+    pairs, styles sorted: the shape of eval.json's and the failures manifest's ``per_attempted_style``."""
+    counts: dict[str, list[int]] = {}
+    for style, success in attempts:
+        tally = counts.setdefault(style, [0, 0])
+        tally[0] += 1
+        tally[1] += int(success)
+    return {style: {"attempts": a, "successes": s, "success_rate": s / a} for style, (a, s) in sorted(counts.items())}

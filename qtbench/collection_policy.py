@@ -243,9 +243,7 @@ def collect_failures(units: list[Unit], policy: TrainedPolicy, num_envs: int = C
             for (res, _), episode in zip(jobs, recorder.episodes()):
                 res.attempts += 1
                 style = attempted_style(BY_TEXT[episode.instruction], episode.states) or NO_ATTEMPT
-                tally = res.styles.setdefault(style, [0, 0])
-                tally[0] += 1
-                tally[1] += int(float(np.sum(episode.rewards)) > 0)
+                res.attempted.append((style, float(np.sum(episode.rewards)) > 0))
                 if not keep(res.unit.split, episode):
                     res.discarded += 1
                 elif len(res.episodes) < res.unit.target:

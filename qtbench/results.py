@@ -206,18 +206,12 @@ def closure_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any] | None:
 
 
 def style_summary(outcomes: list[EpisodeOutcome]) -> dict[str, dict[str, Any]] | None:
-    """One skill's episodes per demonstrator style they attempted: ``{style: {"attempts",
-    "successes", "success_rate"}}`` (styles sorted; None when no style was scored). The same
-    shape as the collection policy's ``per_attempted_style`` in the failures manifest."""
-    scored = [o for o in outcomes if o.attempted_style is not None]
-    if not scored:
-        return None
-    out = {}
-    for style in sorted({o.attempted_style for o in scored}):
-        members = [o for o in scored if o.attempted_style == style]
-        successes = sum(o.success for o in members)
-        out[style] = {"attempts": len(members), "successes": successes, "success_rate": successes / len(members)}
-    return out
+    """One skill's episodes per demonstrator style they attempted (``style_tally``); None when
+    no style was scored."""
+    from qtbench.envs.attempts import style_tally
+
+    scored = [(o.attempted_style, o.success) for o in outcomes if o.attempted_style is not None]
+    return style_tally(scored) if scored else None
 
 
 def success_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:

@@ -57,9 +57,9 @@ class UnitResult:
     attempts: int = 0
     discarded: int = 0  # attempts that were not kept (failed demos, successful autonomous episodes)
     surplus: int = 0  # kept-kind episodes beyond the target (batched collection runs a few extra attempts)
-    # A learned collector's attempts by the style they attempted (qtbench.envs.attempts; "none":
-    # no contact) -> [attempts, successes].
-    styles: dict[str, list[int]] = field(default_factory=dict)
+    # A learned collector's attempts: (the style attempted (qtbench.envs.attempts; "none": no
+    # contact), success), in order.
+    attempted: list[tuple[str, bool]] = field(default_factory=list)
 
 
 _ENV_CACHE: dict[str, Any] = {}
@@ -302,13 +302,9 @@ def collect_scripted_failures(task: str, profile: str, seed: int, workers: int =
 
 def per_attempted_style(results: list[UnitResult]) -> dict[str, dict[str, Any]]:
     """A learned collector's attempts, successes and success rate per style it attempted."""
-    totals: dict[str, list[int]] = {}
-    for res in results:
-        for style, (attempts, successes) in res.styles.items():
-            tally = totals.setdefault(style, [0, 0])
-            tally[0] += attempts
-            tally[1] += successes
-    return {style: {"attempts": a, "successes": s, "success_rate": s / a} for style, (a, s) in sorted(totals.items())}
+    from qtbench.envs.attempts import style_tally
+
+    return style_tally(pair for res in results for pair in res.attempted)
 
 
 def write_demos(task: str, profile: str, seed: int, results: list[UnitResult]) -> dict[str, Any]:
