@@ -9,7 +9,8 @@ Each action dimension is discretised into 256 uniform bins with Q-Transformer's
 ``to_bins``/``bin_centres`` and decoded with its ``greedy_decode``
 (``qtbench.algorithms.torch_utility``), so both act on the same action grid. The action is
 decoded one dimension at a time, each conditioned on the bins already chosen (teacher
-forcing with the dataset bins in training), exactly like Q-Transformer's action tokens.
+forcing with the dataset bins in training), exactly like Q-Transformer's action tokens, in
+the same order (the gripper first by default: ``qtbench.nets.ActionTokenConfig``).
 RT-1 itself emits the dimensions in parallel; we chose the autoregressive form so that BC
 and Q-Transformer share the architecture token for token and the comparison measures the
 learning rule (imitation vs. offline RL) rather than the action head, and because it lets

@@ -1,24 +1,27 @@
-"""The shared transformer backbone: instruction words and a window of states as tokens.
+"""The shared transformer backbone: the instruction, a window of states, then action tokens.
 
 Q-Transformer and the RT-1 style BC baseline use the same backbone, so a comparison
-between them measures the learning rule, not the architecture. Instruction words are
-kept as separate tokens (not mean-pooled) because word order carries meaning:
-"move the orange near the red can" is not "move the red can near the orange".
+between them measures the learning rule, not the architecture. By default
+(``ActionTokenConfig``) they read the instruction as one token, a one-block causal encoder
+over its words read at the last word (not mean-pooled: word order carries meaning, "move the
+orange near the red can" is not "move the red can near the orange"), and the window of states
+as one token; ``instruction_token=False`` / ``stack_history=False`` give a token per word /
+per state, as DT reads them.
 
-The words come first and attention is causal, so a word's hidden state in every block
-depends on the instruction alone, never on the states or actions after it. The words'
-keys and values are therefore computed once per *distinct* instruction in a batch (a
-batch of 256 on task ``all`` holds at most 66; drawer_open has 3) and gathered to the
-samples (``instruction_prefix``); each sample then runs only its own state and action
-tokens, as queries against [its instruction's keys/values; its own]. That is the same
-function as running every sample's whole sequence (``tests/test_nets.py`` checks the two
-against each other), with the same parameters. Acting extends the same cache one action
-token at a time (``CausalTransformer.extend``).
+The instruction comes first and attention is causal, so its hidden state in every block
+depends on the instruction alone, never on the states or actions after it. Its keys and
+values are therefore computed once per *distinct* instruction in a batch (a batch of 256 on
+task ``all`` holds at most 66; drawer_open has 3) and gathered to the samples
+(``instruction_prefix``); each sample then runs only its own state and action tokens, as
+queries against [its instruction's keys/values; its own]. That is the same function as
+running every sample's whole sequence (``tests/test_nets.py`` checks the two against each
+other), with the same parameters. Acting extends the same cache one action token at a time
+(``CausalTransformer.extend``).
 
 One difference remains under dropout in training (BC and DT use 0.1; Q-Transformer 0):
-the words' dropout masks are drawn once per distinct instruction, not once per sample.
+the instruction's dropout masks are drawn once per distinct instruction, not once per sample.
 Each sample's mask has the same distribution as before, so the expected loss and gradient
-are unchanged; only samples that share an instruction now share the words' noise.
+are unchanged; only samples that share an instruction now share its noise.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ decoding and the Polyak update are shared with the baselines
 (``qtbench.algorithms.torch_utility``).
 
 The idea: discretise every action dimension into ``n_bins`` bins and treat the
-dimensions as a sequence of tokens after the observation tokens. The transformer's
+dimensions as a sequence of tokens after the observation tokens (in decoding order: the
+gripper first by default, ``qtbench.nets.ActionTokenConfig``; "dimension i" below counts in it). The transformer's
 output at action token ``i`` is Q(s, a_1..a_{i-1}, .) over the bins of dimension ``i``,
 so one causal forward pass with the dataset action fed in (teacher forcing) scores every
 dimension at once. Q values are sigmoids in [0, 1] because rewards are sparse and binary.
