@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
-from qtbench.algorithms.ranges import ranged
+from qtbench.algorithms.ranges import added, ranged
 from qtbench.algorithms.torch_utility import StateNormalised
 from qtbench.nets import AMP_MODES, PAD_ID, CausalTransformer, autocast, instruction_prefix
 
@@ -50,7 +50,7 @@ class DTConfig(AlgoConfig):
     n_layers: int = ranged(3, at_least=1)  # transformer blocks
     n_heads: int = ranged(1, at_least=1, divides="d_model")  # attention heads
     dropout: float = ranged(0.1, at_least=0, below=1)
-    amp: str = ranged("bf16", one_of=AMP_MODES)  # bfloat16 autocast of the forward passes, as Q-Transformer's ("none": float32)
+    amp: str = added("bf16", before="none", one_of=AMP_MODES)  # bfloat16 autocast of the forward passes, as Q-Transformer's ("none": float32)
 
 
 # `qtbench tune --algo dt` tries these settings on drawer_open (at most 8). The first is

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from qtbench.atomic import atomic_write
+from qtbench.algorithms.ranges import completed
 from qtbench.errors import QtbenchError
 
 log = logging.getLogger(__name__)
@@ -83,11 +84,14 @@ def load(directory: Path) -> TrainState | None:
 
 
 def check_compatible(
-    state: TrainState, algo: str, algo_config: dict[str, Any], path: Path, data: dict[str, Any] | None = None
+    state: TrainState, algo: str, algo_config: dict[str, Any], path: Path, data: dict[str, Any] | None = None,
+    config_class: type | None = None,
 ) -> None:
     """QtbenchError naming what differs when ``state`` is not a checkpoint of this run: another
     algorithm, config, or (when both record it) other training data than ``data``
-    (``qtbench.data.data_record``), e.g. datasets regenerated since the checkpoint was saved."""
+    (``qtbench.data.data_record``), e.g. datasets regenerated since the checkpoint was saved.
+    With ``config_class``, fields added since the checkpoint was saved count at the value it
+    trained with (``ranges.completed``)."""
     if state.algo != algo:
         raise QtbenchError(
             f"checkpoint {path} is from algorithm {state.algo!r}, not {algo!r}",
@@ -101,7 +105,7 @@ def check_compatible(
             "start fresh with --force (overwrites it), or use another --checkpoint-dir",
         )
     want = normalise_config(algo_config)
-    have = normalise_config(state.algo_config)
+    have = normalise_config(completed(config_class, state.algo_config) if config_class else state.algo_config)
     diff = [
         f"{key}: checkpoint {have.get(key)!r} vs requested {want.get(key)!r}"
         for key in sorted(set(want) | set(have))

@@ -184,13 +184,17 @@ def ensure_datasets(task: str, profile: str = "default", seed: int = 0, failures
 def _check_collection_policy(task: str, profile: str, seed: int, manifest: dict[str, Any]) -> None:
     """Refuse failures collected by a BC policy trained otherwise than bc's defaults of today
     (after an upgrade changed them): the datasets would no longer be the default pipeline's."""
-    from qtbench.collection_policy import collection_record
+    from qtbench.algorithms import algorithm_class
+    from qtbench.algorithms.ranges import completed
+    from qtbench.collection_policy import COLLECTION_ALGO, collection_record
     from qtbench.data.store import regenerate_command
 
     trained = (manifest.get("collection_policy") or {}).get("training") or {}
     expected = collection_record(task, profile, seed)
-    changed = sorted(key for key in set(expected["algo_config"]) | set(trained.get("algo_config", {}))
-                     if expected["algo_config"].get(key) != trained.get("algo_config", {}).get(key))
+    # a field added since the policy was trained counts at the value it trained with
+    trained_config = completed(algorithm_class(COLLECTION_ALGO).config_class, trained.get("algo_config", {}))
+    changed = sorted(key for key in set(expected["algo_config"]) | set(trained_config)
+                     if expected["algo_config"].get(key) != trained_config.get(key))
     changed += [key for key in ("steps", "learner_seed", "trained_on") if expected[key] != trained.get(key)]
     if changed:
         raise QtbenchError(

@@ -65,7 +65,7 @@ def load_run(run_dir: Path, checkpoint_root: Path, device: str = "cpu") -> Loade
     cls = algorithm_class(algo)
     algo_config = resolve_config(cls.config_class, config_overrides(algo, config.get("algo_config", {})))
     checkpoint.check_compatible(state, algo, dataclasses.asdict(algo_config), checkpoint.checkpoint_path(ckpt_dir),
-                                config.get("data"))
+                                config.get("data"), cls.config_class)
     if state.step != record.get("train_steps", state.step):
         log.warning("checkpoint %s is at step %d, but eval.json was written after %s steps",
                      ckpt_dir, state.step, record.get("train_steps"))

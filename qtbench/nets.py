@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, EnvSpecInfo, Window
+from qtbench.algorithms.ranges import added
 from qtbench.algorithms.torch_utility import StateNormalised
 
 PAD_ID = 0  # instruction token id of padding (qtbench.envs.instructions)
@@ -60,15 +61,15 @@ class ActionTokenConfig(AlgoConfig):
     #
     # The window's H states as one token (their normalised features concatenated, padding
     # zeroed, with a presence flag per step) instead of one token per state (issue 11).
-    stack_history: bool = True
+    stack_history: bool = added(True, before=False)
     # The instruction as one token (``ContextTokens.instruction``: a one-block causal encoder
     # over the words, read at the last word, once per distinct instruction) instead of its words
     # as tokens before the states. Each sample then runs 2 + A tokens instead of L + H + A.
-    instruction_token: bool = True
+    instruction_token: bool = added(True, before=False)
     # Decode the gripper dimension (the last) first, then dx, dy, dz conditioned on it, instead
     # of [dx, dy, dz, gripper] (``torch_utility.decoding_order``): whether to close the fingers is
     # decided on the state alone, before the motion that would carry the hand past the knob.
-    gripper_first: bool = True
+    gripper_first: bool = added(True, before=False)
 
 
 class ContextTokens(StateNormalised):

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
-from qtbench.algorithms.ranges import ranged
+from qtbench.algorithms.ranges import added, ranged
 from qtbench.algorithms.torch_utility import ActionGrid, greedy_decode, polyak_update
 from qtbench.errors import QtbenchError
 from qtbench.nets import (
@@ -61,7 +61,7 @@ class QTransformerConfig(ActionTokenConfig):
     # ~2x faster on CPU; "none": float32. bf16 is the default of the three transformer algorithms:
     # on drawer_open (3 seeds, 300 episodes each) Q-Transformer 26.4% with it vs 25.7% without,
     # BC 34.3% vs 34.6%, DT 33.8% vs 33.4% (issue 11).
-    amp: str = ranged("bf16", one_of=AMP_MODES)
+    amp: str = added("bf16", before="none", one_of=AMP_MODES)
 
 
 # `qtbench tune --algo q_transformer` tries these settings on drawer_open (at most 8), the

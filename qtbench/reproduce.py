@@ -148,12 +148,17 @@ def _normalise(value: Any) -> Any:
 
 def config_overrides(algo: str, algo_config: dict[str, Any]) -> dict[str, object]:
     """The stored algorithm config's fields that differ from the algorithm's current reference
-    config (its defaults plus the settings frozen by `qtbench tune --freeze`)."""
+    config (its defaults plus the settings frozen by `qtbench tune --freeze`); fields added
+    since it was stored count at the value it ran with (``ranges.completed``). A cell that
+    recorded no config has none."""
+    from qtbench.algorithms import algorithm_class
+    from qtbench.algorithms.ranges import completed
     from qtbench.train import reference_config
 
     defaults = dataclasses.asdict(reference_config(algo))
     overrides: dict[str, object] = {}
-    for key, value in algo_config.items():
+    stored = completed(algorithm_class(algo).config_class, algo_config) if algo_config else {}
+    for key, value in stored.items():
         if key not in defaults:
             raise QtbenchError(
                 f"the stored config of {algo} has a field {key!r} that the algorithm no longer has",

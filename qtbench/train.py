@@ -476,9 +476,10 @@ def resolved_config(spec: RunSpec, algo_config: AlgoConfig, episodes: int, curve
 
 
 def _initial_state(
-    spec: RunSpec, ckpt_dir: Path, algo_config: dict[str, Any], data: dict[str, Any]
+    spec: RunSpec, ckpt_dir: Path, algo_config: dict[str, Any], data: dict[str, Any], config_class: type | None = None
 ) -> checkpoint.TrainState | None:
-    """The checkpoint to continue from (only with --resume), after checking it fits."""
+    """The checkpoint to continue from (only with --resume), after checking it fits
+    (``checkpoint.check_compatible``)."""
     path = checkpoint.checkpoint_path(ckpt_dir)
     if not spec.resume:
         if path.exists():
@@ -489,7 +490,7 @@ def _initial_state(
         log.info("no checkpoint in %s: starting from step 0", ckpt_dir)
         return None
     try:
-        checkpoint.check_compatible(state, spec.algo, algo_config, path, data)
+        checkpoint.check_compatible(state, spec.algo, algo_config, path, data, config_class)
     except QtbenchError:
         if not spec.force:
             raise
@@ -554,7 +555,7 @@ def run_cell(spec: RunSpec) -> Path:
     ckpt_dir = cell_dir(spec.checkpoint_dir, spec.task, spec.algo, spec.seed)
 
     trained_on = data_record(spec.task, spec.profile, spec.failures, config.dataset)
-    state = _initial_state(spec, ckpt_dir, config_dict, trained_on)
+    state = _initial_state(spec, ckpt_dir, config_dict, trained_on, type(config))
     data = TransitionData.load(spec.task, config.dataset, successful_only=config.filtered,
                                profile=spec.profile, source=spec.failures, demo_styles=config.demo_styles)
     algorithm, sampler, rng = build_learner(spec, cls, config, data)

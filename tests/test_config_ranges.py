@@ -10,7 +10,7 @@ import math
 import pytest
 
 from qtbench.algorithms import ALGORITHMS, AlgoConfig, algorithm_class
-from qtbench.algorithms.ranges import Range, range_of
+from qtbench.algorithms.ranges import Range, added, completed, range_of, ranged
 from qtbench.cli import main
 from qtbench.errors import QtbenchError
 
@@ -22,6 +22,24 @@ def test_every_field_of_every_algorithm_declares_a_range(algo):
                  if f.type not in (bool, "bool") and range_of(config_class, f.name) is None]
     assert unchecked == []
     config_class()  # the reference config is in range
+
+
+def test_completed_fills_added_fields_at_their_earlier_value():
+    @dataclasses.dataclass
+    class Old:
+        width: int = ranged(8, at_least=1)
+
+    @dataclasses.dataclass
+    class New(Old):
+        fast: bool = added(True, before=False)
+        mode: str = added("b", before="a", one_of=("a", "b"))
+        tags: tuple = added(("x",), before=())
+        plain: int = 3  # added without saying how configs ran before it: stays missing
+
+    assert completed(New, {"width": 4}) == {"width": 4, "fast": False, "mode": "a", "tags": []}
+    assert completed(New, {"width": 4, "fast": True}) == {"width": 4, "fast": True, "mode": "a", "tags": []}
+    assert range_of(New, "mode") == Range(one_of=("a", "b")) and range_of(New, "fast") is None
+    assert range_of(New, "width") == Range(at_least=1)
 
 
 @pytest.mark.parametrize("algo, field, value, expected", [

@@ -125,6 +125,13 @@ def test_config_overrides_are_the_differences_from_defaults():
     assert rp.config_overrides("q_transformer", stored) == {"n_step": 3, "conservative": False}
     with pytest.raises(QtbenchError, match="no longer has"):
         rp.config_overrides("q_transformer", dict(stored, gone=1))
+    # A config stored before fields were added ran as they were then: it is reproduced so.
+    older = {k: v for k, v in stored.items() if k not in ("amp", "relative_positions", "stack_history",
+                                                          "instruction_token", "gripper_first", "demo_styles")}
+    assert rp.config_overrides("q_transformer", older) == {
+        "n_step": 3, "conservative": False, "amp": "none", "relative_positions": False,
+        "stack_history": False, "instruction_token": False, "gripper_first": False,
+    }
 
 
 def test_datasets_regenerate_to_the_manifest_hashes(minari, tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from typing import Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
-from qtbench.algorithms.ranges import check_ranges, ranged
+from qtbench.algorithms.ranges import added, check_ranges, ranged
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class AlgoConfig:
     # --set relative_positions=false (300 paired episodes per seed): BC +3.0 points, seeds 0-2
     # 31.7/41.0/39.3 vs 34.3/34.7/34.0; DT -3.6, 46.7/51.7/43.3 vs 55.3/45.0/52.0: no effect beyond
     # the seed noise (issue 16); on by default as the more direct input.
-    relative_positions: bool = True
+    relative_positions: bool = added(True, before=False)
 
     def __post_init__(self) -> None:
         self.validate()

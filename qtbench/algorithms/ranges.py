@@ -8,11 +8,17 @@ A config field declares its range with :func:`ranged` instead of a bare default:
 stops the run with one message naming the field, the value and the valid range before
 anything is written. A subclass that only changes a field's default
 (``history: int = 10``) keeps the range declared by the class it inherits the field from.
+
+A field added after configs were first stored declares, with :func:`added`, the value that
+reproduces how a config stored without it ran (``relative_positions: bool = added(True,
+before=False)``); :func:`completed` fills those values into a stored config, so reproducing,
+evaluating or resuming an old run rebuilds the model it trained, not today's default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -20,6 +26,7 @@ from typing import Any, Callable
 from qtbench.errors import QtbenchError
 
 _KEY = "valid"  # the key of a field's Range in dataclasses.Field.metadata
+_BEFORE = "before"  # the key of an added field's value before it existed
 
 
 @dataclass(frozen=True)
@@ -87,13 +94,42 @@ def ranged(default: Any, **valid: Any) -> Any:
     return dataclasses.field(default=default, metadata={_KEY: Range(**valid)})
 
 
-def range_of(config_class: type, name: str) -> Range | None:
-    """The Range declared for field ``name``, by the config class or the nearest base class."""
+def added(default: Any, before: Any, **valid: Any) -> Any:
+    """A dataclass field with ``default``, added after configs were first stored: a stored config
+    without it ran as ``before``. With ``valid``, its values must also lie in ``Range(**valid)``."""
+    metadata = {_BEFORE: before, **({_KEY: Range(**valid)} if valid else {})}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+_UNDECLARED = object()
+
+
+def _declared(config_class: type, name: str, key: str) -> Any:
+    """Field ``name``'s metadata ``key``, from the config class or the nearest base class
+    declaring it (``_UNDECLARED`` when none does)."""
     for cls in config_class.__mro__:
         declared = getattr(cls, "__dataclass_fields__", {}).get(name)
-        if declared is not None and _KEY in declared.metadata:
-            return declared.metadata[_KEY]
-    return None
+        if declared is not None and key in declared.metadata:
+            return declared.metadata[key]
+    return _UNDECLARED
+
+
+def range_of(config_class: type, name: str) -> Range | None:
+    """The Range declared for field ``name``, by the config class or the nearest base class."""
+    valid = _declared(config_class, name, _KEY)
+    return None if valid is _UNDECLARED else valid
+
+
+def completed(config_class: type, stored: dict[str, Any]) -> dict[str, Any]:
+    """A config dict stored by an earlier version, with each field it lacks that was
+    :func:`added` since at the value that version ran with (in JSON form); a missing field
+    declared otherwise stays missing."""
+    out = dict(stored)
+    for f in dataclasses.fields(config_class):
+        before = _declared(config_class, f.name, _BEFORE)
+        if f.name not in out and before is not _UNDECLARED:
+            out[f.name] = json.loads(json.dumps(before))
+    return out
 
 
 def check_ranges(config: Any) -> None:
