@@ -44,20 +44,6 @@ def _wilson(record: dict[str, Any]) -> str:
     return f"{_pct(record['success_rate'])} [{_pct(lo)}, {_pct(hi)}]"
 
 
-def _difference(values: list[float]) -> str:
-    """Mean of paired differences with its 95% t-interval (not clipped: it may be negative)."""
-    import math
-
-    import numpy as np
-    from scipy.stats import t
-
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return f"{100 * mean:+.1f} (1 seed)"
-    half = float(t.ppf(0.975, len(values) - 1)) * float(np.std(values, ddof=1)) / math.sqrt(len(values))
-    return f"{100 * mean:+.1f} [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}]"
-
-
 def paired_cells(results_dir: Path) -> dict[str, dict[int, dict[str, dict[str, Any]]]]:
     """task -> seed -> {"all": eval record, "robust": eval record}, for seeds that have both."""
     from qtbench.leaderboard import load_runs
@@ -110,7 +96,7 @@ def closure_rows(task: str, profile: str) -> list[list[object]]:
 
 
 def render(cells: dict[str, dict[int, dict[str, dict[str, Any]]]], results_dir: Path, profile: str) -> str:
-    from qtbench.leaderboard import aggregate, fmt_pct
+    from qtbench.leaderboard import aggregate, fmt_difference, fmt_pct, paired_difference
     from qtbench.benchmarks_md import markdown_table
 
     rows, seed_rows, collected = [], [], []
@@ -120,12 +106,12 @@ def render(cells: dict[str, dict[int, dict[str, dict[str, Any]]]], results_dir: 
         ids = list(seeds)
         robust = aggregate([seeds[s]["robust"]["success_rate"] for s in ids], ids)
         every = aggregate([seeds[s]["all"]["success_rate"] for s in ids], ids)
-        diffs = [seeds[s]["robust"]["success_rate"] - seeds[s]["all"]["success_rate"] for s in ids]
+        diff = paired_difference(robust, every)
         episodes = sorted({_episodes(seeds[s][k]) for s in ids for k in ("robust", "all")})
-        rows.append([task, fmt_pct(robust), fmt_pct(every), _difference(diffs),
+        rows.append([task, fmt_pct(robust), fmt_pct(every), fmt_difference(diff),
                      "/".join(str(e) for e in episodes), ", ".join(str(s) for s in ids)])
-        for s, diff in zip(ids, diffs):
-            seed_rows.append([task, s, _wilson(seeds[s]["robust"]), _wilson(seeds[s]["all"]), f"{100 * diff:+.1f}"])
+        for s, d in zip(diff.seeds, diff.values):
+            seed_rows.append([task, s, _wilson(seeds[s]["robust"]), _wilson(seeds[s]["all"]), f"{100 * d:+.1f}"])
         collected += collection_rows(task, profile)
     if not rows:
         raise QtbenchError(f"no seed under {results_dir} has both the bc and the bc robust-only cell",

@@ -79,17 +79,20 @@ class Aggregate:
         return float(np.std(self.values, ddof=1)) if self.n >= 2 else math.nan
 
     @property
-    def ci95(self) -> tuple[float, float]:
-        """95% t-interval of the mean across seeds, clipped to [0, 1] (the values are rates).
-
-        NaN bounds for fewer than two seeds.
-        """
+    def t_interval(self) -> tuple[float, float]:
+        """95% t-interval of the mean across seeds (NaN bounds for fewer than two seeds)."""
         from scipy.stats import t
 
         if self.n < 2:
             return (math.nan, math.nan)
         half = float(t.ppf(0.975, self.n - 1)) * self.std / math.sqrt(self.n)
-        return (max(0.0, self.mean - half), min(1.0, self.mean + half))
+        return (self.mean - half, self.mean + half)
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        """``t_interval`` clipped to [0, 1] (the values are rates)."""
+        lo, hi = self.t_interval
+        return (lo, hi) if self.n < 2 else (max(0.0, lo), min(1.0, hi))
 
     @property
     def interval(self) -> tuple[float, float, float]:
@@ -99,6 +102,21 @@ class Aggregate:
 
 def aggregate(values: Iterable[float], seeds: Iterable[int]) -> Aggregate:
     return Aggregate(tuple(float(v) for v in values), tuple(int(s) for s in seeds))
+
+
+def paired_difference(a: Aggregate, b: Aggregate) -> Aggregate:
+    """a minus b on the seeds both have, seed by seed (evaluation episodes are shared per seed)."""
+    other = dict(zip(b.seeds, b.values))
+    pairs = [(seed, value - other[seed]) for seed, value in zip(a.seeds, a.values) if seed in other]
+    return aggregate([d for _, d in pairs], [seed for seed, _ in pairs])
+
+
+def fmt_difference(agg: Aggregate) -> str:
+    """``+mean [lo, hi]`` in percentage points with the unclipped 95% t-interval."""
+    if agg.n < 2:
+        return "–" if agg.n == 0 else f"{100 * agg.mean:+.1f} (1 seed)"
+    lo, hi = agg.t_interval
+    return f"{100 * agg.mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
 def fmt_pct(agg: Aggregate) -> str:
@@ -359,6 +377,20 @@ def task_table(rows: list[Row]) -> str:
     return _grid({(r.task, r.label): r.columns[OVERALL] for r in rows}, ordered_tasks({r.task for r in rows}))
 
 
+def paired_table(rows: list[Row]) -> str | None:
+    """Each single-skill reference row minus `bc` on the same task, paired by seed (None without `bc`)."""
+    from qtbench.benchmarks_md import markdown_table
+
+    baseline = {r.task: r.columns[OVERALL] for r in rows if r.label == BASELINE}
+    body = []
+    for r in rows:
+        if r.label != BASELINE and r.task in baseline:
+            diff = paired_difference(r.columns[OVERALL], baseline[r.task])
+            if diff.n:
+                body.append([r.task, f"`{r.label}`", fmt_difference(diff), ", ".join(map(str, diff.seeds))])
+    return markdown_table(["task", "algorithm", f"minus `{BASELINE}`, points [95% t-interval]", "seeds"], body) if body else None
+
+
 def skill_table(rows: list[Row]) -> str:
     """Multi-task models broken down per skill (the categories merge open and close)."""
     cells = {(skill, r.label): r.columns[skill] for r in rows for skill in SINGLE_TASKS if skill in r.columns}
@@ -610,6 +642,11 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
     if per_task:
         parts += ["", "### Single-skill models (one model per task)", "", task_table(per_task), "",
                   describe_setting(per_task)]
+        paired = paired_table(per_task)
+        if paired:
+            parts += ["", f"Each algorithm minus `{BASELINE}` on the same task, seed by seed (every algorithm "
+                      "meets the same evaluation episodes at a given seed), with the 95% t-interval of the "
+                      "mean difference:", "", paired]
         if aggregates.get("single"):
             parts += ["", "Aggregated over the tasks and the seeds " + AGGREGATE_NOTE, "",
                       aggregate_table(aggregates["single"])]

@@ -113,6 +113,19 @@ def test_rows_labels_and_seeds(results):
     assert bc.mean == pytest.approx(0.3) and bc.std == pytest.approx(math.sqrt(0.02))
 
 
+def test_paired_differences_from_bc_by_hand(tmp_path):
+    root = tmp_path / "results"
+    for seed, (qt, bc) in enumerate([(3, 5), (4, 5), (2, 4)]):
+        write_cell(root, "q_transformer", "drawer_open", seed, {"drawer_open": (qt, 10)})
+        write_cell(root, "bc", "drawer_open", seed, {"drawer_open": (bc, 10)})
+    write_cell(root, "q_transformer", "drawer_open", 3, {"drawer_open": (9, 10)})  # no bc at seed 3: unpaired
+    text = lb.render_markdown(lb.load_runs(root))
+    # differences -0.2, -0.1, -0.2: mean -1/6, sd 0.0577, half width t(0.975, 2) * sd / sqrt(3) = 0.1434
+    half = T_975_DF2 * math.sqrt(1 / 300) / math.sqrt(3)
+    assert f"| drawer_open | `q_transformer` | -16.7 [{100 * (-1 / 6 - half):+.1f}, {100 * (-1 / 6 + half):+.1f}] | 0, 1, 2 |" in text
+    assert "| drawer_open | `bc` |" not in text.split("minus `bc`")[1].split("###")[0]
+
+
 def test_run_with_overrides_outside_ablation_paths_is_a_variant(tmp_path):
     from dataclasses import asdict
 
