@@ -173,7 +173,9 @@ class Executor(Protocol):
 
 @dataclass
 class LocalExecutor:
-    """A process pool on this machine (``spawn``: safe with torch's thread pools)."""
+    """A process pool on this machine (``spawn``: safe with torch's thread pools), one fresh
+    process per cell: a cell runs the code on disk when it starts, never modules a worker
+    imported for an earlier cell (a long sweep across a code change would mix versions)."""
 
     workers: int = 1
     mp_context: str = "spawn"
@@ -182,7 +184,7 @@ class LocalExecutor:
         import multiprocessing
 
         ctx = multiprocessing.get_context(self.mp_context)
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, max_tasks_per_child=1) as pool:
             pending = {pool.submit(execute, job, cell_fn): job for job in jobs}
             try:
                 while pending:

@@ -31,7 +31,7 @@ def stub_cell(job: CellJob) -> Path:
     record = {
         "algo": job.cell.algo, "task": job.cell.task, "seed": job.cell.seed,
         "success_rate": 0.1 * job.cell.seed, "resume": job.resume, "steps": job.steps,
-        "overrides": dict(job.cell.overrides),
+        "overrides": dict(job.cell.overrides), "pid": os.getpid(),
     }
     (out / "eval.json").write_text(json.dumps(record))
     return out
@@ -157,6 +157,13 @@ def test_local_process_pool_executor(tmp_path, monkeypatch):
     assert [o.status for o in outcomes] == ["failed", "failed", "done", "done"]
     assert [o.success_rate for o in outcomes[2:]] == [0.0, 0.1]
     assert sorted(p.parent.name for p in config.results_dir.rglob("eval.json")) == ["seed0", "seed1"]
+
+
+def test_every_cell_runs_in_a_fresh_process(tmp_path):
+    config = _config(tmp_path, algos=["bc"], seeds=[0, 1, 2])
+    run_sweep(config, LocalExecutor(workers=1), stub_cell, prepare=no_prepare)
+    pids = {json.loads(p.read_text())["pid"] for p in config.results_dir.rglob("eval.json")}
+    assert len(pids) == 3 and os.getpid() not in pids
 
 
 def sleeping_cell(job: CellJob) -> Path:
