@@ -56,7 +56,8 @@ class ActionTokenConfig(AlgoConfig):
     # Measured on drawer_open (seeds 0-2, 300 paired episodes each, the stop-19 data; cells in
     # results/archive/per-state-tokens/): the window and the instruction as one token each,
     # Q-Transformer 23.7% (23.7/23.0/24.3) and BC 38.3% (34.7/34.3/46.0) against 24.3% and 37.3%
-    # with a token per state and per word, at 1.4x the updates per CPU-second on `all` shapes;
+    # with a token per state and per word, at 1.3x (Q-Transformer) and 1.4x (BC) the updates per
+    # CPU-second on `all` shapes (benchmarks.md);
     # then the gripper decoded first, Q-Transformer 30.9% (29.7/33.0/30.0), BC 41.3% (41.3/39.0/43.7).
     #
     # The window's H states as one token (their normalised features concatenated, padding
