@@ -261,24 +261,38 @@ def _seed(unit: Unit, attempt: int) -> int:
 
 
 # ---- evaluating -----------------------------------------------------------------------
-EVAL_RECORD = "collection_policy.json"  # in <results_dir>/<task>/: the policy's evaluation per seed
+EVAL_RECORD = "collection_policy.json"  # in <results_dir>/<task>/: the task's own policy, per seed
+MULTI_TASK = "all"  # the suite's multi-task task: its policy knows every instruction
+
+
+def eval_record_name(task: str, policy_task: str) -> str:
+    """The record's file name in ``<results_dir>/<task>/``: ``collection_policy.json`` for the
+    task's own collection policy, ``collection_policy_from_<policy_task>.json`` for another's."""
+    return EVAL_RECORD if policy_task == task else f"{Path(EVAL_RECORD).stem}_from_{policy_task}.json"
 
 
 def evaluate_collection_policy(task: str, profile: str, data_seed: int, seeds: list[int],
                                episodes_per_instruction: int | None = None, results_dir: Path = Path("results"),
-                               progress: bool = True) -> Path:
-    """Evaluate ``task``'s collection policy on the evaluation episodes of each run seed in
-    ``seeds`` (the episodes every algorithm's run with that ``--seed`` meets), so it sits in
-    the comparison paired with the learners; writes ``<results_dir>/<task>/collection_policy.json``.
+                               progress: bool = True, policy_task: str | None = None) -> Path:
+    """Evaluate the collection policy of ``policy_task``'s datasets (default: ``task``'s own)
+    on ``task``'s evaluation episodes of each run seed in ``seeds`` (the episodes every
+    algorithm's run with that ``--seed`` meets), so it sits in the comparison paired with the
+    learners; writes ``<results_dir>/<task>/`` + :func:`eval_record_name`. ``policy_task``
+    ``all`` scores the suite's multi-task policy on one skill's episodes, beside that skill's
+    own policy on the same episodes.
     """
     from qtbench.benchmarks_md import machine_description
     from qtbench.datasets import ensure_datasets
     from qtbench.evaluate import default_episodes, evaluate_policy
     from qtbench.results import qtbench_version, success_summary
 
-    ensure_datasets(task, profile, data_seed, progress=progress)
-    directory = policy_dir(task, profile)
-    policy = load_trained_policy(directory, task, profile)
+    policy_task = policy_task or task
+    if policy_task not in (task, MULTI_TASK):
+        raise QtbenchError(f"the collection policy of {policy_task} does not know {task}'s instructions",
+                           f"pass --policy-task {task} (its own) or --policy-task {MULTI_TASK} (every instruction)")
+    ensure_datasets(policy_task, profile, data_seed, progress=progress)
+    directory = policy_dir(policy_task, profile)
+    policy = load_trained_policy(directory, policy_task, profile)
     episodes = episodes_per_instruction or default_episodes(task)
     per_seed = {}
     with torch_threads(1):
@@ -286,7 +300,8 @@ def evaluate_collection_policy(task: str, profile: str, data_seed: int, seeds: l
             outcomes, seconds = evaluate_policy(policy.act, task, policy.history, episodes, seed,
                                                 progress=progress, target_return=policy.target_return)
             per_seed[str(seed)] = {"eval_seconds": seconds, **success_summary(outcomes)}
-    record = {"task": task, "profile": profile, "data_seed": data_seed, "episodes_per_instruction": episodes,
-              "policy": policy.describe(), "trained_on": (_read_record(directory) or {}).get("trained_on"),
+    record = {"task": task, "policy_task": policy_task, "profile": profile, "data_seed": data_seed,
+              "episodes_per_instruction": episodes, "policy": policy.describe(),
+              "trained_on": (_read_record(directory) or {}).get("trained_on"),
               "machine": machine_description(), "qtbench_version": qtbench_version(), "seeds": per_seed}
-    return atomic_write_json(Path(results_dir) / task / EVAL_RECORD, record)
+    return atomic_write_json(Path(results_dir) / task / eval_record_name(task, policy_task), record)

@@ -571,14 +571,16 @@ AGGREGATE_TITLES = {"all": "multi-task models, per skill", "single": "single-ski
 def collection_policy_table(results_dir: Path) -> str | None:
     """Each task's collection policy (written by ``qtbench data eval-policy``) on the same
     evaluation episodes as the runs: mean over seeds as in the rows above, and the pooled
-    episodes' Wilson interval; None when no task has one."""
+    episodes' Wilson interval; None when no task has one. A task scored with the multi-task
+    policy too (``--policy-task all``) gets that row below its own policy's."""
     from qtbench.benchmarks_md import markdown_table
     from qtbench.collection_policy import EVAL_RECORD
     from qtbench.data.hashing import HASH_PREFIX
     from qtbench.results import wilson_interval
 
     body = []
-    for path in sorted(Path(results_dir).glob(f"*/{EVAL_RECORD}")):
+    stem, suffix = EVAL_RECORD.rsplit(".", 1)
+    for path in sorted(Path(results_dir).glob(f"*/{stem}*.{suffix}")):
         try:
             record = json.loads(path.read_text())
             per_seed, policy = record["seeds"], record["policy"]
@@ -593,11 +595,12 @@ def collection_policy_table(results_dir: Path) -> str | None:
                         "rewrite it with `qtbench data eval-policy`", path, err)
             continue
         lo, hi = wilson_interval(successes, episodes)
-        body.append([record["task"], fmt_pct(cell), f"{successes}/{episodes} [{100 * lo:.1f}, {100 * hi:.1f}]",
-                     _joined(seeds), label])
+        body.append([record["task"], record.get("policy_task", record["task"]), fmt_pct(cell),
+                     f"{successes}/{episodes} [{100 * lo:.1f}, {100 * hi:.1f}]", _joined(seeds), label])
     if not body:
         return None
-    return markdown_table(["task", "success over seeds", "pooled episodes [95% Wilson]", "seeds", "policy"], body)
+    return markdown_table(["task", "policy trained on", "success over seeds", "pooled episodes [95% Wilson]", "seeds",
+                           "policy"], body)
 
 
 def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),

@@ -440,6 +440,20 @@ def test_the_collection_policy_is_evaluated_on_the_runs_episodes(generated, tmp_
     (tmp_path / "pick_place").mkdir()
     (tmp_path / "pick_place" / "collection_policy.json").write_text("{not json")
     assert collection_policy_table(tmp_path) == table  # a corrupt record is skipped with a warning
+    # the multi-task policy's record on the same task gets its own row, below the task's own policy
+    (tmp_path / TASK / "collection_policy_from_all.json").write_text(json.dumps({**record, "policy_task": "all"}))
+    rows = collection_policy_table(tmp_path).splitlines()[2:]
+    assert [r.split("|")[1:3] for r in rows] == [[f" {TASK} ", f" {TASK} "], [f" {TASK} ", " all "]]
+
+
+def test_only_the_own_or_the_multi_task_collection_policy_is_evaluated_on_a_task(tmp_path):
+    from qtbench.collection_policy import eval_record_name, evaluate_collection_policy
+
+    assert eval_record_name("drawer_open", "drawer_open") == "collection_policy.json"
+    assert eval_record_name("drawer_open", "all") == "collection_policy_from_all.json"
+    with pytest.raises(QtbenchError, match="--policy-task all"):
+        evaluate_collection_policy("drawer_open", "small", 0, [0], 1, tmp_path, policy_task="pick_place")
+    assert not list(tmp_path.iterdir())
 
 
 def test_where_the_collection_policys_failures_closed(generated):

@@ -77,6 +77,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="run seeds whose evaluation episodes to use (default 0)")
     pol.add_argument("--eval-episodes", type=int, default=None, metavar="N",
                      help="episodes per instruction (default: the runs' default for the task)")
+    pol.add_argument("--policy-task", default=None, metavar="TASK",
+                     help="whose collection policy to evaluate: the task's own (default) or 'all' (the suite's "
+                     "multi-task policy, scored on --task's episodes; written to "
+                     "<results-dir>/<task>/collection_policy_from_all.json)")
     pol.add_argument("--results-dir", default="results")
     pol.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. when logging to a file)")
     pol.set_defaults(func=cmd_eval_policy)
@@ -128,13 +132,20 @@ def cmd_eval_policy(args: argparse.Namespace) -> int:
 
     if args.eval_episodes is not None and args.eval_episodes < 1:
         raise QtbenchError(f"--eval-episodes {args.eval_episodes}: must be at least 1", "pass --eval-episodes 100")
+    policy_task = None
+    if args.policy_task:
+        (policy_task, *more) = _tasks(args.policy_task)
+        if more:
+            raise QtbenchError(f"--policy-task {args.policy_task}: one task only", "pass --policy-task all")
     for task in _tasks(args.task):
         path = evaluate_collection_policy(task, args.profile, args.data_seed, args.seeds, args.eval_episodes,
-                                          Path(args.results_dir), progress=not args.no_progress)
+                                          Path(args.results_dir), progress=not args.no_progress,
+                                          policy_task=policy_task)
         record = json.loads(path.read_text())
         for seed, result in record["seeds"].items():
             lo, hi = result["ci95"]
-            print(f"{task} collection policy, seed {seed}'s evaluation episodes: {result['success_rate']:.1%} "
+            print(f"{record['policy_task']}'s collection policy, {task}, seed {seed}'s evaluation episodes: "
+                  f"{result['success_rate']:.1%} "
                   f"[{lo:.1%}, {hi:.1%}] over {result['episodes']} episodes")
         print(f"written: {path}")
     return 0
