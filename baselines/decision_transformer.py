@@ -2,10 +2,13 @@
 
 The window of the last ``history`` steps becomes the token sequence
 
-    [w_1 .. w_L,  R_1, s_1, a_1,  R_2, s_2, a_2,  ...,  R_H, s_H, a_H]
+    [I,  R_1, s_1, a_1,  R_2, s_2, a_2,  ...,  R_H, s_H, a_H]
 
-(instruction words first, then return-to-go, state and action tokens per step, each step's
-tokens plus its timestep embedding). Under the causal mask the output at state token s_h has
+(the instruction first, then return-to-go, state and action tokens per step, each step's
+tokens plus its timestep embedding). The instruction is one token I, read from its words by
+the one-block encoder that Q-Transformer and BC use (``nets.instruction_tokens``), so the
+three transformer algorithms read instructions alike; ``instruction_token=False`` puts the
+words w_1..w_L there instead. Under the causal mask the output at state token s_h has
 seen R_1..R_h, s_1..s_h and a_1..a_{h-1}, and predicts a_h; the action tokens are inputs
 only. Training minimises the MSE between tanh(prediction) and the dataset action at every
 valid (non-padding) step, on all data (demonstrations and failures), so the returns-to-go
@@ -31,7 +34,7 @@ from torch import nn
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import added, ranged
 from qtbench.algorithms.torch_utility import StateNormalised
-from qtbench.nets import AMP_MODES, PAD_ID, CausalTransformer, autocast, instruction_prefix
+from qtbench.nets import AMP_MODES, PAD_ID, CausalTransformer, autocast, instruction_prefix, instruction_tokens
 
 TOKENS_PER_STEP = 3  # return-to-go, state, action
 STATE_SLOT = 1  # index of the state token within a step
@@ -51,6 +54,10 @@ class DTConfig(AlgoConfig):
     n_heads: int = ranged(1, at_least=1, divides="d_model")  # attention heads
     dropout: float = ranged(0.1, at_least=0, below=1)
     amp: str = added("bf16", before="none", one_of=AMP_MODES)  # bfloat16 autocast of the forward passes, as Q-Transformer's ("none": float32)
+    # The instruction as one token (a one-block causal encoder over the words, read at the last
+    # word, as Q-Transformer's and BC's ``instruction_token``) instead of its words as tokens:
+    # each sample then runs 1 + 3H tokens instead of up to 14 + 3H.
+    instruction_token: bool = added(True, before=False)
 
 
 # `qtbench tune --algo dt` tries these settings on drawer_open (at most 8). The first is
@@ -64,7 +71,7 @@ TUNING_SETTINGS: list[dict[str, object]] = [
 
 
 class DTModel(StateNormalised):
-    """Embeds a window as interleaved (R, s, a) tokens after the instruction words; predicts actions.
+    """Embeds a window as interleaved (R, s, a) tokens after the instruction; predicts actions.
 
     LayerNorm and dropout act on each token alone, so the words are embedded with them apart
     from the steps (``words``, once per distinct instruction) and the sequence is unchanged."""
@@ -74,6 +81,7 @@ class DTModel(StateNormalised):
         d = config.d_model
         self.word = nn.Embedding(spec.vocab_size, d, padding_idx=0)
         self.word_pos = nn.Parameter(torch.randn(spec.max_tokens, d) * 0.02)
+        self.encoder = CausalTransformer(d, 1, config.n_heads) if config.instruction_token else None
         self.timestep = nn.Embedding(spec.max_episode_steps + 1, d)
         self.ret = nn.Linear(1, d)
         self.state = nn.Linear(self.input_dim, d)
@@ -103,9 +111,11 @@ class DTModel(StateNormalised):
         """Predicted actions (B, H, A) in (-1, 1), one per step, each read at that step's state token.
 
         ``last_step_only`` (acting) computes only the current step's, as (B, 1, A). The
-        instruction words run once per distinct instruction (``nets.instruction_prefix``).
+        instruction runs once per distinct instruction (``nets.instruction_prefix``).
         """
-        words = instruction_prefix(self.body, lambda rows: (self.words(rows), rows == PAD_ID), window.instruction)
+        words = instruction_prefix(
+            self.body, lambda rows: instruction_tokens(self.words(rows), rows == PAD_ID, self.encoder), window.instruction
+        )
         tokens, ignore = self.tokens(window)
         if last_step_only:  # the last two tokens are (s_H, a_H): read s_H
             return torch.tanh(self.predict(self.body(tokens, ignore, last=2, past=words)[:, :1]))

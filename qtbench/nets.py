@@ -99,15 +99,8 @@ class ContextTokens(StateNormalised):
         return self.word(instruction) + self.word_pos[: instruction.shape[1]]
 
     def instruction(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids (U, L') -> the instruction's tokens and their padding mask (True = ignore):
-        its words (U, L', d), or with the encoder one token (U, 1, d), the encoder's output at the
-        last word (causal attention: it has read every word, in order)."""
-        padding = rows == PAD_ID
-        if self.encoder is None:
-            return self.words(rows), padding
-        encoded = self.encoder(self.words(rows), padding)
-        last = (~padding).sum(dim=1) - 1  # the words come first, padding after them
-        return encoded[torch.arange(rows.shape[0], device=rows.device), last][:, None], padding.new_zeros(rows.shape[0], 1)
+        """Token ids (U, L') -> the instruction's tokens and their padding mask: see ``instruction_tokens``."""
+        return instruction_tokens(self.words(rows), rows == PAD_ID, self.encoder)
 
     def states(self, window: Window) -> tuple[torch.Tensor, torch.Tensor]:
         """Window -> state tokens (B, H, d), or (B, 1, d) stacked, and their key padding mask
@@ -118,6 +111,19 @@ class ContextTokens(StateNormalised):
         present = window.mask[..., None].to(states.dtype)  # (B, H, 1)
         stacked = torch.cat([states * present, present], dim=-1).flatten(1)[:, None]  # (B, 1, H * (S' + 1))
         return self.state(stacked) + self.state_pos, window.mask.new_zeros(window.mask.shape[0], 1)
+
+
+def instruction_tokens(
+    words: torch.Tensor, padding: torch.Tensor, encoder: CausalTransformer | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An instruction's word tokens (U, L', d) and padding mask (True = ignore) -> the tokens a
+    model reads: the words themselves without ``encoder``, or with it one token (U, 1, d), the
+    encoder's output at the last word (causal attention: it has read every word, in order)."""
+    if encoder is None:
+        return words, padding
+    encoded = encoder(words, padding)
+    last = (~padding).sum(dim=1) - 1  # the words come first, padding after them
+    return encoded[torch.arange(words.shape[0], device=words.device), last][:, None], padding.new_zeros(words.shape[0], 1)
 
 
 # Odd int64 weights of a polynomial hash of instruction rows (``distinct_instructions``).

@@ -168,33 +168,44 @@ def test_bc_matches_the_whole_sequence_and_caches_greedy(dropout, train, stack, 
         assert torch.equal(policy.greedy(window), uncached)
 
 
-def test_dt_matches_the_whole_sequence():
+@pytest.mark.parametrize("token", [False, True])
+def test_dt_matches_the_whole_sequence(token):
+    """DT's forward (instruction once per distinct row, then the steps) equals one pass over
+    [instruction tokens, (R, s, a) per step]; with ``instruction_token`` the instruction is one token."""
     torch.manual_seed(0)
-    algo = DecisionTransformer(SPEC, DTConfig(**{**SIZES, "n_layers": 3}))
+    algo = DecisionTransformer(SPEC, DTConfig(**{**SIZES, "n_layers": 3}, instruction_token=token))
     model, window = algo.model.eval(), _mixed_window()
     tokens, ignore = model.tokens(window)
-    words = model.words(window.instruction)
-    out = _plain(model.body, (words, window.instruction == 0), tokens, ignore)
+    words, padding = nets.instruction_tokens(model.words(window.instruction), window.instruction == 0, model.encoder)
+    assert words.shape[1] == (1 if token else window.instruction.shape[1])
+    out = _plain(model.body, (words, padding), tokens, ignore)
     plain = torch.tanh(model.predict(out[:, words.shape[1] + 1 :: TOKENS_PER_STEP]))
     assert torch.allclose(model(window), plain, atol=1e-5)
     assert torch.allclose(model(window, last_step_only=True)[:, 0], plain[:, -1], atol=1e-5)
 
 
-@pytest.mark.parametrize("token", [False, True])
-def test_word_order_still_matters(token):
+@pytest.mark.parametrize("algo_class, config_class, token", [
+    (QTransformer, QTransformerConfig, False), (QTransformer, QTransformerConfig, True),
+    (DecisionTransformer, DTConfig, True),
+])
+def test_word_order_still_matters(algo_class, config_class, token):
     """'move the orange near the red can' is not 'move the red can near the orange'."""
     torch.manual_seed(0)
-    algo = QTransformer(SPEC, QTransformerConfig(n_bins=7, instruction_token=token, **SIZES))
+    extra = {"n_bins": 7} if algo_class is QTransformer else {"dropout": 0.0}
+    algo = algo_class(SPEC, config_class(instruction_token=token, **extra, **SIZES))
     window = _mixed_window()
     assert torch.equal(window.instruction[0].sort().values, window.instruction[1].sort().values)
+    row0 = [0, 0, 2, 3, 4, 5, 6, 7, 8]  # sample 1 meets sample 0's steps
     swapped = dataclasses.replace(window, instruction=window.instruction[[1, 0, 2, 3, 4, 5, 6, 7, 8]],
-                                  states=window.states[[0, 0, 2, 3, 4, 5, 6, 7, 8]],
-                                  mask=window.mask[[0, 0, 2, 3, 4, 5, 6, 7, 8]])
+                                  **{f: getattr(window, f)[row0] for f in ("states", "mask", "actions", "returns_to_go")})
+    same = dataclasses.replace(swapped, instruction=window.instruction[[0, 0, 2, 3, 4, 5, 6, 7, 8]])
     with torch.no_grad():
-        q = algo.online(swapped, None, n_tokens=1)
-        q_same = algo.online(dataclasses.replace(swapped, instruction=window.instruction[[0, 0, 2, 3, 4, 5, 6, 7, 8]]), None, n_tokens=1)
-    assert not torch.allclose(q[0], q[1], atol=1e-4)  # same state, reversed words
-    assert torch.allclose(q_same[0], q_same[1], atol=1e-6)  # same state, same words
+        if algo_class is QTransformer:
+            out, out_same = algo.online(swapped, None, n_tokens=1), algo.online(same, None, n_tokens=1)
+        else:
+            out, out_same = algo.model.eval()(swapped), algo.model(same)
+    assert not torch.allclose(out[0], out[1], atol=1e-4)  # same state, reversed words
+    assert torch.allclose(out_same[0], out_same[1], atol=1e-6)  # same state, same words
 
 
 def _batch() -> Batch:
