@@ -656,7 +656,10 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
     if collectors:
         parts += ["", "The policy that collected each task's failures (the `bc` baseline trained on the "
                   "demos with learner seed 10000 + data seed; written by `qtbench data eval-policy`), on the "
-                  "same evaluation episodes as the runs of each seed:", "", collectors]
+                  "same evaluation episodes as the runs of each seed. A row whose policy was trained on `all` "
+                  "below a single task's own scores the suite's multi-task collection policy on that task's "
+                  "episodes (`--policy-task all`), the measurement behind one collection policy per task "
+                  "(README, Datasets):", "", collectors]
     if ablations:
         parts += ["", "### Ablations", "",
                   "Variants trained with config overrides (the paper's Q-Transformer ablations come from "
