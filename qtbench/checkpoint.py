@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from qtbench.atomic import atomic_write
-from qtbench.algorithms.ranges import completed
+from qtbench.algorithms.ranges import completed, differing_fields
 from qtbench.errors import QtbenchError
 
 log = logging.getLogger(__name__)
@@ -106,11 +106,7 @@ def check_compatible(
         )
     want = normalise_config(algo_config)
     have = normalise_config(completed(config_class, state.algo_config) if config_class else state.algo_config)
-    diff = [
-        f"{key}: checkpoint {have.get(key)!r} vs requested {want.get(key)!r}"
-        for key in sorted(set(want) | set(have))
-        if have.get(key) != want.get(key)
-    ]
+    diff = [f"{key}: checkpoint {have.get(key)!r} vs requested {want.get(key)!r}" for key in differing_fields(have, want)]
     if diff:
         raise QtbenchError(
             f"checkpoint {path} was trained with another {algo} config ({'; '.join(diff)})",

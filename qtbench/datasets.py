@@ -185,7 +185,7 @@ def _check_collection_policy(task: str, profile: str, seed: int, manifest: dict[
     """Refuse failures collected by a BC policy trained otherwise than bc's defaults of today
     (after an upgrade changed them): the datasets would no longer be the default pipeline's."""
     from qtbench.algorithms import algorithm_class
-    from qtbench.algorithms.ranges import completed
+    from qtbench.algorithms.ranges import completed, differing_fields
     from qtbench.collection_policy import COLLECTION_ALGO, collection_record
     from qtbench.data.store import regenerate_command
 
@@ -193,8 +193,7 @@ def _check_collection_policy(task: str, profile: str, seed: int, manifest: dict[
     expected = collection_record(task, profile, seed)
     # a field added since the policy was trained counts at the value it trained with
     trained_config = completed(algorithm_class(COLLECTION_ALGO).config_class, trained.get("algo_config", {}))
-    changed = sorted(key for key in set(expected["algo_config"]) | set(trained_config)
-                     if expected["algo_config"].get(key) != trained_config.get(key))
+    changed = differing_fields(trained_config, expected["algo_config"])
     changed += [key for key in ("steps", "learner_seed", "trained_on") if expected[key] != trained.get(key)]
     if changed:
         raise QtbenchError(

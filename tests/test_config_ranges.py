@@ -106,3 +106,13 @@ def test_sweep_checks_the_same_settings_before_running(tmp_path, capsys):
                  "--dry-run", "--results-dir", str(tmp_path / "r"), "--checkpoint-dir", str(tmp_path / "c")])
     err = capsys.readouterr().err
     assert code == 2 and "--steps -5 is out of range" in err and "--seed -1 is out of range" in err
+
+
+def test_differing_fields_names_changed_and_one_sided_fields_sorted():
+    from qtbench.algorithms.ranges import differing_fields
+
+    have = {"lr": 1e-4, "history": 4, "amp": "bf16"}
+    want = {"lr": 3e-4, "history": 4, "dropout": 0.1}
+    assert differing_fields(have, want) == ["amp", "dropout", "lr"]
+    assert differing_fields(have, dict(have)) == []
+    assert differing_fields({"x": None}, {}) == []  # a missing field reads as None

@@ -132,6 +132,12 @@ def completed(config_class: type, stored: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def differing_fields(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """The fields, sorted, whose values differ between two stored configs (a field one lacks
+    counts as None there): what a resume or a dataset check names when it refuses."""
+    return sorted(key for key in set(have) | set(want) if have.get(key) != want.get(key))
+
+
 def check_ranges(config: Any) -> None:
     """QtbenchError naming every field of ``config`` outside its declared range."""
     problems, defaults = [], []
