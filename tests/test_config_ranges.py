@@ -10,7 +10,7 @@ import math
 import pytest
 
 from qtbench.algorithms import ALGORITHMS, AlgoConfig, algorithm_class
-from qtbench.algorithms.ranges import Range, added, completed, range_of, ranged
+from qtbench.algorithms.ranges import Range, added, completed, differing_fields, range_of, ranged
 from qtbench.cli import main
 from qtbench.errors import QtbenchError
 
@@ -109,8 +109,6 @@ def test_sweep_checks_the_same_settings_before_running(tmp_path, capsys):
 
 
 def test_differing_fields_names_changed_and_one_sided_fields_sorted():
-    from qtbench.algorithms.ranges import differing_fields
-
     have = {"lr": 1e-4, "history": 4, "amp": "bf16"}
     want = {"lr": 3e-4, "history": 4, "dropout": 0.1}
     assert differing_fields(have, want) == ["amp", "dropout", "lr"]
