@@ -85,7 +85,10 @@ def state_hash(state: Any) -> str:
 
 # ---- training -------------------------------------------------------------------------
 def collection_config() -> Any:
-    """bc's default config, which the collection policy trains with (it must learn from the demos)."""
+    """bc's default config, which the collection policy trains with (it must learn from the demos).
+
+    The class defaults, not ``train.reference_config``: a setting frozen by ``qtbench tune``
+    would otherwise change the collection policy, and so the datasets every search ran on."""
     from qtbench.algorithms import algorithm_class
     from qtbench.train import resolve_config
 
