@@ -123,3 +123,15 @@ def test_cli_dry_run_lists_the_cells(tiny, tmp_path, capsys):
                  "--checkpoint-dir", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
     assert "tiny+hidden16" in out and "6 cells, 6 to run" in out
+
+
+def test_a_frozen_bc_setting_changes_the_bc_row_but_not_the_collection_policy(tmp_path, monkeypatch):
+    """The collection policy trains with bc's class defaults, so freezing BC's choice never
+    changes the datasets every search and comparison ran on."""
+    from qtbench.collection_policy import collection_config
+
+    tuned = tmp_path / "tuned.json"
+    tuned.write_text(json.dumps({"bc": {"settings": {"learning_rate": 1e-5}}}))
+    monkeypatch.setattr(tuning, "TUNED_FILE", tuned)
+    assert reference_config("bc").learning_rate == 1e-5
+    assert collection_config().learning_rate != 1e-5
