@@ -265,6 +265,7 @@ def _seed(unit: Unit, attempt: int) -> int:
 
 # ---- evaluating -----------------------------------------------------------------------
 EVAL_RECORD = "collection_policy.json"  # in <results_dir>/<task>/: the task's own policy, per seed
+EVAL_RECORDS = f"{Path(EVAL_RECORD).stem}*.json"  # glob of every record in <results_dir>/<task>/ (eval_record_name)
 MULTI_TASK = "all"  # the suite's multi-task task: its policy knows every instruction
 
 

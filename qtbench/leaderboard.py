@@ -574,13 +574,12 @@ def collection_policy_table(results_dir: Path) -> str | None:
     episodes' Wilson interval; None when no task has one. A task scored with the multi-task
     policy too (``--policy-task all``) gets that row below its own policy's."""
     from qtbench.benchmarks_md import markdown_table
-    from qtbench.collection_policy import EVAL_RECORD
+    from qtbench.collection_policy import EVAL_RECORDS
     from qtbench.data.hashing import HASH_PREFIX
     from qtbench.results import wilson_interval
 
     body = []
-    stem, suffix = EVAL_RECORD.rsplit(".", 1)
-    for path in sorted(Path(results_dir).glob(f"*/{stem}*.{suffix}")):
+    for path in sorted(Path(results_dir).glob(f"*/{EVAL_RECORDS}")):
         try:
             record = json.loads(path.read_text())
             per_seed, policy = record["seeds"], record["policy"]
