@@ -1,9 +1,9 @@
 """Which demonstrator style an episode attempted, read from its states alone (any policy).
 
 The styles of a skill (plans.STYLES) differ in where the gripper meets what it acts on:
-the knob, the drawer front or the object. At the skill's contact moment (the first state
-where the fingers are closed at the knob or the drawer has moved CONTACT_MOVE out for
-drawer_open, the drawer has moved CONTACT_MOVE in for drawer_close, the fingers are closed
+the knob or the finger pull, the drawer front or the object. At the skill's contact moment (the
+first state where the fingers are closed at the knob, the open hand's left fingertip is at the
+finger pull (skill.near_pull) or the drawer has moved CONTACT_MOVE out for drawer_open, the drawer has moved CONTACT_MOVE in for drawer_close, the fingers are closed
 on the object for pick_place and move_near), the gripper point's offset from the knob's or
 the object's centre is compared with each style's nominal offset (plans.*_HOLD, *_PUSH, grasp_height, tip_hold) on the axes that tell them apart,
 sides folded (an edge push may be on either side). The nearest style is the attempt; an
@@ -25,8 +25,8 @@ import numpy as np
 
 from qtbench.envs import layout
 from qtbench.envs.instructions import DRAWERS, OBJECTS, Instruction
-from qtbench.envs.plans import EDGE_PUSH, GRASP_HOLD, KNOB_PUSH, PINCH_HOLD, STYLES, grasp_height, tip_hold
-from qtbench.envs.skill import fingers_closed, near_object
+from qtbench.envs.plans import EDGE_PUSH, GRASP_HOLD, HOOK_HOLD, KNOB_PUSH, STYLES, grasp_height, tip_hold
+from qtbench.envs.skill import fingers_closed, near_object, near_pull
 
 NO_ATTEMPT = "none"  # the name reports give an episode without contact
 CONTACT_MOVE = 0.005  # m the drawer must have moved for the hand to count as in contact
@@ -56,8 +56,9 @@ def attempted_style(ins: Instruction, states: Sequence[np.ndarray]) -> str | Non
         for s in states:
             offset = layout.gripper_pos(s) - layout.handle_pos(s, ins.drawer)
             closed_at_knob = fingers_closed(s) and np.linalg.norm(offset) < KNOB_REACH
-            if closed_at_knob or float(layout.drawer_pos(s, ins.drawer)) >= start + CONTACT_MOVE:
-                return _nearest(offset, {robust: GRASP_HOLD, fragile: PINCH_HOLD}, [1, 2], None)
+            moved = float(layout.drawer_pos(s, ins.drawer)) >= start + CONTACT_MOVE
+            if closed_at_knob or near_pull(s, ins.drawer) or moved:
+                return _nearest(offset, {robust: GRASP_HOLD, fragile: HOOK_HOLD}, [0], None)
         return None
     if ins.skill == "drawer_close":
         start = float(layout.drawer_pos(states[0], ins.drawer))
@@ -101,7 +102,8 @@ def first_closure(ins: Instruction, states: Sequence[np.ndarray]) -> Closure | N
     At the instructed knob (within KNOB_REACH of its centre) or object (``near_object``, along
     its length): the reach worked and any failure came later. At another drawer's knob or
     another object: the policy went for the wrong thing (a grounding error). On nothing: it
-    closed in free space (short of the target or past it; ``distance`` says how far).
+    closed in free space (short of the target or past it; ``distance`` says how far). Never
+    closed: it includes drawer_open's hook, which pulls with a finger of the open hand.
     """
     if ins.skill == "drawer_close":
         return None

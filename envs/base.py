@@ -38,6 +38,8 @@ class ManipulationEnv(gym.Env):
     A parallel-jaw gripper, driven through a mocap body, works at a counter beside a
     cabinet with three drawers (top, middle, bottom) and eight objects (red can, green
     apple, orange, blue chip bag, brown rxbar, purple eggplant, white cup, yellow sponge).
+    Each drawer has two handles: a knob in the middle of its front, and 12 cm to its right a
+    finger pull (a groove behind an 8 mm lip) that one finger of the open hand can hook.
     Each episode draws one natural-language instruction of the task's skill family, the
     setting of Q-Transformer (Chebotar et al. 2023): open or close a drawer, pick an object
     from a drawer and place it on the counter (or the reverse), or move one object near
@@ -139,7 +141,10 @@ class ManipulationEnv(gym.Env):
       alter episodes: the drawers' slide damping went from 4 to 1, so that a firm grasp of the
       knob pulls a drawer without the pads sliding off it (the demonstrator styles rely on
       it); episodes that move a drawer differ from those recorded before, so datasets
-      generated before it should be regenerated.
+      generated before it should be regenerated. So does the second handle: every drawer
+      front gained the finger pull beside its knob (the fragile style of drawer_open, a hook,
+      replaced a fingertip pinch of the knob); datasets generated before it should be
+      regenerated (their manifests record the code version that made them).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}

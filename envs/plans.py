@@ -33,6 +33,8 @@ from qtbench.envs.scene import (
     KNOB_HALF_SIZE,
     KNOB_HEIGHT,
     KNOB_STANDOFF,
+    OPEN_FINGER_X,
+    PULL_OFFSET,
     REST_HEIGHT,
     WORKSPACE_HIGH,
     WORKSPACE_LOW,
@@ -180,19 +182,20 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
 
 # ---- plans per skill and style ----------------------------------------------------------------
 # Each skill has a robust style (listed first) and a fragile one that needs more precision. The
-# fragile styles fail through contact geometry, never by chance: fingertips on the knob's
-# corner, a push that overlaps the drawer front by millimetres, fingertips high on an object.
-# drawer_open: where the gripper point (between the fingertips; the fingers reach 6 cm up from
-# it) closes, from the knob's centre. A grasp wraps the whole knob: the fingertips below it, the
-# pads over its middle; it holds from 3 cm too low to 3 cm too high and from 1.2 cm short to
-# pressed against the drawer front. A pinch takes the knob's outer top corner with the
-# fingertips: pads centred 3 mm inside its outer end, their tips 5 mm below its top; 8 mm too
-# high or low, or 1.2 cm short, the pads close beside the knob or on its corner and slip off.
-# Both need x within 1.2 cm (the far finger's travel). (Windows measured with the noiseless
-# plan, 6 episodes per offset.)
+# fragile styles fail through contact geometry, never by chance: a finger riding over a lip, a
+# push that overlaps the drawer front by millimetres, fingertips high on an object.
+# drawer_open: a grasp closes the gripper point (between the fingertips; the fingers reach 6 cm
+# up from it) at GRASP_HOLD from the knob's centre. It wraps the whole knob: the fingertips below
+# it, the pads over its middle; it holds from 3 cm too low to 3 cm too high and from 1.2 cm short
+# to pressed against the drawer front, with x within 1.1 cm (the far finger's travel). A hook
+# lowers the open gripper's left finger into the finger pull's groove (scene.PULL_OFFSET, 12 cm
+# to the knob's right) until it presses on the ledge, and pulls on the lip: aimed 3 mm too high
+# it no longer presses on the ledge and rides over the 8 mm lip; landing on the lacquered lip, it
+# slides off; x and y within 1.2 cm. (Windows measured with the noiseless plan, 4 episodes per
+# offset.)
 GRASP_HOLD = np.array([0.0, -0.002, -0.02])
-PINCH_HOLD = np.array([0.0, -KNOB_HALF_SIZE[1] + 0.003, KNOB_HALF_SIZE[2] - 0.005])
-PINCH_TOL = 0.003  # the pinch lines up to within this before closing
+HOOK_PRESS = 0.003  # m below the ledge's top the hook aims its fingertip: pressed onto the ledge
+HOOK_HOLD = PULL_OFFSET + [OPEN_FINGER_X, 0.0, -HOOK_PRESS]  # the left fingertip on the groove's middle
 FRONT_TOUCH = 0.006  # fingers this close to the drawer front touch it: inserted as deep as they go
 EDGE_OVERLAP = 0.005  # m of the drawer front's width the edge push covers
 # drawer_close: where the closed fingers' centre pushes, from the knob's centre: on the knob's
@@ -204,18 +207,17 @@ EDGE_PUSH = np.array([DRAWER_FRONT_HALF_WIDTH + FINGER_HALF_WIDTH - EDGE_OVERLAP
 TIP_DEPTH = 0.02
 
 
-def _drawer_pull(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray,
-                 insert_tol: float = 0.008) -> Plan:
-    """Close the fingers at ``hold`` from the knob's centre, once within ``insert_tol`` of it
-    (or once the fingers touch the drawer front), and pull the drawer open."""
-    knob = lambda s: layout.handle_pos(s, ins.drawer) + hold + p.grasp_offset  # noqa: E731
+def drawer_open_grasp(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """Close the fingers around the whole knob (GRASP_HOLD), once within 8 mm of it (or once the
+    fingers touch the drawer front), and pull the drawer open: holds when off by centimetres."""
+    knob = lambda s: layout.handle_pos(s, ins.drawer) + GRASP_HOLD + p.grasp_offset  # noqa: E731
     k0 = knob(state)
     pull_to = k0 - np.array([0.0, 0.2 - p.pull_short, 0.0])
 
     def inserted(s: np.ndarray, target: np.ndarray, steps: int) -> bool:
         depth = layout.gripper_pos(s)[1] - layout.handle_pos(s, ins.drawer)[1]
         touching = depth > KNOB_STANDOFF - FINGER_HALF_DEPTH - FRONT_TOUCH
-        return touching or reached(insert_tol)(s, target, steps)
+        return touching or reached(0.008)(s, target, steps)
 
     return Plan(
         [
@@ -229,15 +231,22 @@ def _drawer_pull(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: floa
     )
 
 
-def drawer_open_grasp(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """Fingers wrapped around the whole knob (GRASP_HOLD): holds when off by centimetres."""
-    return _drawer_pull(ins, state, p, max_disp, GRASP_HOLD)
-
-
-def drawer_open_pinch(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """Pinch the knob's outer top corner with the fingertips (PINCH_HOLD): off by half a
-    centimetre, the pads close beside it or on its corner and slip off."""
-    return _drawer_pull(ins, state, p, max_disp, PINCH_HOLD, insert_tol=PINCH_TOL)
+def drawer_open_hook(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """Hook the open gripper's left finger into the finger pull (HOOK_HOLD): over the lip, down
+    onto the ledge, and pull the drawer open by the lip; off by a few millimetres, the finger
+    rides over the lip or slides off it."""
+    point = lambda s: layout.handle_pos(s, ins.drawer) + HOOK_HOLD + p.grasp_offset  # noqa: E731
+    pull_to = point(state) - np.array([0.0, 0.2 - p.pull_short, 0.0])
+    return Plan(
+        [
+            Phase("approach", lambda s: point(s) + [0.0, -0.06, 0.03], OPEN, reached()),
+            Phase("over", lambda s: point(s) + [0.0, 0.0, 0.03], OPEN, reached(0.004)),
+            Phase("descend", point, OPEN, reached(0.006, timeout=6)),
+            Phase("pull", fixed(pull_to), OPEN, reached()),
+            Phase("lift", fixed(pull_to + [0.0, 0.0, 0.05]), OPEN, waited(99)),
+        ],
+        max_disp,
+    )
 
 
 def _drawer_push(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float,
@@ -378,7 +387,7 @@ def move_near_fingertip(ins: Instruction, state: np.ndarray, p: Perturb, max_dis
 
 # The styles of each skill, the robust one first.
 STYLES: dict[str, dict[str, Callable[[Instruction, np.ndarray, Perturb, float], Plan]]] = {
-    "drawer_open": {"grasp": drawer_open_grasp, "pinch": drawer_open_pinch},
+    "drawer_open": {"grasp": drawer_open_grasp, "hook": drawer_open_hook},
     "drawer_close": {"knob": drawer_close_knob, "edge": drawer_close_edge},
     "pick_place": {"centre": pick_place_centre, "fingertip": pick_place_fingertip},
     "move_near": {"centre": move_near_centre, "fingertip": move_near_fingertip},

@@ -22,7 +22,7 @@ POLICY_KINDS = ("expert", "demo", "autonomous")
 # How often the demonstrators use each style (a habit, fixed per skill): the fragile style is
 # as popular or more, as it is with people who have not been told which way works best.
 STYLE_MIX: dict[str, dict[str, float]] = {
-    "drawer_open": {"grasp": 0.3, "pinch": 0.7},
+    "drawer_open": {"grasp": 0.3, "hook": 0.7},
     "drawer_close": {"knob": 0.4, "edge": 0.6},
     "pick_place": {"centre": 0.5, "fingertip": 0.5},
     "move_near": {"centre": 0.4, "fingertip": 0.6},

@@ -28,6 +28,15 @@ DRAWER_FRONT_HEIGHT = 0.09  # top of the front panel above the drawer body origi
 KNOB_HEIGHT = 0.05  # knob centre above the drawer body origin
 KNOB_HALF_SIZE = np.array([0.012, 0.02, 0.012])  # the knob box's half extents (x, y, z)
 KNOB_STANDOFF = 0.02  # the front panel's face lies this far behind (+y) the knob centre
+# The finger pull beside the knob, in the drawer body frame (the front's face at y = -0.01, the
+# knob's centre KNOB_STANDOFF in front of it): a ledge with a lip standing on its outer edge; one
+# open finger fits into the groove between lip and front face and pulls on the lip.
+PULL_X = 0.12  # x of the ledge's and lip's centre (they are 4 cm long)
+GROOVE_DEPTH = 0.028  # y from the front face to the lip's inner face (a finger is 2.4 cm deep)
+LEDGE_TOP = 0.055  # z of the groove's floor
+LIP_TOP = 0.063  # z of the lip's top, 8 mm above the floor
+# The groove's middle on the ledge, from the knob's centre (world axes; drawers only slide).
+PULL_OFFSET = np.array([PULL_X, KNOB_STANDOFF - 0.5 * GROOVE_DEPTH, LEDGE_TOP - KNOB_HEIGHT])
 DRAWER_FRONT_HALF_WIDTH = 0.158
 CABINET_FACE_Y = 0.15
 CABINET_HALF_WIDTH = 0.18
@@ -43,6 +52,8 @@ KEEP_OUT_Y = -0.2
 # Closed fingers form a block of these half extents (x, y) around the gripper point.
 FINGER_HALF_WIDTH = 0.012
 FINGER_HALF_DEPTH = 0.012
+# Each open finger's centre lies this far to either side (x) of the gripper point.
+OPEN_FINGER_X = 0.055
 # Gripper workspace (bounds of the point between the fingertips).
 WORKSPACE_LOW = np.array([-0.48, -0.42, 0.004])
 WORKSPACE_HIGH = np.array([0.48, 0.34, 0.5])

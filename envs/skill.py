@@ -17,7 +17,8 @@ import numpy as np
 
 from qtbench.envs import layout
 from qtbench.envs.instructions import Instruction
-from qtbench.envs.scene import FINGER_OPEN_GAP, HALF_LENGTH, REST_HEIGHT, Scene
+from qtbench.envs.scene import (FINGER_OPEN_GAP, GROOVE_DEPTH, HALF_LENGTH, OPEN_FINGER_X, PULL_OFFSET, REST_HEIGHT,
+                                Scene)
 
 # Stage thresholds shared by the skills (m); checked against the scripted plans in tests.
 REACH = 0.03  # gripper point within this of the handle / the object (see near_object): "reached"
@@ -25,6 +26,7 @@ GRASP_OPENING = FINGER_OPEN_GAP - 0.02  # fingers closed at least this far: "clo
 HOLD_XY, HOLD_Z = 0.03, 0.05  # object (its length) within these of the gripper point (xy, z): "in hand"
 HOLD_MIN_OPENING = 0.006  # below this the fingers closed on nothing
 LIFT = 0.03  # object bottom this far above the surface it started on: "lifted"
+PULL_SEAT = 0.003  # a fingertip at most this above the finger pull's ledge is seated: "hooked"
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,25 @@ class StageProgress:
 # ---- predicates several skills share -------------------------------------------------------
 def near_handle(state: np.ndarray, drawer: str) -> bool:
     return bool(np.linalg.norm(layout.gripper_pos(state) - layout.handle_pos(state, drawer)) < REACH)
+
+
+def pull_offset(state: np.ndarray, drawer: str) -> np.ndarray:
+    """The open gripper's left fingertip (OPEN_FINGER_X left of the gripper point) from the
+    middle of the drawer's finger pull, on its ledge (scene.PULL_OFFSET)."""
+    tip = layout.gripper_pos(state) - [OPEN_FINGER_X, 0.0, 0.0]
+    return tip - layout.handle_pos(state, drawer) - PULL_OFFSET
+
+
+def near_pull(state: np.ndarray, drawer: str) -> bool:
+    return bool(np.linalg.norm(pull_offset(state, drawer)) < REACH)
+
+
+def in_pull(state: np.ndarray, drawer: str) -> bool:
+    """The left finger of the open gripper down in the finger pull's groove (over the 3 cm
+    ledge, between lip and front, its tip within PULL_SEAT of the ledge): hooked, ready to pull."""
+    rel = pull_offset(state, drawer)
+    over = abs(rel[0]) < 0.015 and abs(rel[1]) < 0.5 * GROOVE_DEPTH
+    return bool(over and rel[2] < PULL_SEAT and not fingers_closed(state))
 
 
 def offset_from_length(state: np.ndarray, obj: str) -> np.ndarray:

@@ -50,7 +50,7 @@ def test_completed_fills_added_fields_at_their_earlier_value():
     ("dt", "history", 0, "history must be >= 1"),  # DTConfig re-declares history=10: the range is inherited
     ("q_transformer", "batch_size", 0, "batch_size=0 is out of range: batch_size must be >= 1"),
     ("bc", "dropout", 1.0, "dropout must be in [0, 1)"),
-    ("bc", "demo_styles", ("grasp", "hook"), "demo_styles must be a list of robust, fragile, grasp, pinch"),
+    ("bc", "demo_styles", ("grasp", "pinch"), "demo_styles must be a list of robust, fragile, grasp, hook"),
     ("iql", "expectile", 1.0, "expectile must be in (0, 1)"),
     ("cql", "tau", 0.0, "tau must be in (0, 1]"),
     ("iql", "gamma", 1.5, "gamma must be in [0, 1]"),

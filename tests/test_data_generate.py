@@ -65,7 +65,7 @@ def test_counts_rewards_and_the_named_collection_policy(generated):
     cell = generated["mixed"]["collectors"]["failures"]
     assert policy["success_rate"] == cell["discarded"] / cell["attempts"]
     styles = policy["per_attempted_style"]  # every attempt is scored against the style it attempted
-    assert set(styles) <= {"grasp", "pinch", "none"}
+    assert set(styles) <= {"grasp", "hook", "none"}
     assert sum(row["attempts"] for row in styles.values()) == cell["attempts"]
     assert sum(row["successes"] for row in styles.values()) == cell["discarded"]
     assert generated["mixed"]["failure_source"] == "bc" and generated["demos"]["failure_source"] is None

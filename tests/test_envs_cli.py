@@ -33,7 +33,7 @@ def test_env_play_reports_success_per_skill_and_style(capsys):
     out = capsys.readouterr().out
     assert "drawer_open            100.0%  [ 43.9%, 100.0%]  (3/3)" in out  # Wilson interval of 3/3
     styles = {line.split()[0]: line for line in out.splitlines() if line.startswith("    ")}
-    assert set(styles) <= {"grasp", "pinch"} and sum(int(line.split("/")[-1][0]) for line in styles.values()) == 3
+    assert set(styles) <= {"grasp", "hook"} and sum(int(line.split("/")[-1][0]) for line in styles.values()) == 3
 
 
 def test_env_play_pins_a_style_and_scales_the_noise(capsys):
@@ -42,9 +42,9 @@ def test_env_play_pins_a_style_and_scales_the_noise(capsys):
     out = capsys.readouterr().out
     assert "noise scale 3" in out
     styles = {line.split()[0] for line in out.splitlines() if line.startswith("    ")}
-    assert styles and styles <= {"pinch", "edge", "fingertip"}
-    assert main(args + ["--style", "pinch,knob,fingertip"]) == 0  # fingertip: pick_place's and move_near's
-    assert main(args + ["--style", "pinch"]) == 2  # no style named for the other skills
+    assert styles and styles <= {"hook", "edge", "fingertip"}
+    assert main(args + ["--style", "hook,knob,fingertip"]) == 0  # fingertip: pick_place's and move_near's
+    assert main(args + ["--style", "hook"]) == 2  # no style named for the other skills
     assert "one style per skill" in capsys.readouterr().err
     assert main(args + ["--style", "robust", "--noise-scale", "-1"]) == 2
 

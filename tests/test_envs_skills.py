@@ -8,7 +8,7 @@ import pytest
 
 from qtbench.envs import drawer_close, drawer_open, make_env, move_near, pick_place
 from qtbench.envs.instructions import BY_TEXT
-from qtbench.envs.scene import Scene
+from qtbench.envs.scene import GROOVE_DEPTH, LEDGE_TOP, LIP_TOP, PULL_OFFSET, PULL_X, Scene
 
 
 @pytest.fixture()
@@ -97,3 +97,19 @@ def test_move_near_sampler_keeps_the_pair_apart():
         _, info = env.reset(seed=seed)
         ins = BY_TEXT[info["instruction"]]
         assert move_near.distance(env.scene, ins) >= move_near.START_DISTANCE
+
+
+def test_finger_pull_constants_mirror_the_scene(scene):
+    """scene.PULL_OFFSET, GROOVE_DEPTH, LEDGE_TOP and LIP_TOP are where assets/scene.xml puts
+    the ledge and lip (read from the compiled model, in each drawer's body frame)."""
+    m = scene.model
+    for drawer in ("top", "middle", "bottom"):
+        knob, ledge, lip = (mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, f"{part}_{drawer}")
+                            for part in ("knob", "ledge", "lip"))
+        assert m.geom_pos[ledge, 0] == pytest.approx(PULL_X) and m.geom_pos[lip, 0] == pytest.approx(PULL_X)
+        assert m.geom_pos[ledge, 2] + m.geom_size[ledge, 2] == pytest.approx(LEDGE_TOP)
+        assert m.geom_pos[lip, 2] + m.geom_size[lip, 2] == pytest.approx(LIP_TOP)
+        face = m.geom_pos[knob, 1] + m.geom_size[knob, 1]  # the knob's back rests on the front's face
+        assert face - (m.geom_pos[lip, 1] + m.geom_size[lip, 1]) == pytest.approx(GROOVE_DEPTH)
+        groove_middle = np.array([PULL_X, face - 0.5 * GROOVE_DEPTH, LEDGE_TOP])
+        assert groove_middle - m.geom_pos[knob] == pytest.approx(PULL_OFFSET)

@@ -94,18 +94,18 @@ def test_first_closures_in_the_run_summary_and_pooled_in_the_leaderboard(tmp_pat
 
 def test_attempted_styles_in_the_run_summary_and_pooled_in_the_leaderboard(tmp_path):
     entries = []
-    for seed, (grasp, pinch) in ((0, ((6, 4), (4, 1))), (1, ((2, 2), (8, 2)))):
-        cell = write_cell(tmp_path, "dt", "drawer_open", seed, {"drawer_open": (grasp[1] + pinch[1], 10)})
-        record = with_stages(cell, [10, 8, 6, grasp[1] + pinch[1]])
+    for seed, (grasp, hook) in ((0, ((6, 4), (4, 1))), (1, ((2, 2), (8, 2)))):
+        cell = write_cell(tmp_path, "dt", "drawer_open", seed, {"drawer_open": (grasp[1] + hook[1], 10)})
+        record = with_stages(cell, [10, 8, 6, grasp[1] + hook[1]])
         record["per_skill"]["drawer_open"]["per_attempted_style"] = {
             "grasp": {"attempts": grasp[0], "successes": grasp[1], "success_rate": grasp[1] / grasp[0]},
-            "pinch": {"attempts": pinch[0], "successes": pinch[1], "success_rate": pinch[1] / pinch[0]}}
+            "hook": {"attempts": hook[0], "successes": hook[1], "success_rate": hook[1] / hook[0]}}
         entries.append(("drawer_open", "dt", seed, record))
     assert funnel.compact(entries[0][3]).splitlines()[-1] == (
-        "  success per demonstrator style attempted: grasp 67% of 6, pinch 25% of 4")
+        "  success per demonstrator style attempted: grasp 67% of 6, hook 25% of 4")
     table = funnel.style_table(entries)
-    # pooled over the two seeds: grasp 8 of 20 episodes, 6 successes; pinch 12 of 20, 3 successes
+    # pooled over the two seeds: grasp 8 of 20 episodes, 6 successes; hook 12 of 20, 3 successes
     assert "| drawer_open | `dt` | drawer_open | grasp | 40 | 75 [41, 93] | 8 | 0, 1 |" in table
-    assert "| drawer_open | `dt` | drawer_open | pinch | 60 | 25 [9, 53] | 12 | 0, 1 |" in table
+    assert "| drawer_open | `dt` | drawer_open | hook | 60 | 25 [9, 53] | 12 | 0, 1 |" in table
     assert funnel.style_table([]) is None
     assert "demonstrator style the evaluation episodes attempted" in funnel.funnel_markdown(entries)

@@ -144,11 +144,11 @@ def test_style_summary_tallies_attempts_and_successes_per_style():
     def out(success, style):
         return EpisodeOutcome("open the top drawer", "drawer_open", success, attempted_style=style)
 
-    outcomes = [out(True, "grasp"), out(False, "grasp"), out(True, "grasp"), out(False, "pinch"), out(False, "none")]
+    outcomes = [out(True, "grasp"), out(False, "grasp"), out(True, "grasp"), out(False, "hook"), out(False, "none")]
     assert style_summary(outcomes) == {
         "grasp": {"attempts": 3, "successes": 2, "success_rate": pytest.approx(2 / 3)},
         "none": {"attempts": 1, "successes": 0, "success_rate": 0.0},
-        "pinch": {"attempts": 1, "successes": 0, "success_rate": 0.0}}
+        "hook": {"attempts": 1, "successes": 0, "success_rate": 0.0}}
     assert style_summary([EpisodeOutcome("open the top drawer", "drawer_open", True)]) is None  # not scored
     summary = success_summary(outcomes)
     assert summary["per_skill"]["drawer_open"]["per_attempted_style"] == style_summary(outcomes)

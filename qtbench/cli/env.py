@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--task", default="all", help="task name (see `qtbench env list`)")
     p.add_argument("--policy", default="expert", help="expert, demo or autonomous")
     p.add_argument("--style", help="pin the style: robust, fragile, or style names (comma-separated, one per "
-                   "skill, e.g. grasp or pinch for drawer_open); default: each skill's habitual mix")
+                   "skill, e.g. grasp or hook for drawer_open); default: each skill's habitual mix")
     p.add_argument("--noise-scale", type=float, default=1.0,
                    help="multiply the policy's per-episode waypoint error by this (precision sensitivity)")
     p.add_argument("--episodes", type=int, default=20, help="episodes to play")
