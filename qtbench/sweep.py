@@ -4,7 +4,8 @@
 Both executors share one code path: each cell becomes a picklable :class:`CellJob`, a
 worker runs it through :func:`execute` (which never raises: a failing cell is reported
 and the others go on), and the driver collects :class:`CellOutcome` objects as they
-finish. Finished cells (an ``eval.json`` exists) are skipped, interrupted ones resume
+finish. Finished cells (an ``eval.json`` exists) are skipped unless they were made on other
+data than the datasets now on disk (then they run again from scratch), interrupted ones resume
 from their checkpoint, and datasets are generated once, before the cells fan out, so no
 two workers race to write the same dataset.
 
@@ -135,6 +136,22 @@ def _read_success(cell_dir: Path) -> float | None:
         return float(json.loads((cell_dir / EVAL_FILE).read_text())["success_rate"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def made_on_other_data(cell_dir: Path) -> str | None:
+    """Why a finished cell no longer counts: its eval.json records a data fingerprint other than
+    that of the datasets now on disk (they were regenerated since), as "fingerprint OLD, datasets
+    now NEW"; None when it matches, or when either side is unknown (no record, no datasets)."""
+    import json
+
+    from qtbench.data.store import data_record
+
+    try:
+        data = json.loads((cell_dir / EVAL_FILE).read_text()).get("data") or {}
+        now = data_record(cell_dir.parent.parent.name, data["profile"], data["failure_source"], "mixed")["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, QtbenchError):
+        return None
+    return None if now == data["fingerprint"] else f"fingerprint {data['fingerprint'][:15]}, datasets now {now[:15]}"
 
 
 def execute(job: CellJob, cell_fn: CellFn = run_job) -> CellOutcome:
@@ -313,9 +330,14 @@ def make_jobs(config: SweepConfig, torch_threads: int, show_progress: bool) -> t
     """Jobs for the cells still to run, and "skipped" outcomes for finished ones."""
     jobs, skipped = [], []
     for cell in plan(config):
-        if not config.force and (cell.results_dir(config.results_dir) / EVAL_FILE).is_file():
-            skipped.append(CellOutcome(cell, "skipped", success_rate=_read_success(cell.results_dir(config.results_dir))))
+        cell_dir = cell.results_dir(config.results_dir)
+        finished = not config.force and (cell_dir / EVAL_FILE).is_file()
+        stale = made_on_other_data(cell_dir) if finished else None
+        if finished and not stale:
+            skipped.append(CellOutcome(cell, "skipped", success_rate=_read_success(cell_dir)))
             continue
+        if stale:
+            log.warning("%s finished on other data (%s): running it again from scratch", cell, stale)
         jobs.append(
             CellJob(
                 cell=cell,
@@ -324,7 +346,7 @@ def make_jobs(config: SweepConfig, torch_threads: int, show_progress: bool) -> t
                 steps=config.steps,
                 profile=config.profile,
                 eval_episodes_per_instruction=config.eval_episodes_per_instruction,
-                resume=not config.force,  # continues from a checkpoint when there is one
+                resume=not (config.force or stale),  # continues from a checkpoint when there is one
                 torch_threads=torch_threads,
                 show_progress=show_progress,
             )
@@ -374,7 +396,8 @@ def plan_status(config: SweepConfig) -> list[tuple[Cell, str]]:
         if config.force:
             state = "run from scratch (--force)"
         elif (cell.results_dir(config.results_dir) / EVAL_FILE).is_file():
-            state = "finished: skip"
+            stale = made_on_other_data(cell.results_dir(config.results_dir))
+            state = f"run from scratch: finished on other data ({stale})" if stale else "finished: skip"
         elif checkpoint_path(cell.checkpoint_dir(config.checkpoint_dir)).is_file():
             state = "resume from checkpoint"
         else:

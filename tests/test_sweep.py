@@ -18,6 +18,7 @@ import pytest
 
 from qtbench import sweep
 from qtbench.cli import sweep as sweep_cli
+from qtbench.errors import QtbenchError
 from qtbench.results import run_label
 from qtbench.sweep import Cell, CellJob, LocalExecutor, SweepConfig, run_sweep
 
@@ -115,6 +116,33 @@ def test_skip_resume_force_and_prepare_once(tmp_path):
     forced = run_sweep(_config(tmp_path, force=True), InlineExecutor(), stub_cell, prepare=no_prepare)
     assert {o.status for o in forced} == {"done"}
     assert json.loads((done / "eval.json").read_text())["resume"] is False
+
+
+def test_a_cell_finished_on_other_data_runs_again(tmp_path, monkeypatch, caplog):
+    """After the datasets are regenerated, a finished cell whose eval.json records the old
+    fingerprint is run again from scratch; one on the current data, or without a record, is kept."""
+    config = _config(tmp_path, algos=["bc"])
+    record = {"profile": "default", "failure_source": "bc", "fingerprint": "sha256:new"}
+    monkeypatch.setattr("qtbench.data.store.data_record", lambda task, profile, source, split: dict(record))
+    for seed, fingerprint in ((0, "sha256:old"), (1, "sha256:new")):
+        cell_dir = Cell("bc", "drawer_open", seed).results_dir(config.results_dir)
+        cell_dir.mkdir(parents=True)
+        (cell_dir / "eval.json").write_text(json.dumps({"success_rate": 0.5, "data": dict(record, fingerprint=fingerprint)}))
+    assert [state for _, state in sweep.plan_status(config)] == [
+        "run from scratch: finished on other data (fingerprint sha256:old, datasets now sha256:new)", "finished: skip"]
+    assert "2 cells, 1 to run" in sweep_cli.format_plan(sweep.plan_status(config))
+    with caplog.at_level("WARNING"):
+        outcomes = run_sweep(config, InlineExecutor(), stub_cell, prepare=no_prepare)
+    assert [o.status for o in outcomes] == ["done", "skipped"]
+    assert "bc/drawer_open/seed0 finished on other data" in caplog.text
+    rerun = json.loads((Cell("bc", "drawer_open", 0).results_dir(config.results_dir) / "eval.json").read_text())
+    assert rerun["resume"] is False  # not from a checkpoint trained on the old data
+
+    def no_datasets(*args):
+        raise QtbenchError("dataset not found")
+
+    monkeypatch.setattr("qtbench.data.store.data_record", no_datasets)  # cannot tell: keep it
+    assert sweep.made_on_other_data(Cell("bc", "drawer_open", 1).results_dir(config.results_dir)) is None
 
 
 def test_failing_cell_is_reported_and_others_continue(tmp_path, capsys):
