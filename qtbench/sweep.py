@@ -4,9 +4,9 @@
 Both executors share one code path: each cell becomes a picklable :class:`CellJob`, a
 worker runs it through :func:`execute` (which never raises: a failing cell is reported
 and the others go on), and the driver collects :class:`CellOutcome` objects as they
-finish. Finished cells (an ``eval.json`` exists) are skipped unless they were made on other
-data than the datasets now on disk (then they run again from scratch), interrupted ones resume
-from their checkpoint, and datasets are generated once, before the cells fan out, so no
+finish. Finished cells (an ``eval.json`` exists) are skipped and interrupted ones resume from
+their checkpoint, unless the result or checkpoint was made on other data than the datasets now
+on disk (then the cell runs again from scratch), and datasets are generated once, before the cells fan out, so no
 two workers race to write the same dataset.
 
 Ablation runs get their own result paths so they never overwrite the reference run:
@@ -138,20 +138,42 @@ def _read_success(cell_dir: Path) -> float | None:
         return None
 
 
-def made_on_other_data(cell_dir: Path) -> str | None:
-    """Why a finished cell no longer counts: its eval.json records a data fingerprint other than
-    that of the datasets now on disk (they were regenerated since), as "fingerprint OLD, datasets
-    now NEW"; None when it matches, or when either side is unknown (no record, no datasets)."""
-    import json
-
+def _other_data(task: str, data: dict | None) -> str | None:
+    """"fingerprint OLD, datasets now NEW" when the data record ``data`` (qtbench.data.store.
+    data_record) names other data than the task's datasets now on disk; None when it matches or
+    either side is unknown (no record, no datasets)."""
     from qtbench.data.store import data_record
 
     try:
-        data = json.loads((cell_dir / EVAL_FILE).read_text()).get("data") or {}
-        now = data_record(cell_dir.parent.parent.name, data["profile"], data["failure_source"], "mixed")["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, QtbenchError):
+        was = data["fingerprint"]
+        now = data_record(task, data["profile"], data["failure_source"], "mixed")["fingerprint"]
+    except (KeyError, TypeError, QtbenchError):
         return None
-    return None if now == data["fingerprint"] else f"fingerprint {data['fingerprint'][:15]}, datasets now {now[:15]}"
+    return None if now == was else f"fingerprint {was[:15]}, datasets now {now[:15]}"
+
+
+def made_on_other_data(cell: Cell, config: SweepConfig) -> str | None:
+    """Why a cell's finished result or its checkpoint no longer counts: it was made on other data
+    than the datasets now on disk (they were regenerated since), so the cell runs again from
+    scratch; None when there is nothing to discard."""
+    import json
+
+    from qtbench import checkpoint
+
+    cell_dir = cell.results_dir(config.results_dir)
+    if (cell_dir / EVAL_FILE).is_file():
+        try:
+            data = json.loads((cell_dir / EVAL_FILE).read_text()).get("data")
+        except (OSError, ValueError, AttributeError):
+            return None
+        stale = _other_data(cell.task, data)
+        return f"finished on other data ({stale})" if stale else None
+    try:
+        state = checkpoint.load(cell.checkpoint_dir(config.checkpoint_dir))
+    except QtbenchError:  # unreadable: the run reports it with its fix
+        return None
+    stale = _other_data(cell.task, state.data) if state else None
+    return f"its checkpoint was trained on other data ({stale})" if stale else None
 
 
 def execute(job: CellJob, cell_fn: CellFn = run_job) -> CellOutcome:
@@ -331,13 +353,12 @@ def make_jobs(config: SweepConfig, torch_threads: int, show_progress: bool) -> t
     jobs, skipped = [], []
     for cell in plan(config):
         cell_dir = cell.results_dir(config.results_dir)
-        finished = not config.force and (cell_dir / EVAL_FILE).is_file()
-        stale = made_on_other_data(cell_dir) if finished else None
-        if finished and not stale:
+        stale = None if config.force else made_on_other_data(cell, config)
+        if not config.force and (cell_dir / EVAL_FILE).is_file() and not stale:
             skipped.append(CellOutcome(cell, "skipped", success_rate=_read_success(cell_dir)))
             continue
         if stale:
-            log.warning("%s finished on other data (%s): running it again from scratch", cell, stale)
+            log.warning("%s %s: running it again from scratch", cell, stale)
         jobs.append(
             CellJob(
                 cell=cell,
@@ -393,11 +414,13 @@ def plan_status(config: SweepConfig) -> list[tuple[Cell, str]]:
 
     out = []
     for cell in plan(config):
+        stale = None if config.force else made_on_other_data(cell, config)
         if config.force:
             state = "run from scratch (--force)"
+        elif stale:
+            state = f"run from scratch: {stale}"
         elif (cell.results_dir(config.results_dir) / EVAL_FILE).is_file():
-            stale = made_on_other_data(cell.results_dir(config.results_dir))
-            state = f"run from scratch: finished on other data ({stale})" if stale else "finished: skip"
+            state = "finished: skip"
         elif checkpoint_path(cell.checkpoint_dir(config.checkpoint_dir)).is_file():
             state = "resume from checkpoint"
         else:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -118,31 +119,38 @@ def test_skip_resume_force_and_prepare_once(tmp_path):
     assert json.loads((done / "eval.json").read_text())["resume"] is False
 
 
-def test_a_cell_finished_on_other_data_runs_again(tmp_path, monkeypatch, caplog):
+def test_a_cell_made_on_other_data_runs_again(tmp_path, monkeypatch, caplog):
     """After the datasets are regenerated, a finished cell whose eval.json records the old
-    fingerprint is run again from scratch; one on the current data, or without a record, is kept."""
-    config = _config(tmp_path, algos=["bc"])
+    fingerprint, or an interrupted one whose checkpoint does, runs again from scratch; one on the
+    current data, or without a record, is kept."""
+    config = _config(tmp_path, algos=["bc"], seeds=[0, 1, 2])
     record = {"profile": "default", "failure_source": "bc", "fingerprint": "sha256:new"}
     monkeypatch.setattr("qtbench.data.store.data_record", lambda task, profile, source, split: dict(record))
     for seed, fingerprint in ((0, "sha256:old"), (1, "sha256:new")):
         cell_dir = Cell("bc", "drawer_open", seed).results_dir(config.results_dir)
         cell_dir.mkdir(parents=True)
         (cell_dir / "eval.json").write_text(json.dumps({"success_rate": 0.5, "data": dict(record, fingerprint=fingerprint)}))
+    interrupted = Cell("bc", "drawer_open", 2).checkpoint_dir(config.checkpoint_dir)
+    monkeypatch.setattr("qtbench.checkpoint.load", lambda directory: SimpleNamespace(
+        data=dict(record, fingerprint="sha256:old")) if directory == interrupted else None)
+    old = "fingerprint sha256:old, datasets now sha256:new"
     assert [state for _, state in sweep.plan_status(config)] == [
-        "run from scratch: finished on other data (fingerprint sha256:old, datasets now sha256:new)", "finished: skip"]
-    assert "2 cells, 1 to run" in sweep_cli.format_plan(sweep.plan_status(config))
+        f"run from scratch: finished on other data ({old})", "finished: skip",
+        f"run from scratch: its checkpoint was trained on other data ({old})"]
+    assert "3 cells, 2 to run" in sweep_cli.format_plan(sweep.plan_status(config))
     with caplog.at_level("WARNING"):
         outcomes = run_sweep(config, InlineExecutor(), stub_cell, prepare=no_prepare)
-    assert [o.status for o in outcomes] == ["done", "skipped"]
+    assert [o.status for o in outcomes] == ["done", "skipped", "done"]
     assert "bc/drawer_open/seed0 finished on other data" in caplog.text
-    rerun = json.loads((Cell("bc", "drawer_open", 0).results_dir(config.results_dir) / "eval.json").read_text())
-    assert rerun["resume"] is False  # not from a checkpoint trained on the old data
+    for seed in (0, 2):  # not continued from a checkpoint trained on the old data
+        rerun = json.loads((Cell("bc", "drawer_open", seed).results_dir(config.results_dir) / "eval.json").read_text())
+        assert rerun["resume"] is False
 
     def no_datasets(*args):
         raise QtbenchError("dataset not found")
 
     monkeypatch.setattr("qtbench.data.store.data_record", no_datasets)  # cannot tell: keep it
-    assert sweep.made_on_other_data(Cell("bc", "drawer_open", 1).results_dir(config.results_dir)) is None
+    assert sweep.made_on_other_data(Cell("bc", "drawer_open", 0), config) is None
 
 
 def test_failing_cell_is_reported_and_others_continue(tmp_path, capsys):
