@@ -91,8 +91,14 @@ class Closure:
     """Where an episode first closed its fingers, relative to what its instruction acts on."""
 
     verdict: str  # one of CLOSURE_VERDICTS
-    distance: float | None  # m from the gripper point to the instructed knob or object then (None: never closed)
+    # gripper point minus the instructed knob's or object's centre then, world axes (m); None: never closed
+    offset: tuple[float, float, float] | None
     step: int | None  # index of the state in which the fingers were first seen closed
+
+    @property
+    def distance(self) -> float | None:
+        """m from the gripper point to the instructed knob or object (None: never closed)."""
+        return None if self.offset is None else float(np.linalg.norm(self.offset))
 
 
 def first_closure(ins: Instruction, states: Sequence[np.ndarray]) -> Closure | None:
@@ -102,7 +108,7 @@ def first_closure(ins: Instruction, states: Sequence[np.ndarray]) -> Closure | N
     At the instructed knob (within KNOB_REACH of its centre) or object (``near_object``, along
     its length): the reach worked and any failure came later. At another drawer's knob or
     another object: the policy went for the wrong thing (a grounding error). On nothing: it
-    closed in free space (short of the target or past it; ``distance`` says how far). Never
+    closed in free space (short of the target or past it; ``offset`` says along which axes). Never
     closed: it includes drawer_open's hook, which pulls with a finger of the open hand.
     """
     if ins.skill == "drawer_close":
@@ -121,24 +127,28 @@ def first_closure(ins: Instruction, states: Sequence[np.ndarray]) -> Closure | N
             mine, target = ins.obj, layout.object_pos(s, ins.obj)
             near = {o for o in OBJECTS if near_object(s, o)}
         verdict = AT_TARGET if mine in near else AT_OTHER if near else ON_NOTHING
-        return Closure(verdict, float(np.linalg.norm(layout.gripper_pos(s) - target)), step)
+        return Closure(verdict, tuple(float(v) for v in layout.gripper_pos(s) - target), step)
     return Closure(NEVER_CLOSED, None, None)
 
 
 def summarise_closures(closures: Iterable[Closure | None]) -> dict[str, Any] | None:
-    """Episodes per verdict and the median distance of the closures on nothing, for reports.
+    """Episodes per verdict, and how far the closures on nothing missed, for reports.
 
-    ``{"failed_episodes": n, "counts": {verdict: episodes}, "on_nothing_median_m": m}``: every
-    verdict of CLOSURE_VERDICTS in order; None entries (drawer_close) skipped; the median is
-    None without a closure on nothing, the whole summary None without any closure.
+    ``{"failed_episodes": n, "counts": {verdict: episodes}, "on_nothing_median_m": m,
+    "on_nothing_median_abs_offset_m": [x, y, z]}``: every verdict of CLOSURE_VERDICTS in order;
+    the median distance and the median of each axis's absolute offset (which axes the policy
+    gets wrong) over the closures on nothing, None without one; None entries (drawer_close)
+    skipped; the whole summary None without any closure.
     """
     scored = [c for c in closures if c is not None]
     if not scored:
         return None
     counts = Counter(c.verdict for c in scored)
-    missed = [c.distance for c in scored if c.verdict == ON_NOTHING]
+    missed = [c for c in scored if c.verdict == ON_NOTHING]
     return {"failed_episodes": len(scored), "counts": {verdict: counts[verdict] for verdict in CLOSURE_VERDICTS},
-            "on_nothing_median_m": statistics.median(missed) if missed else None}
+            "on_nothing_median_m": statistics.median(c.distance for c in missed) if missed else None,
+            "on_nothing_median_abs_offset_m":
+                [float(m) for m in np.median(np.abs([c.offset for c in missed]), axis=0)] if missed else None}
 
 
 def style_tally(attempts: Iterable[tuple[str, bool]]) -> dict[str, dict[str, Any]]:

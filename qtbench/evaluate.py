@@ -264,7 +264,7 @@ def run_episodes(
                     furthest_stage=stages[slot].furthest if stages[slot] is not None else None,
                     handover_step=handed_at[slot],
                     first_closure=closure.verdict if closure is not None else None,
-                    closure_distance=closure.distance if closure is not None else None,
+                    closure_offset=closure.offset if closure is not None else None,
                     attempted_style=style,
                 )
                 finished.append(int(slot))

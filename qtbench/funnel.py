@@ -44,6 +44,15 @@ def compact(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def miss_per_axis(closures: dict[str, Any]) -> str | None:
+    """The closures on nothing's median miss (absolute offset) per axis, e.g. ``x 0.4, y 3.1, z
+    5.3 cm`` (``envs.attempts.summarise_closures``); None when not recorded (older eval.json)."""
+    offset = closures.get("on_nothing_median_abs_offset_m")
+    if offset is None:
+        return None
+    return ", ".join(f"{axis} {100 * value:.1f}" for axis, value in zip("xyz", offset)) + " cm"
+
+
 def closure_line(closures: dict[str, Any]) -> str:
     """e.g. ``failed episodes (180) first closed the fingers: at the instructed target 30%, ...``."""
     from qtbench.envs.attempts import ON_NOTHING
@@ -51,7 +60,10 @@ def closure_line(closures: dict[str, Any]) -> str:
     n, median = closures["failed_episodes"], closures.get("on_nothing_median_m")
     parts = []
     for verdict, count in closures["counts"].items():
-        extra = f" (median {100 * median:.1f} cm away)" if verdict == ON_NOTHING and median is not None else ""
+        extra = ""
+        if verdict == ON_NOTHING and median is not None:
+            axes = miss_per_axis(closures)
+            extra = f" (median {100 * median:.1f} cm away" + (f"; per axis {axes})" if axes else ")")
         parts.append(f"{verdict} {_pct(count / n)}{extra}")
     return f"failed episodes ({n}) first closed the fingers: " + ", ".join(parts)
 
@@ -164,11 +176,13 @@ def closure_table(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> st
         shares = [f"{100 * sum(c['counts'].get(v, 0) for c in closures) / n:.0f}" for v in CLOSURE_VERDICTS]
         medians = ["–" if c.get("on_nothing_median_m") is None else f"{100 * c['on_nothing_median_m']:.1f}"
                    for c in closures]
-        body.append([task, f"`{label}`", skill, n, *shares, " / ".join(medians) + " cm", _seeds(members)])
+        axes = [miss_per_axis(c) or "–" for c in closures]
+        body.append([task, f"`{label}`", skill, n, *shares, " / ".join(medians) + " cm", " / ".join(axes),
+                     _seeds(members)])
     if not body:
         return None
     return markdown_table(["task", "algorithm", "skill", "failed episodes", *CLOSURE_VERDICTS,
-                           "on nothing, median distance", "seeds"], body)
+                           "on nothing, median distance", "on nothing, median miss per axis", "seeds"], body)
 
 
 def style_table(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> str | None:

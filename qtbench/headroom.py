@@ -82,6 +82,7 @@ def closure_rows(task: str, profile: str) -> list[list[object]]:
     from qtbench.data.store import dataset_dir, dataset_id, read_dataset
     from qtbench.envs.attempts import CLOSURE_VERDICTS, first_closure, summarise_closures
     from qtbench.envs.instructions import BY_TEXT
+    from qtbench.funnel import miss_per_axis
 
     did = dataset_id(task, "failures", profile)
     if not (dataset_dir(did) / "data").is_dir():
@@ -92,7 +93,7 @@ def closure_rows(task: str, profile: str) -> list[list[object]]:
         return []
     total, counts, median = summary["failed_episodes"], summary["counts"], summary["on_nothing_median_m"]
     return [[task, total, *(f"{counts[v]} ({100 * counts[v] / total:.0f}%)" for v in CLOSURE_VERDICTS),
-             f"{100 * median:.1f} cm" if median is not None else "–"]]
+             f"{100 * median:.1f} cm" if median is not None else "–", miss_per_axis(summary) or "–"]]
 
 
 def render(cells: dict[str, dict[int, dict[str, dict[str, Any]]]], results_dir: Path, profile: str) -> str:
@@ -142,10 +143,11 @@ def render(cells: dict[str, dict[int, dict[str, dict[str, Any]]]], results_dir: 
         from qtbench.envs.attempts import CLOSURE_VERDICTS
 
         parts += ["", "Where the collection policy's failed episodes (the failures dataset) first closed the "
-                  "fingers (`qtbench.envs.attempts.first_closure`; the last column: median distance from the "
-                  "instructed knob or object of those that closed on nothing):", "",
-                  markdown_table(["task", "failed episodes", *CLOSURE_VERDICTS, "closed on nothing, median distance"],
-                                 closures)]
+                  "fingers (`qtbench.envs.attempts.first_closure`; the last columns: of those that closed on "
+                  "nothing, the median distance from the instructed knob or object, and the median miss along "
+                  "each axis):", "",
+                  markdown_table(["task", "failed episodes", *CLOSURE_VERDICTS, "closed on nothing, median distance",
+                                  "closed on nothing, median miss per axis"], closures)]
     records = [seeds[s][k] for seeds in cells.values() for s in seeds for k in ("robust", "all")]
     budgets = sorted({json.dumps(r.get("train_steps")) for r in records})
     machines = sorted({str(r.get("machine", "unrecorded")) for r in records})

@@ -169,10 +169,11 @@ class EpisodeOutcome:
     seed: int = 0
     furthest_stage: str | None = None  # the last of the skill's stages passed in order ("none")
     handover_step: int | None = None  # step at which a demo prefix handed over to the policy
-    # where the fingers first closed (envs.attempts.first_closure): its verdict, and the distance (m)
-    # from the instructed knob or object then; None for drawer_close or when not tracked
+    # where the fingers first closed (envs.attempts.first_closure): its verdict, and the gripper
+    # point's offset (m, world x, y, z) from the instructed knob or object then; None for
+    # drawer_close or when not tracked
     first_closure: str | None = None
-    closure_distance: float | None = None
+    closure_offset: tuple[float, float, float] | None = None
     # the demonstrator style the episode attempted (envs.attempts.attempted_style; "none" without
     # contact); None when not scored
     attempted_style: str | None = None
@@ -201,7 +202,7 @@ def closure_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any] | None:
     (``envs.attempts.summarise_closures`` over them), or None when none was tracked."""
     from qtbench.envs.attempts import Closure, summarise_closures
 
-    return summarise_closures(Closure(o.first_closure, o.closure_distance, None)
+    return summarise_closures(Closure(o.first_closure, o.closure_offset, None)
                               for o in outcomes if not o.success and o.first_closure is not None)
 
 

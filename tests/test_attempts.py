@@ -91,6 +91,7 @@ def test_closures_at_another_knob_on_nothing_and_never():
                                                                 - layout.handle_pos(start, "top"))))
     short = closed_at(layout.handle_pos(start, "top") + np.array([0.0, -0.08, 0.0]))
     assert short.verdict == ON_NOTHING and short.distance == pytest.approx(0.08)
+    assert short.offset == pytest.approx((0.0, -0.08, 0.0))
     assert first_closure(ins, [opened, opened]).verdict == NEVER_CLOSED
     # fingers closed from the start count only once they have been open
     assert first_closure(ins, [_hand(start, away, 0.0), opened]).verdict == NEVER_CLOSED
@@ -99,4 +100,5 @@ def test_closures_at_another_knob_on_nothing_and_never():
     counts = summary["counts"]
     assert counts == {AT_TARGET: 1, AT_OTHER: 1, ON_NOTHING: 1, NEVER_CLOSED: 0}
     assert summary["failed_episodes"] == 3 and summary["on_nothing_median_m"] == pytest.approx(0.08)
+    assert summary["on_nothing_median_abs_offset_m"] == pytest.approx([0.0, 0.08, 0.0])  # missed along y
     assert summarise_closures([None]) is None

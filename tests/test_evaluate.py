@@ -189,7 +189,7 @@ def test_outcomes_say_where_the_fingers_first_closed():
     # pull_policy closes the fingers at once, at the start pose, far in front of every knob
     closed, _ = evaluate_policy_on(pull_policy)
     assert [o.first_closure for o in closed] == [ON_NOTHING] * 3
-    assert all(o.closure_distance > 0.1 for o in closed)
+    assert all(np.linalg.norm(o.closure_offset) > 0.1 for o in closed)
     summary = success_summary(closed)["per_skill"]["drawer_open"]["first_closure"]
     assert summary["failed_episodes"] == 3 and summary["counts"][ON_NOTHING] == 3
     def open_hand(window):  # stands still with the fingers fully open
@@ -198,7 +198,7 @@ def test_outcomes_say_where_the_fingers_first_closed():
         return actions
 
     idle, _ = evaluate_policy_on(open_hand)
-    assert [o.first_closure for o in idle] == [NEVER_CLOSED] * 3 and all(o.closure_distance is None for o in idle)
+    assert [o.first_closure for o in idle] == [NEVER_CLOSED] * 3 and all(o.closure_offset is None for o in idle)
     assert [o.attempted_style for o in closed + idle] == ["none"] * 6  # never touched a knob
     handed, _ = evaluate_policy_on(pull_policy, handover="grasped_handle")  # the demo closed first
     assert all(o.first_closure is None and o.attempted_style is None for o in handed)

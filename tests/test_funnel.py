@@ -64,30 +64,35 @@ def test_leaderboard_shows_funnels_and_still_reads_old_records(tmp_path):
     assert root / "plots" / "funnels.png" in files.plots
 
 
-def with_closures(cell, failed: int, counts: list[int], median: float | None) -> dict:
-    """Add the failed episodes' first closures to a cell's eval.json, as evaluation writes them."""
+def with_closures(cell, failed: int, counts: list[int], median: float | None, axes: list[float] | None = None) -> dict:
+    """Add the failed episodes' first closures to a cell's eval.json, as evaluation writes them
+    (without ``axes``, as eval.json was written before the miss per axis was recorded)."""
     from qtbench.envs.attempts import CLOSURE_VERDICTS
 
     path = cell / "eval.json"
     record = json.loads(path.read_text())
-    record["per_skill"]["drawer_open"]["first_closure"] = {
-        "failed_episodes": failed, "counts": dict(zip(CLOSURE_VERDICTS, counts)), "on_nothing_median_m": median}
+    closures = {"failed_episodes": failed, "counts": dict(zip(CLOSURE_VERDICTS, counts)), "on_nothing_median_m": median}
+    if axes is not None:
+        closures["on_nothing_median_abs_offset_m"] = axes
+    record["per_skill"]["drawer_open"]["first_closure"] = closures
     path.write_text(json.dumps(record))
     return record
 
 
 def test_first_closures_in_the_run_summary_and_pooled_in_the_leaderboard(tmp_path):
     entries = []
-    for seed, counts, median in ((0, [2, 1, 5, 0], 0.05), (1, [4, 0, 3, 1], None)):
+    for seed, counts, median, axes in ((0, [2, 1, 5, 0], 0.05, [0.004, 0.03, 0.04]), (1, [4, 0, 3, 1], None, None)):
         cell = write_cell(tmp_path, "bc", "drawer_open", seed, {"drawer_open": (2, 10)})
         with_stages(cell, [9, 4, 2, 2])
-        entries.append(("drawer_open", "bc", seed, with_closures(cell, 8, counts, median)))
+        entries.append(("drawer_open", "bc", seed, with_closures(cell, 8, counts, median, axes)))
     assert funnel.compact(entries[0][3]).splitlines()[1] == (
         "  failed episodes (8) first closed the fingers: at the instructed target 25%, "
-        "at another drawer or object 12%, on nothing 62% (median 5.0 cm away), never closed 0%")
+        "at another drawer or object 12%, on nothing 62% (median 5.0 cm away; per axis x 0.4, y 3.0, z 4.0 cm), "
+        "never closed 0%")
     table = funnel.closure_table(entries)
     # 16 failed episodes pooled: 6 at the knob, 1 at another, 8 on nothing, 1 never closed
-    assert "| drawer_open | `bc` | drawer_open | 16 | 38 | 6 | 50 | 6 | 5.0 / – cm | 0, 1 |" in table
+    assert ("| drawer_open | `bc` | drawer_open | 16 | 38 | 6 | 50 | 6 | 5.0 / – cm | x 0.4, y 3.0, z 4.0 cm / – "
+            "| 0, 1 |") in table
     assert funnel.closure_table(entries[:0]) is None
     assert "first closed the fingers" in funnel.funnel_markdown(entries)
 

@@ -120,16 +120,17 @@ def test_closure_summary_counts_failed_episodes_only():
     from qtbench.envs.attempts import AT_OTHER, AT_TARGET, NEVER_CLOSED, ON_NOTHING
     from qtbench.results import closure_summary
 
-    def out(success, verdict, distance=None):
+    def out(success, verdict, distance=None):  # a miss straight in front of the knob (-y)
         return EpisodeOutcome("open the top drawer", "drawer_open", success, first_closure=verdict,
-                              closure_distance=distance)
+                              closure_offset=None if distance is None else (0.0, -distance, 0.0))
 
     outcomes = [out(True, AT_TARGET, 0.01), out(False, AT_TARGET, 0.02), out(False, ON_NOTHING, 0.04),
                 out(False, ON_NOTHING, 0.10), out(False, AT_OTHER, 0.2), out(False, NEVER_CLOSED)]
     summary = closure_summary(outcomes)
     assert summary == {"failed_episodes": 5,
                        "counts": {AT_TARGET: 1, AT_OTHER: 1, ON_NOTHING: 2, NEVER_CLOSED: 1},
-                       "on_nothing_median_m": pytest.approx(0.07)}
+                       "on_nothing_median_m": pytest.approx(0.07),
+                       "on_nothing_median_abs_offset_m": pytest.approx([0.0, 0.07, 0.0])}
     assert list(summary["counts"]) == [AT_TARGET, AT_OTHER, ON_NOTHING, NEVER_CLOSED]  # report order
     assert closure_summary([out(False, ON_NOTHING, 0.03)])["on_nothing_median_m"] == pytest.approx(0.03)
     assert closure_summary([out(True, AT_TARGET, 0.0)]) is None  # no failure
