@@ -3,10 +3,11 @@
 The styles of a skill (plans.STYLES) differ in where the gripper meets what it acts on:
 the knob or the finger pull, the drawer front or the object. At the skill's contact moment (the
 first state where the fingers are closed at the knob, the open hand's left fingertip is at the
-finger pull (skill.near_pull) or the drawer has moved CONTACT_MOVE out for drawer_open, the drawer has moved CONTACT_MOVE in for drawer_close, the fingers are closed
-on the object for pick_place and move_near), the gripper point's offset from the knob's or
-the object's centre is compared with each style's nominal offset (plans.*_HOLD, *_PUSH, grasp_height, tip_hold) on the axes that tell them apart,
-sides folded (an edge push may be on either side). The nearest style is the attempt; an
+finger pull (skill.near_pull) or the drawer has moved CONTACT_MOVE out for drawer_open; the
+drawer has moved CONTACT_MOVE in for drawer_close; the fingers are closed on the object for
+pick_place and move_near), the gripper point's offset from the knob's or the object's centre
+is compared with each style's nominal offset (plans.*_HOLD, *_PUSH, grasp_height, tip_hold) on
+the axes that tell them apart, sides folded (an edge push may be on either side). The nearest style is the attempt; an
 episode without a contact moment attempted none (None).
 
 This is how a learned policy, which has no style, is scored per style: its failures are
