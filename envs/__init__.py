@@ -23,12 +23,14 @@ if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY") and sys.platf
 # PyOpenGL (loaded by MuJoCo's EGL backend) logs an INFO line on import; keep the CLI quiet.
 logging.getLogger("OpenGL").setLevel(logging.WARNING)
 
+from qtbench.envs.instructions import MULTI_TASK  # noqa: E402 (after the GL backend is chosen)
+
 TASKS: dict[str, str] = {
     "drawer_open": "qtbench/DrawerOpen-v0",
     "drawer_close": "qtbench/DrawerClose-v0",
     "pick_place": "qtbench/PickPlace-v0",
     "move_near": "qtbench/MoveNear-v0",
-    "all": "qtbench/AllTasks-v0",
+    MULTI_TASK: "qtbench/AllTasks-v0",
 }
 ENTRY_POINT = "qtbench.envs.base:ManipulationEnv"
 

@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 from qtbench.envs import drawer_close, drawer_open, move_near, pick_place
-from qtbench.envs.instructions import TEXT_CHARSET, TEXT_MAX_LENGTH, Instruction, instructions_for
+from qtbench.envs.instructions import MULTI_TASK, TEXT_CHARSET, TEXT_MAX_LENGTH, Instruction, instructions_for
 from qtbench.envs.scene import FINGER_TRAVEL, HOME, WORKSPACE_HIGH, WORKSPACE_LOW, Scene
 from qtbench.envs.skill import Skill
 
@@ -151,7 +151,7 @@ class ManipulationEnv(gym.Env):
 
     def __init__(
         self,
-        task: str = "all",
+        task: str = MULTI_TASK,
         obs_mode: str = "state",
         render_mode: str | None = None,
         frame_skip: int = 20,
@@ -166,8 +166,8 @@ class ManipulationEnv(gym.Env):
     ):
         from qtbench.errors import unknown_name
 
-        if task != "all" and task not in SKILLS_BY_NAME:
-            raise unknown_name("task", task, ["all", *SKILLS_BY_NAME])
+        if task != MULTI_TASK and task not in SKILLS_BY_NAME:
+            raise unknown_name("task", task, [MULTI_TASK, *SKILLS_BY_NAME])
         if obs_mode not in OBS_MODES:
             raise unknown_name("obs_mode", obs_mode, OBS_MODES)
         if render_mode not in (None, "rgb_array"):

@@ -30,6 +30,8 @@ DRAWER_OBJECTS = ("red can", "green apple", "yellow sponge")
 MOVE_NEAR_OBJECTS = OBJECTS[:7]
 
 SKILLS = ("drawer_open", "drawer_close", "pick_place", "move_near")
+# The multi-task task: every instruction of every skill in one env (the paper's setting).
+MULTI_TASK = "all"
 # The paper's reporting categories, each a set of skills.
 CATEGORIES = {
     "drawer pick and place": ("pick_place",),
@@ -80,8 +82,8 @@ BY_TEXT = {ins.text: ins for ins in INSTRUCTIONS}
 
 
 def instructions_for(skill: str) -> tuple[Instruction, ...]:
-    """The instructions of one skill, or all of them for ``"all"``."""
-    if skill == "all":
+    """The instructions of one skill, or all of them for MULTI_TASK."""
+    if skill == MULTI_TASK:
         return INSTRUCTIONS
     return tuple(ins for ins in INSTRUCTIONS if ins.skill == skill)
 

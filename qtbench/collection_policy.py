@@ -266,7 +266,6 @@ def _seed(unit: Unit, attempt: int) -> int:
 # ---- evaluating -----------------------------------------------------------------------
 EVAL_RECORD = "collection_policy.json"  # in <results_dir>/<task>/: the task's own policy, per seed
 EVAL_RECORDS = f"{Path(EVAL_RECORD).stem}*.json"  # glob of every record in <results_dir>/<task>/ (eval_record_name)
-MULTI_TASK = "all"  # the suite's multi-task task: its policy knows every instruction
 
 
 def eval_record_name(task: str, policy_task: str) -> str:
@@ -287,6 +286,7 @@ def evaluate_collection_policy(task: str, profile: str, data_seed: int, seeds: l
     """
     from qtbench.benchmarks_md import machine_description
     from qtbench.datasets import ensure_datasets
+    from qtbench.envs.instructions import MULTI_TASK
     from qtbench.evaluate import default_episodes, evaluate_policy
     from qtbench.results import qtbench_version, success_summary
 

@@ -17,7 +17,9 @@ import os
 import tempfile
 import time
 
-SUITE = ("drawer_open", "drawer_close", "pick_place", "move_near", "all")
+from qtbench.envs.instructions import MULTI_TASK, SKILLS
+
+SUITE = (*SKILLS, MULTI_TASK)
 
 
 def data_section(profile: str, tasks: list[str], workers: int, fraction: float, seed: int, failures: str) -> str:

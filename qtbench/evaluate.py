@@ -31,6 +31,7 @@ import numpy as np
 
 from qtbench.algorithms.base import Window
 from qtbench.data.episode import Episode
+from qtbench.envs.instructions import MULTI_TASK
 from qtbench.results import EpisodeOutcome
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ VIDEO_EPISODES = 3
 
 
 def default_episodes(task: str) -> int:
-    return DEFAULT_EPISODES_PER_INSTRUCTION_ALL if task == "all" else DEFAULT_EPISODES_PER_INSTRUCTION
+    return DEFAULT_EPISODES_PER_INSTRUCTION_ALL if task == MULTI_TASK else DEFAULT_EPISODES_PER_INSTRUCTION
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import numpy as np
 
 from qtbench import stats
 from qtbench.algorithms import display_rank
+from qtbench.envs.instructions import MULTI_TASK, SKILLS
 from qtbench.errors import QtbenchError
 from qtbench.funnel import PLOT_NAME as FUNNEL_PLOT
 from qtbench.funnel import funnel_markdown, funnel_plot
@@ -43,8 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HEADLINE_TASK = "all"
-SINGLE_TASKS = ("drawer_open", "drawer_close", "pick_place", "move_near")
 AVERAGE = "average"
 OVERALL = "success"
 CSV_NAME = "leaderboard.csv"
@@ -263,7 +262,7 @@ def run_columns(run: RunRecord) -> dict[str, tuple[float, int | None, int | None
     out: dict[str, tuple[float, int | None, int | None]] = {
         OVERALL: (float(run.eval["success_rate"]), sum(s for s, _ in skills.values()), int(run.eval.get("episodes", 0)))
     }
-    if run.task == HEADLINE_TASK:
+    if run.task == MULTI_TASK:
         categories = category_counts(run.eval)
         rates = category_rates(run.eval)
         for name, (s, e) in categories.items():
@@ -369,7 +368,7 @@ def _grid(cells: dict[tuple[str, str], Aggregate], columns: list[str]) -> str:
 
 
 def ordered_tasks(names: set[str]) -> list[str]:
-    return [t for t in SINGLE_TASKS if t in names] + sorted(names - set(SINGLE_TASKS))
+    return [t for t in SKILLS if t in names] + sorted(names - set(SKILLS))
 
 
 def task_table(rows: list[Row]) -> str:
@@ -393,7 +392,7 @@ def paired_table(rows: list[Row]) -> str | None:
 
 def skill_table(rows: list[Row]) -> str:
     """Multi-task models broken down per skill (the categories merge open and close)."""
-    cells = {(skill, r.label): r.columns[skill] for r in rows for skill in SINGLE_TASKS if skill in r.columns}
+    cells = {(skill, r.label): r.columns[skill] for r in rows for skill in SKILLS if skill in r.columns}
     return _grid(cells, ordered_tasks({skill for skill, _ in cells}))
 
 
@@ -445,9 +444,9 @@ def aggregate_rows(frame: pd.DataFrame, per_task: str) -> list[AggregateRow]:
     "task" (the overall success of single-skill runs: one model per task).
     """
     if per_task == "skill":
-        frame = frame[(frame["task"] == HEADLINE_TASK) & frame["column"].isin(SINGLE_TASKS)]
+        frame = frame[(frame["task"] == MULTI_TASK) & frame["column"].isin(SKILLS)]
     else:
-        frame = frame[(frame["task"] != HEADLINE_TASK) & (frame["column"] == OVERALL)].assign(column=lambda f: f["task"])
+        frame = frame[(frame["task"] != MULTI_TASK) & (frame["column"] == OVERALL)].assign(column=lambda f: f["task"])
     tasks = {label: ordered_tasks(set(group["column"])) for label, group in frame.groupby("label")}
     baseline = frame[frame["label"] == BASELINE]
     rows = []
@@ -530,12 +529,12 @@ def write_plots(rows: list[Row], aggregates: dict[str, list[AggregateRow]], out_
 
     written: list[Path | None] = []
     reference = [r for r in rows if r.label == r.algo]
-    headline = {r.label: {c: a.interval for c, a in r.columns.items()} for r in reference if r.task == HEADLINE_TASK}
+    headline = {r.label: {c: a.interval for c, a in r.columns.items()} for r in reference if r.task == MULTI_TASK}
     if headline:
         paper = {ours: dict(zip(PAPER_COLUMNS, values)) for ours, values in PAPER_RESULTS.values()}
         written.append(plots.bar_chart(headline, list(PAPER_COLUMNS), out_dir / "categories_all.png",
                                        "multi-task models (task all): success per paper category", reference=paper))
-    single = [r for r in reference if r.task != HEADLINE_TASK]
+    single = [r for r in reference if r.task != MULTI_TASK]
     if single:
         series: dict[str, dict[str, plots.Interval]] = {}
         for r in single:
@@ -609,8 +608,8 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
     rows = build_rows(runs)
     aggregates = compute_aggregates(runs) if aggregates is None else aggregates
     reference = [r for r in rows if r.label == r.algo]
-    headline = [r for r in reference if r.task == HEADLINE_TASK]
-    per_task = [r for r in reference if r.task != HEADLINE_TASK]
+    headline = [r for r in reference if r.task == MULTI_TASK]
+    per_task = [r for r in reference if r.task != MULTI_TASK]
     ablations = ablation_rows(rows)
     parts = [
         "## Leaderboard",
@@ -633,7 +632,7 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
         if aggregates.get("all"):
             parts += ["", "Aggregated over the four skills and the seeds " + AGGREGATE_NOTE, "",
                       aggregate_table(aggregates["all"])]
-    elif any(r.task == HEADLINE_TASK for r in rows):
+    elif any(r.task == MULTI_TASK for r in rows):
         parts += ["The runs on task `all` all differ from the algorithms' current default settings "
                   "(they are listed as variants below): re-run them with "
                   "`qtbench sweep --tasks all --force` for the reference rows."]

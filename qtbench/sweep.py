@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
 from qtbench.algorithms import ALGORITHMS, headline_algorithms
+from qtbench.envs.instructions import MULTI_TASK
 from qtbench.errors import QtbenchError
 from qtbench.results import EVAL_FILE, run_label, run_root
 
@@ -319,7 +320,7 @@ def prepare_datasets(tasks: Iterable[str], profile: str, workers: int) -> None:
 @dataclass
 class SweepConfig:
     algos: list[str] = field(default_factory=headline_algorithms)
-    tasks: list[str] = field(default_factory=lambda: ["all"])
+    tasks: list[str] = field(default_factory=lambda: [MULTI_TASK])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     ablations: bool = False  # also run the paper's Q-Transformer ablations (ABLATIONS)
     # Config overrides to run for every algorithm instead of its reference settings (a

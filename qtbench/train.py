@@ -35,6 +35,7 @@ import numpy as np
 
 from qtbench import checkpoint
 from qtbench.algorithms import ALGORITHMS, AlgoConfig, algorithm_class, default_steps
+from qtbench.envs.instructions import MULTI_TASK
 from qtbench.errors import QtbenchError, unknown_name
 from qtbench.results import (
     CONFIG_FILE,
@@ -70,7 +71,7 @@ CURVE_EPISODES_PER_INSTRUCTION_ALL = 2
 
 
 def default_curve_episodes(task: str) -> int:
-    return CURVE_EPISODES_PER_INSTRUCTION_ALL if task == "all" else CURVE_EPISODES_PER_INSTRUCTION
+    return CURVE_EPISODES_PER_INSTRUCTION_ALL if task == MULTI_TASK else CURVE_EPISODES_PER_INSTRUCTION
 
 
 def curve_steps(total: int, points: int) -> list[int]:

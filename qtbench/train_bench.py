@@ -87,12 +87,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def suite_shapes(task: str) -> tuple[Any, list[str], str]:
     """(EnvSpecInfo, the task's instruction texts, a note on where the shapes came from)."""
     from qtbench.algorithms.base import EnvSpecInfo
-    from qtbench.envs.instructions import MAX_TOKENS, SKILLS, VOCABULARY, instructions_for
+    from qtbench.envs.instructions import MAX_TOKENS, MULTI_TASK, SKILLS, VOCABULARY, instructions_for
     from qtbench.errors import unknown_name
 
     texts = [ins.text for ins in instructions_for(task)]
     if not texts:
-        raise unknown_name("task", task, [*SKILLS, "all"])
+        raise unknown_name("task", task, [*SKILLS, MULTI_TASK])
     try:
         from qtbench.envs import make_env
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from qtbench.envs.instructions import MULTI_TASK
 from qtbench.leaderboard import (
     AGGREGATE_TITLES,
-    HEADLINE_TASK,
     PLOTS_DIR,
     SECTION,
     aggregate_table,
@@ -23,7 +23,7 @@ from qtbench.leaderboard import (
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     files = write_leaderboard(Path(args.results_dir), Path(args.benchmarks), plots=not args.no_plots)
     runs = load_runs(Path(args.results_dir))
-    rows = [r for r in build_rows(runs) if r.label == r.algo and r.task == HEADLINE_TASK]
+    rows = [r for r in build_rows(runs) if r.label == r.algo and r.task == MULTI_TASK]
     if rows:
         print(headline_table(rows))
     for name, agg in compute_aggregates(runs).items():
