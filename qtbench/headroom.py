@@ -135,8 +135,9 @@ def render(cells: dict[str, dict[int, dict[str, dict[str, Any]]]], results_dir: 
     ]
     if collected:
         parts += ["", f"The failure-collection policy of the `{profile}` datasets (BC on all demos, "
-                  "greedy), scored per style it attempted (`qtbench.envs.attempts`; `none`: closed on or "
-                  "pushed nothing), over its collection attempts (Wilson 95% interval):", "",
+                  "greedy), scored per style it attempted (`qtbench.envs.attempts`; `none`: it never met a "
+                  "handle, drawer front or object the way a style does), over its collection attempts (Wilson "
+                  "95% interval):", "",
                   markdown_table(["task", "attempted style", "attempts", "success %"], collected)]
     closures = [row for task in cells for row in closure_rows(task, profile)]
     if closures:
