@@ -36,7 +36,8 @@ def success(scene: Scene, ins: Instruction) -> bool:
 
 STAGES = (
     Stage("reached_handle", lambda s, ins: near_handle(s, ins.drawer) or near_pull(s, ins.drawer)),
-    Stage("grasped_handle", lambda s, ins: (near_handle(s, ins.drawer) and fingers_closed(s)) or in_pull(s, ins.drawer)),
+    Stage("grasped_handle",
+          lambda s, ins: (near_handle(s, ins.drawer) and fingers_closed(s)) or in_pull(s, ins.drawer)),
     Stage("pulled_half", lambda s, ins: bool(layout.drawer_pos(s, ins.drawer) >= 0.5 * OPEN_THRESHOLD)),
 )
 

@@ -6,8 +6,8 @@ worker runs it through :func:`execute` (which never raises: a failing cell is re
 and the others go on), and the driver collects :class:`CellOutcome` objects as they
 finish. Finished cells (an ``eval.json`` exists) are skipped and interrupted ones resume from
 their checkpoint, unless the result or checkpoint was made on other data than the datasets now
-on disk (then the cell runs again from scratch), and datasets are generated once, before the cells fan out, so no
-two workers race to write the same dataset.
+on disk (then the cell runs again from scratch); datasets are generated once, before the
+cells fan out, so no two workers race to write the same dataset.
 
 Ablation runs get their own result paths so they never overwrite the reference run:
 ``<results_dir>/ablations/<label>/<task>/<algo>/seed<k>/`` where ``label`` is

@@ -129,7 +129,8 @@ def test_a_cell_made_on_other_data_runs_again(tmp_path, monkeypatch, caplog):
     for seed, fingerprint in ((0, "sha256:old"), (1, "sha256:new")):
         cell_dir = Cell("bc", "drawer_open", seed).results_dir(config.results_dir)
         cell_dir.mkdir(parents=True)
-        (cell_dir / "eval.json").write_text(json.dumps({"success_rate": 0.5, "data": dict(record, fingerprint=fingerprint)}))
+        record_then = {"success_rate": 0.5, "data": dict(record, fingerprint=fingerprint)}
+        (cell_dir / "eval.json").write_text(json.dumps(record_then))
     interrupted = Cell("bc", "drawer_open", 2).checkpoint_dir(config.checkpoint_dir)
     monkeypatch.setattr("qtbench.checkpoint.load", lambda directory: SimpleNamespace(
         data=dict(record, fingerprint="sha256:old")) if directory == interrupted else None)
