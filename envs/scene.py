@@ -31,7 +31,8 @@ KNOB_STANDOFF = 0.02  # the front panel's face lies this far behind (+y) the kno
 # The finger pull beside the knob, in the drawer body frame (the front's face at y = -0.01, the
 # knob's centre KNOB_STANDOFF in front of it): a ledge with a lip standing on its outer edge; one
 # open finger fits into the groove between lip and front face and pulls on the lip.
-PULL_X = 0.12  # x of the ledge's and lip's centre (they are 3 cm long)
+PULL_X = 0.12  # x of the ledge's and lip's centre
+PULL_HALF_LENGTH = 0.015  # half their length along x
 GROOVE_DEPTH = 0.028  # y from the front face to the lip's inner face (a finger is 2.4 cm deep)
 LEDGE_TOP = 0.055  # z of the groove's floor
 LIP_TOP = 0.063  # z of the lip's top, 8 mm above the floor

@@ -17,8 +17,8 @@ import numpy as np
 
 from qtbench.envs import layout
 from qtbench.envs.instructions import Instruction
-from qtbench.envs.scene import (FINGER_OPEN_GAP, GROOVE_DEPTH, HALF_LENGTH, OPEN_FINGER_X, PULL_OFFSET, REST_HEIGHT,
-                                Scene)
+from qtbench.envs.scene import (FINGER_OPEN_GAP, GROOVE_DEPTH, HALF_LENGTH, OPEN_FINGER_X, PULL_HALF_LENGTH, PULL_OFFSET,
+                                REST_HEIGHT, Scene)
 
 # Stage thresholds shared by the skills (m); checked against the scripted plans in tests.
 REACH = 0.03  # gripper point within this of the handle / the object (see near_object): "reached"
@@ -99,10 +99,10 @@ def near_pull(state: np.ndarray, drawer: str) -> bool:
 
 
 def in_pull(state: np.ndarray, drawer: str) -> bool:
-    """The left finger of the open gripper down in the finger pull's groove (over the 3 cm
-    ledge, between lip and front, its tip within PULL_SEAT of the ledge): hooked, ready to pull."""
+    """The left finger of the open gripper down in the finger pull's groove (over the ledge,
+    between lip and front, its tip within PULL_SEAT of the ledge): hooked, ready to pull."""
     rel = pull_offset(state, drawer)
-    over = abs(rel[0]) < 0.015 and abs(rel[1]) < 0.5 * GROOVE_DEPTH
+    over = abs(rel[0]) < PULL_HALF_LENGTH and abs(rel[1]) < 0.5 * GROOVE_DEPTH
     return bool(over and rel[2] < PULL_SEAT and not fingers_closed(state))
 
 

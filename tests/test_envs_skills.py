@@ -8,7 +8,7 @@ import pytest
 
 from qtbench.envs import drawer_close, drawer_open, make_env, move_near, pick_place
 from qtbench.envs.instructions import BY_TEXT
-from qtbench.envs.scene import GROOVE_DEPTH, LEDGE_TOP, LIP_TOP, PULL_OFFSET, PULL_X, Scene
+from qtbench.envs.scene import GROOVE_DEPTH, LEDGE_TOP, LIP_TOP, PULL_HALF_LENGTH, PULL_OFFSET, PULL_X, Scene
 
 
 @pytest.fixture()
@@ -107,6 +107,7 @@ def test_finger_pull_constants_mirror_the_scene(scene):
         knob, ledge, lip = (mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, f"{part}_{drawer}")
                             for part in ("knob", "ledge", "lip"))
         assert m.geom_pos[ledge, 0] == pytest.approx(PULL_X) and m.geom_pos[lip, 0] == pytest.approx(PULL_X)
+        assert m.geom_size[ledge, 0] == pytest.approx(PULL_HALF_LENGTH) == m.geom_size[lip, 0]
         assert m.geom_pos[ledge, 2] + m.geom_size[ledge, 2] == pytest.approx(LEDGE_TOP)
         assert m.geom_pos[lip, 2] + m.geom_size[lip, 2] == pytest.approx(LIP_TOP)
         face = m.geom_pos[knob, 1] + m.geom_size[knob, 1]  # the knob's back rests on the front's face
