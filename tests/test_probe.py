@@ -1,5 +1,5 @@
 """Value probes: values() of q_transformer, iql and cql on hand-computed cases, the probe's
-statistics on toys, and the `qtbench eval` / `qtbench probe` commands end to end."""
+statistics on toys, and the `qtbench eval` / `qtbench probe` / `qtbench agreement` commands end to end."""
 
 from __future__ import annotations
 
@@ -179,6 +179,12 @@ def test_eval_and_probe_commands(cells, capsys):
     assert sum(b["count"] for b in probe["calibration"]["bins"]) == probe["transitions"]
     assert "smaller of the two online critics" in probe["value"]
     assert (iql / "probe.png").stat().st_size > 1000
+
+    assert main(["agreement", str(tiny), *ckpt]) == 0
+    agreement = json.loads((tiny / "agreement.json").read_text())
+    assert [r["step"] for r in agreement["steps"]] == [0, 1, 2, 3, "later"]
+    assert all(0.0 <= r["agree"] <= 1.0 for r in agreement["steps"]) and agreement["checkpoint_step"] == 4
+    assert "its greedy motion against the demos' own" in capsys.readouterr().out
 
 
 class ActionScore:

@@ -1,10 +1,12 @@
-"""`qtbench eval` and `qtbench probe`: diagnostics of a finished run, from its checkpoint.
+"""`qtbench eval`, `qtbench probe` and `qtbench agreement`: diagnostics of a finished run, from its checkpoint.
 
 ``qtbench eval RUN_DIR`` re-evaluates the run's final weights (same episodes and seeds as
 ``qtbench run``) and rewrites its eval.json with stage funnels; ``--from-stage STAGE``
 instead lets the scripted demo policy drive every episode until STAGE is passed and the
 learned policy finish it, and writes ``eval_from_<STAGE>.json``. ``qtbench probe RUN_DIR``
-scores the run's own dataset with the learned Q function (see ``qtbench.probe``).
+scores the run's own dataset with the learned Q function (see ``qtbench.probe``);
+``qtbench agreement RUN_DIR`` compares its greedy motion with its demos', step by step
+(see ``qtbench.agreement``).
 """
 
 from __future__ import annotations
@@ -117,6 +119,20 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- qtbench agreement -------------------------------------------------------------------
+def cmd_agreement(args: argparse.Namespace) -> int:
+    from qtbench.agreement import AGREEMENT_FILE, agreement_run, format_agreement
+    from qtbench.atomic import atomic_write_json
+
+    _setup(args)
+    run = load_run(args.run_dir, args.checkpoint_dir, args.device)
+    result = agreement_run(run, progress=not args.no_progress)
+    path = atomic_write_json(run.run_dir / AGREEMENT_FILE, result)
+    print(format_agreement(result))
+    print(f"\nwritten: {path}")
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a cell's results directory, e.g. results/drawer_open/q_transformer/seed0")
     p.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"),
@@ -161,3 +177,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--max-transitions", type=int, default=None,
                    help="probe at most this many transitions, drawn uniformly (default: all)")
     q.set_defaults(func=cmd_probe)
+    a = subparsers.add_parser(
+        "agreement",
+        help="the run's greedy motion against its demos' own, by demo step (agreement.json)",
+        description=(
+            "Act greedily in the states of the run's own demonstrations (with their history windows) "
+            "and compare the motion with the demo's: median cosine and the share that agrees, for the "
+            "demos' first steps one by one and the later steps together. A policy that agrees from step 1 "
+            "on but not at step 0 continues motions it sees instead of choosing where to go "
+            "(see qtbench.agreement). Any algorithm."
+        ),
+    )
+    _common(a)
+    a.set_defaults(func=cmd_agreement)
