@@ -40,6 +40,9 @@ def _fields(spec: list[tuple[str, tuple[int, ...], str]]) -> dict[str, Field]:
     return out
 
 
+# The roles of named_pos's rows: the instruction's object, its move_near target, its drawer.
+NAMED = ("object", "target", "drawer")
+
 FIELDS: dict[str, Field] = _fields(
     [
         ("gripper_pos", (3,), "point between the fingertips, world frame (m)"),
@@ -47,6 +50,9 @@ FIELDS: dict[str, Field] = _fields(
         ("drawer_pos", (len(DRAWERS),), f"slide joint of the {', '.join(DRAWERS)} drawer (m, 0 = closed)"),
         ("handle_pos", (len(DRAWERS), 3), "world position of each drawer's knob, same drawer order (m)"),
         ("object_pos", (len(OBJECTS), 3), f"world position of each object (m): {', '.join(OBJECTS)}"),
+        ("named_pos", (len(NAMED), 3), "world position of what the instruction names, in the order "
+         f"{', '.join(NAMED)}: the object it moves, the object to move it near (move_near), the knob of "
+         "the drawer it names; zeros for what it does not name (m)"),
     ]
 )
 STATE_DIM = sum(f.size for f in FIELDS.values())
@@ -79,6 +85,11 @@ def handle_pos(state: np.ndarray, drawer: str) -> np.ndarray:
 
 def object_pos(state: np.ndarray, obj: str) -> np.ndarray:
     return get(state, "object_pos")[..., OBJECT_INDEX[obj], :]
+
+
+def named_pos(state: np.ndarray, role: str) -> np.ndarray:
+    """The position of what the instruction names in ``role`` (one of NAMED)."""
+    return get(state, "named_pos")[..., NAMED.index(role), :]
 
 
 def observation_table() -> str:

@@ -13,7 +13,7 @@ import mujoco
 import numpy as np
 
 from qtbench.envs import layout
-from qtbench.envs.instructions import DRAWERS, OBJECTS
+from qtbench.envs.instructions import DRAWERS, OBJECTS, Instruction
 
 SCENE_XML = Path(__file__).parent / "assets" / "scene.xml"
 
@@ -147,14 +147,23 @@ class Scene:
         return cls(model, mujoco.MjData(model))
 
     # ---- reading ---------------------------------------------------------------------------
-    def state(self) -> np.ndarray:
-        """The observation state vector (see layout.py); positions need mj_kinematics first."""
+    def state(self, named: Instruction | None = None) -> np.ndarray:
+        """The observation state vector (see layout.py); positions need mj_kinematics first.
+        ``named``: the instruction whose object, target and drawer fill named_pos (zeros without)."""
         d, s, out = self.data, self._slices, self._state
         out[s["gripper_pos"]] = d.xpos[self.hand]
         out[s["finger_opening"]] = FINGER_OPEN_GAP - d.qpos[self.finger_qpos].sum()
         out[s["drawer_pos"]] = d.qpos[self.drawer_qpos]
         out[s["handle_pos"]] = d.geom_xpos[self.knob_geom].ravel()
         out[s["object_pos"]] = d.xpos[self.object_body].ravel()
+        rows = np.zeros((len(layout.NAMED), 3))
+        if named is not None:
+            for row, obj in enumerate((named.obj, named.target)):
+                if obj is not None:
+                    rows[row] = d.xpos[self.object_body[layout.OBJECT_INDEX[obj]]]
+            if named.drawer is not None:
+                rows[2] = d.geom_xpos[self.knob_geom[layout.DRAWER_INDEX[named.drawer]]]
+        out[s["named_pos"]] = rows.ravel()
         return out.copy()
 
     def state_bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +195,7 @@ class Scene:
             "drawer_pos": (drawers[:, 0] - drawers_travel, drawers[:, 1] + drawers_travel),
             "handle_pos": (ends.min(axis=0) - knob_size, ends.max(axis=0) + knob_size),
             "object_pos": (np.tile(scene_low, len(OBJECTS)), np.tile(scene_high, len(OBJECTS))),
+            "named_pos": (np.tile(scene_low, len(layout.NAMED)), np.tile(scene_high, len(layout.NAMED))),
         }
         low = np.empty(layout.STATE_DIM, np.float32)
         high = np.empty(layout.STATE_DIM, np.float32)

@@ -35,8 +35,8 @@ from qtbench.errors import QtbenchError
 log = logging.getLogger(__name__)
 
 # Fallback shapes when the MuJoCo suite cannot be imported: the suite's state vector
-# (qtbench.envs.layout) has 40 features, actions are [dx, dy, dz, gripper].
-DEFAULT_STATE_DIM = 40
+# (qtbench.envs.layout) has 49 features, actions are [dx, dy, dz, gripper].
+DEFAULT_STATE_DIM = 49
 DEFAULT_ACTION_DIM = 4
 DEFAULT_EPISODE_STEPS = 60
 

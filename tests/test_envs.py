@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 import qtbench
 from qtbench.envs import TASKS, layout, make_env
-from qtbench.envs.instructions import INSTRUCTIONS, SKILLS, TEXT_CHARSET, instructions_for
+from qtbench.envs.instructions import BY_TEXT, INSTRUCTIONS, SKILLS, TEXT_CHARSET, instructions_for
 from qtbench.errors import QtbenchError
 
 
@@ -27,7 +27,7 @@ def test_gym_make_with_the_module_prefix_needs_no_import():
     import sys
 
     code = ("import sys, gymnasium as gym; assert 'qtbench' not in sys.modules; "
-            "env = gym.make('qtbench:qtbench/DrawerOpen-v0'); env.reset(seed=0); print(env.unwrapped.task)")
+            "env = gym.make('qtbench:qtbench/DrawerOpen-v1'); env.reset(seed=0); print(env.unwrapped.task)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "drawer_open"
@@ -49,7 +49,7 @@ def test_unknown_task_lists_choices():
 def test_spaces_and_info():
     env = make_env("all")
     obs, info = env.reset(seed=3)
-    assert obs["state"].shape == (layout.STATE_DIM,) == (40,)
+    assert obs["state"].shape == (layout.STATE_DIM,) == (49,)
     assert obs["state"].dtype == np.float32
     assert env.observation_space.contains(obs)
     assert set(obs["instruction"]) <= TEXT_CHARSET
@@ -70,7 +70,26 @@ def test_layout_fields_tile_the_state():
     batch = np.arange(2 * layout.STATE_DIM, dtype=np.float32).reshape(2, -1)
     assert layout.object_pos(batch, "red can").shape == (2, 3)
     assert layout.object_pos(batch, "red can")[0].tolist() == [16.0, 17.0, 18.0]
-    assert layout.handle_pos(batch, "middle")[1].tolist() == [50.0, 51.0, 52.0]
+    assert layout.handle_pos(batch, "middle")[1].tolist() == [59.0, 60.0, 61.0]  # 49 + 10
+    assert layout.named_pos(batch, "drawer")[0].tolist() == [46.0, 47.0, 48.0]
+
+
+def test_named_pos_holds_what_the_instruction_names():
+    for task, roles in (("move_near", ("object", "target")), ("pick_place", ("object", "drawer")),
+                        ("drawer_open", ("drawer",))):
+        env = make_env(task)
+        for seed in range(3):
+            obs, info = env.reset(seed=seed)
+            s, ins = obs["state"], BY_TEXT[info["instruction"]]
+            named = {"object": ins.obj, "target": ins.target, "drawer": ins.drawer}
+            for role in layout.NAMED:
+                expected = (np.zeros(3) if role not in roles else layout.handle_pos(s, named[role])
+                            if role == "drawer" else layout.object_pos(s, named[role]))
+                assert layout.named_pos(s, role).tolist() == expected.tolist(), (task, seed, role)
+            obs, *_ = env.step(np.float32([0.5, 0, 0, 0]))  # it follows them as they move
+            assert np.array_equal(layout.named_pos(obs["state"], roles[0]),
+                                  layout.handle_pos(obs["state"], ins.drawer) if roles[0] == "drawer"
+                                  else layout.object_pos(obs["state"], ins.obj))
 
 
 def test_initial_state_is_consistent_with_the_scene():
@@ -165,7 +184,7 @@ def test_physics_state_save_and_restore(sleep):
     env = make_env("pick_place", sleep=sleep).unwrapped
     other = make_env("pick_place", sleep=sleep).unwrapped
     env.reset(seed=2)
-    other.reset(seed=9)
+    other.reset(seed=9, options={"instruction": env.instruction.text})  # the same named objects
     rng = np.random.default_rng(1)
     for a in rng.uniform(-1, 1, (20, 4)):
         env.step(a)

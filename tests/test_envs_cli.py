@@ -12,9 +12,9 @@ def test_env_list_prints_every_task_with_counts(capsys):
     assert main(["env", "list"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line.split() for line in out.splitlines() if line and not line.startswith(" ")}
-    assert lines["drawer_open"][1:4] == ["qtbench/DrawerOpen-v0", "3", "instructions,"]
-    assert lines["move_near"][1:3] == ["qtbench/MoveNear-v0", "42"]
-    assert lines["all"][1:3] == ["qtbench/AllTasks-v0", "66"]
+    assert lines["drawer_open"][1:4] == ["qtbench/DrawerOpen-v1", "3", "instructions,"]
+    assert lines["move_near"][1:3] == ["qtbench/MoveNear-v1", "42"]
+    assert lines["all"][1:3] == ["qtbench/AllTasks-v1", "66"]
     assert "    move the orange near the white cup" in out
     assert "object_pos" in out
 

@@ -88,12 +88,14 @@ def test_relative_positions_by_hand():
     state[layout.FIELDS["handle_pos"].slice] = handles.flatten()
     objects = torch.full((8, 3), 0.3)
     state[layout.FIELDS["object_pos"].slice] = objects.flatten()
-    rel = relative_positions(state[None, None])  # (B, H, 3 * 11), in 10 cm units
-    assert rel.shape == (1, 1, 33)
-    rel = rel.reshape(11, 3)
+    state[layout.FIELDS["named_pos"].slice] = torch.tensor([0.3, 0.3, 0.3, 0, 0, 0, 0.1, 0.0, 0.35])  # no target
+    rel = relative_positions(state[None, None])  # (B, H, 3 * 14), in 10 cm units
+    assert rel.shape == (1, 1, 42)
+    rel = rel.reshape(14, 3)
     torch.testing.assert_close(rel[1], torch.tensor([0.0, 2.0, 0.5]))
     torch.testing.assert_close(rel[0], torch.tensor([-1.0, 2.0, -3.0]))  # the knob at the origin
-    torch.testing.assert_close(rel[3:], torch.tensor([2.0, 5.0, 0.0]).expand(8, 3))  # objects at (0.3, 0.3, 0.3)
+    torch.testing.assert_close(rel[3:11], torch.tensor([2.0, 5.0, 0.0]).expand(8, 3))  # objects at (0.3, 0.3, 0.3)
+    torch.testing.assert_close(rel[11:], torch.tensor([[2.0, 5.0, 0.0], [0.0, 0.0, 0.0], [0.0, 2.0, 0.5]]))
 
 
 def test_relative_positions_follow_the_normalised_state_on_qtbench_states_only():
@@ -101,7 +103,7 @@ def test_relative_positions_follow_the_normalised_state_on_qtbench_states_only()
 
     spec = EnvSpecInfo(state_dim=layout.STATE_DIM, action_dim=4, vocab_size=3, max_tokens=2, max_episode_steps=5)
     net = StateNormalised(spec, relative=True)
-    assert net.input_dim == layout.STATE_DIM + 33
+    assert net.input_dim == layout.STATE_DIM + 42
     states = torch.randn(2, 4, layout.STATE_DIM, generator=torch.Generator().manual_seed(0))
     out = net.normalise(states)
     torch.testing.assert_close(out[..., : layout.STATE_DIM], states)  # no statistics: identity

@@ -36,19 +36,26 @@ STD_FLOOR = 1e-3  # smallest std a feature is divided by (constant features stay
 
 
 RELATIVE_SCALE = 10.0  # relative positions enter the models in units of 10 cm
-RELATIVE_FIELDS = ("handle_pos", "object_pos")  # the state fields (envs.layout) taken relative to the gripper
+RELATIVE_FIELDS = ("handle_pos", "object_pos", "named_pos")  # the state fields (envs.layout) taken relative to the gripper
 
 
 def relative_positions(states: torch.Tensor) -> torch.Tensor:
-    """Each drawer knob's and each object's position minus the gripper point's, for states in
-    qtbench's layout (``qtbench.envs.layout``): (..., S) -> (..., 3 * (knobs + objects)), in
-    units of 10 cm. Reaching is then a function the models read off directly instead of a
-    difference of two absolute positions that they must learn to take."""
+    """Each drawer knob's, each object's and each named position (``named_pos``) minus the
+    gripper point's, for states in qtbench's layout (``qtbench.envs.layout``): (..., S) ->
+    (..., 3 * (knobs + objects + named)), in units of 10 cm; a role the instruction does not
+    name (all zeros in the state) stays zero. Reaching is then a function the models read off
+    directly instead of a difference of two absolute positions that they must learn to take."""
     from qtbench.envs.layout import FIELDS
 
     gripper = states[..., FIELDS["gripper_pos"].slice].unsqueeze(-2)
-    targets = [states[..., FIELDS[name].slice].unflatten(-1, FIELDS[name].shape) for name in RELATIVE_FIELDS]
-    return ((torch.cat(targets, dim=-2) - gripper) * RELATIVE_SCALE).flatten(-2)
+    parts = []
+    for name in RELATIVE_FIELDS:
+        points = states[..., FIELDS[name].slice].unflatten(-1, FIELDS[name].shape)
+        relative = points - gripper
+        if name == "named_pos":  # an unnamed role is (0, 0, 0) in the state: it stays zero
+            relative = relative * (points != 0).any(dim=-1, keepdim=True)
+        parts.append(relative)
+    return (torch.cat(parts, dim=-2) * RELATIVE_SCALE).flatten(-2)
 
 
 class StateNormalised(nn.Module):
