@@ -39,7 +39,8 @@ from torch.nn import functional as F
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
 from qtbench.algorithms.torch_utility import check_reward_transform, clamp_log_std, polyak_update, shifted_return
-from qtbench.ensemble_mlp import Instructions, ObsNet, unique_instructions
+from qtbench.ensemble_mlp import Instructions, ObsNet
+from qtbench.nets import distinct_instructions
 
 
 @dataclass
@@ -143,7 +144,7 @@ class CQL:
         batch_size, action_dim = action.shape
 
         # The bootstrap window is later in the same episode: same instruction, encoded once.
-        ins = unique_instructions(batch.window.instruction, self.spec.vocab_size)
+        ins = distinct_instructions(batch.window.instruction)
 
         # Actor and entropy temperature (SAC).
         mean, log_std = self._policy(batch.window, ins)

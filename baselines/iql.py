@@ -37,7 +37,8 @@ from torch.nn import functional as F
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import ranged
 from qtbench.algorithms.torch_utility import check_reward_transform, clamp_log_std, polyak_update, shifted_return
-from qtbench.ensemble_mlp import Instructions, ObsNet, unique_instructions
+from qtbench.ensemble_mlp import Instructions, ObsNet
+from qtbench.nets import distinct_instructions
 
 
 @dataclass
@@ -115,7 +116,7 @@ class IQL:
         c = self.config
         action = batch.window.actions[:, -1]
         # The bootstrap window is later in the same episode: same instruction, encoded once.
-        ins = unique_instructions(batch.window.instruction, self.spec.vocab_size)
+        ins = distinct_instructions(batch.window.instruction)
         with torch.no_grad():
             q_target = self.q_target(batch.window, action, ins).amin(0).squeeze(-1)
             next_v = self.value(batch.next_window, None, ins)[0, :, 0]

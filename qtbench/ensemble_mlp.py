@@ -2,8 +2,8 @@
 
 ``ObsNet`` computes ``members`` MLPs together (the twin critics are one network with two
 members), each reading the normalised last ``history`` states and the instruction through
-its own order-aware word encoder; ``unique_instructions`` lets a batch encode each
-distinct instruction once.
+its own order-aware word encoder; ``nets.distinct_instructions`` (shared with the
+transformers) lets a batch encode each distinct instruction once.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from qtbench.algorithms.base import EnvSpecInfo, Window
 from qtbench.algorithms.torch_utility import StateNormalised
+from qtbench.nets import distinct_instructions
 
 
 class EnsembleLinear(nn.Module):
@@ -58,32 +59,6 @@ class InstructionEncoder(nn.Module):
 Instructions = tuple[torch.Tensor, torch.Tensor]
 
 
-def unique_instructions(tokens: torch.Tensor, vocab_size: int) -> Instructions:
-    """The distinct instruction rows (U, L) and each batch row's index into them (B,).
-
-    A batch repeats a few dozen instructions, so encoding each distinct one once and
-    gathering is several times cheaper than encoding 256 copies (forward and backward).
-    Rows are packed into exact int64 keys a few tokens at a time and deduplicated with
-    1-D ``torch.unique`` (``unique(dim=0)`` compares rows one by one and is slow on CPU).
-    """
-    batch, length = tokens.shape
-    bits = max(1, (vocab_size - 1).bit_length())
-    per_key = max(1, 62 // bits)
-    key = None
-    for start in range(0, length, per_key):
-        chunk = tokens[:, start : start + per_key]
-        shifts = torch.arange(chunk.shape[1], device=tokens.device) * bits
-        chunk_key = (chunk << shifts).sum(1)
-        if key is None:
-            key = chunk_key
-        else:  # renumber both keys densely (< batch) so their combination stays exact
-            key = torch.unique(key, return_inverse=True)[1] * batch + torch.unique(chunk_key, return_inverse=True)[1]
-    values, index = torch.unique(key, return_inverse=True)
-    rows = torch.zeros(len(values), dtype=torch.long, device=tokens.device)
-    rows.scatter_(0, index, torch.arange(batch, device=tokens.device))  # any member: they are equal
-    return tokens[rows], index
-
-
 class ObsNet(StateNormalised):
     """``members`` MLPs on (normalised state window, instruction[, action]), computed together.
 
@@ -96,7 +71,7 @@ class ObsNet(StateNormalised):
         hidden_dim: int, n_layers: int, word_dim: int, with_action: bool, relative: bool = False,
     ):
         super().__init__(spec, relative)
-        self.history, self.members, self.vocab_size = history, members, spec.vocab_size
+        self.history, self.members = history, members
         self.instruction = InstructionEncoder(members, spec.vocab_size, spec.max_tokens, word_dim)
         d_in = history * self.input_dim + word_dim + (spec.action_dim if with_action else 0)
         dims = [d_in] + [hidden_dim] * n_layers
@@ -106,13 +81,13 @@ class ObsNet(StateNormalised):
     def encode(self, window: Window, instructions: Instructions | None = None) -> torch.Tensor:
         """(E, B, F) features: the last ``history`` states (padding zeroed) and the instruction.
 
-        ``instructions`` is ``unique_instructions(window.instruction)`` when the caller has it.
+        ``instructions`` is ``distinct_instructions(window.instruction)`` when the caller has it.
         """
         states = self.normalise(window.states[:, -self.history:])
         states = states * window.mask[:, -self.history:, None]
         states = states.flatten(1).expand(self.members, -1, -1)
         if instructions is None:
-            instructions = unique_instructions(window.instruction, self.vocab_size)
+            instructions = distinct_instructions(window.instruction)
         distinct, index = instructions
         return torch.cat([states, self.instruction(distinct)[:, index]], dim=-1)
 

@@ -102,14 +102,14 @@ def test_learns_to_prefer_the_successful_actions():
     assert after < 0.5 * before and after < 0.2
 
 
-def test_unique_instructions_is_exact_with_long_instructions():
-    from qtbench.ensemble_mlp import unique_instructions
+def test_distinct_instructions_is_exact_with_long_instructions():
+    from qtbench.nets import distinct_instructions
 
     g = torch.Generator().manual_seed(0)
     table = torch.randint(1, 1000, (7, 30), generator=g)  # 10 bits a token: several packed keys
     table[3] = table[2]
     table[3, -1] += 1  # differs only in the last token
     tokens = table[torch.randint(0, 7, (200,), generator=g)]
-    distinct, index = unique_instructions(tokens, vocab_size=1000)
+    distinct, index = distinct_instructions(tokens)
     assert len(distinct) == len(torch.unique(tokens, dim=0))
     torch.testing.assert_close(distinct[index], tokens, rtol=0, atol=0)
