@@ -91,7 +91,8 @@ class ManipulationEnv(gym.Env):
     points instead of having to learn which of eight objects its words mean: from this suite's
     datasets (50 demos per instruction) the baselines did not learn that (every one scored
     near 0% on move_near; BC, same data and budget: 1.2% without these positions, 72.4%
-    with them, 420 episodes),
+    with a model-side prototype of them, 420 episodes; on v1 the BC collection policy
+    succeeds in 71.6% of its move_near attempts),
     and every comparison of pick_place and move_near measured that failure instead of the
     learning rule. The suite tests learning from demos and failures, not grounding words in
     a scene (the paper's robots ground them in camera images with far more data).
