@@ -84,7 +84,7 @@ class ManipulationEnv(gym.Env):
     | 4:7 | drawer_pos | (3,) | slide joint of the top, middle, bottom drawer (m, 0 = closed) |
     | 7:16 | handle_pos | (3, 3) | world position of each drawer's knob, same drawer order (m) |
     | 16:40 | object_pos | (8, 3) | world position of each object (m): red can, green apple, orange, blue chip bag, brown rxbar, purple eggplant, white cup, yellow sponge |
-    | 40:49 | named_pos | (3, 3) | world position of what the instruction names, in the order object, target, drawer: the object it moves, the object to move it near (move_near), the knob of the drawer it names; zeros for what it does not name (m) |
+    | 40:49 | named_pos | (3, 3) | world position of what the instruction names, in the order obj, target, drawer: the object it moves, the object to move it near (move_near), the knob of the drawer it names; zeros for what it does not name (m) |
 
     ``named_pos`` repeats the positions of what the instruction names (its object, the
     object to move it near, its drawer's knob), so that a learner reads where the instruction

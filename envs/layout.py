@@ -40,8 +40,9 @@ def _fields(spec: list[tuple[str, tuple[int, ...], str]]) -> dict[str, Field]:
     return out
 
 
-# The roles of named_pos's rows: the instruction's object, its move_near target, its drawer.
-NAMED = ("object", "target", "drawer")
+# The roles of named_pos's rows, named as the Instruction fields that fill them: the object the
+# instruction moves, its move_near target, its drawer.
+NAMED = ("obj", "target", "drawer")
 
 FIELDS: dict[str, Field] = _fields(
     [

@@ -157,12 +157,12 @@ class Scene:
         out[s["handle_pos"]] = d.geom_xpos[self.knob_geom].ravel()
         out[s["object_pos"]] = d.xpos[self.object_body].ravel()
         rows = np.zeros((len(layout.NAMED), 3))
-        if named is not None:
-            for row, obj in enumerate((named.obj, named.target)):
-                if obj is not None:
-                    rows[row] = d.xpos[self.object_body[layout.OBJECT_INDEX[obj]]]
-            if named.drawer is not None:
-                rows[2] = d.geom_xpos[self.knob_geom[layout.DRAWER_INDEX[named.drawer]]]
+        for row, role in enumerate(layout.NAMED if named is not None else ()):
+            name = getattr(named, role)
+            if name is None:
+                continue
+            rows[row] = (d.geom_xpos[self.knob_geom[layout.DRAWER_INDEX[name]]] if role == "drawer"
+                         else d.xpos[self.object_body[layout.OBJECT_INDEX[name]]])
         out[s["named_pos"]] = rows.ravel()
         return out.copy()
 

@@ -75,13 +75,13 @@ def test_layout_fields_tile_the_state():
 
 
 def test_named_pos_holds_what_the_instruction_names():
-    for task, roles in (("move_near", ("object", "target")), ("pick_place", ("object", "drawer")),
+    for task, roles in (("move_near", ("obj", "target")), ("pick_place", ("obj", "drawer")),
                         ("drawer_open", ("drawer",))):
         env = make_env(task)
         for seed in range(3):
             obs, info = env.reset(seed=seed)
             s, ins = obs["state"], BY_TEXT[info["instruction"]]
-            named = {"object": ins.obj, "target": ins.target, "drawer": ins.drawer}
+            named = {"obj": ins.obj, "target": ins.target, "drawer": ins.drawer}
             for role in layout.NAMED:
                 expected = (np.zeros(3) if role not in roles else layout.handle_pos(s, named[role])
                             if role == "drawer" else layout.object_pos(s, named[role]))
