@@ -32,7 +32,7 @@ from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import added, ranged
 from qtbench.algorithms.torch_utility import ActionGrid, greedy_decode
 from qtbench.nets import (
-    AMP_MODES, ActionTokenConfig, CausalTransformer, ContextTokens, action_tokens, autocast, instruction_prefix,
+    AMP_MODES, ActionTokenConfig, CausalTransformer, ContextTokens, action_tokens, autocast, instruction_prefix, resolve_amp,
 )
 
 
@@ -46,7 +46,7 @@ class BCConfig(ActionTokenConfig):
     dropout: float = ranged(0.1, at_least=0, below=1)  # RT-1's; demonstrations are few, so BC needs it more than Q-learning
     grad_clip: float = ranged(1.0, above=0)  # max global gradient norm
     weight_decay: float = ranged(0.01, at_least=0)  # AdamW, as Q-Transformer
-    amp: str = added("bf16", before="none", one_of=AMP_MODES)  # bfloat16 autocast of the forward passes, as Q-Transformer's ("none": float32)
+    amp: str = added("auto", before="none", one_of=AMP_MODES)  # bfloat16 autocast of the forward passes, as Q-Transformer's ("none": float32; "auto": bf16 where the hardware has it)
 
 
 # `qtbench tune --algo bc` tries these settings on drawer_open (at most 8). The first is
@@ -121,6 +121,7 @@ class BC:
 
     def __init__(self, spec: EnvSpecInfo, config: BCConfig, device: str = "cpu"):
         self.spec, self.config, self.device = spec, config, torch.device(device)
+        self.amp = resolve_amp(config.amp, self.device)  # the precision it runs in here
         self.policy = AutoregressivePolicy(spec, config).to(self.device)
         self.grid = ActionGrid(config.bins, spec.action_dim, config.gripper_first, self.device)
         self.optimizer = torch.optim.AdamW(
@@ -130,7 +131,7 @@ class BC:
     def update(self, batch: Batch) -> dict[str, float]:
         self.policy.train()
         target = self.grid.bins(batch.window.actions[:, -1])  # (B, A), in decoding order
-        with autocast(self.device, self.config.amp):
+        with autocast(self.device, self.amp):
             logits = self.policy.logits(batch.window, target[:, :-1]).float()
         loss = F.cross_entropy(logits.reshape(-1, self.config.bins), target.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
@@ -143,7 +144,7 @@ class BC:
     @torch.no_grad()
     def act(self, window: Window) -> np.ndarray:
         self.policy.eval()
-        with autocast(self.device, self.config.amp):
+        with autocast(self.device, self.amp):
             bins = self.policy.greedy(window)
         actions = self.grid.actions(bins)
         return actions.clamp(-1.0, 1.0).float().cpu().numpy()

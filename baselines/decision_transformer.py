@@ -34,7 +34,9 @@ from torch import nn
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import added, ranged
 from qtbench.algorithms.torch_utility import StateNormalised
-from qtbench.nets import AMP_MODES, PAD_ID, CausalTransformer, autocast, instruction_prefix, instruction_tokens
+from qtbench.nets import (
+    AMP_MODES, PAD_ID, CausalTransformer, autocast, instruction_prefix, instruction_tokens, resolve_amp,
+)
 
 TOKENS_PER_STEP = 3  # return-to-go, state, action
 STATE_SLOT = 1  # index of the state token within a step
@@ -53,7 +55,7 @@ class DTConfig(AlgoConfig):
     n_layers: int = ranged(3, at_least=1)  # transformer blocks
     n_heads: int = ranged(1, at_least=1, divides="d_model")  # attention heads
     dropout: float = ranged(0.1, at_least=0, below=1)
-    amp: str = added("bf16", before="none", one_of=AMP_MODES)  # bfloat16 autocast of the forward passes, as Q-Transformer's ("none": float32)
+    amp: str = added("auto", before="none", one_of=AMP_MODES)  # bfloat16 autocast of the forward passes, as Q-Transformer's ("none": float32; "auto": bf16 where the hardware has it)
     # The instruction as one token (a one-block causal encoder over the words, read at the last
     # word, as Q-Transformer's and BC's ``instruction_token``) instead of its words as tokens:
     # each sample then runs 1 + 3H tokens instead of up to 14 + 3H.
@@ -135,6 +137,7 @@ class DecisionTransformer:
 
     def __init__(self, spec: EnvSpecInfo, config: DTConfig, device: str = "cpu"):
         self.spec, self.config, self.device = spec, config, torch.device(device)
+        self.amp = resolve_amp(config.amp, self.device)  # the precision it runs in here
         self.model = DTModel(spec, config).to(self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -145,7 +148,7 @@ class DecisionTransformer:
     def update(self, batch: Batch) -> dict[str, float]:
         self.model.train()
         window = batch.window
-        with autocast(self.device, self.config.amp):
+        with autocast(self.device, self.amp):
             predicted = self.model(window).float()
         valid = window.mask[..., None].to(predicted.dtype)
         loss = ((predicted - window.actions).square() * valid).sum() / (valid.sum() * predicted.shape[-1]).clamp_min(1.0)
@@ -160,7 +163,7 @@ class DecisionTransformer:
     @torch.no_grad()
     def act(self, window: Window) -> np.ndarray:
         self.model.eval()
-        with autocast(self.device, self.config.amp):
+        with autocast(self.device, self.amp):
             predicted = self.model(window, last_step_only=True)[:, -1]
         return predicted.clamp(-1.0, 1.0).float().cpu().numpy()
 

@@ -26,6 +26,8 @@ def machine_description() -> str:
 
     import torch
 
+    from qtbench.nets import native_bf16
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -34,9 +36,10 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
+    bf16 = "in hardware" if native_bf16(torch.device("cpu")) else "emulated: amp=auto runs float32"
     return (
         f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
+        f"({torch.get_num_threads()} threads, bfloat16 {bf16}), Python {platform.python_version()}"
     )
 
 

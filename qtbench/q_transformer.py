@@ -38,6 +38,7 @@ from qtbench.algorithms.torch_utility import ActionGrid, greedy_decode, polyak_u
 from qtbench.errors import QtbenchError
 from qtbench.nets import (
     AMP_MODES, ActionTokenConfig, CausalTransformer, ContextTokens, KVCache, action_tokens, autocast, instruction_prefix,
+    resolve_amp,
 )
 
 
@@ -58,10 +59,11 @@ class QTransformerConfig(ActionTokenConfig):
     grad_clip: float = ranged(1.0, above=0)  # max global gradient norm
     weight_decay: float = ranged(0.01, at_least=0)  # AdamW
     # "bf16": bfloat16 autocast of the forward passes (CPU and CUDA; the Q heads stay float32),
-    # ~2x faster on CPU; "none": float32. bf16 is the default of the three transformer algorithms:
-    # on drawer_open (3 seeds, 300 episodes each) Q-Transformer 26.4% with it vs 25.7% without,
-    # BC 34.3% vs 34.6%, DT 33.8% vs 33.4% (issue 11).
-    amp: str = added("bf16", before="none", one_of=AMP_MODES)
+    # ~2x faster on a CPU with AVX512-BF16, ~9x slower where torch emulates it (AVX2); "none":
+    # float32; "auto" (default of the three transformer algorithms): bf16 where the hardware has
+    # it (nets.resolve_amp). Success is the same either way: on drawer_open (3 seeds, 300 episodes
+    # each) Q-Transformer 26.4% in bf16 vs 25.7% in float32, BC 34.3% vs 34.6%, DT 33.8% vs 33.4%.
+    amp: str = added("auto", before="none", one_of=AMP_MODES)
 
 
 # `qtbench tune --algo q_transformer` tries these settings on drawer_open (at most 8), the
@@ -226,6 +228,7 @@ class QTransformer:
 
     def __init__(self, spec: EnvSpecInfo, config: QTransformerConfig, device: str = "cpu"):
         self.spec, self.config, self.device = spec, config, torch.device(device)
+        self.amp = resolve_amp(config.amp, self.device)  # the precision it runs in here
         self.online = QNetwork(spec, config).to(self.device)
         self.target = QNetwork(spec, config).to(self.device)
         self.target.load_state_dict(self.online.state_dict())
@@ -241,7 +244,7 @@ class QTransformer:
         cfg = self.config
         bins = self.grid.bins(batch.window.actions[:, -1])  # dataset action a_t, in decoding order
         self.online.train()
-        with torch.no_grad(), autocast(self.device, cfg.amp):
+        with torch.no_grad(), autocast(self.device, self.amp):
             # s_t and s_{t+m} are from one episode: their instructions' keys/values are computed once
             b = bins.shape[0]
             words = self.target.instruction(torch.cat([batch.window.instruction, batch.next_window.instruction]))
@@ -251,7 +254,7 @@ class QTransformer:
                 q_same, q_next, batch.nstep_return.float(), batch.bootstrap_discount.float(),
                 batch.mc_return.float() if cfg.mc_return else None,
             )
-        with autocast(self.device, cfg.amp):
+        with autocast(self.device, self.amp):
             q = torch.sigmoid(self.online(batch.window, bins))
         q_data = dataset_values(q, bins)
         td = td_loss(q_data, targets)
@@ -277,7 +280,7 @@ class QTransformer:
     def act(self, window: Window) -> np.ndarray:
         """Greedy bins from the online network and the same heads as in training, as actions."""
         self.online.eval()
-        with autocast(self.device, self.config.amp):
+        with autocast(self.device, self.amp):
             bins = self.online.greedy(window)
         self.online.train()
         return self.grid.actions(bins).cpu().numpy().astype(np.float32)
@@ -289,7 +292,7 @@ class QTransformer:
         (the earlier dimensions' Q values are maxima over the dimensions still to come)."""
         self.online.eval()
         bins = self.grid.bins(actions)
-        with autocast(self.device, self.config.amp):
+        with autocast(self.device, self.amp):
             q = torch.sigmoid(self.online(window, bins))
         self.online.train()
         return dataset_values(q, bins)[:, -1]

@@ -230,6 +230,15 @@ def test_bf16_autocast_updates_and_acts_close_to_float32(algo_class, config):
     assert actions[1].shape == (9, 4) and np.all(np.abs(actions[1]) <= 1.0)
 
 
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "none")])
+def test_amp_auto_runs_bf16_only_where_the_hardware_has_it(monkeypatch, native, expected):
+    monkeypatch.setattr(nets, "native_bf16", lambda device: native)
+    cpu = torch.device("cpu")
+    assert nets.resolve_amp("auto", cpu) == expected
+    assert (nets.resolve_amp("none", cpu), nets.resolve_amp("bf16", cpu)) == ("none", "bf16")  # pinned
+    assert BC(SPEC, BCConfig(bins=7, **SIZES)).amp == expected  # the default config is "auto"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("algo_class, config", [
     (QTransformer, QTransformerConfig(n_bins=7, **SIZES)), (BC, BCConfig(bins=7, dropout=0.0, **SIZES)),
