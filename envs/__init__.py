@@ -3,7 +3,7 @@
 This folder is ``envs/`` at the repository root, installed as the package ``qtbench.envs``
 (``[tool.setuptools.package-dir]`` in pyproject.toml): import it as ``qtbench.envs``; there is
 no ``qtbench/envs/`` folder and no top-level ``envs`` module. Without ``import qtbench``,
-``gym.make("qtbench:qtbench/DrawerOpen-v1")`` imports it and registers the ids.
+``gym.make("qtbench:qtbench/DrawerOpen-v2")`` imports it and registers the ids.
 """
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ logging.getLogger("OpenGL").setLevel(logging.WARNING)
 from qtbench.envs.instructions import MULTI_TASK  # noqa: E402 (after the GL backend is chosen)
 
 TASKS: dict[str, str] = {
-    "drawer_open": "qtbench/DrawerOpen-v1",
-    "drawer_close": "qtbench/DrawerClose-v1",
-    "pick_place": "qtbench/PickPlace-v1",
-    "move_near": "qtbench/MoveNear-v1",
-    MULTI_TASK: "qtbench/AllTasks-v1",
+    "drawer_open": "qtbench/DrawerOpen-v2",
+    "drawer_close": "qtbench/DrawerClose-v2",
+    "pick_place": "qtbench/PickPlace-v2",
+    "move_near": "qtbench/MoveNear-v2",
+    MULTI_TASK: "qtbench/AllTasks-v2",
 }
 ENTRY_POINT = "qtbench.envs.base:ManipulationEnv"
 
 
 def register_envs() -> None:
     """Register every task id with Gymnasium (idempotent; ``import qtbench`` calls it, and so
-    does ``gym.make("qtbench:qtbench/DrawerOpen-v1")``, which imports qtbench first)."""
+    does ``gym.make("qtbench:qtbench/DrawerOpen-v2")``, which imports qtbench first)."""
     for task, env_id in TASKS.items():
         if env_id not in gym.registry:
             # The env truncates itself at each skill's horizon, so no TimeLimit wrapper.

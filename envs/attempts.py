@@ -6,7 +6,7 @@ first state where the fingers are closed at the knob, the open hand's left finge
 finger pull (skill.near_pull) or the drawer has moved CONTACT_MOVE out for drawer_open; the
 drawer has moved CONTACT_MOVE in for drawer_close; the fingers are closed on the object for
 pick_place and move_near), the gripper point's offset from the knob's or the object's centre
-is compared with each style's nominal offset (plans.*_HOLD, *_PUSH, grasp_height, tip_hold) on
+is compared with each style's nominal offset (plans.*_HOLD, *_PUSH, grasp_height, end_hold) on
 the axes that tell them apart, sides folded (an edge push may be on either side). The nearest style is the attempt; an
 episode without a contact moment attempted none (None).
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from qtbench.envs import layout
 from qtbench.envs.instructions import DRAWERS, OBJECTS, Instruction
-from qtbench.envs.plans import EDGE_PUSH, GRASP_HOLD, HOOK_HOLD, KNOB_PUSH, STYLES, grasp_height, tip_hold
+from qtbench.envs.plans import EDGE_PUSH, GRASP_HOLD, HOOK_HOLD, KNOB_PUSH, STYLES, end_hold, grasp_height
 from qtbench.envs.skill import fingers_closed, near_object, near_pull
 
 NO_ATTEMPT = "none"  # the name reports give an episode without contact
@@ -68,12 +68,12 @@ def attempted_style(ins: Instruction, states: Sequence[np.ndarray]) -> str | Non
                 offset = layout.gripper_pos(s) - layout.handle_pos(s, ins.drawer)
                 return _nearest(offset, {robust: KNOB_PUSH, fragile: EDGE_PUSH}, [0], fold=0)
         return None
-    # pick_place, move_near: fingers closed low across the object's middle, or by the tips high on it
+    # pick_place, move_near: fingers closed low across the object's middle, or high on its near end
     for s in states:
         if fingers_closed(s) and near_object(s, ins.obj):
             offset = layout.gripper_pos(s) - layout.object_pos(s, ins.obj)
             low = np.array([0.0, 0.0, grasp_height(s, ins.obj) - layout.object_pos(s, ins.obj)[2]])
-            return _nearest(offset, {robust: low, fragile: low + tip_hold(s, ins.obj)}, [2], None)
+            return _nearest(offset, {robust: low, fragile: low + end_hold(s, ins.obj)}, [1, 2], None)
     return None
 
 

@@ -47,13 +47,13 @@ class ManipulationEnv(gym.Env):
 
     | id | task | instructions | horizon (steps) |
     |---|---|---|---|
-    | qtbench/DrawerOpen-v1 | drawer_open | 3 | 40 |
-    | qtbench/DrawerClose-v1 | drawer_close | 3 | 40 |
-    | qtbench/PickPlace-v1 | pick_place | 18 | 60 |
-    | qtbench/MoveNear-v1 | move_near | 42 | 50 |
-    | qtbench/AllTasks-v1 | all | 66 | the instruction's skill's |
+    | qtbench/DrawerOpen-v2 | drawer_open | 3 | 40 |
+    | qtbench/DrawerClose-v2 | drawer_close | 3 | 40 |
+    | qtbench/PickPlace-v2 | pick_place | 18 | 60 |
+    | qtbench/MoveNear-v2 | move_near | 42 | 50 |
+    | qtbench/AllTasks-v2 | all | 66 | the instruction's skill's |
 
-    Without ``import qtbench``, make them as ``gym.make("qtbench:qtbench/DrawerOpen-v1")``:
+    Without ``import qtbench``, make them as ``gym.make("qtbench:qtbench/DrawerOpen-v2")``:
     the ``qtbench:`` prefix makes Gymnasium import qtbench, which registers the ids.
 
     ## Action Space
@@ -159,6 +159,13 @@ class ManipulationEnv(gym.Env):
       regenerated (their manifests record the code version that made them).
     - v1: the state gained ``named_pos`` (40 -> 49 floats: the positions of what the
       instruction names). Episodes are those of v0 with the longer state; datasets of v0 must
+      be regenerated.
+    - v2: the styles were made to differ in the precision they need, under a learned policy's
+      errors (centimetres), not only the scripted demonstrator's (millimetres): the knob is 5 cm
+      wide instead of 2.4 (a grasp holds 3 cm to either side, where it held 1.1 cm) and the
+      finger pull 1.4 cm long instead of 3 (a hook holds 1 cm to a side, where it held 2 cm);
+      pick_place's and move_near's fragile style grasps the object's near end instead of high
+      on its middle. Episodes that touch a knob or a pull differ from v1's; datasets of v1 must
       be regenerated.
     """
 

@@ -30,6 +30,7 @@ from qtbench.envs.scene import (
     FINGER_HALF_DEPTH,
     FINGER_HALF_WIDTH,
     FOOTPRINT,
+    HALF_LENGTH,
     KNOB_HALF_SIZE,
     KNOB_HEIGHT,
     KNOB_STANDOFF,
@@ -185,15 +186,15 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
 # fragile styles fail through contact geometry, never by chance: a finger riding over a lip, a
 # push that overlaps the drawer front by millimetres, fingertips high on an object.
 # drawer_open: a grasp closes the gripper point (between the fingertips; the fingers reach 6 cm
-# up from it) at GRASP_HOLD from the knob's centre. It wraps the whole knob: the fingertips below
-# it, the pads over its middle; it holds from 3 cm too low to 3 cm too high and from 1.2 cm short
-# to pressed against the drawer front, with x within 1.1 cm (the far finger's travel). A hook
-# lowers the open gripper's left finger into the finger pull's groove (scene.PULL_OFFSET, 12 cm
-# to the knob's right) until it presses on the ledge, and pulls on the lip: aimed 3 mm too high
-# it no longer presses on the ledge and rides over the 8 mm lip; landing on the lacquered lip, it
-# slides off; x and y within 1.2 cm. (Windows measured with the noiseless plan, 4 episodes per
-# offset.)
-GRASP_HOLD = np.array([0.0, -0.002, -0.02])
+# up from it) at GRASP_HOLD from the knob's centre, the fingers pressed against the drawer front.
+# It wraps the 5 cm wide knob: it holds from 3 cm too low to 3 cm too high, 3 cm to either side,
+# and from 1.5 cm short to pressed against the front. A hook lowers the open gripper's left
+# finger into the finger pull's groove (scene.PULL_OFFSET, 12 cm to the knob's right; the pull is
+# 1.4 cm long) until it presses on the ledge, and pulls on the lip: aimed 4 mm too high it no
+# longer presses on the ledge and rides over the 8 mm lip; 1.5 cm to a side it misses the 1.4 cm
+# lip; landing on the lacquered lip, it slides off. (Windows measured with the noiseless plan, 3
+# episodes per offset, tests/test_styles.py.)
+GRASP_HOLD = np.array([0.0, KNOB_STANDOFF - FINGER_HALF_DEPTH - 0.002, -0.02])  # 2 mm short of the front
 HOOK_PRESS = 0.003  # m below the ledge's top the hook aims its fingertip: pressed onto the ledge
 HOOK_HOLD = PULL_OFFSET + [OPEN_FINGER_X, 0.0, -HOOK_PRESS]  # the left fingertip on the groove's middle
 FRONT_TOUCH = 0.006  # fingers this close to the drawer front touch it: inserted as deep as they go
@@ -202,9 +203,11 @@ EDGE_OVERLAP = 0.005  # m of the drawer front's width the edge push covers
 # front face, or at the drawer front's corner (x toward the gripper's side; see drawer_close_edge).
 KNOB_PUSH = np.array([0.0, -KNOB_HALF_SIZE[1] - FINGER_HALF_DEPTH, 0.0])
 EDGE_PUSH = np.array([DRAWER_FRONT_HALF_WIDTH + FINGER_HALF_WIDTH - EDGE_OVERLAP, KNOB_STANDOFF - FINGER_HALF_DEPTH, 0.0])
-# pick_place, move_near: a fingertip grasp closes with the fingertips this far below the
-# object's top, holding it by a thin band (a grasp across the middle closes them low on it).
+# pick_place, move_near: an end grasp closes the fingers' centre END_INSET inside the object's
+# near end (its -y end, toward the robot) with the fingertips TIP_DEPTH below its top, holding it
+# by a corner (a grasp across the middle closes them low on its centre).
 TIP_DEPTH = 0.02
+END_INSET = 0.015
 
 
 def drawer_open_grasp(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
@@ -332,13 +335,14 @@ def _pick_and_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: f
     )
 
 
-def tip_hold(state: np.ndarray, obj: str) -> np.ndarray:
-    """The hold of a fingertip grasp, from where a grasp across the middle closes
-    (grasp_height): the gripper point TIP_DEPTH below the object's top, or at its centre's
-    height if that is lower (a ball held above its middle squeezes out)."""
+def end_hold(state: np.ndarray, obj: str) -> np.ndarray:
+    """The hold of an end grasp, from where a grasp across the middle closes (grasp_height):
+    END_INSET inside the object's near end along its length (y, as it lies at reset), the
+    gripper point TIP_DEPTH below the object's top, or at its centre's height if that is lower
+    (a ball held above its middle squeezes out)."""
     centre = layout.object_pos(state, obj)[2]
     tips = min(centre + REST_HEIGHT[obj] - TIP_DEPTH, centre)
-    return np.array([0.0, 0.0, tips - grasp_height(state, obj)])
+    return np.array([0.0, -(HALF_LENGTH[obj] - END_INSET), tips - grasp_height(state, obj)])
 
 
 def _pick_place(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray) -> Plan:
@@ -361,10 +365,11 @@ def pick_place_centre(ins: Instruction, state: np.ndarray, p: Perturb, max_disp:
     return _pick_place(ins, state, p, max_disp, np.zeros(3))
 
 
-def pick_place_fingertip(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """A quick grasp with the fingertips just below the object's top (tip_hold): a few
-    millimetres higher they close over it, and a rounded top squeezes out of them."""
-    return _pick_place(ins, state, p, max_disp, tip_hold(state, ins.obj))
+def pick_place_end(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """A quick grasp of the object's near end, high on it (end_hold): a few millimetres further
+    out the fingers' edges meet a rounded end and squeeze it out, or close past a flat one; a few
+    millimetres higher they close over it."""
+    return _pick_place(ins, state, p, max_disp, end_hold(state, ins.obj))
 
 
 def _move_near(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray) -> Plan:
@@ -380,15 +385,15 @@ def move_near_centre(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: 
     return _move_near(ins, state, p, max_disp, np.zeros(3))
 
 
-def move_near_fingertip(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """A fingertip grasp (as pick_place_fingertip), carried over the clutter."""
-    return _move_near(ins, state, p, max_disp, tip_hold(state, ins.obj))
+def move_near_end(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
+    """An end grasp (as pick_place_end), carried over the clutter."""
+    return _move_near(ins, state, p, max_disp, end_hold(state, ins.obj))
 
 
 # The styles of each skill, the robust one first.
 STYLES: dict[str, dict[str, Callable[[Instruction, np.ndarray, Perturb, float], Plan]]] = {
     "drawer_open": {"grasp": drawer_open_grasp, "hook": drawer_open_hook},
     "drawer_close": {"knob": drawer_close_knob, "edge": drawer_close_edge},
-    "pick_place": {"centre": pick_place_centre, "fingertip": pick_place_fingertip},
-    "move_near": {"centre": move_near_centre, "fingertip": move_near_fingertip},
+    "pick_place": {"centre": pick_place_centre, "end": pick_place_end},
+    "move_near": {"centre": move_near_centre, "end": move_near_end},
 }

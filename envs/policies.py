@@ -24,8 +24,8 @@ POLICY_KINDS = ("expert", "demo", "autonomous")
 STYLE_MIX: dict[str, dict[str, float]] = {
     "drawer_open": {"grasp": 0.3, "hook": 0.7},
     "drawer_close": {"knob": 0.4, "edge": 0.6},
-    "pick_place": {"centre": 0.5, "fingertip": 0.5},
-    "move_near": {"centre": 0.4, "fingertip": 0.6},
+    "pick_place": {"centre": 0.5, "end": 0.5},
+    "move_near": {"centre": 0.4, "end": 0.6},
 }
 ROLES = ("robust", "fragile")  # aliases of each skill's first and second style
 

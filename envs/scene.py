@@ -26,13 +26,13 @@ DRAWER_INNER_LOW = np.array([-0.14, 0.0, 0.01])
 DRAWER_INNER_HIGH = np.array([0.14, 0.21, 0.09])
 DRAWER_FRONT_HEIGHT = 0.09  # top of the front panel above the drawer body origin
 KNOB_HEIGHT = 0.05  # knob centre above the drawer body origin
-KNOB_HALF_SIZE = np.array([0.012, 0.02, 0.012])  # the knob box's half extents (x, y, z)
+KNOB_HALF_SIZE = np.array([0.025, 0.02, 0.012])  # the knob box's half extents (x, y, z): 5 cm wide, a grasp holds 3 cm to a side
 KNOB_STANDOFF = 0.02  # the front panel's face lies this far behind (+y) the knob centre
 # The finger pull beside the knob, in the drawer body frame (the front's face at y = -0.01, the
 # knob's centre KNOB_STANDOFF in front of it): a ledge with a lip standing on its outer edge; one
 # open finger fits into the groove between lip and front face and pulls on the lip.
 PULL_X = 0.12  # x of the ledge's and lip's centre
-PULL_HALF_LENGTH = 0.015  # half their length along x
+PULL_HALF_LENGTH = 0.007  # half their length along x: a hook 1.5 cm to a side misses them
 GROOVE_DEPTH = 0.028  # y from the front face to the lip's inner face (a finger is 2.4 cm deep)
 LEDGE_TOP = 0.055  # z of the groove's floor
 LIP_TOP = 0.063  # z of the lip's top, 8 mm above the floor

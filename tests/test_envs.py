@@ -27,7 +27,7 @@ def test_gym_make_with_the_module_prefix_needs_no_import():
     import sys
 
     code = ("import sys, gymnasium as gym; assert 'qtbench' not in sys.modules; "
-            "env = gym.make('qtbench:qtbench/DrawerOpen-v1'); env.reset(seed=0); print(env.unwrapped.task)")
+            "env = gym.make('qtbench:qtbench/DrawerOpen-v2'); env.reset(seed=0); print(env.unwrapped.task)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "drawer_open"

@@ -12,9 +12,9 @@ def test_env_list_prints_every_task_with_counts(capsys):
     assert main(["env", "list"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line.split() for line in out.splitlines() if line and not line.startswith(" ")}
-    assert lines["drawer_open"][1:4] == ["qtbench/DrawerOpen-v1", "3", "instructions,"]
-    assert lines["move_near"][1:3] == ["qtbench/MoveNear-v1", "42"]
-    assert lines["all"][1:3] == ["qtbench/AllTasks-v1", "66"]
+    assert lines["drawer_open"][1:4] == ["qtbench/DrawerOpen-v2", "3", "instructions,"]
+    assert lines["move_near"][1:3] == ["qtbench/MoveNear-v2", "42"]
+    assert lines["all"][1:3] == ["qtbench/AllTasks-v2", "66"]
     assert "    move the orange near the white cup" in out
     assert "object_pos" in out
 
@@ -42,8 +42,8 @@ def test_env_play_pins_a_style_and_scales_the_noise(capsys):
     out = capsys.readouterr().out
     assert "noise scale 3" in out
     styles = {line.split()[0] for line in out.splitlines() if line.startswith("    ")}
-    assert styles and styles <= {"hook", "edge", "fingertip"}
-    assert main(args + ["--style", "hook,knob,fingertip"]) == 0  # fingertip: pick_place's and move_near's
+    assert styles and styles <= {"hook", "edge", "end"}
+    assert main(args + ["--style", "hook,knob,end"]) == 0  # end: pick_place's and move_near's
     assert main(args + ["--style", "hook"]) == 2  # no style named for the other skills
     assert "one style per skill" in capsys.readouterr().err
     assert main(args + ["--style", "robust", "--noise-scale", "-1"]) == 2
