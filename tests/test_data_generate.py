@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import ast
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -464,3 +465,13 @@ def test_where_the_collection_policys_failures_closed(generated):
     assert row[0] == TASK and row[1] == generated["failures"]["episodes"]
     assert sum(int(cell.split()[0]) for cell in row[2:6]) == row[1]
     assert closure_rows(TASK, "large") == []  # no such datasets here
+
+
+def test_code_version_says_when_the_checkout_has_uncommitted_changes(tmp_path, monkeypatch):
+    from qtbench.data import generate
+
+    answers = {"rev-parse": "abc123\n", "status": ""}
+    monkeypatch.setattr(generate.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0, answers[cmd[1]], ""))
+    assert generate.code_version().endswith("(git abc123)")
+    answers["status"] = " M envs/plans.py\n"
+    assert generate.code_version().endswith("(git abc123 plus uncommitted changes)")

@@ -179,15 +179,20 @@ def package_versions() -> dict[str, str]:
 
 
 def code_version() -> str:
-    """qtbench version and git commit of this checkout (when it is one), for metadata."""
+    """qtbench version and git commit of this checkout (when it is one), for metadata; "plus
+    uncommitted changes" when tracked files differ from that commit."""
     version = package_versions()["qtbench"]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(commit and git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"qtbench {version}" + (f" (git {commit})" if commit else "")
+        commit, dirty = "", False
+    return f"qtbench {version}" + (f" (git {commit}{' plus uncommitted changes' if dirty else ''})" if commit else "")
 
 
 def collector_cell(results: list[UnitResult], collector: str) -> dict[str, Any]:
