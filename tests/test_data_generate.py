@@ -475,3 +475,24 @@ def test_code_version_says_when_the_checkout_has_uncommitted_changes(tmp_path, m
     assert generate.code_version().endswith("(git abc123)")
     answers["status"] = " M envs/plans.py\n"
     assert generate.code_version().endswith("(git abc123 plus uncommitted changes)")
+
+
+def test_a_dataset_recorded_by_an_older_env_version_is_refused_and_the_printed_command_fixes_it(
+        generated, tmp_path, monkeypatch):
+    import shutil
+
+    from qtbench.cli import main
+    from qtbench.data.store import recorded_env_id
+    from qtbench.envs import TASKS
+
+    shutil.copytree(dataset_dir(IDS["demos"]).parents[2], tmp_path, dirs_exist_ok=True)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    assert recorded_env_id(IDS["demos"]) == TASKS[TASK]
+    metadata = dataset_dir(IDS["demos"]) / "data" / "metadata.json"
+    old = TASKS[TASK].replace(TASKS[TASK].rsplit("-", 1)[1], "v0")
+    metadata.write_text(metadata.read_text().replace(TASKS[TASK], old))
+    with pytest.raises(QtbenchError, match=f"recorded by {old}, not by this version's {TASKS[TASK]}") as err:
+        ensure_datasets(TASK, "small", seed=0)
+    command = err.value.fix.split("regenerate it: ", 1)[1]
+    assert main(command.split()[1:] + ["--no-progress"]) == 0
+    assert read_dataset(IDS["demos"]).manifest["content_hash"] == generated["demos"]["content_hash"]

@@ -259,10 +259,39 @@ def verify_episodes(dataset_id_: str, episodes: list[Episode], manifest: dict[st
     return actual
 
 
+def recorded_env_id(dataset_id_: str) -> str | None:
+    """The Gymnasium id of the env that recorded a dataset (Minari's ``env_spec``), or None
+    when its metadata has none."""
+    path = dataset_dir(dataset_id_) / "data" / "metadata.json"
+    try:
+        return json.loads(json.loads(path.read_text())["env_spec"])["id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_env_version(dataset_id_: str, manifest: dict[str, Any]) -> None:
+    """QtbenchError when the dataset was recorded by another version of its task's env: an
+    older version's episodes (other demonstrator styles, another scene) would load with the
+    same shapes and silently train on the old data. (Datasets written by other envs, as the
+    store's tests do, are not checked.)"""
+    from qtbench.envs import TASKS
+
+    current, recorded = TASKS[parse_dataset_id(dataset_id_).task], recorded_env_id(dataset_id_)
+    if recorded and recorded != current and recorded.rsplit("-v", 1)[0] == current.rsplit("-v", 1)[0]:
+        raise QtbenchError(
+            f"dataset {dataset_id_} was recorded by {recorded}, not by this version's "
+            f"{current} (the scene or the demonstrators changed since)",
+            f"regenerate it: {_regenerate_hint(dataset_id_, manifest)}",
+        )
+
+
 def read_dataset(did: str, verify: bool = True) -> StoredDataset:
-    """Read the dataset with id ``did`` (and check its hash unless ``verify=False``)."""
+    """Read the dataset with id ``did`` (and check its env version and hash unless
+    ``verify=False``)."""
     parse_dataset_id(did)
     manifest = read_manifest(did)
+    if verify:
+        check_env_version(did, manifest)
     episodes = read_episodes(did, manifest)
     if verify:
         verify_episodes(did, episodes, manifest)
