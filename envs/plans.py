@@ -184,7 +184,7 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
 # ---- plans per skill and style ----------------------------------------------------------------
 # Each skill has a robust style (listed first) and a fragile one that needs more precision. The
 # fragile styles fail through contact geometry, never by chance: a finger riding over a lip, a
-# push that overlaps the drawer front by millimetres, fingertips high on an object.
+# push that overlaps the drawer front by millimetres, a grasp of an object's very end.
 # drawer_open: a grasp closes the gripper point (between the fingertips; the fingers reach 6 cm
 # up from it) at GRASP_HOLD from the knob's centre, the fingers pressed against the drawer front.
 # It wraps the 5 cm wide knob: it holds from 3 cm too low to 3 cm too high, 3 cm to either side,
@@ -366,8 +366,8 @@ def pick_place_centre(ins: Instruction, state: np.ndarray, p: Perturb, max_disp:
 
 
 def pick_place_end(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """A quick grasp of the object's near end, high on it (end_hold): a few millimetres further
-    out the fingers' edges meet a rounded end and squeeze it out, or close past a flat one; a few
+    """A quick grasp of the object's near end, high on it (end_hold): 1-1.5 cm further out the
+    fingers' edges meet a rounded end and squeeze it out, or close past a flat one; a few
     millimetres higher they close over it."""
     return _pick_place(ins, state, p, max_disp, end_hold(state, ins.obj))
 
