@@ -260,11 +260,12 @@ def verify_episodes(dataset_id_: str, episodes: list[Episode], manifest: dict[st
 
 
 def recorded_env_id(dataset_id_: str) -> str | None:
-    """The Gymnasium id of the env that recorded a dataset (Minari's ``env_spec``), or None
-    when its metadata has none."""
-    path = dataset_dir(dataset_id_) / "data" / "metadata.json"
+    """The Gymnasium id of the env that recorded a dataset (Minari's ``env_spec``, read with
+    Minari's own metadata reader), or None when its metadata has none."""
+    from minari.dataset.minari_storage import MinariStorage
+
     try:
-        return json.loads(json.loads(path.read_text())["env_spec"])["id"]
+        return json.loads(MinariStorage.read_raw_metadata(dataset_dir(dataset_id_) / "data")["env_spec"])["id"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
