@@ -29,10 +29,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
-from qtbench.algorithms.ranges import added, ranged
+from qtbench.algorithms.ranges import ranged
 from qtbench.algorithms.torch_utility import ActionGrid, greedy_decode
 from qtbench.nets import (
-    AMP_MODES, ActionTokenConfig, CausalTransformer, ContextTokens, action_tokens, autocast, instruction_prefix, resolve_amp,
+    ActionTokenConfig, CausalTransformer, ContextTokens, action_tokens, amp_field, autocast, instruction_prefix, resolve_amp,
 )
 
 
@@ -46,7 +46,7 @@ class BCConfig(ActionTokenConfig):
     dropout: float = ranged(0.1, at_least=0, below=1)  # RT-1's; demonstrations are few, so BC needs it more than Q-learning
     grad_clip: float = ranged(1.0, above=0)  # max global gradient norm
     weight_decay: float = ranged(0.01, at_least=0)  # AdamW, as Q-Transformer
-    amp: str = added("auto", before="none", one_of=AMP_MODES)  # bfloat16 autocast of the forward passes, as Q-Transformer's ("none": float32; "auto": bf16 where the hardware has it)
+    amp: str = amp_field()  # precision of the forward passes: "none" (float32), "bf16", "auto" (nets.amp_field)
 
 
 # `qtbench tune --algo bc` tries these settings on drawer_open (at most 8). The first is

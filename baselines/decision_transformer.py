@@ -35,7 +35,7 @@ from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
 from qtbench.algorithms.ranges import added, ranged
 from qtbench.algorithms.torch_utility import StateNormalised
 from qtbench.nets import (
-    AMP_MODES, PAD_ID, CausalTransformer, autocast, instruction_prefix, instruction_tokens, resolve_amp,
+    PAD_ID, CausalTransformer, amp_field, autocast, instruction_prefix, instruction_tokens, resolve_amp,
 )
 
 TOKENS_PER_STEP = 3  # return-to-go, state, action
@@ -55,7 +55,7 @@ class DTConfig(AlgoConfig):
     n_layers: int = ranged(3, at_least=1)  # transformer blocks
     n_heads: int = ranged(1, at_least=1, divides="d_model")  # attention heads
     dropout: float = ranged(0.1, at_least=0, below=1)
-    amp: str = added("auto", before="none", one_of=AMP_MODES)  # bfloat16 autocast of the forward passes, as Q-Transformer's ("none": float32; "auto": bf16 where the hardware has it)
+    amp: str = amp_field()  # precision of the forward passes: "none" (float32), "bf16", "auto" (nets.amp_field)
     # The instruction as one token (a one-block causal encoder over the words, read at the last
     # word, as Q-Transformer's and BC's ``instruction_token``) instead of its words as tokens:
     # each sample then runs 1 + 3H tokens instead of up to 14 + 3H.

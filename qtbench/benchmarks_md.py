@@ -26,6 +26,7 @@ def machine_description() -> str:
 
     import torch
 
+    from qtbench.cpu_kernels import kernels_description
     from qtbench.nets import native_bf16
 
     cpu = platform.processor() or platform.machine()
@@ -39,7 +40,7 @@ def machine_description() -> str:
     bf16 = "in hardware" if native_bf16(torch.device("cpu")) else "emulated: amp=auto runs float32"
     return (
         f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads, bfloat16 {bf16}), Python {platform.python_version()}"
+        f"({torch.get_num_threads()} threads, {kernels_description()}, bfloat16 {bf16}), Python {platform.python_version()}"
     )
 
 

@@ -43,11 +43,14 @@ AMP_MODES = ("auto", "none", "bf16")  # values of the transformer configs' ``amp
 
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` multiplies bfloat16 matrices in hardware: a CUDA GPU with bfloat16, or
-    a CPU with AVX512-BF16 or AMX. Elsewhere torch emulates them: on a 2-core AVX2 EPYC, BC's
+    a CPU with AVX512-BF16 or AMX whose kernels are not capped at AVX2 (``qtbench.cpu_kernels``,
+    ``QTBENCH_CPU_KERNELS=native``). Elsewhere torch emulates them: on a 2-core AVX2 EPYC, BC's
     update ran 1.3/s under bfloat16 autocast against 12.5/s in float32 (``qtbench bench train
     --algo bc --variant amp=none``)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":  # capped at AVX2 (qtbench.cpu_kernels) or older
+        return False
     cpu = torch.cpu
     return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
@@ -58,6 +61,19 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     if amp != "auto":
         return amp
     return "bf16" if native_bf16(device) else "none"
+
+
+def amp_field() -> str:
+    """The transformer configs' ``amp`` field (Q-Transformer, BC, DT): the precision of the
+    forward passes. "none" (the default): float32. "bf16": bfloat16 autocast (CPU and CUDA; Q
+    heads, parameters, optimiser and checkpoints stay float32), 1.5-1.9x faster on a CPU with
+    AVX512-BF16 (``qtbench bench train --variant amp=none``), ~9x slower where torch emulates it
+    (AVX2). "auto": bf16 where the hardware has it (``resolve_amp``). The default is float32
+    because "auto" made results depend on the machine kind: drawer_open's collection policy
+    trained on an AVX512-BF16 CPU got other weights, and so other failures, than on an AVX2 one.
+    Success is the same either way: on drawer_open (3 seeds, 300 episodes each) Q-Transformer
+    26.4% in bf16 vs 25.7% in float32, BC 34.3% vs 34.6%, DT 33.8% vs 33.4%."""
+    return added("none", before="none", one_of=AMP_MODES)
 
 
 def autocast(device: torch.device, amp: str) -> torch.autocast:

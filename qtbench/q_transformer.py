@@ -33,12 +33,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
-from qtbench.algorithms.ranges import added, ranged
+from qtbench.algorithms.ranges import ranged
 from qtbench.algorithms.torch_utility import ActionGrid, greedy_decode, polyak_update
 from qtbench.errors import QtbenchError
 from qtbench.nets import (
-    AMP_MODES, ActionTokenConfig, CausalTransformer, ContextTokens, KVCache, action_tokens, autocast, instruction_prefix,
-    resolve_amp,
+    ActionTokenConfig, CausalTransformer, ContextTokens, KVCache, action_tokens, amp_field, autocast,
+    instruction_prefix, resolve_amp,
 )
 
 
@@ -58,12 +58,7 @@ class QTransformerConfig(ActionTokenConfig):
     tau: float = ranged(0.005, above=0, at_most=1)  # Polyak rate of the target network
     grad_clip: float = ranged(1.0, above=0)  # max global gradient norm
     weight_decay: float = ranged(0.01, at_least=0)  # AdamW
-    # "bf16": bfloat16 autocast of the forward passes (CPU and CUDA; the Q heads stay float32),
-    # ~2x faster on a CPU with AVX512-BF16, ~9x slower where torch emulates it (AVX2); "none":
-    # float32; "auto" (default of the three transformer algorithms): bf16 where the hardware has
-    # it (nets.resolve_amp). Success is the same either way: on drawer_open (3 seeds, 300 episodes
-    # each) Q-Transformer 26.4% in bf16 vs 25.7% in float32, BC 34.3% vs 34.6%, DT 33.8% vs 33.4%.
-    amp: str = added("auto", before="none", one_of=AMP_MODES)
+    amp: str = amp_field()  # precision of the forward passes: "none" (float32), "bf16", "auto" (nets.amp_field)
 
 
 # `qtbench tune --algo q_transformer` tries these settings on drawer_open (at most 8), the

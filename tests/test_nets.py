@@ -236,7 +236,21 @@ def test_amp_auto_runs_bf16_only_where_the_hardware_has_it(monkeypatch, native, 
     cpu = torch.device("cpu")
     assert nets.resolve_amp("auto", cpu) == expected
     assert (nets.resolve_amp("none", cpu), nets.resolve_amp("bf16", cpu)) == ("none", "bf16")  # pinned
-    assert BC(SPEC, BCConfig(bins=7, **SIZES)).amp == expected  # the default config is "auto"
+    assert BC(SPEC, BCConfig(bins=7, amp="auto", **SIZES)).amp == expected
+
+
+def test_the_transformers_default_to_float32():
+    # float32 everywhere by default: "auto" made a result depend on the machine kind
+    assert QTransformerConfig().amp == BCConfig().amp == DTConfig().amp == "none"
+    assert BC(SPEC, BCConfig(bins=7, **SIZES)).amp == "none"
+
+
+@pytest.mark.parametrize("capability, expected", [("AVX512", True), ("AVX2", False)])
+def test_kernels_capped_at_avx2_never_run_bf16_in_hardware(monkeypatch, capability, expected):
+    # a CPU with AVX512-BF16 multiplies bfloat16 only while its kernels may use AVX512
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert nets.native_bf16(torch.device("cpu")) is expected
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -129,7 +129,7 @@ def test_config_overrides_are_the_differences_from_defaults():
     older = {k: v for k, v in stored.items() if k not in ("amp", "relative_positions", "stack_history",
                                                           "instruction_token", "gripper_first", "demo_styles")}
     assert rp.config_overrides("q_transformer", older) == {
-        "n_step": 3, "conservative": False, "amp": "none", "relative_positions": False,
+        "n_step": 3, "conservative": False, "relative_positions": False,
         "stack_history": False, "instruction_token": False, "gripper_first": False,
     }
 

@@ -79,7 +79,7 @@ def test_run_writes_its_section(tmp_path, monkeypatch, capsys):
     assert samples == pytest.approx(per_s * batch, rel=0.05, abs=1)
     assert "sampler row skipped" in text and "qtbench data generate --task drawer_open" in text
     assert "--algo q_transformer --task drawer_open --batch-size 4 --seconds 0.2 --threads 1" in text
-    assert "(1 threads, bfloat16 " in text  # the machine line: threads and how bfloat16 runs
+    assert re.search(r"\(1 threads, \w+ kernels( \(portable\))?, bfloat16 ", text)  # machine line: threads, kernels, bfloat16
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 
+from qtbench.cpu_kernels import pin_portable_kernels
 from qtbench.errors import QtbenchError
 
 # Command groups, in the order `qtbench --help` lists them.
@@ -48,6 +49,11 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        pin_portable_kernels()  # before any command imports torch: the same bits on every x86 machine
+    except QtbenchError as err:
+        print(f"qtbench: error: {err}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     # `kill`, a job scheduler or a container stop sends SIGTERM: stop as cleanly as Ctrl-C
     # does (training checkpoints first, a sweep stops its workers, files stay whole).
