@@ -24,10 +24,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from qtbench.envs import layout
+from qtbench.envs import layout, move_near, pick_place
 from qtbench.envs.instructions import DRAWERS, OBJECTS, Instruction
 from qtbench.envs.plans import EDGE_PUSH, GRASP_HOLD, HOOK_HOLD, KNOB_PUSH, STYLES, end_hold, grasp_height
-from qtbench.envs.skill import fingers_closed, near_object, near_pull
+from qtbench.envs.skill import fingers_closed, holding, near_object, near_pull
 
 NO_ATTEMPT = "none"  # the name reports give an episode without contact
 CONTACT_MOVE = 0.005  # m the drawer must have moved for the hand to count as in contact
@@ -161,3 +161,45 @@ def style_tally(attempts: Iterable[tuple[str, bool]]) -> dict[str, dict[str, Any
         tally[0] += 1
         tally[1] += int(success)
     return {style: {"attempts": a, "successes": s, "success_rate": s / a} for style, (a, s) in sorted(counts.items())}
+
+
+# ---- how a failed episode of an object skill ended (carrying and placing failures) ----------
+NEVER_HELD = "never held the object"
+HELD_AT_LIMIT = "still held it at the time limit"
+LET_GO_AFTER = "let go after "  # + the deepest stage that held when the object was last held
+OBJECT_SKILLS = {m.SKILL.name: m.SKILL for m in (pick_place, move_near)}
+
+
+def how_it_ended(ins: Instruction, states: Sequence[np.ndarray]) -> str | None:
+    """How an episode of pick_place or move_near (its observed states, reset state first) ended
+    with its object: ``NEVER_HELD``; ``HELD_AT_LIMIT`` (too slow: the time limit came first); or
+    let go, after the last of the skill's stages that held in the last state the object was held
+    ("let go after lifted": dropped while carrying; "let go after near_target": released at the
+    goal, so a failure there is in the placing). The stage funnel says how far an episode got;
+    this says where it lost the object. None for the drawer skills."""
+    skill = OBJECT_SKILLS.get(ins.skill)
+    if skill is None:
+        return None
+    held = [i for i, s in enumerate(states) if holding(np.asarray(s, np.float64), ins.obj)]
+    if not held:
+        return NEVER_HELD
+    if held[-1] == len(states) - 1:
+        return HELD_AT_LIMIT
+    last = np.asarray(states[held[-1]], np.float64)
+    passed = [stage.name for stage in skill.stages if stage.reached(last, ins)]
+    return LET_GO_AFTER + passed[-1]
+
+
+def ending_verdicts(skill: str) -> tuple[str, ...]:
+    """Every verdict ``how_it_ended`` can give for ``skill``'s episodes, in report order."""
+    stages = [stage.name for stage in OBJECT_SKILLS[skill].stages if stage.name != "reached_object"]
+    return (NEVER_HELD, *(LET_GO_AFTER + name for name in stages), HELD_AT_LIMIT)
+
+
+def summarise_endings(skill: str, endings: Iterable[str]) -> dict[str, Any] | None:
+    """``{"failed_episodes": n, "counts": {verdict: episodes}}`` over failed episodes' endings
+    (every verdict of ``ending_verdicts`` in order); None without any."""
+    counts = Counter(endings)
+    if not counts:
+        return None
+    return {"failed_episodes": sum(counts.values()), "counts": {v: counts[v] for v in ending_verdicts(skill)}}

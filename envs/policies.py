@@ -151,14 +151,20 @@ def make_policy(kind: str, env: gym.Env, rng: np.random.Generator, styles: str |
     return ScriptedPolicy(NOISE_MODELS[kind].scaled(noise_scale), float(env.unwrapped.max_displacement), rng, styles)
 
 
-def play_episode(env: gym.Env, policy: ScriptedPolicy, seed: int, options: dict | None = None) -> tuple[dict, int]:
+def play_episode(env: gym.Env, policy: ScriptedPolicy, seed: int, options: dict | None = None,
+                 states: list[np.ndarray] | None = None) -> tuple[dict, int]:
     """Run one episode of a scripted policy; returns the final info and the number of steps
-    (the episode's style is ``policy.style``)."""
+    (the episode's style is ``policy.style``). ``states``, when given, receives every observed
+    state, the reset state first."""
     obs, info = env.reset(seed=seed, options=options)
     policy.reset(obs, info)
     terminated = truncated = False
     steps = 0
     while not (terminated or truncated):
+        if states is not None:
+            states.append(obs["state"])
         obs, _, terminated, truncated, info = env.step(policy.act(obs))
         steps += 1
+    if states is not None:
+        states.append(obs["state"])
     return info, steps

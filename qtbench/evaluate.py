@@ -159,7 +159,7 @@ def run_episodes(
     from tqdm import tqdm
 
     from qtbench.data import RolloutWindows
-    from qtbench.envs.attempts import NO_ATTEMPT, attempted_style, first_closure
+    from qtbench.envs.attempts import NO_ATTEMPT, attempted_style, first_closure, how_it_ended
     from qtbench.envs.base import SKILLS_BY_NAME
     from qtbench.envs.instructions import BY_TEXT
     from qtbench.envs.policies import make_policy
@@ -260,13 +260,15 @@ def run_episodes(
                 skill = info.get("skill") or ins.skill
                 closure = first_closure(ins, trajectory) if trajectory is not None else None
                 style = (attempted_style(ins, trajectory) or NO_ATTEMPT) if trajectory is not None else None
+                success = bool(info.get("success", False))
+                ending = how_it_ended(ins, trajectory) if trajectory is not None and not success else None
                 outcomes[job_index] = EpisodeOutcome(
-                    job.instruction, skill, bool(info.get("success", False)), int(slot_len[slot]), job.seed,
+                    job.instruction, skill, success, int(slot_len[slot]), job.seed,
                     furthest_stage=stages[slot].furthest if stages[slot] is not None else None,
                     handover_step=handed_at[slot],
                     first_closure=closure.verdict if closure is not None else None,
                     closure_offset=closure.offset if closure is not None else None,
-                    attempted_style=style,
+                    attempted_style=style, ending=ending,
                 )
                 finished.append(int(slot))
             else:

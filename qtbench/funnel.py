@@ -3,8 +3,9 @@
 Reads the ``stages`` rows that evaluation writes into eval.json (see
 ``qtbench.results.stage_funnel``) and renders them: one compact line per skill for the
 run summary, and for the leaderboard a table per skill (rows = task and algorithm) and a
-plot. Beside them: where the failed episodes first closed the fingers (``first_closure``)
-and the success per demonstrator style attempted (``per_attempted_style``). Funnels pool
+plot. Beside them: where the failed episodes first closed the fingers (``first_closure``),
+how the failed episodes of the object skills ended (``how_failures_ended``, in the run
+summary) and the success per demonstrator style attempted (``per_attempted_style``). Funnels pool
 the episodes of every seed of a group (the fraction of all its episodes that passed each
 stage). eval.json files written before stages were tracked
 have no funnel: they are left out and named in a note.
@@ -37,6 +38,9 @@ def compact(record: dict[str, Any]) -> str:
         closures = record["per_skill"][skill].get("first_closure")
         if closures:
             lines.append(f"  {closure_line(closures)}")
+        endings = record["per_skill"][skill].get("how_failures_ended")
+        if endings:
+            lines.append(f"  {ending_line(endings)}")
         styles = record["per_skill"][skill].get("per_attempted_style")
         if styles:
             lines.append("  success per demonstrator style attempted: " + ", ".join(
@@ -66,6 +70,14 @@ def closure_line(closures: dict[str, Any]) -> str:
             extra = f" (median {100 * median:.1f} cm away" + (f"; per axis {axes})" if axes else ")")
         parts.append(f"{verdict} {_pct(count / n)}{extra}")
     return f"failed episodes ({n}) first closed the fingers: " + ", ".join(parts)
+
+
+def ending_line(endings: dict[str, Any]) -> str:
+    """e.g. ``failed episodes (137) ended: never held the object 3%, let go after lifted 40%, ...``
+    (``envs.attempts.summarise_endings``)."""
+    n = endings["failed_episodes"]
+    return f"failed episodes ({n}) ended: " + ", ".join(
+        f"{verdict} {_pct(count / n)}" for verdict, count in endings["counts"].items())
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,9 @@ class EpisodeOutcome:
     # the demonstrator style the episode attempted (envs.attempts.attempted_style; "none" without
     # contact); None when not scored
     attempted_style: str | None = None
+    # how a failed pick_place / move_near episode ended with its object (envs.attempts.how_it_ended);
+    # None for successes, the drawer skills, or when not scored
+    ending: str | None = None
 
 
 def _rate(successes: int, episodes: int) -> float:
@@ -215,6 +218,15 @@ def style_summary(outcomes: list[EpisodeOutcome]) -> dict[str, dict[str, Any]] |
     return style_tally(scored) if scored else None
 
 
+def ending_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any] | None:
+    """How one object skill's failed episodes ended (``envs.attempts.summarise_endings``), or
+    None when none was scored."""
+    from qtbench.envs.attempts import summarise_endings
+
+    endings = [o.ending for o in outcomes if not o.success and o.ending is not None]
+    return summarise_endings(outcomes[0].skill, endings) if endings else None
+
+
 def success_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
     """The success fields of eval.json: overall, per skill (with intervals), per instruction.
 
@@ -222,8 +234,9 @@ def success_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
     funnel (``stages``, see ``stage_funnel``), and each instruction row the furthest stage
     of every episode in evaluation order (``furthest_stage``). Each skill row of a grasping
     skill also says where its failed episodes first closed the fingers (``first_closure``,
-    see ``closure_summary``), and each skill row its success per demonstrator style attempted
-    (``per_attempted_style``, see ``style_summary``).
+    see ``closure_summary``), each skill row its success per demonstrator style attempted
+    (``per_attempted_style``, see ``style_summary``), and each object skill's row how its failed
+    episodes ended (``how_failures_ended``, see ``ending_summary``).
     """
     per_skill: dict[str, dict[str, Any]] = {}
     per_instruction: dict[str, dict[str, Any]] = {}
@@ -249,6 +262,9 @@ def success_summary(outcomes: list[EpisodeOutcome]) -> dict[str, Any]:
         styles = style_summary(members) if index == 0 else None
         if styles is not None:
             row["per_attempted_style"] = styles
+        endings = ending_summary(members) if index == 0 else None
+        if endings is not None:
+            row["how_failures_ended"] = endings
     total = sum(int(o.success) for o in outcomes)
     return {
         "success_rate": _rate(total, len(outcomes)),

@@ -8,8 +8,13 @@ import pytest
 
 from qtbench.envs import make_env
 from qtbench.envs import layout
-from qtbench.envs.attempts import (AT_OTHER, AT_TARGET, NEVER_CLOSED, ON_NOTHING, Closure, attempted_style,
-                                   first_closure, summarise_closures)
+from qtbench.envs.attempts import (AT_OTHER, AT_TARGET, HELD_AT_LIMIT, LET_GO_AFTER, NEVER_CLOSED, NEVER_HELD,
+                                   ON_NOTHING, Closure, attempted_style, first_closure, how_it_ended,
+                                   summarise_closures, summarise_endings)
+from qtbench.envs.base import SKILLS_BY_NAME
+from qtbench.envs.scene import COUNTER_TOP
+from qtbench.envs.skill import holding, lifted
+from qtbench.funnel import ending_line
 from qtbench.envs.plans import STYLES
 from qtbench.envs.instructions import BY_TEXT
 from qtbench.envs.policies import ROLES, make_policy
@@ -102,3 +107,36 @@ def test_closures_at_another_knob_on_nothing_and_never():
     assert summary["failed_episodes"] == 3 and summary["on_nothing_median_m"] == pytest.approx(0.08)
     assert summary["on_nothing_median_abs_offset_m"] == pytest.approx([0.0, 0.08, 0.0])  # missed along y
     assert summarise_closures([None]) is None
+
+
+@pytest.mark.parametrize("skill", ["pick_place", "move_near"])
+def test_how_an_object_episode_ended(skill):
+    """Cut from the expert's episode: a held object that is then not in the hand was let go
+    after the deepest stage of that moment (at the goal, while carrying); cut while carrying,
+    it still held the object at the time limit; before the grasp, it never held it."""
+    env = make_env(skill)
+    policy = make_policy("expert", env, np.random.default_rng(0), "robust")
+    states, info = states_of(env, policy, 81_000)
+    ins = BY_TEXT[info["instruction"]]
+    at_goal = SKILLS_BY_NAME[skill].stages[-1]  # near_target / over_target, the stage before placed
+    there = next(i for i, s in enumerate(states) if at_goal.reached(s, ins))
+    assert info["success"] and holding(states[there], ins.obj)
+    # a state without the object in the hand (the reset state) after each: let go there
+    assert how_it_ended(ins, states[:there + 1] + [states[0]]) == LET_GO_AFTER + at_goal.name
+    carrying = next(i for i, s in enumerate(states) if lifted(s, ins.obj, COUNTER_TOP))
+    assert how_it_ended(ins, states[:carrying + 1]) == HELD_AT_LIMIT
+    assert how_it_ended(ins, states[:carrying + 1] + [states[0]]) == LET_GO_AFTER + "lifted"
+    assert how_it_ended(ins, states[:1]) == NEVER_HELD
+    assert how_it_ended(BY_TEXT[make_env("drawer_open").reset(seed=0)[1]["instruction"]], states) is None
+
+
+def test_endings_are_counted_in_report_order():
+    endings = [HELD_AT_LIMIT, LET_GO_AFTER + "lifted", LET_GO_AFTER + "lifted"]
+    summary = summarise_endings("move_near", endings)
+    assert summary == {"failed_episodes": 3, "counts": {
+        NEVER_HELD: 0, LET_GO_AFTER + "grasped": 0, LET_GO_AFTER + "lifted": 2,
+        LET_GO_AFTER + "near_target": 0, HELD_AT_LIMIT: 1}}
+    assert summarise_endings("move_near", []) is None
+    assert ending_line(summary) == ("failed episodes (3) ended: never held the object 0%, let go after grasped 0%, "
+                                    "let go after lifted 67%, let go after near_target 0%, "
+                                    "still held it at the time limit 33%")

@@ -154,3 +154,23 @@ def test_style_summary_tallies_attempts_and_successes_per_style():
     summary = success_summary(outcomes)
     assert summary["per_skill"]["drawer_open"]["per_attempted_style"] == style_summary(outcomes)
     assert "per_attempted_style" not in summary["per_instruction"]["open the top drawer"]
+
+
+def test_ending_summary_counts_failed_object_episodes_only():
+    from qtbench.envs.attempts import HELD_AT_LIMIT, LET_GO_AFTER
+    from qtbench.results import ending_summary
+
+    text = "move the green apple near the orange"
+
+    def out(success, ending):
+        return EpisodeOutcome(text, "move_near", success, ending=ending)
+
+    outcomes = [out(True, None), out(False, HELD_AT_LIMIT), out(False, LET_GO_AFTER + "lifted"),
+                out(False, LET_GO_AFTER + "lifted")]
+    summary = ending_summary(outcomes)
+    assert summary["failed_episodes"] == 3
+    assert summary["counts"][LET_GO_AFTER + "lifted"] == 2 and summary["counts"][HELD_AT_LIMIT] == 1
+    assert ending_summary([out(True, None)]) is None  # no failure
+    assert ending_summary([EpisodeOutcome("open the top drawer", "drawer_open", False)]) is None
+    assert success_summary(outcomes)["per_skill"]["move_near"]["how_failures_ended"] == summary
+    assert "how_failures_ended" not in success_summary(outcomes)["per_instruction"][text]

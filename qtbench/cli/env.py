@@ -81,8 +81,11 @@ def cmd_play(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from qtbench.envs import make_env
+    from qtbench.envs.attempts import how_it_ended, summarise_endings
+    from qtbench.envs.instructions import BY_TEXT
     from qtbench.envs.policies import make_policy, play_episode
     from qtbench.errors import QtbenchError
+    from qtbench.funnel import ending_line
 
     from qtbench.results import wilson_interval
 
@@ -93,12 +96,17 @@ def cmd_play(args: argparse.Namespace) -> int:
     policy = make_policy(args.policy, env, np.random.default_rng(args.seed), styles, args.noise_scale)
     wins: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     lengths: list[int] = []
+    endings: dict[str, list[str]] = defaultdict(list)  # skill -> how its failed episodes ended
     for episode in tqdm(range(args.episodes), desc=f"{args.policy} on {args.task}", unit="ep"):
-        info, steps = play_episode(env, policy, args.seed + episode, _options(args.instruction))
+        states: list[np.ndarray] = []
+        info, steps = play_episode(env, policy, args.seed + episode, _options(args.instruction), states)
         for key in ((info["skill"], "all"), (info["skill"], policy.style)):
             wins[key][0] += int(info["success"])
             wins[key][1] += 1
         lengths.append(steps)
+        ending = None if info["success"] else how_it_ended(BY_TEXT[info["instruction"]], states)
+        if ending is not None:
+            endings[info["skill"]].append(ending)
 
     def row(name: str, won: int, played: int) -> str:
         lo, hi = wilson_interval(won, played)
@@ -110,4 +118,6 @@ def cmd_play(args: argparse.Namespace) -> int:
     for (skill, style), (won, played) in sorted(wins.items(), key=lambda kv: (kv[0][0], kv[0][1] != "all", kv[0][1])):
         print(row(skill if style == "all" else f"  {style}", won, played))
     print(row("all", total, args.episodes) + f", mean episode length {np.mean(lengths):.1f} steps")
+    for skill, ended in sorted(endings.items()):
+        print(f"  {skill} {ending_line(summarise_endings(skill, ended))}")
     return 0
