@@ -40,7 +40,7 @@ def compact(record: dict[str, Any]) -> str:
             lines.append(f"  {closure_line(closures)}")
         endings = record["per_skill"][skill].get("how_failures_ended")
         if endings:
-            lines.append(f"  {ending_line(endings)}")
+            lines.append(f"  {ending_line(skill, endings)}")
         styles = record["per_skill"][skill].get("per_attempted_style")
         if styles:
             lines.append("  success per demonstrator style attempted: " + ", ".join(
@@ -58,12 +58,14 @@ def miss_per_axis(closures: dict[str, Any]) -> str | None:
 
 
 def closure_line(closures: dict[str, Any]) -> str:
-    """e.g. ``failed episodes (180) first closed the fingers: at the instructed target 30%, ...``."""
-    from qtbench.envs.attempts import ON_NOTHING
+    """e.g. ``failed episodes (180) first closed the fingers: at the instructed target 30%, ...``,
+    in the report order (eval.json stores keys sorted)."""
+    from qtbench.envs.attempts import CLOSURE_VERDICTS, ON_NOTHING
 
     n, median = closures["failed_episodes"], closures.get("on_nothing_median_m")
     parts = []
-    for verdict, count in closures["counts"].items():
+    for verdict in CLOSURE_VERDICTS:
+        count = closures["counts"].get(verdict, 0)
         extra = ""
         if verdict == ON_NOTHING and median is not None:
             axes = miss_per_axis(closures)
@@ -72,12 +74,14 @@ def closure_line(closures: dict[str, Any]) -> str:
     return f"failed episodes ({n}) first closed the fingers: " + ", ".join(parts)
 
 
-def ending_line(endings: dict[str, Any]) -> str:
+def ending_line(skill: str, endings: dict[str, Any]) -> str:
     """e.g. ``failed episodes (137) ended: never held the object 3%, let go after lifted 40%, ...``
-    (``envs.attempts.summarise_endings``)."""
-    n = endings["failed_episodes"]
+    (``envs.attempts.summarise_endings``), in the report order (eval.json stores keys sorted)."""
+    from qtbench.envs.attempts import ending_verdicts
+
+    n, counts = endings["failed_episodes"], endings["counts"]
     return f"failed episodes ({n}) ended: " + ", ".join(
-        f"{verdict} {_pct(count / n)}" for verdict, count in endings["counts"].items())
+        f"{verdict} {_pct(counts.get(verdict, 0) / n)}" for verdict in ending_verdicts(skill))
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,8 @@ def with_closures(cell, failed: int, counts: list[int], median: float | None, ax
 
     path = cell / "eval.json"
     record = json.loads(path.read_text())
-    closures = {"failed_episodes": failed, "counts": dict(zip(CLOSURE_VERDICTS, counts)), "on_nothing_median_m": median}
+    counts = dict(sorted(zip(CLOSURE_VERDICTS, counts)))  # keys sorted, as the results writer stores them
+    closures = {"failed_episodes": failed, "counts": counts, "on_nothing_median_m": median}
     if axes is not None:
         closures["on_nothing_median_abs_offset_m"] = axes
     record["per_skill"]["drawer_open"]["first_closure"] = closures

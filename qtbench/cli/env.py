@@ -119,5 +119,5 @@ def cmd_play(args: argparse.Namespace) -> int:
         print(row(skill if style == "all" else f"  {style}", won, played))
     print(row("all", total, args.episodes) + f", mean episode length {np.mean(lengths):.1f} steps")
     for skill, ended in sorted(endings.items()):
-        print(f"  {skill} {ending_line(summarise_endings(skill, ended))}")
+        print(f"  {skill} {ending_line(skill, summarise_endings(skill, ended))}")
     return 0
