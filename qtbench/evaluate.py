@@ -309,6 +309,7 @@ def evaluate_policy(
     progress: bool = True,
     target_return: float = 1.0,
     handover: str | None = None,
+    horizons: dict[str, int] | None = None,
 ) -> tuple[list[EpisodeOutcome], float]:
     """Evaluate on every instruction of ``task``; returns the outcomes and the seconds taken.
 
@@ -317,7 +318,8 @@ def evaluate_policy(
     curve evaluates such a fixed subset). With ``video_dir``, the first VIDEO_EPISODES episodes are also saved there as GIFs.
     With ``handover`` (a stage name), the demo policy drives each episode to that stage
     first (see ``run_episodes``), on the instructions whose skill has that stage; on a
-    single-skill task the episodes and their seeds are the same as without.
+    single-skill task the episodes and their seeds are the same as without. ``horizons``
+    (skill -> steps) overrides the skills' time limits (the env's ``horizons``).
     """
     from qtbench.data import eval_seeds
     from qtbench.envs import make_env
@@ -326,7 +328,9 @@ def evaluate_policy(
     texts = [ins.text for ins in instructions_for(task)] if handover is None else handover_instructions(task, handover)
     jobs = eval_jobs(texts, episodes_per_instruction, lambda count: list(eval_seeds(count, seed)))
     record = set(range(min(VIDEO_EPISODES, len(jobs)))) if video_dir else set()
-    kwargs = {"render_mode": "rgb_array"} if record else {}
+    kwargs: dict[str, Any] = {"render_mode": "rgb_array"} if record else {}
+    if horizons:
+        kwargs["horizons"] = horizons
     start = time.perf_counter()
     outcomes, frames = run_episodes(
         act, lambda: make_env(task, **kwargs), jobs, history, num_envs, record, progress, target_return, handover

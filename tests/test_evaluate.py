@@ -258,3 +258,14 @@ def test_handover_on_several_skills_keeps_the_instructions_that_have_the_stage()
     assert len(handover_instructions("all", "pushed_half")) == 3  # drawer_close's
     with pytest.raises(QtbenchError, match="move_near: reached_object, grasped, lifted, near_target"):
         handover_instructions("all", "placed")
+
+
+def test_evaluate_policy_with_another_time_limit():
+    from qtbench.evaluate import evaluate_policy
+
+    default, _ = evaluate_policy(zero_policy, "drawer_open", history=2, episodes_per_instruction=1, seed=0,
+                                 num_envs=3, progress=False)
+    short, _ = evaluate_policy(zero_policy, "drawer_open", history=2, episodes_per_instruction=1, seed=0,
+                               num_envs=3, progress=False, horizons={"drawer_open": 3})
+    assert [o.length for o in short] == [3, 3, 3] and all(o.length > 3 for o in default)
+    assert [o.seed for o in short] == [o.seed for o in default]  # the same episodes

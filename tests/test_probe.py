@@ -156,6 +156,15 @@ def test_eval_and_probe_commands(cells, capsys):
     assert len(after["per_instruction"]["open the top drawer"]["furthest_stage"]) == 1
     assert "stage funnel" in capsys.readouterr().out
 
+    assert main(["eval", str(tiny), "--horizon", "drawer_open=4", *ckpt]) == 0
+    record = json.loads((tiny / "eval_horizon_drawer_open4.json").read_text())
+    assert record["horizons"] == {"drawer_open": 4} and record["episodes"] == before["episodes"]
+    assert json.loads((tiny / "eval.json").read_text()) == after  # the run's own record stays
+    assert "time limits {'drawer_open': 4}" in capsys.readouterr().out
+    for bad in (["--horizon", "drawer=4"], ["--horizon", "drawer_open=0"],
+                ["--horizon", "drawer_open=4", "--from-stage", "pulled_half"]):
+        assert main(["eval", str(tiny), *bad, *ckpt]) == 2
+
     assert main(["eval", str(tiny), "--from-stage", "pulled_half", *ckpt]) == 0
     record = json.loads((tiny / "eval_from_pulled_half.json").read_text())
     assert record["from_stage"] == "pulled_half" and record["episodes_total"] == 3

@@ -3,7 +3,9 @@
 ``qtbench eval RUN_DIR`` re-evaluates the run's final weights (same episodes and seeds as
 ``qtbench run``) and rewrites its eval.json with stage funnels; ``--from-stage STAGE``
 instead lets the scripted demo policy drive every episode until STAGE is passed and the
-learned policy finish it, and writes ``eval_from_<STAGE>.json``. ``qtbench probe RUN_DIR``
+learned policy finish it, and writes ``eval_from_<STAGE>.json``; ``--horizon SKILL=STEPS``
+runs the same episodes with a skill's time limit changed, into ``eval_horizon_<SKILL><STEPS>.json``.
+``qtbench probe RUN_DIR``
 scores the run's own dataset with the learned Q function (see ``qtbench.probe``);
 ``qtbench agreement RUN_DIR`` compares its greedy motion with its demos', step by step
 (see ``qtbench.agreement``).
@@ -22,6 +24,23 @@ from qtbench.loaded_run import load_run
 log = logging.getLogger(__name__)
 
 HANDOVER_FILE = "eval_from_{stage}.json"
+HORIZON_FILE = "eval_horizon_{horizons}.json"  # e.g. eval_horizon_move_near70.json
+
+
+def parse_horizons(items: list[str] | None) -> dict[str, int]:
+    """``["move_near=70"]`` -> ``{"move_near": 70}``: skills' time limits for ``qtbench eval --horizon``."""
+    from qtbench.envs.base import SKILLS_BY_NAME
+    from qtbench.errors import unknown_name
+
+    horizons = {}
+    for item in items or []:
+        skill, _, steps = item.partition("=")
+        if skill not in SKILLS_BY_NAME:
+            raise unknown_name("skill in --horizon", skill, list(SKILLS_BY_NAME))
+        if not steps.isdigit() or int(steps) < 1:
+            raise QtbenchError(f"--horizon {item!r}: the steps must be a positive integer", "e.g. --horizon move_near=70")
+        horizons[skill] = int(steps)
+    return horizons
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -43,12 +62,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from qtbench.results import EVAL_FILE, handover_summary, qtbench_version, success_summary, summary_table
 
     _setup(args)
+    horizons = parse_horizons(args.horizon)
+    if horizons and args.from_stage is not None:
+        raise QtbenchError("--horizon and --from-stage answer different questions", "use one of them per call")
     if args.from_stage is not None:  # a bad stage name fails before anything is loaded
         handover_instructions(read_cell(args.run_dir)[0].get("task", "all"), args.from_stage)
     run = load_run(args.run_dir, args.checkpoint_dir, args.device)
     task, seed = run.config["task"], int(run.config["seed"])
     episodes = run.config.get("eval_episodes_per_instruction") or default_episodes(task)
-    if args.from_stage is None:  # eval.json stays the record of the run's own evaluation
+    if args.from_stage is None and not horizons:  # eval.json stays the record of the run's own evaluation
         if run.checkpoint_step != run.record.get("train_steps"):
             raise QtbenchError(
                 f"the checkpoint is at step {run.checkpoint_step} but {run.run_dir / EVAL_FILE} describes "
@@ -64,10 +86,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     episodes = args.eval_episodes or episodes
     outcomes, seconds = evaluate_policy(
         run.act, task, run.algo_config.history, int(episodes), seed, target_return=run.algo_config.target_return,
-        progress=not args.no_progress, handover=args.from_stage,
+        progress=not args.no_progress, handover=args.from_stage, horizons=horizons,
     )
     common = {"machine": machine_description(), "qtbench_version": qtbench_version(), "eval_seconds": seconds}
-    if args.from_stage is None:
+    if horizons:
+        own = {k: v for k, v in run.record.items() if k != "learning_curve"}  # the curve ran at the own limits
+        record = {**own, **common, **success_summary(outcomes), "checkpoint_step": run.checkpoint_step,
+                  "episodes_per_instruction": int(episodes), "horizons": horizons}
+        name = "_".join(f"{skill}{steps}" for skill, steps in sorted(horizons.items()))
+        path = atomic_write_json(run.run_dir / HORIZON_FILE.format(horizons=name), record)
+        print(f"time limits {horizons} (the run's own: success {run.record.get('success_rate', float('nan')):.1%})")
+        print(summary_table(record))
+        print("\nstage funnel (episodes past each stage, in order):\n" + compact(record))
+    elif args.from_stage is None:
         record = {**run.record, **common, **success_summary(outcomes)}
         if record["success_rate"] != run.record.get("success_rate"):
             log.warning("success differs from the stored eval.json (%.3f now, %.3f before): "
@@ -151,7 +182,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "`qtbench run`. Without --from-stage, eval.json is rewritten with stage funnels. With "
             "--from-stage STAGE, the scripted demo policy drives each episode until STAGE is passed, "
             "then the learned policy takes over; success from there (95% Wilson intervals) and the "
-            "episodes where the demo never got there go to eval_from_STAGE.json in RUN_DIR."
+            "episodes where the demo never got there go to eval_from_STAGE.json in RUN_DIR. With "
+            "--horizon SKILL=STEPS, the same episodes run with that skill's time limit changed "
+            "(would the policy finish with more time?), into eval_horizon_SKILLSTEPS.json."
         ),
     )
     _common(p)
@@ -159,7 +192,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="hand over at this stage, e.g. for drawer_open reached_handle, grasped_handle or "
                         "pulled_half (an unknown name lists the task's stages)")
     p.add_argument("--eval-episodes", type=int, default=None,
-                   help="episodes per instruction with --from-stage (default: the run's own count)")
+                   help="episodes per instruction with --from-stage or --horizon (default: the run's own count)")
+    p.add_argument("--horizon", metavar="SKILL=STEPS", action="append", default=None,
+                   help="evaluate with this skill's time limit instead (repeatable), e.g. move_near=70")
     p.set_defaults(func=cmd_eval)
     q = subparsers.add_parser(
         "probe",
