@@ -147,6 +147,12 @@ def funnel_markdown(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> 
                   "(`qtbench.envs.attempts.first_closure`; grasping skills; percent of the failed episodes "
                   "pooled over the seeds listed; the last column: each seed's median distance from the "
                   "instructed knob or object of the closures on nothing):", "", closures]
+    endings = ending_table(entries)
+    if endings:
+        parts += ["", "How the failed evaluation episodes of the object skills ended (`qtbench.envs.attempts."
+                  "how_it_ended`: never held the object, let go after the last stage that held when it was "
+                  "last held, or still held it at the time limit; percent of the failed episodes pooled over "
+                  "the seeds listed):", "", endings]
     styles = style_table(entries)
     if styles:
         parts += ["", "Which demonstrator style the evaluation episodes attempted (`qtbench.envs.attempts."
@@ -199,6 +205,26 @@ def closure_table(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> st
         return None
     return markdown_table(["task", "algorithm", "skill", "failed episodes", *CLOSURE_VERDICTS,
                            "on nothing, median distance", "on nothing, median miss per axis", "seeds"], body)
+
+
+def ending_table(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> str | None:
+    """How the failed episodes of the object skills ended, pooled per (task, algorithm, skill):
+    one table per skill, whose verdicts name its stages (None when no eval.json records them)."""
+    from qtbench.benchmarks_md import markdown_table
+    from qtbench.envs.attempts import ending_verdicts
+
+    tables = []
+    groups = _grouped(entries, "how_failures_ended")
+    for skill in dict.fromkeys(skill for _, _, skill in groups):
+        verdicts = ending_verdicts(skill)
+        body = []
+        for (task, label, _), members in ((k, v) for k, v in groups.items() if k[2] == skill):
+            endings = [row["how_failures_ended"] for _, row in members]
+            n = sum(e["failed_episodes"] for e in endings)
+            shares = [f"{100 * sum(e['counts'].get(v, 0) for e in endings) / n:.0f}" for v in verdicts]
+            body.append([task, f"`{label}`", n, *shares, _seeds(members)])
+        tables.append(f"`{skill}`:\n\n" + markdown_table(["task", "algorithm", "failed episodes", *verdicts, "seeds"], body))
+    return "\n\n".join(tables) if tables else None
 
 
 def style_table(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> str | None:

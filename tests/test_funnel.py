@@ -98,6 +98,25 @@ def test_first_closures_in_the_run_summary_and_pooled_in_the_leaderboard(tmp_pat
     assert "first closed the fingers" in funnel.funnel_markdown(entries)
 
 
+def test_endings_pooled_in_the_leaderboard(tmp_path):
+    from qtbench.envs.attempts import HELD_AT_LIMIT, LET_GO_AFTER, ending_verdicts
+
+    entries = []
+    for seed, (dropped, slow) in ((0, (3, 1)), (1, (1, 3))):
+        cell = write_cell(tmp_path, "bc", "move_near", seed, {"move_near": (6, 10)})
+        record = json.loads((cell / "eval.json").read_text())
+        counts = dict.fromkeys(ending_verdicts("move_near"), 0)
+        counts.update({LET_GO_AFTER + "lifted": dropped, HELD_AT_LIMIT: slow})
+        record["per_skill"]["move_near"]["how_failures_ended"] = {"failed_episodes": 4, "counts": counts}
+        entries.append(("move_near", "bc", seed, record))
+    table = funnel.ending_table(entries)
+    # 8 failed episodes pooled: 4 dropped while carrying, 4 still held at the limit
+    assert "| move_near | `bc` | 8 | 0 | 0 | 50 | 0 | 50 | 0, 1 |" in table
+    assert table.startswith("`move_near`:") and "let go after near_target" in table
+    assert funnel.ending_table(entries[:0]) is None
+    assert "How the failed evaluation episodes of the object skills ended" in funnel.funnel_markdown(entries)
+
+
 def test_attempted_styles_in_the_run_summary_and_pooled_in_the_leaderboard(tmp_path):
     entries = []
     for seed, (grasp, hook) in ((0, ((6, 4), (4, 1))), (1, ((2, 2), (8, 2)))):
