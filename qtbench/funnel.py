@@ -141,25 +141,25 @@ def funnel_markdown(entries: Iterable[tuple[str, str, int, dict[str, Any]]]) -> 
                  ", ".join(map(str, r.seeds))] for r in members]
         parts += ["", f"`{skill}`:", "",
                   markdown_table(["task", "algorithm", *members[0].names, "episodes", "seeds"], body)]
-    closures = closure_table(entries)
-    if closures:
-        parts += ["", "Where the failed evaluation episodes first closed the fingers "
-                  "(`qtbench.envs.attempts.first_closure`; grasping skills; percent of the failed episodes "
-                  "pooled over the seeds listed; the last column: each seed's median distance from the "
-                  "instructed knob or object of the closures on nothing):", "", closures]
-    endings = ending_table(entries)
-    if endings:
-        parts += ["", "How the failed evaluation episodes of the object skills ended (`qtbench.envs.attempts."
-                  "how_it_ended`: never held the object, let go after the last stage that held when it was "
-                  "last held, or still held it at the time limit; percent of the failed episodes pooled over "
-                  "the seeds listed):", "", endings]
-    styles = style_table(entries)
-    if styles:
-        parts += ["", "Which demonstrator style the evaluation episodes attempted (`qtbench.envs.attempts."
-                  "attempted_style`: the style nearest to where the hand met the knob or object; `none`: no "
-                  "contact), and their success when they attempted it (Wilson 95% interval), pooled over the "
-                  "seeds listed. An algorithm that learned which style works for it attempts the robust one "
-                  "more often than the demonstrators' habit does:", "", styles]
+    captions = (
+        (closure_table, "Where the failed evaluation episodes first closed the fingers "
+                        "(`qtbench.envs.attempts.first_closure`; grasping skills; percent of the failed episodes "
+                        "pooled over the seeds listed; the last column: each seed's median distance from the "
+                        "instructed knob or object of the closures on nothing):"),
+        (ending_table, "How the failed evaluation episodes of the object skills ended (`qtbench.envs.attempts."
+                       "how_it_ended`: never held the object, let go after the last stage that held when it was "
+                       "last held, or still held it at the time limit; percent of the failed episodes pooled over "
+                       "the seeds listed):"),
+        (style_table, "Which demonstrator style the evaluation episodes attempted (`qtbench.envs.attempts."
+                      "attempted_style`: the style nearest to where the hand met the knob or object; `none`: no "
+                      "contact), and their success when they attempted it (Wilson 95% interval), pooled over the "
+                      "seeds listed. An algorithm that learned which style works for it attempts the robust one "
+                      "more often than the demonstrators' habit does:"),
+    )
+    for table_of, caption in captions:  # each pooled table under its caption, when any run records it
+        table = table_of(entries)
+        if table:
+            parts += ["", caption, "", table]
     if not rows:
         parts += ["", f"No run has a stage funnel yet: every eval.json here was written before stages "
                   f"were tracked ({MISSING_HINT})."]
