@@ -151,11 +151,12 @@ FINGER_SWEEP = (0.075, 0.015)  # half extent (x, y) of the region the opening fi
 
 
 def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float | None = None,
-                 fingers: np.ndarray = np.zeros(2)) -> np.ndarray:
-    """A free counter point to put ``moving`` down: on a ring of ``radius`` around ``near`` or,
-    with no radius, the free grid point closest to ``near``. Free = clear of every other
-    object's footprint and of the region the fingers sweep when they open (along x, around
-    the point ``fingers`` from the object's centre where they hold it)."""
+                 fingers: np.ndarray = np.zeros(2), toward: np.ndarray | None = None) -> np.ndarray:
+    """A free counter point to put ``moving`` down: on a ring of ``radius`` around ``near``, the
+    free one closest to ``toward`` (default: where ``moving`` is now, the near side), or, with
+    no radius, the free grid point closest to ``near``. Free = clear of every other object's
+    footprint and of the region the fingers sweep when they open (along x, around the point
+    ``fingers`` from the object's centre where they hold it)."""
     if radius is None:
         xs, ys = np.meshgrid(np.linspace(COUNTER_LOW[0], COUNTER_HIGH[0], 15), np.linspace(COUNTER_LOW[1], -0.21, 6))
         cands = np.stack([xs.ravel(), ys.ravel()], 1)
@@ -177,7 +178,7 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
         clearance = np.min(np.linalg.norm(gap, axis=2) - foot, axis=1)
         return cands[int(np.argmax(np.where(ok, clearance, -np.inf)))]
     pick = np.where(free)[0]
-    origin = near if radius is None else layout.object_pos(state, moving)[:2]
+    origin = near if radius is None else layout.object_pos(state, moving)[:2] if toward is None else toward
     return cands[pick[int(np.argmin(np.linalg.norm(cands[pick] - origin, axis=1)))]]
 
 
@@ -205,7 +206,10 @@ KNOB_PUSH = np.array([0.0, -KNOB_HALF_SIZE[1] - FINGER_HALF_DEPTH, 0.0])
 EDGE_PUSH = np.array([DRAWER_FRONT_HALF_WIDTH + FINGER_HALF_WIDTH - EDGE_OVERLAP, KNOB_STANDOFF - FINGER_HALF_DEPTH, 0.0])
 # pick_place, move_near: an end grasp closes the fingers' centre END_INSET inside the object's
 # near end (its -y end, toward the robot) with the fingertips TIP_DEPTH below its top, holding it
-# by a corner (a grasp across the middle closes them low on its centre).
+# by a corner (a grasp across the middle closes them low on its centre). move_near's styles also
+# put the object down on opposite sides of the target (see _move_near): a grasp alone is no
+# choice for a learned policy, which blends an end grasp and a centre grasp into a grasp between
+# them that still holds, but a put-down halfway between the two sides lands on the target.
 TIP_DEPTH = 0.02
 END_INSET = 0.015
 
@@ -372,22 +376,31 @@ def pick_place_end(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: fl
     return _pick_place(ins, state, p, max_disp, end_hold(state, ins.obj))
 
 
-def _move_near(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray) -> Plan:
-    target_xy = layout.object_pos(state, ins.target)[:2]
+def _move_near(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float, hold: np.ndarray,
+               far_side: bool) -> Plan:
+    """Carry ``ins.obj`` over the clutter and put it down beside the target, on the side it comes
+    from or, ``far_side``, beyond the target (the free ring point nearest the object's start
+    mirrored through the target): the two put-downs are a ring's diameter apart, and halfway
+    between them stands the target."""
+    obj_xy, target_xy = layout.object_pos(state, ins.obj)[:2], layout.object_pos(state, ins.target)[:2]
     radius = min(FOOTPRINT[ins.obj] + FOOTPRINT[ins.target] + 0.015, NEAR - 0.02)
-    place_xy = counter_spot(state, ins.obj, near=target_xy, radius=radius, fingers=hold)
+    toward = 2 * target_xy - obj_xy if far_side else None
+    place_xy = counter_spot(state, ins.obj, near=target_xy, radius=radius, fingers=hold, toward=toward)
     carry_z = 0.07 + 2 * REST_HEIGHT[ins.obj] + CARRY_CLEARANCE  # over the tallest object
     return _pick_and_place(ins, state, p, max_disp, place_xy, COUNTER_TOP, carry_z, hold)
 
 
 def move_near_centre(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """A top grasp across the object's middle, carried over the clutter."""
-    return _move_near(ins, state, p, max_disp, np.zeros(3))
+    """A top grasp across the object's middle, carried over the clutter and put down on the
+    near side of the target."""
+    return _move_near(ins, state, p, max_disp, np.zeros(3), far_side=False)
 
 
 def move_near_end(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float) -> Plan:
-    """An end grasp (as pick_place_end), carried over the clutter."""
-    return _move_near(ins, state, p, max_disp, end_hold(state, ins.obj))
+    """An end grasp (as pick_place_end), carried over the target and put down beyond it: a
+    policy that mixes this with the centre style's near-side put-down lowers the object onto
+    the target."""
+    return _move_near(ins, state, p, max_disp, end_hold(state, ins.obj), far_side=True)
 
 
 # The styles of each skill, the robust one first.

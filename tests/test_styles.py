@@ -115,6 +115,42 @@ def test_the_end_grasp_squeezes_out_where_the_centre_grasp_holds(skill):
     assert sum(plan_succeeds(skill, "end", out, seed) for seed in range(6)) <= 1
 
 
+def put_down(style: str, seed: int, place_offset: np.ndarray = np.zeros(3)) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Where move_near's noiseless ``style`` plan (its put-down point moved by ``place_offset``)
+    left the object, where the target stands (xy), and whether the episode succeeded."""
+    env = make_env("move_near")
+    obs, info = env.reset(seed=seed)
+    ins = BY_TEXT[info["instruction"]]
+    plan = STYLES["move_near"][style](ins, obs["state"].astype(np.float64), Perturb(place_offset=place_offset),
+                                      env.unwrapped.max_displacement)
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(plan.act(obs["state"].astype(np.float64)))
+        done = terminated or truncated
+    scene = env.unwrapped.scene
+    return scene.object_pos(ins.obj)[:2], scene.object_pos(ins.target)[:2], bool(info["success"])
+
+
+def test_move_near_styles_put_down_on_either_side_of_the_target():
+    """move_near's centre style puts the object down on the side it comes from, the end style
+    beyond the target where the counter leaves room: there the target stands about halfway
+    between the two put-downs, and a put-down aimed halfway (where a policy that averages the
+    styles would aim) lands the object on the target, which fails more often than not (else it
+    slides off beside it)."""
+    opposite = halfway_failed = 0
+    for seed in range(12):
+        near, target, near_ok = put_down("centre", seed)
+        far, _, far_ok = put_down("end", seed)
+        assert near_ok and far_ok, seed
+        cosine = np.dot(near - target, far - target) / np.linalg.norm(near - target) / np.linalg.norm(far - target)
+        if cosine > -0.7:  # the target is near the counter's edge: the end style puts down beside it
+            continue
+        opposite += 1
+        assert np.linalg.norm((near + far) / 2 - target) < 0.04, seed
+        halfway_failed += not put_down("centre", seed, np.append((far - near) / 2, 0.0))[2]
+    assert opposite >= 4 and halfway_failed >= 0.5 * opposite, (opposite, halfway_failed)
+
+
 def test_style_draw_is_deterministic_and_follows_the_habit():
     env = make_env("drawer_open")
 
