@@ -166,7 +166,9 @@ class ManipulationEnv(gym.Env):
       finger pull 1.4 cm long instead of 3 (a hook holds 1 cm to a side, where it held 2 cm);
       pick_place's and move_near's fragile style grasps the object's near end instead of high
       on its middle. Episodes that touch a knob or a pull differ from v1's; datasets of v1 must
-      be regenerated.
+      be regenerated. Later in v2, with the env unchanged, move_near's fragile style also puts
+      the object down beyond the target instead of on its near side: move_near's and all's
+      datasets made before must be regenerated (sweeps rerun the cells made on them).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
