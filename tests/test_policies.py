@@ -50,11 +50,12 @@ def test_expert_finishes_with_margin():
 
 def test_autonomous_collector_mostly_fails_but_makes_progress():
     """The paper's autonomous data: mostly failures, many of them partly done (drawer moved or
-    object lifted by 3 cm), so failed episodes carry signal about the task."""
+    object lifted by 3 cm), so failed episodes carry signal about the task. (About a third of
+    its failures progress: 40 of 116 over 150 episodes; 60 keep the check clear of that.)"""
     env = make_env("all")
     policy = make_policy("autonomous", env, np.random.default_rng(0))
     successes = failures = progressed = 0
-    for ep in range(30):
+    for ep in range(60):
         obs, info = env.reset(seed=500 + ep)
         policy.reset(obs, info)
         ins = BY_TEXT[info["instruction"]]
@@ -70,8 +71,8 @@ def test_autonomous_collector_mostly_fails_but_makes_progress():
         successes += int(info["success"])
         failures += int(not info["success"])
         progressed += int(not info["success"] and best > 0.03)
-    assert 0.05 <= successes / 30 <= 0.6
-    assert progressed >= 0.3 * failures
+    assert 0.05 <= successes / 60 <= 0.6
+    assert progressed >= 0.25 * failures
 
 
 def test_policy_dispatches_on_the_instruction_in_all_tasks():
