@@ -157,6 +157,8 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
     no radius, the free grid point closest to ``near``. Free = clear of every other object's
     footprint and of the region the fingers sweep when they open (along x, around the point
     ``fingers`` from the object's centre where they hold it)."""
+    if toward is None:
+        toward = layout.object_pos(state, moving)[:2]
     if radius is None:
         xs, ys = np.meshgrid(np.linspace(COUNTER_LOW[0], COUNTER_HIGH[0], 15), np.linspace(COUNTER_LOW[1], -0.21, 6))
         cands = np.stack([xs.ravel(), ys.ravel()], 1)
@@ -178,7 +180,7 @@ def counter_spot(state: np.ndarray, moving: str, near: np.ndarray, radius: float
         clearance = np.min(np.linalg.norm(gap, axis=2) - foot, axis=1)
         return cands[int(np.argmax(np.where(ok, clearance, -np.inf)))]
     pick = np.where(free)[0]
-    origin = near if radius is None else layout.object_pos(state, moving)[:2] if toward is None else toward
+    origin = near if radius is None else toward
     return cands[pick[int(np.argmin(np.linalg.norm(cands[pick] - origin, axis=1)))]]
 
 
@@ -380,8 +382,8 @@ def _move_near(ins: Instruction, state: np.ndarray, p: Perturb, max_disp: float,
                far_side: bool) -> Plan:
     """Carry ``ins.obj`` over the clutter and put it down beside the target, on the side it comes
     from or, ``far_side``, beyond the target (the free ring point nearest the object's start
-    mirrored through the target): the two put-downs are a ring's diameter apart, and halfway
-    between them stands the target."""
+    mirrored through the target): where the counter leaves room beyond the target, the two
+    put-downs are a ring's diameter apart and halfway between them stands the target."""
     obj_xy, target_xy = layout.object_pos(state, ins.obj)[:2], layout.object_pos(state, ins.target)[:2]
     radius = min(FOOTPRINT[ins.obj] + FOOTPRINT[ins.target] + 0.015, NEAR - 0.02)
     toward = 2 * target_xy - obj_xy if far_side else None

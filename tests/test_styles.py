@@ -73,17 +73,23 @@ def test_fragile_style_loses_more_to_imprecision(skill):
     assert robust - fragile >= 0.1, (robust, fragile)
 
 
-def plan_succeeds(skill: str, style: str, offset: np.ndarray, seed: int) -> bool:
-    """The noiseless plan of ``style`` aimed ``offset`` (m) off its contact point."""
+def play_plan(skill: str, style: str, seed: int, perturb: Perturb) -> tuple:
+    """Play the noiseless plan of ``style`` with ``perturb``; the env after the episode, its
+    instruction and whether it succeeded."""
     env = make_env(skill)
     obs, info = env.reset(seed=seed)
-    plan = STYLES[skill][style](BY_TEXT[info["instruction"]], obs["state"].astype(np.float64),
-                                Perturb(grasp_offset=np.asarray(offset, np.float64)), env.unwrapped.max_displacement)
+    ins = BY_TEXT[info["instruction"]]
+    plan = STYLES[skill][style](ins, obs["state"].astype(np.float64), perturb, env.unwrapped.max_displacement)
     done = False
     while not done:
         obs, _, terminated, truncated, info = env.step(plan.act(obs["state"].astype(np.float64)))
         done = terminated or truncated
-    return bool(info["success"])
+    return env, ins, bool(info["success"])
+
+
+def plan_succeeds(skill: str, style: str, offset: np.ndarray, seed: int) -> bool:
+    """The noiseless plan of ``style`` aimed ``offset`` (m) off its contact point."""
+    return play_plan(skill, style, seed, Perturb(grasp_offset=np.asarray(offset, np.float64)))[2]
 
 
 def test_the_hook_rides_over_the_lip_where_the_grasp_holds():
@@ -118,17 +124,9 @@ def test_the_end_grasp_squeezes_out_where_the_centre_grasp_holds(skill):
 def put_down(style: str, seed: int, place_offset: np.ndarray = np.zeros(3)) -> tuple[np.ndarray, np.ndarray, bool]:
     """Where move_near's noiseless ``style`` plan (its put-down point moved by ``place_offset``)
     left the object, where the target stands (xy), and whether the episode succeeded."""
-    env = make_env("move_near")
-    obs, info = env.reset(seed=seed)
-    ins = BY_TEXT[info["instruction"]]
-    plan = STYLES["move_near"][style](ins, obs["state"].astype(np.float64), Perturb(place_offset=place_offset),
-                                      env.unwrapped.max_displacement)
-    done = False
-    while not done:
-        obs, _, terminated, truncated, info = env.step(plan.act(obs["state"].astype(np.float64)))
-        done = terminated or truncated
+    env, ins, success = play_plan("move_near", style, seed, Perturb(place_offset=place_offset))
     scene = env.unwrapped.scene
-    return scene.object_pos(ins.obj)[:2], scene.object_pos(ins.target)[:2], bool(info["success"])
+    return scene.object_pos(ins.obj)[:2], scene.object_pos(ins.target)[:2], success
 
 
 def test_move_near_styles_put_down_on_either_side_of_the_target():
