@@ -48,6 +48,16 @@ def normalise_config(config: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(config, sort_keys=True))
 
 
+def config_changes(stored: dict[str, Any], wanted: dict[str, Any],
+                   config_class: type | None = None) -> dict[str, tuple[Any, Any]]:
+    """field -> (stored value, wanted value) for each field of an algorithm config that differs
+    (in JSON form); with ``config_class``, fields added since ``stored`` was written count at
+    the value it ran with (``ranges.completed``)."""
+    have = normalise_config(completed(config_class, stored) if config_class else stored)
+    want = normalise_config(wanted)
+    return {key: (have.get(key), want.get(key)) for key in differing_fields(have, want)}
+
+
 def checkpoint_path(directory: Path) -> Path:
     return Path(directory) / CHECKPOINT_FILE
 
@@ -104,9 +114,8 @@ def check_compatible(
             "the datasets were regenerated since",
             "start fresh with --force (overwrites it), or use another --checkpoint-dir",
         )
-    want = normalise_config(algo_config)
-    have = normalise_config(completed(config_class, state.algo_config) if config_class else state.algo_config)
-    diff = [f"{key}: checkpoint {have.get(key)!r} vs requested {want.get(key)!r}" for key in differing_fields(have, want)]
+    changes = config_changes(state.algo_config, algo_config, config_class)
+    diff = [f"{key}: checkpoint {have!r} vs requested {want!r}" for key, (have, want) in changes.items()]
     if diff:
         raise QtbenchError(
             f"checkpoint {path} was trained with another {algo} config ({'; '.join(diff)})",

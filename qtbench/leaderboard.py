@@ -51,7 +51,7 @@ PLOTS_DIR = "plots"
 SECTION = "leaderboard"
 BASELINE = "bc"  # every algorithm's probability of improvement is stated against this one
 PRODUCE_HINT = (
-    "run `qtbench sweep --algos q_transformer bc iql dt --tasks all --seeds 0 1 2` "
+    "run `qtbench sweep --algos q_transformer bc iql dt --tasks all` "
     "(or one cell: `qtbench run --algo q_transformer --task drawer_open`)"
 )
 

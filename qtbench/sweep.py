@@ -6,7 +6,7 @@ worker runs it through :func:`execute` (which never raises: a failing cell is re
 and the others go on), and the driver collects :class:`CellOutcome` objects as they
 finish. Finished cells (an ``eval.json`` exists) are skipped and interrupted ones resume from
 their checkpoint, unless the result or checkpoint was made on other data than the datasets now
-on disk (then the cell runs again from scratch); datasets are generated once, before the
+on disk, or with other settings than the cell's config now (then the cell runs again from scratch); datasets are generated once, before the
 cells fan out, so no two workers race to write the same dataset.
 
 Ablation runs get their own result paths so they never overwrite the reference run:
@@ -30,6 +30,7 @@ from qtbench.algorithms import ALGORITHMS, headline_algorithms
 from qtbench.envs.instructions import MULTI_TASK
 from qtbench.errors import QtbenchError
 from qtbench.results import EVAL_FILE, run_label, run_root
+from qtbench.tuning import COMPARISON_SEEDS
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class CellJob:
     profile: str = "default"
     eval_episodes_per_instruction: int | None = None
     resume: bool = False  # continue from the cell's checkpoint if it has one
+    tuned: bool = True  # start from the frozen settings (RunSpec.tuned)
     torch_threads: int = 1
     show_progress: bool = False
 
@@ -98,6 +100,7 @@ class CellJob:
             results_dir=run_root(self.results_dir, self.cell.algo, overrides),
             checkpoint_dir=run_root(self.checkpoint_dir, self.cell.algo, overrides),
             overrides=overrides,
+            tuned=self.tuned,
             resume=self.resume,
             eval_episodes_per_instruction=self.eval_episodes_per_instruction,
             progress=self.show_progress,
@@ -153,28 +156,59 @@ def _other_data(task: str, data: dict | None) -> str | None:
     return None if now == was else f"fingerprint {was[:15]}, datasets now {now[:15]}"
 
 
-def made_on_other_data(cell: Cell, config: SweepConfig) -> str | None:
+def _other_settings(cell: Cell, config: SweepConfig, stored: dict | None) -> str | None:
+    """"learning_rate 0.0003 (now 0.0001)" when the stored algorithm config ``stored``
+    differs from the one the cell runs now (e.g. `qtbench tune --freeze` changed the reference
+    settings since); None when it matches or nothing was stored."""
+    import dataclasses
+
+    from qtbench.algorithms import algorithm_class
+    from qtbench.checkpoint import config_changes
+    from qtbench.train import reference_config
+
+    if not stored:
+        return None
+    wanted = dataclasses.asdict(reference_config(cell.algo, dict(cell.overrides), config.tuned))
+    changes = config_changes(stored, wanted, algorithm_class(cell.algo).config_class)
+    return ", ".join(f"{key} {have} (now {want})" for key, (have, want) in changes.items()) or None
+
+
+def _stale(cell: Cell, config: SweepConfig, data: dict | None, stored: dict | None) -> str | None:
+    """"on other data (...)" or "with other settings (...)", or None when both still hold."""
+    if other := _other_data(cell.task, data):
+        return f"on other data ({other})"
+    if other := _other_settings(cell, config, stored):
+        return f"with other settings ({other})"
+    return None
+
+
+def why_stale(cell: Cell, config: SweepConfig) -> str | None:
     """Why a cell's finished result or its checkpoint no longer counts: it was made on other data
-    than the datasets now on disk (they were regenerated since), so the cell runs again from
+    than the datasets now on disk (they were regenerated since) or with other settings than the
+    cell runs now (a frozen tuning changed the defaults since), so the cell runs again from
     scratch; None when there is nothing to discard."""
     import json
 
     from qtbench import checkpoint
+    from qtbench.results import CONFIG_FILE
+
+    def read(name: str, key: str) -> dict | None:
+        try:
+            return json.loads((cell_dir / name).read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            return None
 
     cell_dir = cell.results_dir(config.results_dir)
     if (cell_dir / EVAL_FILE).is_file():
-        try:
-            data = json.loads((cell_dir / EVAL_FILE).read_text()).get("data")
-        except (OSError, ValueError, AttributeError):
-            return None
-        stale = _other_data(cell.task, data)
-        return f"finished on other data ({stale})" if stale else None
+        data, stored = read(EVAL_FILE, "data"), read(CONFIG_FILE, "algo_config")
+        stale = _stale(cell, config, data, stored)
+        return f"finished {stale}" if stale else None
     try:
         state = checkpoint.load(cell.checkpoint_dir(config.checkpoint_dir))
     except QtbenchError:  # unreadable: the run reports it with its fix
         return None
-    stale = _other_data(cell.task, state.data) if state else None
-    return f"its checkpoint was trained on other data ({stale})" if stale else None
+    stale = _stale(cell, config, state.data, state.algo_config) if state else None
+    return f"its checkpoint was made {stale}" if stale else None
 
 
 def execute(job: CellJob, cell_fn: CellFn = run_job) -> CellOutcome:
@@ -321,11 +355,12 @@ def prepare_datasets(tasks: Iterable[str], profile: str, workers: int) -> None:
 class SweepConfig:
     algos: list[str] = field(default_factory=headline_algorithms)
     tasks: list[str] = field(default_factory=lambda: [MULTI_TASK])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = field(default_factory=lambda: list(COMPARISON_SEEDS))
     ablations: bool = False  # also run the paper's Q-Transformer ablations (ABLATIONS)
     # Config overrides to run for every algorithm instead of its reference settings (a
     # search, see qtbench.tuning); empty = the reference settings (plus ablations).
     settings: list[dict[str, object]] = field(default_factory=list)
+    tuned: bool = True  # cells start from the settings `qtbench tune --freeze` chose (False: a search)
     steps: int | None = None
     profile: str = "default"
     results_dir: Path = Path("results")
@@ -354,7 +389,7 @@ def make_jobs(config: SweepConfig, torch_threads: int, show_progress: bool) -> t
     jobs, skipped = [], []
     for cell in plan(config):
         cell_dir = cell.results_dir(config.results_dir)
-        stale = None if config.force else made_on_other_data(cell, config)
+        stale = None if config.force else why_stale(cell, config)
         if not config.force and (cell_dir / EVAL_FILE).is_file() and not stale:
             skipped.append(CellOutcome(cell, "skipped", success_rate=_read_success(cell_dir)))
             continue
@@ -369,6 +404,7 @@ def make_jobs(config: SweepConfig, torch_threads: int, show_progress: bool) -> t
                 profile=config.profile,
                 eval_episodes_per_instruction=config.eval_episodes_per_instruction,
                 resume=not (config.force or stale),  # continues from a checkpoint when there is one
+                tuned=config.tuned,
                 torch_threads=torch_threads,
                 show_progress=show_progress,
             )
@@ -415,7 +451,7 @@ def plan_status(config: SweepConfig) -> list[tuple[Cell, str]]:
 
     out = []
     for cell in plan(config):
-        stale = None if config.force else made_on_other_data(cell, config)
+        stale = None if config.force else why_stale(cell, config)
         if config.force:
             state = "run from scratch (--force)"
         elif stale:

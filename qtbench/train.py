@@ -94,6 +94,9 @@ class RunSpec:
     results_dir: Path = Path("results")
     checkpoint_dir: Path = Path("checkpoints")
     overrides: dict[str, object] = field(default_factory=dict)  # algorithm config fields
+    # start from the settings `qtbench tune --freeze` chose (qtbench/tuned.json); False starts
+    # from the algorithm's own defaults, its paper's recipe (the tuning search's cells do)
+    tuned: bool = True
     resume: bool = False
     eval_episodes_per_instruction: int | None = None  # None = evaluate.default_episodes(task)
     device: str = "cpu"
@@ -147,6 +150,8 @@ class RunSpec:
                  "--checkpoint-dir", str(base_root(self.checkpoint_dir, self.algo, self.overrides, self.failures))]
         for key, value in self.overrides.items():
             parts += ["--set", f"{key}={_cli_value(value)}"]
+        if not self.tuned:
+            parts.append("--untuned")
         optional = {"--eval-episodes": (self.eval_episodes_per_instruction, None),
                     "--checkpoint-every": (self.checkpoint_every, CHECKPOINT_EVERY),
                     "--checkpoint-seconds": (self.checkpoint_seconds, CHECKPOINT_SECONDS),
@@ -219,12 +224,13 @@ def resolve_config(config_class: type[AlgoConfig], overrides: dict[str, object])
     return config_class(**typed_overrides(config_class, overrides))
 
 
-def reference_config(algo: str, overrides: dict[str, object] | None = None) -> AlgoConfig:
+def reference_config(algo: str, overrides: dict[str, object] | None = None, tuned: bool = True) -> AlgoConfig:
     """The algorithm's reference config, the defaults plus the settings ``qtbench tune --freeze``
-    chose (qtbench.tuning), with ``overrides`` applied on top."""
+    chose (qtbench.tuning; not with ``tuned=False``), with ``overrides`` applied on top."""
     from qtbench.tuning import reference_overrides
 
-    return resolve_config(algorithm_class(algo).config_class, {**reference_overrides(algo), **(overrides or {})})
+    frozen = reference_overrides(algo) if tuned else {}
+    return resolve_config(algorithm_class(algo).config_class, {**frozen, **(overrides or {})})
 
 
 def check_names(algo: str, task: str) -> None:
@@ -521,7 +527,7 @@ def check_run(spec: RunSpec) -> AlgoConfig:
     task), before datasets are made or anything is written; returns the resolved config."""
     check_names(spec.algo, spec.task)
     spec.validate()
-    config = reference_config(spec.algo, spec.overrides)
+    config = reference_config(spec.algo, spec.overrides, spec.tuned)
     if config.demo_styles:
         from qtbench.envs.policies import check_styles
 

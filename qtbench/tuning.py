@@ -7,7 +7,8 @@ The rule, the same for Q-Transformer and every baseline:
    (``TUNING_SETTINGS`` in its module: config overrides), the first being its paper's
    recipe for sparse binary rewards.
 2. ``qtbench tune --algo A`` trains every setting on the tuning task (``drawer_open``)
-   with seeds 0 and 1, at the algorithm's default budget and evaluation, through the
+   with seeds 0 and 1, at the algorithm's default budget and evaluation, from the
+   algorithm's own defaults (never from a frozen setting), through the
    sweep's cell machinery: finished cells are skipped and interrupted ones resume, so a
    search can be finished over several sittings. Cells live under
    ``results/tuning/<algo>/`` (override runs, so under ``ablations/<label>/`` there).
@@ -17,7 +18,9 @@ The rule, the same for Q-Transformer and every baseline:
 4. ``--freeze`` records the chosen setting in ``qtbench/tuned.json`` (committed). From
    then on every run of the algorithm, on every task, starts from the frozen setting
    (:func:`reference_overrides`), and the leaderboard and ``qtbench reproduce`` compare
-   stored configs against it; ``--set`` still overrides single fields.
+   stored configs against it; ``--set`` still overrides single fields, ``qtbench run
+   --untuned`` starts from the recipe, and a sweep runs cells finished before the freeze
+   again. Comparisons use ``COMPARISON_SEEDS``, not the seeds the choice was made on.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from qtbench.errors import QtbenchError
 
 TUNING_TASK = "drawer_open"
 TUNING_SEEDS = (0, 1)
+# The seeds comparisons run (`qtbench sweep`'s default): the next three, so no reported cell is
+# one of the runs its setting was chosen on (the run seed also picks the evaluation episodes).
+COMPARISON_SEEDS = tuple(range(len(TUNING_SEEDS), len(TUNING_SEEDS) + 3))
 MAX_SETTINGS = 8
 SUMMARY_FILE = "tuning.json"
 TUNED_FILE = Path(__file__).with_name("tuned.json")  # the frozen settings, one entry per algorithm
@@ -98,7 +104,7 @@ def search_config(algo: str, results_dir: Path, checkpoint_dir: Path, task: str 
     from qtbench.sweep import SweepConfig
 
     return SweepConfig(
-        algos=[algo], tasks=[task], seeds=list(seeds), settings=tuning_settings(algo),
+        algos=[algo], tasks=[task], seeds=list(seeds), settings=tuning_settings(algo), tuned=False,
         results_dir=Path(results_dir) / TUNING_DIR / algo, checkpoint_dir=Path(checkpoint_dir) / TUNING_DIR / algo,
         **sweep_fields,
     )

@@ -15,6 +15,18 @@ def isolated_minari_root(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True, scope="session")
+def algorithms_on_their_own_defaults(tmp_path_factory):
+    """Tests see each algorithm's own defaults, not the settings frozen in qtbench/tuned.json
+    (tests that freeze point the file elsewhere themselves; test_tuning checks the committed one)."""
+    from qtbench import tuning
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(tuning, "TUNED_FILE", tmp_path_factory.mktemp("tuned") / "tuned.json")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Tests use tiny tensors that gain nothing from a second thread, and on a busy 2-core
     machine two OpenMP threads spin-wait for each other (measured 10-30x slower)."""

@@ -133,11 +133,11 @@ def test_a_cell_made_on_other_data_runs_again(tmp_path, monkeypatch, caplog):
         (cell_dir / "eval.json").write_text(json.dumps(record_then))
     interrupted = Cell("bc", "drawer_open", 2).checkpoint_dir(config.checkpoint_dir)
     monkeypatch.setattr("qtbench.checkpoint.load", lambda directory: SimpleNamespace(
-        data=dict(record, fingerprint="sha256:old")) if directory == interrupted else None)
+        data=dict(record, fingerprint="sha256:old"), algo_config={}) if directory == interrupted else None)
     old = "fingerprint sha256:old, datasets now sha256:new"
     assert [state for _, state in sweep.plan_status(config)] == [
         f"run from scratch: finished on other data ({old})", "finished: skip",
-        f"run from scratch: its checkpoint was trained on other data ({old})"]
+        f"run from scratch: its checkpoint was made on other data ({old})"]
     assert "3 cells, 2 to run" in sweep_cli.format_plan(sweep.plan_status(config))
     with caplog.at_level("WARNING"):
         outcomes = run_sweep(config, InlineExecutor(), stub_cell, prepare=no_prepare)
@@ -151,7 +151,7 @@ def test_a_cell_made_on_other_data_runs_again(tmp_path, monkeypatch, caplog):
         raise QtbenchError("dataset not found")
 
     monkeypatch.setattr("qtbench.data.store.data_record", no_datasets)  # cannot tell: keep it
-    assert sweep.made_on_other_data(Cell("bc", "drawer_open", 0), config) is None
+    assert sweep.why_stale(Cell("bc", "drawer_open", 0), config) is None
 
 
 def test_failing_cell_is_reported_and_others_continue(tmp_path, capsys):

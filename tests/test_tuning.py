@@ -4,6 +4,8 @@ resuming, freezing, and what freezing changes for later runs."""
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +27,15 @@ def test_every_algorithm_declares_at_most_eight_valid_settings(algo):
     settings = tuning.tuning_settings(algo)  # typed against the config: unknown fields would raise
     assert 1 <= len(settings) <= tuning.MAX_SETTINGS
     assert len({json.dumps(s, sort_keys=True) for s in settings}) == len(settings)
+
+
+def test_the_committed_frozen_settings_are_each_a_declared_setting():
+    """qtbench/tuned.json (written by `qtbench tune --freeze`) names, for each algorithm it
+    covers, one of the settings the algorithm declares, typed as its config types it."""
+    committed = json.loads(Path(tuning.__file__).with_name("tuned.json").read_text())
+    for algo, entry in committed.items():
+        assert entry["settings"] in tuning.tuning_settings(algo), algo
+        assert entry["task"] == tuning.TUNING_TASK and entry["seeds"] == list(tuning.TUNING_SEEDS)
 
 
 def test_the_first_setting_is_the_papers_sparse_reward_recipe():
@@ -86,6 +97,42 @@ def test_search_end_to_end_resumes_and_freezes(tiny, tmp_path):
     assert "frozen in `qtbench/tuned.json`" in bench.read_text()
 
 
+def test_after_freezing_the_search_keeps_its_cells_and_reference_cells_run_again(tiny, tmp_path):
+    """The search's cells start from the recipe whatever is frozen, so a frozen search still
+    finds them finished; a reference cell finished before the freeze, or a checkpoint saved
+    before it, ran with other settings than the cell's now, so a sweep runs it again."""
+    from qtbench.sweep import SweepConfig, make_jobs, plan_status, run_sweep
+
+    search = _search(tmp_path, seeds=(0,))
+    tuning.run_search(search, InlineExecutor(), tmp_path / "benchmarks.md")
+    reference = SweepConfig(algos=["tiny"], tasks=["drawer_open"], seeds=[0], steps=6, profile="small",
+                            eval_episodes_per_instruction=1, results_dir=tmp_path / "ref",
+                            checkpoint_dir=tmp_path / "ref-ckpt")
+    run_sweep(reference, InlineExecutor())
+
+    tuning.TUNED_FILE.write_text(json.dumps({"tiny": {"settings": {"hidden": 16}}}))  # frozen since
+    assert {state for _, state in plan_status(search)} == {"finished: skip"}
+    assert make_jobs(search, 1, False)[0] == []
+    assert [state for _, state in plan_status(reference)] == [
+        "run from scratch: finished with other settings (hidden 8 (now 16))"]
+    (Cell("tiny", "drawer_open", 0).results_dir(reference.results_dir) / "eval.json").unlink()  # as if interrupted
+    assert [state for _, state in plan_status(reference)] == [
+        "run from scratch: its checkpoint was made with other settings (hidden 8 (now 16))"]
+    [job] = make_jobs(reference, 1, False)[0]
+    assert not job.resume and job.tuned and not make_jobs(search, 1, False)[0]
+
+
+def test_a_search_cells_printed_resume_command_starts_from_the_recipe():
+    from qtbench.cli import build_parser
+    from qtbench.sweep import CellJob
+
+    job = CellJob(Cell("bc", "drawer_open", 0, (("learning_rate", 1e-4),)), Path("r/tuning/bc"), Path("c/tuning/bc"),
+                  tuned=False)
+    args = build_parser().parse_args(shlex.split(job.run_spec().resume_command())[1:])
+    assert args.untuned and args.overrides == ["learning_rate=0.0001"] and args.results_dir == Path("r/tuning/bc")
+    assert not build_parser().parse_args(["run", "--algo", "bc", "--task", "drawer_open"]).untuned
+
+
 def test_choice_is_the_best_mean_and_ties_go_to_the_earlier_setting(tiny, tmp_path):
     config = _search(tmp_path)
     rates = {0: (0.2, 0.4), 1: (0.5, 0.3), 2: (0.4, 0.4)}  # means 0.3, 0.4, 0.4: setting 1 wins the tie
@@ -135,3 +182,11 @@ def test_a_frozen_bc_setting_changes_the_bc_row_but_not_the_collection_policy(tm
     monkeypatch.setattr(tuning, "TUNED_FILE", tuned)
     assert reference_config("bc").learning_rate == 1e-5
     assert collection_config().learning_rate != 1e-5
+
+
+def test_comparisons_default_to_three_seeds_the_choice_was_not_made_on():
+    from qtbench.cli import build_parser
+    from qtbench.sweep import SweepConfig
+
+    assert SweepConfig().seeds == build_parser().parse_args(["sweep"]).seeds == [2, 3, 4]
+    assert not set(tuning.COMPARISON_SEEDS) & set(tuning.TUNING_SEEDS)

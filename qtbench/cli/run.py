@@ -61,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-step", type=int, default=None, help="n-step return horizon (n_step=N)")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="set a field of the algorithm's config, e.g. --set learning_rate=1e-4 history=2")
+    p.add_argument("--untuned", action="store_true",
+                   help="start from the algorithm's own defaults (its paper's recipe), not from the settings "
+                        "`qtbench tune --freeze` chose (qtbench/tuned.json); --set still applies")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_run)
 
@@ -105,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         results_dir=run_root(args.results_dir, args.algo, overrides, args.failures),
         checkpoint_dir=run_root(args.checkpoint_dir, args.algo, overrides, args.failures),
         overrides=overrides,
+        tuned=not args.untuned,
         resume=args.resume,
         eval_episodes_per_instruction=args.eval_episodes,
         device=args.device,

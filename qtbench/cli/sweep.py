@@ -9,6 +9,7 @@ from pathlib import Path
 from qtbench.algorithms import headline_algorithms
 from qtbench.benchmarks_md import markdown_table
 from qtbench.results import ABLATIONS_DIR
+from qtbench.tuning import COMPARISON_SEEDS, TUNING_SEEDS
 from qtbench.sweep import (
     ABLATION_ALGO,
     ABLATIONS,
@@ -98,7 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--algos", nargs="+", default=None, metavar="ALGO")  # None = headline_algorithms()
     p.add_argument("--tasks", nargs="+", default=["all"], metavar="TASK")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED")
+    p.add_argument("--seeds", nargs="+", type=int, default=list(COMPARISON_SEEDS), metavar="SEED",
+                   help=f"run seeds (default {' '.join(map(str, COMPARISON_SEEDS))}: seeds "
+                        f"{' and '.join(map(str, TUNING_SEEDS))} chose the tuned settings, see `qtbench tune`)")
     p.add_argument(
         "--ablations", action="store_true",
         help=f"also run the paper's {ABLATION_ALGO} ablations: {', '.join(ABLATIONS)} "
