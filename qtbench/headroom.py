@@ -18,10 +18,13 @@ grounding failure, where no style is executed at all, from a failed grasp or pul
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from qtbench.errors import QtbenchError
+
+log = logging.getLogger(__name__)
 
 SECTION = "headroom"
 DEFAULT_RESULTS = Path("results")
@@ -45,16 +48,30 @@ def _wilson(record: dict[str, Any]) -> str:
 
 
 def paired_cells(results_dir: Path) -> dict[str, dict[int, dict[str, dict[str, Any]]]]:
-    """task -> seed -> {"all": eval record, "robust": eval record}, for seeds that have both."""
+    """task -> seed -> {"all": eval record, "robust": eval record}, for seeds that have both,
+    trained with the same settings but the demo styles (a pair that differs in more, e.g. one
+    made before `qtbench tune --freeze` changed bc's defaults, is left out with a warning)."""
+    from qtbench.checkpoint import config_changes
     from qtbench.leaderboard import load_runs
 
-    found: dict[str, dict[int, dict[str, dict[str, Any]]]] = {}
+    found: dict[str, dict[int, dict[str, Any]]] = {}
     for run in load_runs(results_dir):
         kind = {ALL_LABEL: "all", ROBUST_LABEL: "robust"}.get(run.label)
         if kind and run.algo == "bc":
-            found.setdefault(run.task, {}).setdefault(run.seed, {})[kind] = run.eval
-    return {task: {seed: pair for seed, pair in sorted(seeds.items()) if len(pair) == 2}
-            for task, seeds in sorted(found.items())}
+            found.setdefault(run.task, {}).setdefault(run.seed, {})[kind] = run
+    pairs: dict[str, dict[int, dict[str, dict[str, Any]]]] = {}
+    for task, seeds in sorted(found.items()):
+        for seed, pair in sorted(seeds.items()):
+            if len(pair) < 2:
+                continue
+            other = set(config_changes(pair["robust"].config.get("algo_config", {}),
+                                       pair["all"].config.get("algo_config", {}))) - {"demo_styles"}
+            if other:
+                log.warning("%s seed %d: the robust-only and all-demos runs differ in %s besides the demo styles: "
+                            "left out (run both again with today's defaults)", task, seed, ", ".join(sorted(other)))
+                continue
+            pairs.setdefault(task, {})[seed] = {kind: run.eval for kind, run in pair.items()}
+    return pairs
 
 
 def collection_rows(task: str, profile: str) -> list[list[object]]:
