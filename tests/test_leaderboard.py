@@ -235,3 +235,14 @@ def test_empty_results_dir_says_what_to_run(tmp_path):
         lb.write_leaderboard(tmp_path / "nothing", tmp_path / "b.md")
     assert "no eval.json" in str(err.value) and "qtbench sweep" in str(err.value)
     assert not (tmp_path / "b.md").exists()
+
+
+def test_cli_leaderboard_is_quiet_about_bootstraps(results, tmp_path, capsys, caplog):
+    import logging
+
+    from qtbench.cli import main
+    caplog.set_level(logging.INFO)
+    bench = tmp_path / "benchmarks.md"
+    assert main(["leaderboard", "--results-dir", str(results), "--benchmarks", str(bench), "--no-plots"]) == 0
+    assert not [r for r in caplog.records if r.name == "absl" and r.levelno < 30]  # rliable's per-bootstrap INFO
+    assert "runs ->" in capsys.readouterr().out

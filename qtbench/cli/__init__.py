@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # rliable logs one INFO line per bootstrap through absl
+        logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except QtbenchError as err:
