@@ -396,6 +396,26 @@ def skill_table(rows: list[Row]) -> str:
     return _grid(cells, ordered_tasks({skill for skill, _ in cells}))
 
 
+def curve_table(rows: list[Row]) -> str | None:
+    """Each row's learning curve pooled over its seeds: success at every evaluation step, and
+    the step where it peaked (None when no run has a curve)."""
+    from qtbench.benchmarks_md import markdown_table
+
+    body = []
+    for row in rows:
+        frame = curve_frame(row.runs)
+        if frame.empty:
+            continue
+        pooled = frame.groupby("step")[["successes", "episodes"]].sum()
+        rates = 100 * pooled["successes"] / pooled["episodes"]
+        points = " · ".join(f"{step}: {rate:.0f}" for step, rate in rates.items())
+        body.append([row.task, f"`{row.label}`", points, int(rates.idxmax()),
+                     _joined(int(n) for n in pooled["episodes"]), _joined(frame["seed"].unique())])
+    header = ["task", "algorithm", "success % at each evaluated gradient step", "peak at step",
+              "episodes per point", "seeds"]
+    return markdown_table(header, body) if body else None
+
+
 def ablation_rows(rows: list[Row]) -> list[Row]:
     """Ablated variants together with the unablated reference run of the same task and algorithm."""
     variants = {(r.task, r.algo) for r in rows if r.label != r.algo}
@@ -651,6 +671,15 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
         if aggregates.get("single"):
             parts += ["", "Aggregated over the tasks and the seeds " + AGGREGATE_NOTE, "",
                       aggregate_table(aggregates["single"])]
+    curves = curve_table(reference)
+    if curves:
+        parts += ["", "### Learning curves", "",
+                  "Success during training on a fixed subset of each seed's evaluation episodes, pooled over the "
+                  "seeds (the plots below show each seed). The last step is the budget. A point pooling n episodes "
+                  "has a 95% interval of at most ±98/√n points (±10 at 90 episodes, ±5 at 396), so a curve has "
+                  "flattened where its last points lie within that of each other; one still climbing at its last "
+                  "point is not converged, and one that peaked well before it loses by training longer.", "",
+                  curves]
     if collectors:
         parts += ["", "The policy that collected each task's failures (the `bc` baseline trained on the "
                   "demos with learner seed 10000 + data seed; written by `qtbench data eval-policy`), on the "

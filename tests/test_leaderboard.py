@@ -161,6 +161,7 @@ def test_markdown_csv_and_plots(results, tmp_path):
     assert "| drawer_open | `q_transformer` | 80.0 ± 14.1" in text
     assert "- budget: 1000 gradient steps per run (the reference budget) (dataset profile default)" in text and "- machine: test box" in text
     assert "- seeds: 0, 1, 2 (1, 3 per row)" in text
+    assert "### Learning curves" in text and "| drawer_open | `bc` | 500: 10 · 1000: 30 |" in text
     assert "- mean training time per run: 2.0 min" in text  # 120 s each
     assert "- budget: q_transformer 1000; q_transformer+no_conservative 500 gradient steps" in text
 
@@ -246,3 +247,14 @@ def test_cli_leaderboard_is_quiet_about_bootstraps(results, tmp_path, capsys, ca
     assert main(["leaderboard", "--results-dir", str(results), "--benchmarks", str(bench), "--no-plots"]) == 0
     assert not [r for r in caplog.records if r.name == "absl" and r.levelno < 30]  # rliable's per-bootstrap INFO
     assert "runs ->" in capsys.readouterr().out
+
+
+def test_curve_table_pools_seeds_per_step(results):
+    rows = [r for r in lb.build_rows(lb.load_runs(results)) if r.label == r.algo]
+    table = lb.curve_table(rows)
+    # bc on drawer_open: seeds 0 and 1 at step 500 score 1/10 each, at 1000 2/10 and 4/10.
+    assert "| drawer_open | `bc` | 500: 10 · 1000: 30 | 1000 | 20 | 0, 1 |" in table
+    # q_transformer: 2/10 twice, then 7/10 and 9/10.
+    assert "| drawer_open | `q_transformer` | 500: 20 · 1000: 80 | 1000 | 20 | 0, 1 |" in table
+    assert "| all |" not in table  # the multi-task toy runs have no curve
+    assert lb.curve_table([r for r in rows if r.task == "all"]) is None
