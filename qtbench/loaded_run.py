@@ -49,7 +49,7 @@ def load_run(run_dir: Path, checkpoint_root: Path, device: str = "cpu") -> Loade
     from qtbench.data import TransitionData, data_record
     from qtbench.datasets import ensure_datasets
     from qtbench.reproduce import config_overrides, read_cell
-    from qtbench.train import DATA_SEED, check_names, resolve_config
+    from qtbench.train import DATA_SEED, check_names, reference_config
 
     config, record = read_cell(Path(run_dir))
     algo, task = config["algo"], config["task"]
@@ -63,7 +63,8 @@ def load_run(run_dir: Path, checkpoint_root: Path, device: str = "cpu") -> Loade
             f"or train the cell again: qtbench reproduce {run_dir}",
         )
     cls = algorithm_class(algo)
-    algo_config = resolve_config(cls.config_class, config_overrides(algo, config.get("algo_config", {})))
+    # the reference config (frozen settings included) plus the stored config's differences from it
+    algo_config = reference_config(algo, config_overrides(algo, config.get("algo_config", {})))
     checkpoint.check_compatible(state, algo, dataclasses.asdict(algo_config), checkpoint.checkpoint_path(ckpt_dir),
                                 config.get("data"), cls.config_class)
     if state.step != record.get("train_steps", state.step):

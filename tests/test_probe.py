@@ -239,3 +239,21 @@ def test_probe_on_a_toy_dataset_by_hand():
     assert [(lo, n) for (lo, _), n, _ in bins] == [(pytest.approx(-0.5), 3), (pytest.approx(0.4), 6),
                                                    (pytest.approx(0.85), 3)]
     assert bins[1][2] == pytest.approx(1.75 / 3)
+
+
+def test_probe_loads_a_run_made_with_frozen_settings(tmp_path, monkeypatch, small_datasets, capsys):
+    """A run trained from settings frozen in tuned.json loads back with them (it once loaded
+    with the algorithm's bare defaults and stopped at the checkpoint's config check)."""
+    from qtbench import tuning
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(small_datasets))
+    monkeypatch.setattr(tuning, "TUNED_FILE", tmp_path / "tuned.json")
+    (tmp_path / "tuned.json").write_text(json.dumps({"iql": {"settings": {"expectile": 0.8}}}))
+    common = ["--results-dir", str(tmp_path / "r"), "--checkpoint-dir", str(tmp_path / "c"), "--no-progress"]
+    assert main(["run", "--algo", "iql", "--task", "drawer_open", "--profile", "small", "--steps", "2",
+                 "--eval-episodes", "1", *common]) == 0
+    run = tmp_path / "r" / "drawer_open" / "iql" / "seed0"
+    assert json.loads((run / "config.json").read_text())["algo_config"]["expectile"] == 0.8
+    capsys.readouterr()
+    assert main(["probe", str(run), *common[2:]]) == 0, capsys.readouterr().err
+    assert (run / "probe.json").exists()
