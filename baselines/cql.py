@@ -22,6 +22,9 @@ TD term's is O(TD error), and with this benchmark's unscaled sparse {0, 1} rewar
 let the regulariser dominate the Bellman backup; 1.0 is also the conservative weight of the
 Q-Transformer paper, which keeps the two regularisers comparable.
 ``conservative=False`` (``--no-conservative``) drops the term, leaving offline SAC.
+Normalised state features are clipped to +-10 (``state_clip``, as IQL's: see
+``qtbench.ensemble_mlp``); unclipped, CQL's TD loss grew from 3.5 to 445 over its 3000 steps
+on drawer_open.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
-from qtbench.algorithms.ranges import ranged
+from qtbench.algorithms.ranges import added, ranged
 from qtbench.algorithms.torch_utility import check_reward_transform, clamp_log_std, polyak_update, shifted_return
-from qtbench.ensemble_mlp import Instructions, ObsNet
+from qtbench.ensemble_mlp import STATE_CLIP, Instructions, ObsNet
 from qtbench.nets import distinct_instructions
 
 
@@ -58,6 +61,8 @@ class CQLConfig(AlgoConfig):
     word_dim: int = ranged(32, at_least=1)  # instruction word embedding size
     reward_scale: float = ranged(1.0, above=0)  # the critic learns from reward_scale * r + reward_shift
     reward_shift: float = ranged(0.0)  # CQL's AntMaze recipe: 4 * (r - 0.5), i.e. scale 4, shift -2 (needs n_step 1)
+    # |normalised state feature| bound (ensemble_mlp.STATE_CLIP; 0: none, as runs made before it had)
+    state_clip: float = added(STATE_CLIP, before=0.0, at_least=0)
 
     def validate(self) -> None:
         super().validate()
@@ -110,7 +115,7 @@ class CQL:
         self.spec, self.config, self.device = spec, config, torch.device(device)
         c = config
         net = dict(spec=spec, history=c.history, hidden_dim=c.hidden_dim, n_layers=c.n_layers, word_dim=c.word_dim,
-                   relative=c.relative_positions)
+                   relative=c.relative_positions, state_clip=c.state_clip)
         self.q = ObsNet(members=2, out_dim=1, with_action=True, **net).to(self.device)
         self.actor = ObsNet(members=1, out_dim=2 * spec.action_dim, with_action=False, **net).to(self.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)

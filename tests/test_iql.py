@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from baseline_toys import SPEC, check_protocol, toy_batch, toy_window
 
@@ -113,3 +114,22 @@ def test_distinct_instructions_is_exact_with_long_instructions():
     distinct, index = distinct_instructions(tokens)
     assert len(distinct) == len(torch.unique(tokens, dim=0))
     torch.testing.assert_close(distinct[index], tokens, rtol=0, atol=0)
+
+
+def test_normalised_state_features_are_clipped():
+    """A feature nearly constant in the data (std at the floor 1e-3) gives |z| = 1000 for a
+    change of 1: the critics see it clipped at state_clip; state_clip 0 passes it through."""
+    from dataclasses import replace
+
+    from qtbench.algorithms.ranges import completed
+    from qtbench.ensemble_mlp import ObsNet
+
+    spec = replace(SPEC, state_mean=[0.0] * SPEC.state_dim, state_std=[1e-3] + [1.0] * (SPEC.state_dim - 1))
+    window = toy_window(1, 1, torch.Generator().manual_seed(0))
+    window.states[0, 0, :2] = torch.tensor([1.0, -4.0])
+    net = dict(spec=spec, history=1, members=1, out_dim=1, hidden_dim=4, n_layers=1, word_dim=2, with_action=False)
+    clipped = ObsNet(**net, state_clip=3.0).encode(window)[0, 0, :2]
+    assert clipped.tolist() == [3.0, -3.0]
+    assert ObsNet(**net, state_clip=0.0).encode(window)[0, 0, :2].tolist() == pytest.approx([1000.0, -4.0])
+    assert IQLConfig().state_clip == 10.0
+    assert completed(IQLConfig, {"expectile": 0.7})["state_clip"] == 0.0  # stored before the clip: ran without
