@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -281,6 +282,11 @@ def _stop_workers(pool: ProcessPoolExecutor, grace_seconds: float = 60.0) -> Non
     "checkpoint, then stop". Ctrl-C reaches the workers through the terminal, but a SIGTERM
     sent to the sweep alone would otherwise leave them running as orphans."""
     processes = list((pool._processes or {}).values())  # the pool has no public handle on them
+    # With max_tasks_per_child, CPython before 3.14 tries to replace a worker that exits after
+    # shutdown(wait=False), and the pool's manager thread dies on its cleared process table
+    # (gh-119592). Its death is what lets the pool close; keep only its traceback off the screen.
+    manager, report = pool._executor_manager_thread, threading.excepthook
+    threading.excepthook = lambda args: None if args.thread is manager else report(args)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
