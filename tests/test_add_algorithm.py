@@ -64,18 +64,18 @@ def test_a_toy_algorithm_defined_in_one_file_runs_through_run_sweep_and_leaderbo
               "--results-dir", str(results), "--checkpoint-dir", str(tmp_path / "ckpt")]
 
     assert main(["run", "--algo", "toy", *common]) == 0  # no --steps: the class's budget
-    cell = results / "drawer_open" / "toy" / "seed0"
+    cell = results / "drawer_open" / "toy" / "seed2"  # the default seed: the first comparison seed
     assert json.loads((cell / "config.json").read_text())["default_steps"] == 7
     assert json.loads((cell / "eval.json").read_text())["train_steps"] == 7
     assert main(["run", "--algo", "tiny", "--steps", "7", *common]) == 0
     capsys.readouterr()
 
-    assert main(["sweep", "--tasks", "drawer_open", "--seeds", "0", "--results-dir", str(results),
+    assert main(["sweep", "--tasks", "drawer_open", "--seeds", "2", "--results-dir", str(results),
                  "--dry-run"]) == 0
     plan = capsys.readouterr().out
     assert [line.split("|")[1].strip() for line in plan.splitlines() if "| drawer_open |" in line] == [
         "q_transformer", "bc", "iql", "dt", "toy"]  # the headline algorithms in registry order; not tiny
-    assert "| toy | drawer_open | 0 | finished" in plan
+    assert "| toy | drawer_open | 2 | finished" in plan
 
     assert main(["leaderboard", "--results-dir", str(results), "--benchmarks", str(tmp_path / "benchmarks.md"), "--no-plots"]) == 0
     table = (tmp_path / "benchmarks.md").read_text()

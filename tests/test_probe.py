@@ -143,8 +143,8 @@ def cells(tmp_path, monkeypatch, small_datasets):
 
 
 def test_eval_and_probe_commands(cells, capsys):
-    tiny = cells / "r" / "drawer_open" / "tiny" / "seed0"
-    iql = cells / "r" / "drawer_open" / "iql" / "seed0"
+    tiny = cells / "r" / "drawer_open" / "tiny" / "seed2"
+    iql = cells / "r" / "drawer_open" / "iql" / "seed2"
     ckpt = ["--checkpoint-dir", str(cells / "c"), "--no-progress"]
     before = json.loads((tiny / "eval.json").read_text())
     capsys.readouterr()
@@ -252,7 +252,7 @@ def test_probe_loads_a_run_made_with_frozen_settings(tmp_path, monkeypatch, smal
     common = ["--results-dir", str(tmp_path / "r"), "--checkpoint-dir", str(tmp_path / "c"), "--no-progress"]
     assert main(["run", "--algo", "iql", "--task", "drawer_open", "--profile", "small", "--steps", "2",
                  "--eval-episodes", "1", *common]) == 0
-    run = tmp_path / "r" / "drawer_open" / "iql" / "seed0"
+    run = tmp_path / "r" / "drawer_open" / "iql" / "seed2"
     assert json.loads((run / "config.json").read_text())["algo_config"]["expectile"] == 0.8
     capsys.readouterr()
     assert main(["probe", str(run), *common[2:]]) == 0, capsys.readouterr().err

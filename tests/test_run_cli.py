@@ -19,7 +19,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_defaults():
     args = parse("--algo", "q_transformer", "--task", "drawer_open")
-    assert (args.seed, args.steps, args.profile, args.eval_episodes) == (0, None, "default", None)
+    assert (args.seed, args.steps, args.profile, args.eval_episodes) == (2, None, "default", None)
     assert str(args.results_dir) == "results" and str(args.checkpoint_dir) == "checkpoints"
     assert not (args.resume or args.force or args.video) and args.device == "cpu" and args.threads == 1
     assert (args.checkpoint_every, args.checkpoint_seconds) == (500, 60.0)

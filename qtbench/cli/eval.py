@@ -165,7 +165,7 @@ def cmd_agreement(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a cell's results directory, e.g. results/drawer_open/q_transformer/seed0")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a cell's results directory, e.g. results/drawer_open/q_transformer/seed2")
     p.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"),
                    help="the checkpoint root the run was trained with (default: checkpoints)")
     p.add_argument("--device", default="cpu", help="torch device: cpu or cuda")

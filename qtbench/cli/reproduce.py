@@ -27,7 +27,7 @@ def _workdir(args: argparse.Namespace) -> tempfile.TemporaryDirectory | None:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.datasets == bool(args.run_dir):
         raise QtbenchError("give either a cell's results directory or --datasets",
-                           "e.g. `qtbench reproduce results/drawer_open/q_transformer/seed0` "
+                           "e.g. `qtbench reproduce results/drawer_open/q_transformer/seed2` "
                            "or `qtbench reproduce --datasets --task drawer_open`")
     temp = _workdir(args)
     workdir = Path(args.workdir or temp.name)
@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "their manifests. Exits 1 unless identical."
         ),
     )
-    p.add_argument("run_dir", nargs="?", help="a cell's results directory, e.g. results/all/q_transformer/seed0")
+    p.add_argument("run_dir", nargs="?", help="a cell's results directory, e.g. results/all/q_transformer/seed2")
     p.add_argument("--datasets", action="store_true", help="re-generate datasets and compare their hashes")
     p.add_argument("--task", nargs="+", default=None, help="with --datasets: only these tasks (default: all stored)")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,

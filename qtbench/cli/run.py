@@ -14,6 +14,7 @@ from qtbench.train import (
     CURVE_EPISODES_PER_INSTRUCTION_ALL,
     CURVE_POINTS,
 )
+from qtbench.tuning import COMPARISON_SEEDS, TUNING_SEEDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--algo", required=True, help=f"algorithm name ({', '.join(ALGORITHMS)})")
     p.add_argument("--task", required=True, help="task name (drawer_open, drawer_close, pick_place, move_near, all)")
-    p.add_argument("--seed", type=int, default=0, help="learner seed (model init, batch sampling, eval resets)")
+    p.add_argument("--seed", type=int, default=COMPARISON_SEEDS[0],
+                   help=f"learner seed (model init, batch sampling, eval resets; default {COMPARISON_SEEDS[0]}, the "
+                        f"first comparison seed: seeds {', '.join(map(str, TUNING_SEEDS))} chose the tuned settings)")
     p.add_argument("--steps", type=int, default=None, help="gradient steps (default: the algorithm's budget)")
     p.add_argument("--profile", default="default", help="dataset size profile (default: default)")
     p.add_argument("--failures", default="bc", metavar="SOURCE",
