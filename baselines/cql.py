@@ -40,14 +40,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
-from qtbench.algorithms.ranges import added, ranged
-from qtbench.algorithms.torch_utility import check_reward_transform, clamp_log_std, polyak_update, shifted_return
-from qtbench.ensemble_mlp import STATE_CLIP, Instructions, ObsNet
+from qtbench.algorithms.ranges import ranged
+from qtbench.algorithms.torch_utility import clamp_log_std, polyak_update, shifted_return
+from qtbench.ensemble_mlp import Instructions, ObsNet, ObsNetConfig
 from qtbench.nets import distinct_instructions
 
 
 @dataclass
-class CQLConfig(AlgoConfig):
+class CQLConfig(ObsNetConfig):
     dataset: str = "mixed"
     history: int = 1
     actor_learning_rate: float = ranged(1e-4, above=0)  # also the entropy temperature's
@@ -56,17 +56,6 @@ class CQLConfig(AlgoConfig):
     cql_alpha: float = ranged(1.0, at_least=0)  # weight of the conservative penalty
     cql_temperature: float = ranged(1.0, above=0)  # temperature of its logsumexp
     num_sampled: int = ranged(10, at_least=1)  # actions per kind (uniform, pi(s), pi(s')) in the logsumexp
-    hidden_dim: int = ranged(256, at_least=1)  # MLP width
-    n_layers: int = ranged(2, at_least=1)  # hidden layers per MLP
-    word_dim: int = ranged(32, at_least=1)  # instruction word embedding size
-    reward_scale: float = ranged(1.0, above=0)  # the critic learns from reward_scale * r + reward_shift
-    reward_shift: float = ranged(0.0)  # CQL's AntMaze recipe: 4 * (r - 0.5), i.e. scale 4, shift -2 (needs n_step 1)
-    # |normalised state feature| bound (ensemble_mlp.STATE_CLIP; 0: none, as runs made before it had)
-    state_clip: float = added(STATE_CLIP, before=0.0, at_least=0)
-
-    def validate(self) -> None:
-        super().validate()
-        check_reward_transform(self)
 
 
 # `qtbench tune --algo cql` tries these settings on drawer_open (at most 8). The first is
@@ -114,8 +103,7 @@ class CQL:
     def __init__(self, spec: EnvSpecInfo, config: CQLConfig, device: str = "cpu"):
         self.spec, self.config, self.device = spec, config, torch.device(device)
         c = config
-        net = dict(spec=spec, history=c.history, hidden_dim=c.hidden_dim, n_layers=c.n_layers, word_dim=c.word_dim,
-                   relative=c.relative_positions, state_clip=c.state_clip)
+        net = c.net_kwargs(spec)
         self.q = ObsNet(members=2, out_dim=1, with_action=True, **net).to(self.device)
         self.actor = ObsNet(members=1, out_dim=2 * spec.action_dim, with_action=False, **net).to(self.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)

@@ -39,31 +39,20 @@ from torch import nn
 from torch.nn import functional as F
 
 from qtbench.algorithms.base import AlgoConfig, Batch, EnvSpecInfo, Window
-from qtbench.algorithms.ranges import added, ranged
-from qtbench.algorithms.torch_utility import check_reward_transform, clamp_log_std, polyak_update, shifted_return
-from qtbench.ensemble_mlp import STATE_CLIP, Instructions, ObsNet
+from qtbench.algorithms.ranges import ranged
+from qtbench.algorithms.torch_utility import clamp_log_std, polyak_update, shifted_return
+from qtbench.ensemble_mlp import Instructions, ObsNet, ObsNetConfig
 from qtbench.nets import distinct_instructions
 
 
 @dataclass
-class IQLConfig(AlgoConfig):
+class IQLConfig(ObsNetConfig):
     dataset: str = "mixed"
     history: int = 1  # the reference IQL sees only the current state
     expectile: float = ranged(0.7, above=0, below=1)  # tau of the expectile value loss
     beta: float = ranged(3.0, at_least=0)  # inverse temperature of the advantage weights
     max_weight: float = ranged(100.0, above=0)  # clip of exp(beta * A)
     tau: float = ranged(0.005, above=0, at_most=1)  # Polyak rate of the target Q
-    hidden_dim: int = ranged(256, at_least=1)  # MLP width
-    n_layers: int = ranged(2, at_least=1)  # hidden layers per MLP
-    word_dim: int = ranged(32, at_least=1)  # instruction word embedding size
-    reward_scale: float = ranged(1.0, above=0)  # the critic learns from reward_scale * r + reward_shift
-    reward_shift: float = ranged(0.0)  # the IQL paper's AntMaze recipe: -1 (needs n_step 1)
-    # |normalised state feature| bound (ensemble_mlp.STATE_CLIP; 0: none, as runs made before it had)
-    state_clip: float = added(STATE_CLIP, before=0.0, at_least=0)
-
-    def validate(self) -> None:
-        super().validate()
-        check_reward_transform(self)
 
 
 # `qtbench tune --algo iql` tries these settings on drawer_open (at most 8). The first is
@@ -103,8 +92,7 @@ class IQL:
     def __init__(self, spec: EnvSpecInfo, config: IQLConfig, device: str = "cpu"):
         self.spec, self.config, self.device = spec, config, torch.device(device)
         c = config
-        net = dict(spec=spec, history=c.history, hidden_dim=c.hidden_dim, n_layers=c.n_layers, word_dim=c.word_dim,
-                   relative=c.relative_positions, state_clip=c.state_clip)
+        net = c.net_kwargs(spec)
         self.value = ObsNet(members=1, out_dim=1, with_action=False, **net).to(self.device)
         self.q = ObsNet(members=2, out_dim=1, with_action=True, **net).to(self.device)
         self.actor = ObsNet(members=1, out_dim=spec.action_dim, with_action=False, **net).to(self.device)

@@ -1,4 +1,6 @@
-"""The MLP networks of the IQL and CQL baselines: an ensemble of MLPs on (state window, instruction[, action]).
+"""The MLP networks of the IQL and CQL baselines: an ensemble of MLPs on (state window, instruction[, action]),
+and ``ObsNetConfig``, the config fields the two share (the MLPs' shape, the critic's reward
+transform, the state clip).
 
 ``ObsNet`` computes ``members`` MLPs together (the twin critics are one network with two
 members), each reading the normalised last ``history`` states and the instruction through
@@ -17,16 +19,43 @@ AntMaze shift of -1 it still diverges: Q loss 280-9000 at 20000 steps).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from qtbench.algorithms.base import EnvSpecInfo, Window
-from qtbench.algorithms.torch_utility import StateNormalised
+from qtbench.algorithms.base import AlgoConfig, EnvSpecInfo, Window
+from qtbench.algorithms.ranges import added, ranged
+from qtbench.algorithms.torch_utility import StateNormalised, check_reward_transform
 from qtbench.nets import distinct_instructions
 
 STATE_CLIP = 10.0  # default bound on |normalised state feature| (0: no clip)
+
+
+@dataclass
+class ObsNetConfig(AlgoConfig):
+    """Fields of every algorithm whose networks are ``ObsNet`` ensembles (IQL, CQL)."""
+
+    hidden_dim: int = ranged(256, at_least=1)  # MLP width
+    n_layers: int = ranged(2, at_least=1)  # hidden layers per MLP
+    word_dim: int = ranged(32, at_least=1)  # instruction word embedding size
+    # The critic learns from reward_scale * r + reward_shift (sparse-reward recipes: IQL's
+    # AntMaze shift -1, CQL's 4 * (r - 0.5)); a shift needs n_step 1.
+    reward_scale: float = ranged(1.0, above=0)
+    reward_shift: float = ranged(0.0)
+    # |normalised state feature| bound (STATE_CLIP; 0: none, as runs made before it had)
+    state_clip: float = added(STATE_CLIP, before=0.0, at_least=0)
+
+    def validate(self) -> None:
+        super().validate()
+        check_reward_transform(self)
+
+    def net_kwargs(self, spec: EnvSpecInfo) -> dict[str, Any]:
+        """The ``ObsNet`` arguments this config fixes (all but members, out_dim, with_action)."""
+        return dict(spec=spec, history=self.history, hidden_dim=self.hidden_dim, n_layers=self.n_layers,
+                    word_dim=self.word_dim, relative=self.relative_positions, state_clip=self.state_clip)
 
 
 class EnsembleLinear(nn.Module):
