@@ -160,11 +160,12 @@ def render(cells: dict[str, dict[int, dict[str, dict[str, Any]]]], results_dir: 
     if closures:
         from qtbench.envs.attempts import CLOSURE_VERDICTS
 
-        parts += ["", "Where the collection policy's failed episodes (the failures dataset) first closed the "
+        parts += ["", "Where the collection policy's failed episodes (the failures dataset) of the grasping skills "
+                  "(drawer_close pushes: its failures are not counted) first closed the "
                   "fingers (`qtbench.envs.attempts.first_closure`; the last columns: of those that closed on "
                   "nothing, the median distance from the instructed knob or object, and the median miss along "
                   "each axis):", "",
-                  markdown_table(["task", "failed episodes", *CLOSURE_VERDICTS, "closed on nothing, median distance",
+                  markdown_table(["task", "failed grasping episodes", *CLOSURE_VERDICTS, "closed on nothing, median distance",
                                   "closed on nothing, median miss per axis"], closures)]
     records = [seeds[s][k] for seeds in cells.values() for s in seeds for k in ("robust", "all")]
     budgets = sorted({json.dumps(r.get("train_steps")) for r in records})
