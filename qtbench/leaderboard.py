@@ -50,6 +50,11 @@ CSV_NAME = "leaderboard.csv"
 PLOTS_DIR = "plots"
 SECTION = "leaderboard"
 BASELINE = "bc"  # every algorithm's probability of improvement is stated against this one
+# Issue 13's bar: a single-skill cell's 95% t-interval over seeds is at most +-6 points. A task
+# with a wider cell gets more seeds for every algorithm on it (``underpowered_tasks``), so the
+# algorithms stay paired seed by seed and no algorithm gets seeds the others lack.
+POWER_HALF_WIDTH = 0.06
+SEEDS_PER_EXTENSION = 2
 PRODUCE_HINT = (
     "run `qtbench sweep --algos q_transformer bc iql dt --tasks all` "
     "(or one cell: `qtbench run --algo q_transformer --task drawer_open`)"
@@ -390,6 +395,51 @@ def paired_table(rows: list[Row]) -> str | None:
     return markdown_table(["task", "algorithm", f"minus `{BASELINE}`, points [95% t-interval]", "seeds"], body) if body else None
 
 
+@dataclass(frozen=True)
+class Underpowered:
+    """A single-skill task with a reference cell wider than POWER_HALF_WIDTH, and the sweep that
+    gives it more seeds."""
+
+    task: str
+    cells: tuple[tuple[str, float], ...]  # (algorithm, interval half-width; NaN below 2 seeds)
+    algos: tuple[str, ...]  # every reference algorithm on the task, in leaderboard order
+    seeds: tuple[int, ...]  # the seeds every algorithm on the task should have next
+    results_dir: Path = Path("results")  # where the cells live (named in the command unless the default)
+
+    @property
+    def command(self) -> str:
+        where = "" if self.results_dir == Path("results") else f" --results-dir {self.results_dir}"
+        return (f"qtbench sweep --algos {' '.join(self.algos)} --tasks {self.task} "
+                f"--seeds {' '.join(map(str, self.seeds))}{where}")
+
+    def describe(self) -> str:
+        wide = ", ".join(f"`{a}` ±{100 * w:.1f}" if not math.isnan(w) else f"`{a}` (1 seed)" for a, w in self.cells)
+        return f"{self.task}: {wide}; `{self.command}`"
+
+
+def underpowered_tasks(rows: list[Row], results_dir: Path = Path("results")) -> list[Underpowered]:
+    """Single-skill tasks whose reference rows (``rows``: algorithms at their defaults) include
+    one whose 95% t-interval of the mean is wider than POWER_HALF_WIDTH, each with the seeds
+    that come next: while some algorithm on the task lacks a seed that another has (or a
+    comparison seed), those seeds, so the comparison is complete and paired before it grows;
+    then SEEDS_PER_EXTENSION new seeds for every algorithm."""
+    from qtbench.tuning import COMPARISON_SEEDS
+
+    out = []
+    for task in ordered_tasks({r.task for r in rows if r.task != MULTI_TASK}):
+        members = [r for r in rows if r.task == task and r.label == r.algo]
+        halves = [(r.algo, (r.columns[OVERALL].t_interval[1] - r.columns[OVERALL].t_interval[0]) / 2)
+                  for r in members]
+        wide = tuple((a, w) for a, w in halves if math.isnan(w) or w > POWER_HALF_WIDTH)
+        if not wide:
+            continue
+        every = set(COMPARISON_SEEDS) | {run.seed for r in members for run in r.runs}
+        complete = all({run.seed for run in r.runs} == every for r in members)
+        seeds = range(max(every) + 1, max(every) + 1 + SEEDS_PER_EXTENSION) if complete else sorted(every)
+        out.append(Underpowered(task, wide, tuple(r.algo for r in members), tuple(seeds), Path(results_dir)))
+    return out
+
+
 def skill_table(rows: list[Row]) -> str:
     """Multi-task models broken down per skill (the categories merge open and close)."""
     cells = {(skill, r.label): r.columns[skill] for r in rows for skill in SKILLS if skill in r.columns}
@@ -622,9 +672,10 @@ def collection_policy_table(results_dir: Path) -> str | None:
 
 
 def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
-                    aggregates: dict[str, list[AggregateRow]] | None = None, collectors: str | None = None) -> str:
+                    aggregates: dict[str, list[AggregateRow]] | None = None, collectors: str | None = None,
+                    results_dir: Path = Path("results")) -> str:
     """The benchmarks.md leaderboard section; ``figures`` are image paths relative to the markdown file;
-    ``collectors`` is collection_policy_table's table."""
+    ``collectors`` is collection_policy_table's table; ``results_dir`` is named in the commands it prints."""
     rows = build_rows(runs)
     aggregates = compute_aggregates(runs) if aggregates is None else aggregates
     reference = [r for r in rows if r.label == r.algo]
@@ -671,6 +722,12 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
         if aggregates.get("single"):
             parts += ["", "Aggregated over the tasks and the seeds " + AGGREGATE_NOTE, "",
                       aggregate_table(aggregates["single"])]
+        wide = underpowered_tasks(per_task, results_dir)
+        if wide:
+            parts += ["", f"Cells wider than ±{100 * POWER_HALF_WIDTH:.0f} points (the protocol's bar). Such a "
+                      "task first gets, for every algorithm on it, the seeds any of them has; then "
+                      f"{SEEDS_PER_EXTENSION} more seeds for all of them, so comparisons stay paired:", "",
+                      *(f"- {u.describe()}" for u in wide)]
     curves = curve_table(reference)
     if curves:
         parts += ["", "### Learning curves", "",
@@ -776,6 +833,7 @@ def write_leaderboard(
         funnels = funnel_plot(_funnel_entries(runs), results_dir / PLOTS_DIR / FUNNEL_PLOT)
         images += (funnels,) if funnels else ()
     figures = [Path(os.path.relpath(p, Path(benchmarks).resolve().parent)).as_posix() for p in map(Path.resolve, images)]
-    write_section(SECTION, render_markdown(runs, figures, aggregates, collection_policy_table(results_dir)), benchmarks)
+    write_section(SECTION, render_markdown(runs, figures, aggregates, collection_policy_table(results_dir),
+                                               results_dir), benchmarks)
     csv_path = atomic_write_text(results_dir / CSV_NAME, leaderboard_frame(runs).to_csv(index=False, lineterminator="\n"))
     return LeaderboardFiles(Path(benchmarks), csv_path, images, len(runs))

@@ -258,3 +258,23 @@ def test_curve_table_pools_seeds_per_step(results):
     assert "| drawer_open | `q_transformer` | 500: 20 · 1000: 80 | 1000 | 20 | 0, 1 |" in table
     assert "| all |" not in table  # the multi-task toy runs have no curve
     assert lb.curve_table([r for r in rows if r.task == "all"]) is None
+
+
+def test_underpowered_tasks_complete_the_seeds_then_add_two_for_every_algorithm(tmp_path):
+    root = tmp_path / "results"
+    for seed, qt in zip((2, 3, 4), (3, 6, 9)):  # 0.3, 0.6, 0.9: std 0.3, half-width t(2) * 0.3 / sqrt(3)
+        write_cell(root, "q_transformer", "drawer_close", seed, {"drawer_close": (qt, 10)})
+        write_cell(root, "bc", "drawer_close", seed, {"drawer_close": (8, 10)})  # no spread: narrow
+        write_cell(root, "bc", "drawer_open", seed, {"drawer_open": (5, 10)})  # narrow and alone: fine
+    for seed, s in ((2, 5), (3, 6)):  # seed 4, a comparison seed, missing
+        write_cell(root, "bc", "pick_place", seed, {"pick_place": (s, 10)})
+    wide = lb.underpowered_tasks(lb.build_rows(lb.load_runs(root)), root)
+    assert [u.task for u in wide] == ["drawer_close", "pick_place"]
+    close, pick = wide
+    assert close.cells == (("q_transformer", pytest.approx(T_975_DF2 * 0.3 / math.sqrt(3))),)
+    assert close.command == f"qtbench sweep --algos q_transformer bc --tasks drawer_close --seeds 5 6 --results-dir {root}"
+    # 0.5, 0.6: std 0.1 / sqrt(2); t(1) 97.5% quantile 12.706 (statistical tables)
+    assert pick.cells == (("bc", pytest.approx(12.706205 * (0.1 / math.sqrt(2)) / math.sqrt(2))),)
+    assert pick.seeds == (2, 3, 4)  # complete the comparison seeds before adding any
+    text = lb.render_markdown(lb.load_runs(root), results_dir=root)
+    assert f"- drawer_close: `q_transformer` ±{100 * T_975_DF2 * 0.3 / math.sqrt(3):.1f}; `{close.command}`" in text

@@ -10,12 +10,14 @@ from qtbench.envs.instructions import MULTI_TASK
 from qtbench.leaderboard import (
     AGGREGATE_TITLES,
     PLOTS_DIR,
+    POWER_HALF_WIDTH,
     SECTION,
     aggregate_table,
     build_rows,
     compute_aggregates,
     headline_table,
     load_runs,
+    underpowered_tasks,
     write_leaderboard,
 )
 
@@ -29,6 +31,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     for name, agg in compute_aggregates(runs).items():
         if agg:
             print(f"\n{AGGREGATE_TITLES[name]}:\n{aggregate_table(agg)}")
+    wide = underpowered_tasks([r for r in build_rows(runs) if r.task != MULTI_TASK], Path(args.results_dir))
+    if wide:
+        print(f"\nsingle-skill cells wider than ±{100 * POWER_HALF_WIDTH:.0f} points; more seeds for every "
+              "algorithm on the task:\n" + "\n".join(f"  {u.task}: {u.command}" for u in wide))
     print(f"\n{files.runs} runs -> {files.benchmarks} (section '{SECTION}'), {files.csv}, "
           f"{len(files.plots)} plots in {Path(args.results_dir) / PLOTS_DIR}")
     return 0
