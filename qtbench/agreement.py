@@ -14,6 +14,12 @@ on but not at step 0 continues motions it sees rather than choosing where to go:
 loop it sets off toward the wrong object and keeps going (the copycat problem of imitation
 with observation histories, Wen et al. 2020). The shares' 95% intervals resample whole
 episodes (``probe.episode_bootstrap``).
+
+The gripper (action dimension 3: -1 open, 1 closed) is checked where it matters: at each
+demo's closing step (the first step whose command is closed, > 0, after an open one) and at
+the step before it, the share of the policy's greedy commands that close. A policy that reaches
+the object but never closes scores low at the closing step: on pick_place, Q-Transformer
+reached the object in 91% of its episodes and never closed the fingers in 79% of its failures.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ AGREE_COS = 0.8  # cosine above which the two motions agree (about 37 degrees)
 AGREEMENT_SEED = 0  # the later steps drawn and the bootstrap
 BATCH_SIZE = 512
 MIN_MOTION = 1e-6  # a motion shorter than this has no direction (cosine 0)
+GRIPPER = 3  # action dimension of the finger command: -1 open, 1 closed (> 0 closes)
 
 
 def motion_cosines(policy: np.ndarray, demo: np.ndarray) -> np.ndarray:
@@ -60,6 +67,38 @@ def demo_rows(data: Any, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(rows), np.concatenate(labels)
 
 
+def closing_rows(data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Transition rows of each demo's closing step (its first closed command after an open one)
+    and of the step before it: (closing rows, rows before), aligned; demos that never close
+    (drawer_close pushes) have none."""
+    demos = set(np.flatnonzero(data.padded_rewards.sum(1) > 0).tolist())
+    order = np.lexsort((data.step_indices, data.episode_ids))
+    ids, closed = data.episode_ids[order], data.actions[order, GRIPPER] > 0
+    # consecutive rows of one episode where the command goes from open to closed
+    starts = (ids[1:] == ids[:-1]) & ~closed[:-1] & closed[1:]
+    first = {}
+    for i in np.flatnonzero(starts):
+        if int(ids[i]) in demos:
+            first.setdefault(int(ids[i]), i)
+    at = np.array(sorted(first.values()), np.int64)
+    return order[at + 1], order[at]
+
+
+def gripper_table(policy_closes: np.ndarray, before: np.ndarray, episodes: np.ndarray,
+                  rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Share of the policy's commands that close at the demos' closing steps and at the steps
+    before them (``policy_closes``: closing rows then as many rows before, in ``closing_rows``'
+    order; ``before`` marks the latter), each with its episode-bootstrap 95% interval."""
+    from qtbench.probe import episode_bootstrap
+
+    table = []
+    for name, sel in (("closing step", ~before), ("step before it", before)):
+        share = episode_bootstrap(policy_closes[sel].astype(np.float64), episodes[sel], rng)
+        table.append({"demo step": name, "transitions": int(sel.sum()), "closes": share["mean"],
+                      "closes_ci95": share["ci95"]})
+    return table
+
+
 def agreement_table(cosines: np.ndarray, labels: np.ndarray, episodes: np.ndarray,
                     rng: np.random.Generator) -> list[dict[str, Any]]:
     """One row per step label: transitions, median cosine, and the share that agrees (cosine >
@@ -84,6 +123,9 @@ def agreement_run(run: Any, progress: bool = True) -> dict[str, Any]:
     data, cfg = run.data, run.algo_config
     rng = np.random.default_rng(AGREEMENT_SEED)
     rows, labels = demo_rows(data, rng)
+    closing, before = closing_rows(data)
+    motion = len(rows)
+    rows = np.concatenate([rows, closing, before])
     sampler = WindowSampler(data, cfg.history, 1, cfg.gamma, cfg.timeout_is_terminal)
     actions = []
     with tqdm(total=len(rows), desc="agreement", unit="tr", disable=not progress, leave=False) as bar:
@@ -93,10 +135,15 @@ def agreement_run(run: Any, progress: bool = True) -> dict[str, Any]:
             actions.append(np.asarray(run.act(window), np.float32))
             bar.update(len(window.states))
     policy = np.concatenate(actions) if actions else np.zeros((0, data.action_dim), np.float32)
-    cosines = motion_cosines(policy, data.actions[rows])
-    return {"run": str(run.run_dir), "algo": run.config["algo"], "task": run.config["task"],
-            "checkpoint_step": run.checkpoint_step, "demo_episodes": int(len(np.unique(data.episode_ids[rows]))),
-            "agree_cos": AGREE_COS, "steps": agreement_table(cosines, labels, data.episode_ids[rows], rng)}
+    cosines = motion_cosines(policy[:motion], data.actions[rows[:motion]])
+    episodes = data.episode_ids[rows]
+    result = {"run": str(run.run_dir), "algo": run.config["algo"], "task": run.config["task"],
+              "checkpoint_step": run.checkpoint_step, "demo_episodes": int(len(np.unique(episodes[:motion]))),
+              "agree_cos": AGREE_COS, "steps": agreement_table(cosines, labels, episodes[:motion], rng)}
+    if len(closing):
+        result["gripper"] = gripper_table(policy[motion:, GRIPPER] > 0, np.arange(2 * len(closing)) >= len(closing),
+                                          episodes[motion:], rng)
+    return result
 
 
 def format_agreement(result: dict[str, Any]) -> str:
@@ -108,4 +155,11 @@ def format_agreement(result: dict[str, Any]) -> str:
     body = [[str(r["step"]), str(r["transitions"]), f"{r['median_cos']:.2f}",
              f"{100 * r['agree']:.1f} [{100 * r['agree_ci95'][0]:.1f}, {100 * r['agree_ci95'][1]:.1f}]"]
             for r in result["steps"]]
-    return head + "\n\n" + markdown_table(["demo step", "transitions", "median cosine", "agrees % [95% CI]"], body)
+    text = head + "\n\n" + markdown_table(["demo step", "transitions", "median cosine", "agrees % [95% CI]"], body)
+    if result.get("gripper"):
+        grip = [[r["demo step"], str(r["transitions"]),
+                 f"{100 * r['closes']:.1f} [{100 * r['closes_ci95'][0]:.1f}, {100 * r['closes_ci95'][1]:.1f}]"]
+                for r in result["gripper"]]
+        text += ("\n\nIts greedy finger command where the demos first close theirs, and one step earlier:\n\n"
+                 + markdown_table(["demo step", "transitions", "policy closes % [95% CI]"], grip))
+    return text

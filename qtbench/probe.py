@@ -21,6 +21,12 @@ For every transition (s_t, a_t) of the run's own training dataset (or a uniform 
   transition (the run's gamma), in CALIBRATION_BINS equal-width bins of the prediction over
   [0, 1] (widened to the predictions' range where they leave it: IQL's and CQL's Q are not
   bounded), and their count-weighted mean absolute gap.
+* **closing step**: at each demo's closing step (``agreement.closing_rows``: where the
+  demonstrator first closes the fingers), Q of the demo action against the same action with
+  the fingers commanded open (-1), and how often the demo's ranks above. For autoregressive
+  Q functions (``dimension_values``), both actions' Q per decoded dimension: the first
+  decoded dimension's Q is what greedy decoding compares, the last one scores the whole
+  action, so a gap between them shows where greedy decoding and the full-action value part.
 
 Transitions of one episode are correlated, so every 95% interval here is a percentile
 bootstrap over episodes (the demo episode, for ranking pairs).
@@ -179,6 +185,7 @@ def probe_run(run: Any, radius: float | None = None, max_transitions: int | None
         q_greedy = _values(algorithm, windows, greedy, run.device, bar)
         q_swapped = _values(algorithm, windows, swapped, run.device, bar)
     mc = sampler.targets.mc_return[rows]
+    closing = closing_step_values(algorithm, data, sampler, run.device, rng)
 
     def boot(values: np.ndarray, eps: np.ndarray) -> dict[str, Any]:
         return episode_bootstrap(values.astype(np.float64), eps, rng)
@@ -202,7 +209,45 @@ def probe_run(run: Any, radius: float | None = None, max_transitions: int | None
                        "features (gripper, fingers, named drawer / objects), within radius",
         },
         "calibration": calibration(q_data, mc),
+        "closing_step": closing,
     }
+
+
+def closing_step_values(algorithm: Any, data: Any, sampler: Any, device: str,
+                        rng: np.random.Generator) -> dict[str, Any] | None:
+    """The probe's closing-step statistics (module doc), or None when no demo closes the fingers."""
+    import torch
+
+    from qtbench.agreement import GRIPPER, closing_rows
+
+    rows, _ = closing_rows(data)
+    if not len(rows):
+        return None
+    demo = data.actions[rows]
+    opened = demo.copy()
+    opened[:, GRIPPER] = -1.0
+    episodes = data.episode_ids[rows]
+    per_action: dict[str, list[np.ndarray]] = {"demo": [], "fingers_open": []}
+    score = getattr(algorithm, "dimension_values", None)
+    for start in range(0, len(rows), BATCH_SIZE):
+        window = sampler.window(data.obs_rows[rows[start:start + BATCH_SIZE]])
+        window.actions[:, -1] = 0.0
+        window = window.to_torch(device)
+        for name, actions in (("demo", demo), ("fingers_open", opened)):
+            a = torch.as_tensor(actions[start:start + BATCH_SIZE], device=device)
+            q = score(window, a) if score is not None else algorithm.values(window, a)[:, None]
+            per_action[name].append(q.float().cpu().numpy())
+    q_demo, q_open = (np.concatenate(per_action[n]) for n in ("demo", "fingers_open"))
+
+    def boot(values: np.ndarray) -> dict[str, Any]:
+        return episode_bootstrap(values.astype(np.float64), episodes, rng)
+
+    out = {"transitions": int(len(rows)), "demo": boot(q_demo[:, -1]), "fingers_open": boot(q_open[:, -1]),
+           "fraction_demo_above": boot(rank_scores(q_demo[:, -1], q_open[:, -1]))}
+    if score is not None:
+        out["by_dimension"] = {"demo": q_demo.mean(0).tolist(), "fingers_open": q_open.mean(0).tolist(),
+                               "first_dimension_demo_above": boot(rank_scores(q_demo[:, 0], q_open[:, 0]))}
+    return out
 
 
 def _fmt(stat: dict[str, Any], digits: int = 3) -> str:
@@ -227,7 +272,25 @@ def format_probe(result: dict[str, Any]) -> str:
         f"radius {rank['radius']}",
         f"  calibration against the Monte-Carlo return: mean |predicted - return| per bin, weighted "
         f"= {result['calibration']['mean_abs_gap']:.3f}",
+        *closing_lines(result.get("closing_step")),
     ])
+
+
+def closing_lines(closing: dict[str, Any] | None) -> list[str]:
+    """The closing-step part of format_probe (none when no demo closes the fingers)."""
+    if not closing:
+        return []
+    lines = [f"  at the demos' closing steps ({closing['transitions']}): Q of the demo action {_fmt(closing['demo'])}, "
+             f"with the fingers open {_fmt(closing['fingers_open'])}; demo ranked above: "
+             f"{_fmt(closing['fraction_demo_above'], 2)}"]
+    dims = closing.get("by_dimension")
+    if dims:
+        def chain(values: list[float]) -> str:
+            return " -> ".join(f"{v:.3f}" for v in values)
+        lines.append(f"    Q per decoded dimension (first -> last), demo action: {chain(dims['demo'])}; fingers open: "
+                     f"{chain(dims['fingers_open'])}; first dimension ranks the demo above: "
+                     f"{_fmt(dims['first_dimension_demo_above'], 2)}")
+    return lines
 
 
 def probe_plot(result: dict[str, Any], path: Path) -> Path:

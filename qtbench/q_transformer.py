@@ -285,12 +285,19 @@ class QTransformer:
         """Q of given actions (B, A) -> (B,): the online network's Q of the last dimension with
         the actions' bins fed in, Q(s, a_1..a_A), the one value that scores the whole action
         (the earlier dimensions' Q values are maxima over the dimensions still to come)."""
+        return self.dimension_values(window, actions)[:, -1]
+
+    @torch.no_grad()
+    def dimension_values(self, window: Window, actions: torch.Tensor) -> torch.Tensor:
+        """Q of every dimension of given actions (B, A) -> (B, A), in decoding order: entry i is
+        Q(s, a_1..a_i), which the per-dimension backup makes the maximum over the dimensions
+        after i, so along one action the entries should not fall (``qtbench probe`` reads them)."""
         self.online.eval()
         bins = self.grid.bins(actions)
         with autocast(self.device, self.amp):
             q = torch.sigmoid(self.online(window, bins))
         self.online.train()
-        return dataset_values(q, bins)[:, -1]
+        return dataset_values(q, bins)
 
     def state_dict(self) -> dict[str, Any]:
         return {

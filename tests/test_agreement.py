@@ -8,7 +8,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from qtbench.agreement import FIRST_STEPS, agreement_run, agreement_table, demo_rows, format_agreement, motion_cosines
+from qtbench.agreement import (
+    FIRST_STEPS,
+    agreement_run,
+    agreement_table,
+    closing_rows,
+    demo_rows,
+    format_agreement,
+    motion_cosines,
+)
 
 
 def test_motion_cosines_by_hand():
@@ -30,9 +38,11 @@ def test_agreement_table_by_hand():
     assert table[1]["agree_ci95"] == [1.0, 1.0]
 
 
-def toy_data():
+def toy_data(close_at: int | None = None):
     """Two demos and a failure of 7 steps, each moving +x: the demos' steps 0-3 are reported
-    one by one and their 3 later steps together (fewer than LATER_PER_EPISODE: all kept)."""
+    one by one and their 3 later steps together (fewer than LATER_PER_EPISODE: all kept).
+    With ``close_at``, every episode's finger command closes from that step on (the failure's
+    one step earlier)."""
     from qtbench.data import Episode, TransitionData
     from qtbench.envs import layout
 
@@ -40,6 +50,8 @@ def toy_data():
         states = np.zeros((8, layout.STATE_DIM), np.float32)
         states[:, 0] = np.arange(8) * 0.05  # the gripper's x: its step index, in the state
         actions = np.tile(np.float32([1, 0, 0, -1]), (7, 1))
+        if close_at is not None:
+            actions[close_at - (not success):, 3] = 1.0
         rewards = np.float32([0] * 6 + [1 if success else 0])
         return Episode.from_steps("open the top drawer", None, states, actions, rewards,
                                   np.array([0] * 6 + [success], bool), np.array([0] * 6 + [not success], bool))
@@ -74,3 +86,37 @@ def test_a_policy_that_sets_off_wrong_disagrees_at_step_0_only():
         (0, 0.0, -1.0), (1, 1.0, 1.0), (2, 1.0, 1.0), (3, 1.0, 1.0), ("later", 1.0, 1.0)]
     text = format_agreement(result)
     assert "toy on drawer_open (step 5)" in text and "| 0 | 2 | -1.00 | 0.0 [0.0, 0.0] |" in text
+
+
+class ClosesFrom:
+    """Follows the demos' motion, and closes the fingers from step ``step`` on (gripper x = step * 0.05)."""
+
+    def __init__(self, step: int):
+        self.x = 0.05 * step - 0.01
+
+    def act(self, window) -> np.ndarray:
+        x = np.asarray(window.states[:, -1, 0])
+        return np.where((x > self.x)[:, None], np.float32([1, 0, 0, 1]), np.float32([1, 0, 0, -1]))
+
+
+def test_closing_rows_are_the_demos_first_closed_steps_and_the_steps_before():
+    data = toy_data(close_at=3)
+    closing, before = closing_rows(data)
+    assert data.episode_ids[closing].tolist() == [0, 2] == data.episode_ids[before].tolist()  # demos only
+    assert data.step_indices[closing].tolist() == [3, 3] and data.step_indices[before].tolist() == [2, 2]
+    assert [len(r) for r in closing_rows(toy_data())] == [0, 0]  # never closed: nothing to check
+
+
+@pytest.mark.parametrize("closes_from, shares", [(3, (1.0, 0.0)), (4, (0.0, 0.0)), (2, (1.0, 1.0))])
+def test_the_policy_closing_at_the_demos_closing_step_or_not(closes_from, shares):
+    from qtbench.algorithms import AlgoConfig
+
+    run = SimpleNamespace(algo_config=AlgoConfig(history=2), data=toy_data(close_at=3), act=ClosesFrom(closes_from).act,
+                          run_dir="r", config={"algo": "toy", "task": "pick_place"}, checkpoint_step=5)
+    result = agreement_run(run, progress=False)
+    assert [(r["demo step"], r["transitions"], r["closes"]) for r in result["gripper"]] == [
+        ("closing step", 2, shares[0]), ("step before it", 2, shares[1])]
+    closing = 100 * shares[0]
+    assert f"| closing step | 2 | {closing:.1f} [{closing:.1f}, {closing:.1f}] |" in format_agreement(result)
+    run.act = SetsOffWrong().act  # never closes either
+    assert "gripper" not in agreement_run(SimpleNamespace(**{**vars(run), "data": toy_data()}), progress=False)

@@ -49,6 +49,10 @@ def test_q_transformer_values_are_the_last_dimension_q_of_the_given_bins():
     assert qt.online.seen.tolist() == [[3, 0, 2, 3], [0, 3, 3, 0]]
     assert values.tolist() == pytest.approx([1 / (1 + np.exp(-0.5)), 1 / (1 + np.exp(-0.2))])
     assert qt.online.training  # back in training mode
+    # every decoded dimension's Q of the fed bins: dimension i, bin b -> sigmoid(0.1 * (4 i + b) - 1)
+    by_dim = qt.dimension_values(window(2), actions)
+    expected = [[1 / (1 + np.exp(1 - 0.1 * (4 * i + b))) for i, b in enumerate(row)] for row in ([3, 0, 2, 3], [0, 3, 3, 0])]
+    assert np.allclose(by_dim.numpy(), expected) and by_dim[:, -1].tolist() == pytest.approx(values.tolist())
 
 
 def test_q_transformer_values_match_the_networks_teacher_forced_q():
@@ -257,3 +261,49 @@ def test_probe_loads_a_run_made_with_frozen_settings(tmp_path, monkeypatch, smal
     capsys.readouterr()
     assert main(["probe", str(run), *common[2:]]) == 0, capsys.readouterr().err
     assert (run / "probe.json").exists()
+
+
+class GripperFirstScore(ActionScore):
+    """A fake autoregressive Q: the first decoded dimension scores the fingers (Q = 1 - gripper
+    command: open looks best), the last scores the whole action (Q = gripper command)."""
+
+    def values(self, window, actions):
+        return self.dimension_values(window, actions)[:, -1]
+
+    def dimension_values(self, window, actions):
+        return torch.stack([1 - actions[:, 3], actions[:, 3]], dim=1)
+
+
+@pytest.mark.parametrize("algorithm", [ActionScore(), GripperFirstScore()])
+def test_probe_at_the_demos_closing_steps(algorithm):
+    from types import SimpleNamespace
+
+    from qtbench.algorithms import AlgoConfig
+    from qtbench.data import Episode, TransitionData
+    from qtbench.envs import layout
+    from qtbench.probe import closing_lines, probe_run
+
+    def episode(success: bool, close_at: int) -> Episode:
+        states = np.zeros((5, layout.STATE_DIM), np.float32)
+        states[:, 0] = np.arange(5) * 0.1
+        actions = np.tile(np.float32([0.5, 0, 0, -1]), (4, 1))
+        actions[close_at:, 3] = 1.0
+        return Episode.from_steps("pick the red can from the top drawer and place it on the counter", None, states, actions,
+                                  np.float32([0, 0, 0, 1 if success else 0]), np.array([0, 0, 0, success], bool),
+                                  np.array([0, 0, 0, not success], bool))
+
+    data = TransitionData.from_episodes([episode(True, 2), episode(False, 1), episode(True, 3)])
+    run = SimpleNamespace(algo_config=AlgoConfig(history=1), data=data, algorithm=algorithm,
+                          config={"algo": "toy", "task": "pick_place", "seed": 0}, checkpoint_step=1, device="cpu")
+    closing = probe_run(run, progress=False)["closing_step"]
+    assert closing["transitions"] == 2  # the two demos' closing steps; the failure's is not a demo's
+    if isinstance(algorithm, GripperFirstScore):
+        # the whole action prefers closing (1 against -1), the first dimension opening (0 against 2)
+        assert (closing["demo"]["mean"], closing["fingers_open"]["mean"]) == (1.0, -1.0)
+        assert closing["fraction_demo_above"]["mean"] == 1.0
+        assert closing["by_dimension"]["demo"] == [0.0, 1.0] and closing["by_dimension"]["fingers_open"] == [2.0, -1.0]
+        assert closing["by_dimension"]["first_dimension_demo_above"]["mean"] == 0.0
+        assert "0.000 -> 1.000" in "\n".join(closing_lines(closing))
+    else:  # Q = dx, the same for both actions: ties count one half; no per-dimension values
+        assert closing["fraction_demo_above"]["mean"] == 0.5 and "by_dimension" not in closing
+        assert len(closing_lines(closing)) == 1

@@ -153,4 +153,7 @@ class Algorithm(Protocol):
 
     # Optional (value-based algorithms: q_transformer, iql, cql), used by `qtbench probe`:
     #     def values(self, window: Window, actions: torch.Tensor) -> torch.Tensor
-    # the learned Q of the given actions (B, A) in a torch window of B states -> (B,).
+    # the learned Q of the given actions (B, A) in a torch window of B states -> (B,);
+    # and (autoregressive Q functions: q_transformer)
+    #     def dimension_values(self, window: Window, actions: torch.Tensor) -> torch.Tensor
+    # the Q of each action dimension in decoding order -> (B, A), whose last column is values'.
