@@ -98,7 +98,7 @@ def test_cli_exit_codes_and_messages(tiny, tmp_path, capsys):
     assert "| open the top drawer | 0/1 |" in out or "| open the top drawer | 1/1 |" in out  # per instruction
     assert "learning curve" in out and "| 4 | " in out  # the curve's last point, at the final step
     assert "stage funnel" in out and "drawer_open (3 ep): reached_handle " in out
-    assert (tmp_path / "r" / "drawer_open" / "tiny" / "seed0" / "eval.json").exists()
+    assert (tmp_path / "r" / "drawer_open" / "tiny" / "seed2" / "eval.json").exists()
 
 
 def test_a_run_failing_before_its_first_checkpoint_leaves_no_cell(tiny, tmp_path, capsys):
@@ -109,7 +109,7 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_no_cell(tiny, tmp_path
     assert not (tmp_path / "r").exists()  # no cell holding only a config.json, no empty folders
     # a run that reached a checkpoint keeps its cell (without eval.json) so --resume can finish it
     assert main([*base, "--set", "nan_at=12", "--steps", "20", "--checkpoint-every", "10"]) == 2
-    cell = tmp_path / "r" / "ablations" / "tiny+nan_at12" / "drawer_open" / "tiny" / "seed0"
+    cell = tmp_path / "r" / "ablations" / "tiny+nan_at12" / "drawer_open" / "tiny" / "seed2"
     assert sorted(p.name for p in cell.iterdir()) == ["config.json", "curve.csv", "metrics.csv"]
 
 
@@ -134,10 +134,10 @@ def test_printed_resume_command_resumes_exactly_the_interrupted_run(tiny, tmp_pa
         signal.signal(signal.SIGTERM, handler)
     assert "at step 5" in caplog.text and "resuming from" in caplog.text  # resumed, not retrained
     root = tmp_path / "r" / "ablations" / "tiny+no_conservative+hidden4+interrupt_at5+interrupt_signalSIGTERM"
-    record = read(root / "drawer_open" / "tiny" / "seed0" / "eval.json")
+    record = read(root / "drawer_open" / "tiny" / "seed2" / "eval.json")
     assert record["train_steps"] == 12 and record["episodes"] == 6  # --eval-episodes 2 kept
     assert not (root / "ablations").exists()  # the ablation folder is not applied twice
-    config = read(root / "drawer_open" / "tiny" / "seed0" / "config.json")
+    config = read(root / "drawer_open" / "tiny" / "seed2" / "config.json")
     assert (config["checkpoint_every"], config["checkpoint_seconds"]) == (3, 0.0)
     assert config["algo_config"]["conservative"] is False and config["algo_config"]["hidden"] == 4
 
@@ -159,7 +159,7 @@ def test_kill_9_loses_at_most_the_checkpoint_interval(tiny, small_datasets, tmp_
               "ALGORITHMS['tiny'] = 'test_train:Tiny'; sys.exit(main(sys.argv[1:]))")
     env = {**os.environ, "MINARI_DATASETS_PATH": str(small_datasets),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    ckpt_dir = tmp_path / "c" / "ablations" / "tiny+sleep0.01" / "drawer_open" / "tiny" / "seed0"
+    ckpt_dir = tmp_path / "c" / "ablations" / "tiny+sleep0.01" / "drawer_open" / "tiny" / "seed2"
     proc = subprocess.Popen([sys.executable, "-c", script, *argv], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -182,5 +182,5 @@ def test_kill_9_loses_at_most_the_checkpoint_interval(tiny, small_datasets, tmp_
     caplog.set_level("INFO")
     assert main(argv + ["--resume"]) == 0
     assert f"at step {killed_at}" in caplog.text
-    results = tmp_path / "r" / "ablations" / "tiny+sleep0.01" / "drawer_open" / "tiny" / "seed0"
+    results = tmp_path / "r" / "ablations" / "tiny+sleep0.01" / "drawer_open" / "tiny" / "seed2"
     assert read(results / "eval.json")["train_steps"] == 400
