@@ -507,7 +507,8 @@ def score_matrix(frame: pd.DataFrame, tasks: list[str]) -> tuple[np.ndarray, tup
 
 
 def aggregate_rows(frame: pd.DataFrame, per_task: str) -> list[AggregateRow]:
-    """IQM, mean and probability of improvement over BASELINE for each reference algorithm.
+    """IQM, mean and probability of improvement over BASELINE for each reference algorithm,
+    over the tasks every one of them has.
 
     ``frame`` is runs_frame of the reference runs; ``per_task`` says what a task is: "skill"
     (the skill columns of task-``all`` runs: one multi-task model, scored per skill) or
@@ -518,6 +519,11 @@ def aggregate_rows(frame: pd.DataFrame, per_task: str) -> list[AggregateRow]:
     else:
         frame = frame[(frame["task"] != MULTI_TASK) & (frame["column"] == OVERALL)].assign(column=lambda f: f["task"])
     tasks = {label: ordered_tasks(set(group["column"])) for label, group in frame.groupby("label")}
+    # Aggregates compare only over the same tasks: those every algorithm has (each its own
+    # when they share none, e.g. one algorithm per task).
+    shared = [t for t in ordered_tasks(set(frame["column"])) if all(t in ts for ts in tasks.values())]
+    if shared:
+        tasks = {label: shared for label in tasks}
     baseline = frame[frame["label"] == BASELINE]
     rows = []
     for label in sorted(tasks, key=_label_key):
@@ -720,7 +726,7 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
                       "meets the same evaluation episodes at a given seed), with the 95% t-interval of the "
                       "mean difference:", "", paired]
         if aggregates.get("single"):
-            parts += ["", "Aggregated over the tasks and the seeds " + AGGREGATE_NOTE, "",
+            parts += ["", "Aggregated over the tasks every algorithm has run (the `tasks` column) and the seeds " + AGGREGATE_NOTE, "",
                       aggregate_table(aggregates["single"])]
         wide = underpowered_tasks(per_task, results_dir)
         if wide:

@@ -209,6 +209,15 @@ def test_aggregates_on_toy_results(results):
     assert "no interval (needs 2+ seeds)" in text  # q_transformer vs bc's single seed on task all
 
 
+def test_single_skill_aggregates_cover_the_tasks_every_algorithm_has(results):
+    # bc alone on drawer_close (one seed): left out of every row, bc's included, so bc keeps
+    # its two drawer_open seeds and the rows compare over the same task.
+    write_cell(results, "bc", "drawer_close", 0, {"drawer_close": (10, 10)})
+    single = {r.label: r for r in lb.compute_aggregates(lb.load_runs(results))["single"]}
+    assert single["bc"].tasks == single["q_transformer"].tasks == ("drawer_open",)
+    assert single["bc"].seeds == (0, 1) and single["bc"].iqm.point == pytest.approx(0.3)
+
+
 def test_learning_curves_frame(results):
     runs = [r for r in lb.load_runs(results) if r.task == "drawer_open" and r.label == "bc"]
     frame = lb.curve_frame(runs)
