@@ -402,7 +402,7 @@ class Underpowered:
 
     task: str
     cells: tuple[tuple[str, float], ...]  # (algorithm, interval half-width; NaN below 2 seeds)
-    algos: tuple[str, ...]  # every reference algorithm on the task, in leaderboard order
+    algos: tuple[str, ...]  # every reference algorithm on any single skill, in leaderboard order
     seeds: tuple[int, ...]  # the seeds every algorithm on the task should have next
     results_dir: Path = Path("results")  # where the cells live (named in the command unless the default)
 
@@ -420,23 +420,25 @@ class Underpowered:
 def underpowered_tasks(rows: list[Row], results_dir: Path = Path("results")) -> list[Underpowered]:
     """Single-skill tasks whose reference rows (``rows``: algorithms at their defaults) include
     one whose 95% t-interval of the mean is wider than POWER_HALF_WIDTH, each with the seeds
-    that come next: while some algorithm on the task lacks a seed that another has (or a
-    comparison seed), those seeds, so the comparison is complete and paired before it grows;
-    then SEEDS_PER_EXTENSION new seeds for every algorithm."""
+    that come next for every algorithm run on any skill: while one of them lacks on the task
+    a seed that another has (or a comparison seed), those seeds, so the comparison is complete
+    and paired before it grows; then SEEDS_PER_EXTENSION new seeds."""
     from qtbench.tuning import COMPARISON_SEEDS
 
+    reference = [r for r in rows if r.task != MULTI_TASK and r.label == r.algo]
+    algos = tuple(sorted({r.algo for r in reference}, key=_label_key))  # every algorithm on any skill
     out = []
-    for task in ordered_tasks({r.task for r in rows if r.task != MULTI_TASK}):
-        members = [r for r in rows if r.task == task and r.label == r.algo]
-        halves = [(r.algo, (r.columns[OVERALL].t_interval[1] - r.columns[OVERALL].t_interval[0]) / 2)
-                  for r in members]
+    for task in ordered_tasks({r.task for r in reference}):
+        members = {r.algo: r for r in reference if r.task == task}
+        halves = [(a, (r.columns[OVERALL].t_interval[1] - r.columns[OVERALL].t_interval[0]) / 2)
+                  for a, r in members.items()]
         wide = tuple((a, w) for a, w in halves if math.isnan(w) or w > POWER_HALF_WIDTH)
         if not wide:
             continue
-        every = set(COMPARISON_SEEDS) | {run.seed for r in members for run in r.runs}
-        complete = all({run.seed for run in r.runs} == every for r in members)
+        every = set(COMPARISON_SEEDS) | {run.seed for r in members.values() for run in r.runs}
+        complete = all(a in members and {run.seed for run in members[a].runs} == every for a in algos)
         seeds = range(max(every) + 1, max(every) + 1 + SEEDS_PER_EXTENSION) if complete else sorted(every)
-        out.append(Underpowered(task, wide, tuple(r.algo for r in members), tuple(seeds), Path(results_dir)))
+        out.append(Underpowered(task, wide, algos, tuple(seeds), Path(results_dir)))
     return out
 
 

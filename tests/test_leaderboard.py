@@ -284,6 +284,7 @@ def test_underpowered_tasks_complete_the_seeds_then_add_two_for_every_algorithm(
     assert close.command == f"qtbench sweep --algos q_transformer bc --tasks drawer_close --seeds 5 6 --results-dir {root}"
     # 0.5, 0.6: std 0.1 / sqrt(2); t(1) 97.5% quantile 12.706 (statistical tables)
     assert pick.cells == (("bc", pytest.approx(12.706205 * (0.1 / math.sqrt(2)) / math.sqrt(2))),)
-    assert pick.seeds == (2, 3, 4)  # complete the comparison seeds before adding any
+    # complete the comparison seeds, for every algorithm run on any skill, before adding any
+    assert pick.seeds == (2, 3, 4) and pick.algos == ("q_transformer", "bc")
     text = lb.render_markdown(lb.load_runs(root), results_dir=root)
     assert f"- drawer_close: `q_transformer` ±{100 * T_975_DF2 * 0.3 / math.sqrt(3):.1f}; `{close.command}`" in text
