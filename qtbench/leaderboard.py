@@ -728,14 +728,14 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
                       "meets the same evaluation episodes at a given seed), with the 95% t-interval of the "
                       "mean difference:", "", paired]
         if aggregates.get("single"):
-            parts += ["", "Aggregated over the tasks every algorithm has run (the `tasks` column) and the seeds " + AGGREGATE_NOTE, "",
-                      aggregate_table(aggregates["single"])]
+            parts += ["", "Aggregated over the tasks every algorithm has run (the `tasks` column) and the seeds "
+                      + AGGREGATE_NOTE, "", aggregate_table(aggregates["single"])]
         wide = underpowered_tasks(per_task, results_dir)
         if wide:
             parts += ["", f"Cells wider than ±{100 * POWER_HALF_WIDTH:.0f} points (the protocol's bar). Such a "
-                      "task first gets, for every algorithm on it, the seeds any of them has; then "
-                      f"{SEEDS_PER_EXTENSION} more seeds for all of them, so comparisons stay paired:", "",
-                      *(f"- {u.describe()}" for u in wide)]
+                      "task first gets, for every algorithm run on any skill, the seeds any of them has there "
+                      f"(and the comparison seeds); then {SEEDS_PER_EXTENSION} more seeds for all of them, so "
+                      "comparisons stay paired:", "", *(f"- {u.describe()}" for u in wide)]
     curves = curve_table(reference)
     if curves:
         parts += ["", "### Learning curves", "",
