@@ -49,7 +49,7 @@ def motion_cosines(policy: np.ndarray, demo: np.ndarray) -> np.ndarray:
 def demo_rows(data: Any, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Transition rows of the demos' first FIRST_STEPS steps and of up to LATER_PER_EPISODE
     later steps per demo, and each row's step label (its step index; FIRST_STEPS for later)."""
-    demos = np.flatnonzero(data.padded_rewards.sum(1) > 0)
+    demos = np.flatnonzero(data.episode_succeeded)
     order = np.argsort(data.episode_ids, kind="stable")
     starts = np.searchsorted(data.episode_ids[order], demos)
     ends = np.searchsorted(data.episode_ids[order], demos, side="right")
@@ -71,7 +71,7 @@ def closing_rows(data: Any) -> tuple[np.ndarray, np.ndarray]:
     """Transition rows of each demo's closing step (its first closed command after an open one)
     and of the step before it: (closing rows, rows before), aligned; demos that never close
     (drawer_close pushes) have none."""
-    demos = set(np.flatnonzero(data.padded_rewards.sum(1) > 0).tolist())
+    demos = set(np.flatnonzero(data.episode_succeeded).tolist())
     order = np.lexsort((data.step_indices, data.episode_ids))
     ids, closed = data.episode_ids[order], data.actions[order, GRIPPER] > 0
     # consecutive rows of one episode where the command goes from open to closed
@@ -130,8 +130,7 @@ def agreement_run(run: Any, progress: bool = True) -> dict[str, Any]:
     actions = []
     with tqdm(total=len(rows), desc="agreement", unit="tr", disable=not progress, leave=False) as bar:
         for start in range(0, len(rows), BATCH_SIZE):
-            window = sampler.window(data.obs_rows[rows[start:start + BATCH_SIZE]])
-            window.actions[:, -1] = 0.0
+            window = sampler.acting_window(data.obs_rows[rows[start:start + BATCH_SIZE]])
             actions.append(np.asarray(run.act(window), np.float32))
             bar.update(len(window.states))
     policy = np.concatenate(actions) if actions else np.zeros((0, data.action_dim), np.float32)

@@ -51,8 +51,8 @@ PLOTS_DIR = "plots"
 SECTION = "leaderboard"
 BASELINE = "bc"  # every algorithm's probability of improvement is stated against this one
 # Issue 13's bar: a single-skill cell's 95% t-interval over seeds is at most +-6 points. A task
-# with a wider cell gets more seeds for every algorithm on it (``underpowered_tasks``), so the
-# algorithms stay paired seed by seed and no algorithm gets seeds the others lack.
+# with a wider cell gets more seeds for every algorithm run on any skill (``underpowered_tasks``),
+# so the algorithms stay paired seed by seed and no algorithm gets seeds the others lack.
 POWER_HALF_WIDTH = 0.06
 SEEDS_PER_EXTENSION = 2
 PRODUCE_HINT = (

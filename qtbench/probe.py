@@ -156,7 +156,7 @@ def probe_run(run: Any, radius: float | None = None, max_transitions: int | None
         rows = np.sort(rng.choice(rows, size=max_transitions, replace=False))
     obs_rows = data.obs_rows[rows]
     episode = data.episode_ids[rows]
-    is_demo = data.padded_rewards.sum(1)[episode] > 0
+    is_demo = data.episode_succeeded[episode]
     spec = data.spec_info()
     norm = (data.states[obs_rows] - np.array(spec.state_mean)) / np.array(spec.state_std)
     groups = np.array(data.instructions)[episode]
@@ -167,13 +167,11 @@ def probe_run(run: Any, radius: float | None = None, max_transitions: int | None
         pairs.append((members[d], members[f], dist))
     demo_idx, fail_idx, dist = (np.concatenate(parts) for parts in zip(*pairs))
 
-    # Windows once, in batches; the current step's action row zeroed as in acting.
+    # Windows once, in batches, as the policy sees them when acting.
     windows = []
     for start in range(0, len(rows), BATCH_SIZE):
         batch = np.arange(start, min(start + BATCH_SIZE, len(rows)))
-        w = sampler.window(obs_rows[batch])
-        w.actions[:, -1] = 0.0
-        windows.append((w.to_torch(run.device), batch))
+        windows.append((sampler.acting_window(obs_rows[batch]).to_torch(run.device), batch))
     swapped = data.actions[rows].copy()
     swapped[demo_idx] = data.actions[rows][fail_idx]
     with tqdm(total=4 * len(rows), desc="probe", unit="value", disable=not progress, leave=False) as bar:
@@ -230,9 +228,7 @@ def closing_step_values(algorithm: Any, data: Any, sampler: Any, device: str,
     per_action: dict[str, list[np.ndarray]] = {"demo": [], "fingers_open": []}
     score = getattr(algorithm, "dimension_values", None)
     for start in range(0, len(rows), BATCH_SIZE):
-        window = sampler.window(data.obs_rows[rows[start:start + BATCH_SIZE]])
-        window.actions[:, -1] = 0.0
-        window = window.to_torch(device)
+        window = sampler.acting_window(data.obs_rows[rows[start:start + BATCH_SIZE]]).to_torch(device)
         for name, actions in (("demo", demo), ("fingers_open", opened)):
             a = torch.as_tensor(actions[start:start + BATCH_SIZE], device=device)
             q = score(window, a) if score is not None else algorithm.values(window, a)[:, None]

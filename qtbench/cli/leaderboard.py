@@ -25,16 +25,17 @@ from qtbench.leaderboard import (
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     files = write_leaderboard(Path(args.results_dir), Path(args.benchmarks), plots=not args.no_plots)
     runs = load_runs(Path(args.results_dir))
-    rows = [r for r in build_rows(runs) if r.label == r.algo and r.task == MULTI_TASK]
-    if rows:
-        print(headline_table(rows))
+    rows = build_rows(runs)
+    headline = [r for r in rows if r.label == r.algo and r.task == MULTI_TASK]
+    if headline:
+        print(headline_table(headline))
     for name, agg in compute_aggregates(runs).items():
         if agg:
             print(f"\n{AGGREGATE_TITLES[name]}:\n{aggregate_table(agg)}")
-    wide = underpowered_tasks([r for r in build_rows(runs) if r.task != MULTI_TASK], Path(args.results_dir))
+    wide = underpowered_tasks(rows, Path(args.results_dir))
     if wide:
         print(f"\nsingle-skill cells wider than ±{100 * POWER_HALF_WIDTH:.0f} points; more seeds for every "
-              "algorithm on the task:\n" + "\n".join(f"  {u.task}: {u.command}" for u in wide))
+              "algorithm run on any skill:\n" + "\n".join(f"  {u.task}: {u.command}" for u in wide))
     print(f"\n{files.runs} runs -> {files.benchmarks} (section '{SECTION}'), {files.csv}, "
           f"{len(files.plots)} plots in {Path(args.results_dir) / PLOTS_DIR}")
     return 0

@@ -165,6 +165,11 @@ class TransitionData:
         return int(len(self.episode_lengths))
 
     @property
+    def episode_succeeded(self) -> np.ndarray:
+        """(E,) bool: episodes with a positive return (a mixed dataset's demonstrations)."""
+        return self.padded_rewards.sum(1) > 0
+
+    @property
     def state_dim(self) -> int:
         return int(self.states.shape[1])
 
