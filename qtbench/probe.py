@@ -24,8 +24,9 @@ For every transition (s_t, a_t) of the run's own training dataset (or a uniform 
 * **closing step**: at each demo's closing step (``agreement.closing_rows``: where the
   demonstrator first closes the fingers), Q of the demo action against the same action with
   the fingers commanded open (-1), and how often the demo's ranks above. For autoregressive
-  Q functions (``dimension_values``), both actions' Q per decoded dimension: the first
-  decoded dimension's Q is what greedy decoding compares, the last one scores the whole
+  Q functions (``dimension_values``), both actions' Q per decoded dimension: the gripper
+  dimension's Q (at its place in ``decoding_order``, the demo's earlier dimensions fed in) is
+  what greedy decoding compares when it chooses the fingers, the last one scores the whole
   action, so a gap between them shows where greedy decoding and the full-action value part.
 
 Transitions of one episode are correlated, so every 95% interval here is a percentile
@@ -241,8 +242,10 @@ def closing_step_values(algorithm: Any, data: Any, sampler: Any, device: str,
     out = {"transitions": int(len(rows)), "demo": boot(q_demo[:, -1]), "fingers_open": boot(q_open[:, -1]),
            "fraction_demo_above": boot(rank_scores(q_demo[:, -1], q_open[:, -1]))}
     if score is not None:
+        gripper = list(algorithm.decoding_order).index(GRIPPER)
         out["by_dimension"] = {"demo": q_demo.mean(0).tolist(), "fingers_open": q_open.mean(0).tolist(),
-                               "first_dimension_demo_above": boot(rank_scores(q_demo[:, 0], q_open[:, 0]))}
+                               "gripper_position": gripper,
+                               "gripper_dimension_demo_above": boot(rank_scores(q_demo[:, gripper], q_open[:, gripper]))}
     return out
 
 
@@ -284,8 +287,8 @@ def closing_lines(closing: dict[str, Any] | None) -> list[str]:
         def chain(values: list[float]) -> str:
             return " -> ".join(f"{v:.3f}" for v in values)
         lines.append(f"    Q per decoded dimension (first -> last), demo action: {chain(dims['demo'])}; fingers open: "
-                     f"{chain(dims['fingers_open'])}; first dimension ranks the demo above: "
-                     f"{_fmt(dims['first_dimension_demo_above'], 2)}")
+                     f"{chain(dims['fingers_open'])}; the gripper dimension (position {dims['gripper_position'] + 1} "
+                     f"of {len(dims['demo'])} in decoding order) ranks the demo above: {_fmt(dims['gripper_dimension_demo_above'], 2)}")
     return lines
 
 

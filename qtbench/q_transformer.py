@@ -287,6 +287,11 @@ class QTransformer:
         (the earlier dimensions' Q values are maxima over the dimensions still to come)."""
         return self.dimension_values(window, actions)[:, -1]
 
+    @property
+    def decoding_order(self) -> list[int]:
+        """The env's action dimensions in the order they are decoded (``dimension_values``' columns)."""
+        return self.grid.order.tolist()
+
     @torch.no_grad()
     def dimension_values(self, window: Window, actions: torch.Tensor) -> torch.Tensor:
         """Q of every dimension of given actions (B, A) -> (B, A), in decoding order: entry i is

@@ -53,6 +53,7 @@ def test_q_transformer_values_are_the_last_dimension_q_of_the_given_bins():
     by_dim = qt.dimension_values(window(2), actions)
     expected = [[1 / (1 + np.exp(1 - 0.1 * (4 * i + b))) for i, b in enumerate(row)] for row in ([3, 0, 2, 3], [0, 3, 3, 0])]
     assert np.allclose(by_dim.numpy(), expected) and by_dim[:, -1].tolist() == pytest.approx(values.tolist())
+    assert qt.decoding_order == [3, 0, 1, 2]
 
 
 def test_q_transformer_values_match_the_networks_teacher_forced_q():
@@ -264,17 +265,29 @@ def test_probe_loads_a_run_made_with_frozen_settings(tmp_path, monkeypatch, smal
 
 
 class GripperFirstScore(ActionScore):
-    """A fake autoregressive Q: the first decoded dimension scores the fingers (Q = 1 - gripper
-    command: open looks best), the last scores the whole action (Q = gripper command)."""
+    """A fake autoregressive Q that decodes the fingers first: until the last dimension its Q
+    is 1 - gripper command (open looks best), the last scores the whole action (Q = gripper)."""
+
+    decoding_order = [3, 0, 1, 2]
 
     def values(self, window, actions):
         return self.dimension_values(window, actions)[:, -1]
 
     def dimension_values(self, window, actions):
-        return torch.stack([1 - actions[:, 3], actions[:, 3]], dim=1)
+        g = actions[:, 3]
+        return torch.stack([1 - g, 1 - g, 1 - g, g], dim=1)
 
 
-@pytest.mark.parametrize("algorithm", [ActionScore(), GripperFirstScore()])
+class GripperLastScore(GripperFirstScore):
+    """The same fake decoding in the env's order: Q = dx until the fingers, decoded last."""
+
+    decoding_order = [0, 1, 2, 3]
+
+    def dimension_values(self, window, actions):
+        return torch.stack([actions[:, 0], actions[:, 0], actions[:, 0], actions[:, 3]], dim=1)
+
+
+@pytest.mark.parametrize("algorithm", [ActionScore(), GripperFirstScore(), GripperLastScore()])
 def test_probe_at_the_demos_closing_steps(algorithm):
     from types import SimpleNamespace
 
@@ -297,13 +310,20 @@ def test_probe_at_the_demos_closing_steps(algorithm):
                           config={"algo": "toy", "task": "pick_place", "seed": 0}, checkpoint_step=1, device="cpu")
     closing = probe_run(run, progress=False)["closing_step"]
     assert closing["transitions"] == 2  # the two demos' closing steps; the failure's is not a demo's
-    if isinstance(algorithm, GripperFirstScore):
-        # the whole action prefers closing (1 against -1), the first dimension opening (0 against 2)
+    if isinstance(algorithm, GripperLastScore):
+        # the fingers are chosen on the last dimension, which prefers closing; dx (first) ties
+        dims = closing["by_dimension"]
+        assert dims["demo"] == [0.5, 0.5, 0.5, 1.0] and dims["fingers_open"] == [0.5, 0.5, 0.5, -1.0]
+        assert dims["gripper_position"] == 3 and dims["gripper_dimension_demo_above"]["mean"] == 1.0
+        assert "position 4 of 4" in "\n".join(closing_lines(closing))
+    elif isinstance(algorithm, GripperFirstScore):
+        # the whole action prefers closing (1 against -1), the fingers' own dimension opening (0 against 2)
         assert (closing["demo"]["mean"], closing["fingers_open"]["mean"]) == (1.0, -1.0)
         assert closing["fraction_demo_above"]["mean"] == 1.0
-        assert closing["by_dimension"]["demo"] == [0.0, 1.0] and closing["by_dimension"]["fingers_open"] == [2.0, -1.0]
-        assert closing["by_dimension"]["first_dimension_demo_above"]["mean"] == 0.0
-        assert "0.000 -> 1.000" in "\n".join(closing_lines(closing))
+        dims = closing["by_dimension"]
+        assert dims["demo"] == [0.0, 0.0, 0.0, 1.0] and dims["fingers_open"] == [2.0, 2.0, 2.0, -1.0]
+        assert dims["gripper_position"] == 0 and dims["gripper_dimension_demo_above"]["mean"] == 0.0
+        assert "0.000 -> 0.000 -> 0.000 -> 1.000" in "\n".join(closing_lines(closing))
     else:  # Q = dx, the same for both actions: ties count one half; no per-dimension values
         assert closing["fraction_demo_above"]["mean"] == 0.5 and "by_dimension" not in closing
         assert len(closing_lines(closing)) == 1

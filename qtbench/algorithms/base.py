@@ -156,4 +156,6 @@ class Algorithm(Protocol):
     # the learned Q of the given actions (B, A) in a torch window of B states -> (B,);
     # and (autoregressive Q functions: q_transformer)
     #     def dimension_values(self, window: Window, actions: torch.Tensor) -> torch.Tensor
-    # the Q of each action dimension in decoding order -> (B, A), whose last column is values'.
+    # the Q of each action dimension in decoding order -> (B, A), whose last column is values';
+    #     decoding_order: list[int]
+    # the env's action dimensions in that order.
