@@ -475,6 +475,8 @@ def ablation_rows(rows: list[Row]) -> list[Row]:
 
 
 def ablation_table(rows: list[Row]) -> str:
+    """Each variant's and its reference's success, naming their seeds: a variant run on other
+    seeds than its reference (e.g. the tuning seeds) is not a paired comparison."""
     from qtbench.benchmarks_md import markdown_table
 
     body = []
@@ -482,7 +484,7 @@ def ablation_table(rows: list[Row]) -> str:
         steps = float(np.mean([r.eval.get("train_steps", 0) for r in row.runs]))
         seconds = float(np.mean([r.eval.get("train_seconds", 0.0) for r in row.runs]))
         rate = steps / seconds if seconds else math.nan
-        body.append([row.task, f"`{row.label}`", fmt_pct(row.columns[OVERALL]), len(row.runs),
+        body.append([row.task, f"`{row.label}`", fmt_pct(row.columns[OVERALL]), _joined(r.seed for r in row.runs),
                      f"{steps:.0f}", f"{seconds / 60:.1f}", f"{rate:.1f}"])
     header = ["task", "variant", "success % (mean ± std [95% CI])", "seeds", "gradient steps", "train min", "steps/s"]
     return markdown_table(header, body)

@@ -157,8 +157,9 @@ def test_markdown_csv_and_plots(results, tmp_path):
     assert "| Q-Transformer | `q_transformer` | 64 | 33 | 71 | 56 |" in text
     assert "| RT-1 | `bc` | 17 | 0 | 58 | 25 |" in text and "arXiv:2309.10150" in text
     assert "| `bc` | 30.0 ± 14.1 [0.0, 100.0] |" in text  # 2 seeds: t(1) = 12.706, interval clipped
-    assert "| drawer_open | `q_transformer+no_conservative` | 40.0 ± 14.1" in text  # ablation table
-    assert "| drawer_open | `q_transformer` | 80.0 ± 14.1" in text
+    # ablation table: each row names its seeds (a variant on other seeds is not paired)
+    assert "| drawer_open | `q_transformer+no_conservative` | 40.0 ± 14.1 [0.0, 100.0] | 0, 1 | 500 |" in text
+    assert "| drawer_open | `q_transformer` | 80.0 ± 14.1 [0.0, 100.0] | 0, 1 | 1000 |" in text
     assert "- budget: 1000 gradient steps per run (the reference budget) (dataset profile default)" in text and "- machine: test box" in text
     assert "- seeds: 0, 1, 2 (1, 3 per row)" in text
     assert "### Learning curves" in text and "| drawer_open | `bc` | 500: 10 · 1000: 30 |" in text
