@@ -113,6 +113,24 @@ def test_manifest_and_read_back(root):
     assert demos.num_episodes == 1 and demos.instructions == ["open the top drawer"]
 
 
+def test_a_dataset_from_other_physics_is_named(root, caplog):
+    import logging
+    from importlib.metadata import version
+
+    from qtbench.data.store import check_physics_version
+
+    installed = version("mujoco")
+    with caplog.at_level(logging.WARNING, logger="qtbench.data.store"):
+        check_physics_version(DID, {"versions": {"mujoco": installed}})
+        check_physics_version(DID, {})  # no record (the store's toy data): nothing to compare
+        assert caplog.records == []
+        check_physics_version(DID, {"versions": {"mujoco": "0.1.0"}})
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert f"MuJoCo 0.1.0, this install has {installed}" in message and "mujoco==0.1.0" in message
+    assert "qtbench data generate --task drawer_open --profile small" in message
+
+
 def test_missing_dataset_names_the_fix(root):
     with pytest.raises(QtbenchError) as err:
         read_dataset("qtbench/drawer_open/demos-small-v0")

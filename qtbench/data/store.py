@@ -286,11 +286,30 @@ def check_env_version(dataset_id_: str, manifest: dict[str, Any]) -> None:
         )
 
 
+def check_physics_version(dataset_id_: str, manifest: dict[str, Any]) -> None:
+    """Warn when the dataset was generated with another MuJoCo than the installed one: its
+    episodes are valid, but regenerating them (or evaluating on them) gives other episodes,
+    so runs on it do not reproduce committed numbers (pyproject pins the version they used)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    recorded = manifest.get("versions", {}).get("mujoco")
+    try:
+        installed = version("mujoco")
+    except PackageNotFoundError:
+        return
+    if recorded and recorded != installed:
+        log.warning("dataset %s was generated with MuJoCo %s, this install has %s: other physics, so "
+                    "other failure episodes and evaluations than the committed results'; install "
+                    "mujoco==%s, or regenerate it: %s", dataset_id_, recorded, installed, recorded,
+                    _regenerate_hint(dataset_id_, manifest))
+
+
 def read_dataset(did: str, verify: bool = True) -> StoredDataset:
     """Read the dataset with id ``did`` (and check its env version and hash unless
-    ``verify=False``)."""
+    ``verify=False``; warn when its MuJoCo is not the installed one)."""
     parse_dataset_id(did)
     manifest = read_manifest(did)
+    check_physics_version(did, manifest)
     if verify:
         check_env_version(did, manifest)
     episodes = read_episodes(did, manifest)
