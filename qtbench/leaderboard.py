@@ -819,10 +819,15 @@ def leaderboard_frame(runs: list[RunRecord]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class LeaderboardFiles:
+    """What ``write_leaderboard`` wrote, and the rows and aggregates it wrote them from (so the
+    command prints its summary without reading the runs or bootstrapping again)."""
+
     benchmarks: Path
     csv: Path
     plots: tuple[Path, ...]
     runs: int
+    rows: list[Row]
+    aggregates: dict[str, list[AggregateRow]]
 
 
 def write_leaderboard(
@@ -837,13 +842,14 @@ def write_leaderboard(
     if not runs:
         raise QtbenchError(f"no results found: no eval.json under {results_dir}/", PRODUCE_HINT)
     aggregates = compute_aggregates(runs)
+    rows = build_rows(runs)
     images: tuple[Path, ...] = ()
     if plots:
-        images = tuple(write_plots(build_rows(runs), aggregates, results_dir / PLOTS_DIR))
+        images = tuple(write_plots(rows, aggregates, results_dir / PLOTS_DIR))
         funnels = funnel_plot(_funnel_entries(runs), results_dir / PLOTS_DIR / FUNNEL_PLOT)
         images += (funnels,) if funnels else ()
     figures = [Path(os.path.relpath(p, Path(benchmarks).resolve().parent)).as_posix() for p in map(Path.resolve, images)]
     write_section(SECTION, render_markdown(runs, figures, aggregates, collection_policy_table(results_dir),
                                                results_dir), benchmarks)
     csv_path = atomic_write_text(results_dir / CSV_NAME, leaderboard_frame(runs).to_csv(index=False, lineterminator="\n"))
-    return LeaderboardFiles(Path(benchmarks), csv_path, images, len(runs))
+    return LeaderboardFiles(Path(benchmarks), csv_path, images, len(runs), rows, aggregates)

@@ -13,10 +13,7 @@ from qtbench.leaderboard import (
     POWER_HALF_WIDTH,
     SECTION,
     aggregate_table,
-    build_rows,
-    compute_aggregates,
     headline_table,
-    load_runs,
     underpowered_tasks,
     write_leaderboard,
 )
@@ -24,12 +21,11 @@ from qtbench.leaderboard import (
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     files = write_leaderboard(Path(args.results_dir), Path(args.benchmarks), plots=not args.no_plots)
-    runs = load_runs(Path(args.results_dir))
-    rows = build_rows(runs)
+    rows = files.rows
     headline = [r for r in rows if r.label == r.algo and r.task == MULTI_TASK]
     if headline:
         print(headline_table(headline))
-    for name, agg in compute_aggregates(runs).items():
+    for name, agg in files.aggregates.items():
         if agg:
             print(f"\n{AGGREGATE_TITLES[name]}:\n{aggregate_table(agg)}")
     wide = underpowered_tasks(rows, Path(args.results_dir))

@@ -95,13 +95,13 @@ class WindowSampler:
             timesteps=np.where(mask, timesteps, 0),
         )
 
-
     def acting_window(self, obs_rows: np.ndarray) -> Window:
         """``window`` as a policy sees it when it acts: the current step's action row zeroed,
         since that action is not taken yet (the diagnostics score the data's states this way)."""
         window = self.window(obs_rows)
         window.actions[:, -1] = 0.0
         return window
+
     def batch(self, indices: np.ndarray) -> Batch:
         """The batch of the given transition indices (0 <= i < num_transitions)."""
         d, tg = self.data, self.targets
