@@ -468,13 +468,13 @@ def test_where_the_collection_policys_failures_closed(generated):
 
 
 def test_code_version_says_when_the_checkout_has_uncommitted_changes(tmp_path, monkeypatch):
-    from qtbench.data import generate
+    from qtbench import versions
 
     answers = {"rev-parse": "abc123\n", "status": ""}
-    monkeypatch.setattr(generate.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0, answers[cmd[1]], ""))
-    assert generate.code_version().endswith("(git abc123)")
+    monkeypatch.setattr(versions.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0, answers[cmd[1]], ""))
+    assert versions.code_version().endswith("(git abc123)")
     answers["status"] = " M envs/plans.py\n"
-    assert generate.code_version().endswith("(git abc123 plus uncommitted changes)")
+    assert versions.code_version().endswith("(git abc123 plus uncommitted changes)")
 
 
 def test_a_dataset_recorded_by_an_older_env_version_is_refused_and_the_printed_command_fixes_it(

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import platform
-import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -29,6 +26,7 @@ from qtbench.data.episode import Episode, summarize
 from qtbench.data.profiles import get_profile
 from qtbench.data.seeds import EVAL_SEED_OFFSET
 from qtbench.data.store import DatasetName, dataset_id, regenerate_command, write_dataset
+from qtbench.versions import code_version, package_versions
 
 log = logging.getLogger(__name__)
 
@@ -163,36 +161,6 @@ def run_units(units: list[Unit], workers: int = 1, progress: bool = True) -> lis
             return list(tick(pool.map(collect_unit, units)))
     finally:
         bar.close()
-
-
-def package_versions() -> dict[str, str]:
-    """Versions that determine the generated data (for the manifest)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("qtbench", "minari", "mujoco", "gymnasium", "numpy"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "unknown"
-    return out
-
-
-def code_version() -> str:
-    """qtbench version and git commit of this checkout (when it is one), for metadata; "plus
-    uncommitted changes" when tracked files differ from that commit."""
-    version = package_versions()["qtbench"]
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(commit and git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "", False
-    return f"qtbench {version}" + (f" (git {commit}{' plus uncommitted changes' if dirty else ''})" if commit else "")
 
 
 def collector_cell(results: list[UnitResult], collector: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from qtbench.data.episode import Episode
 from qtbench.data.hashing import content_hash
 from qtbench.data.profiles import get_profile
 from qtbench.errors import QtbenchError, unknown_name
+from qtbench.versions import installed_version
 
 log = logging.getLogger(__name__)
 
@@ -286,22 +287,23 @@ def check_env_version(dataset_id_: str, manifest: dict[str, Any]) -> None:
         )
 
 
-def check_physics_version(dataset_id_: str, manifest: dict[str, Any]) -> None:
-    """Warn when the dataset was generated with another MuJoCo than the installed one: its
-    episodes are valid, but regenerating them (or evaluating on them) gives other episodes,
-    so runs on it do not reproduce committed numbers (pyproject pins the version they used)."""
-    from importlib.metadata import PackageNotFoundError, version
+_PHYSICS_WARNED: set[str] = set()  # datasets already named in this process (a sweep reads one per cell)
 
+
+def check_physics_version(dataset_id_: str, manifest: dict[str, Any]) -> None:
+    """Warn (once per dataset and process) when the dataset was generated with another MuJoCo
+    than the installed one: its episodes are valid, but regenerating them (or evaluating on
+    them) gives other episodes, so runs on it do not reproduce committed numbers (pyproject
+    pins the version they used)."""
     recorded = manifest.get("versions", {}).get("mujoco")
-    try:
-        installed = version("mujoco")
-    except PackageNotFoundError:
+    installed = installed_version("mujoco")
+    if not recorded or installed is None or recorded == installed or dataset_id_ in _PHYSICS_WARNED:
         return
-    if recorded and recorded != installed:
-        log.warning("dataset %s was generated with MuJoCo %s, this install has %s: other physics, so "
-                    "other failure episodes and evaluations than the committed results'; install "
-                    "mujoco==%s, or regenerate it: %s", dataset_id_, recorded, installed, recorded,
-                    _regenerate_hint(dataset_id_, manifest))
+    _PHYSICS_WARNED.add(dataset_id_)
+    log.warning("dataset %s was generated with MuJoCo %s, this install has %s: other physics, so "
+                "other failure episodes and evaluations than the committed results'; install "
+                "mujoco==%s, or regenerate it: %s", dataset_id_, recorded, installed, recorded,
+                _regenerate_hint(dataset_id_, manifest))
 
 
 def read_dataset(did: str, verify: bool = True) -> StoredDataset:
