@@ -16,10 +16,15 @@ with observation histories, Wen et al. 2020). The shares' 95% intervals resample
 episodes (``probe.episode_bootstrap``).
 
 The gripper (action dimension 3: -1 open, 1 closed) is checked where it matters: at each
-demo's closing step (the first step whose command is closed, > 0, after an open one) and at
-the step before it, the share of the policy's greedy commands that close. A policy that reaches
-the object but never closes scores low at the closing step: on pick_place, Q-Transformer
-reached the object in 91% of its episodes and never closed the fingers in 79% of its failures.
+demo's closing step (the first step whose command is closed, > 0, after an open one), at its
+opening step (the first open command after a closed one: the release), and at the step before
+each, the share of the policy's greedy commands that close and their median. A policy that
+reaches the object but never closes scores low at the closing step: on pick_place,
+Q-Transformer reached the object in 91% of its episodes and never closed the fingers in 79% of
+its failures. One that carries the object to the goal and holds it there until the time limit
+scores high at the opening step; its median command says whether it wants to hold (near 1) or
+hedges between the demos' two commands (a regression to their mean: the fingers, commanded
+part-closed, still hold the object).
 """
 
 from __future__ import annotations
@@ -67,15 +72,20 @@ def demo_rows(data: Any, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(rows), np.concatenate(labels)
 
 
-def closing_rows(data: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Transition rows of each demo's closing step (its first closed command after an open one)
-    and of the step before it: (closing rows, rows before), aligned; demos that never close
-    (drawer_close pushes) have none."""
+# The demo steps where the finger command switches, and the steps before them, in report order.
+GRIPPER_STEPS = ("closing step", "step before closing", "opening step", "step before opening")
+
+
+def switch_rows(data: Any, to_closed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Transition rows of each demo's first step whose finger command switches (to closed, > 0,
+    after an open one when ``to_closed``; else to open after a closed one) and of the step
+    before it: (switch rows, rows before), aligned; demos that never switch so have none."""
     demos = set(np.flatnonzero(data.episode_succeeded).tolist())
     order = np.lexsort((data.step_indices, data.episode_ids))
     ids, closed = data.episode_ids[order], data.actions[order, GRIPPER] > 0
-    # consecutive rows of one episode where the command goes from open to closed
-    starts = (ids[1:] == ids[:-1]) & ~closed[:-1] & closed[1:]
+    after = closed if to_closed else ~closed
+    # consecutive rows of one episode where the command switches the asked way
+    starts = (ids[1:] == ids[:-1]) & ~after[:-1] & after[1:]
     first = {}
     for i in np.flatnonzero(starts):
         if int(ids[i]) in demos:
@@ -84,18 +94,32 @@ def closing_rows(data: Any) -> tuple[np.ndarray, np.ndarray]:
     return order[at + 1], order[at]
 
 
-def gripper_table(policy_closes: np.ndarray, before: np.ndarray, episodes: np.ndarray,
+def gripper_rows(data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The demos' switch rows and the rows before them (``switch_rows``, closing then opening)
+    and each row's index into GRIPPER_STEPS."""
+    rows, labels = [], []
+    for to_closed, (switch_label, before_label) in ((True, (0, 1)), (False, (2, 3))):
+        switch, before = switch_rows(data, to_closed)
+        rows += [switch, before]
+        labels += [np.full(len(switch), switch_label), np.full(len(before), before_label)]
+    return np.concatenate(rows), np.concatenate(labels)
+
+
+def gripper_table(commands: np.ndarray, labels: np.ndarray, episodes: np.ndarray,
                   rng: np.random.Generator) -> list[dict[str, Any]]:
-    """Share of the policy's commands that close at the demos' closing steps and at the steps
-    before them (``policy_closes``: closing rows then as many rows before, in ``closing_rows``'
-    order; ``before`` marks the latter), each with its episode-bootstrap 95% interval."""
+    """One row per GRIPPER_STEPS entry with rows (``labels`` index it): the share of the
+    policy's finger ``commands`` there that close (> 0), with its episode-bootstrap 95%
+    interval, and their median."""
     from qtbench.probe import episode_bootstrap
 
     table = []
-    for name, sel in (("closing step", ~before), ("step before it", before)):
-        share = episode_bootstrap(policy_closes[sel].astype(np.float64), episodes[sel], rng)
+    for label, name in enumerate(GRIPPER_STEPS):
+        sel = labels == label
+        if not sel.any():
+            continue
+        share = episode_bootstrap((commands[sel] > 0).astype(np.float64), episodes[sel], rng)
         table.append({"demo step": name, "transitions": int(sel.sum()), "closes": share["mean"],
-                      "closes_ci95": share["ci95"]})
+                      "closes_ci95": share["ci95"], "median_command": float(np.median(commands[sel]))})
     return table
 
 
@@ -123,9 +147,9 @@ def agreement_run(run: Any, progress: bool = True) -> dict[str, Any]:
     data, cfg = run.data, run.algo_config
     rng = np.random.default_rng(AGREEMENT_SEED)
     rows, labels = demo_rows(data, rng)
-    closing, before = closing_rows(data)
+    switches, switch_labels = gripper_rows(data)
     motion = len(rows)
-    rows = np.concatenate([rows, closing, before])
+    rows = np.concatenate([rows, switches])
     sampler = WindowSampler(data, cfg.history, 1, cfg.gamma, cfg.timeout_is_terminal)
     actions = []
     with tqdm(total=len(rows), desc="agreement", unit="tr", disable=not progress, leave=False) as bar:
@@ -139,9 +163,8 @@ def agreement_run(run: Any, progress: bool = True) -> dict[str, Any]:
     result = {"run": str(run.run_dir), "algo": run.config["algo"], "task": run.config["task"],
               "checkpoint_step": run.checkpoint_step, "demo_episodes": int(len(np.unique(episodes[:motion]))),
               "agree_cos": AGREE_COS, "steps": agreement_table(cosines, labels, episodes[:motion], rng)}
-    if len(closing):
-        result["gripper"] = gripper_table(policy[motion:, GRIPPER] > 0, np.arange(2 * len(closing)) >= len(closing),
-                                          episodes[motion:], rng)
+    if len(switches):
+        result["gripper"] = gripper_table(policy[motion:, GRIPPER], switch_labels, episodes[motion:], rng)
     return result
 
 
@@ -157,8 +180,10 @@ def format_agreement(result: dict[str, Any]) -> str:
     text = head + "\n\n" + markdown_table(["demo step", "transitions", "median cosine", "agrees % [95% CI]"], body)
     if result.get("gripper"):
         grip = [[r["demo step"], str(r["transitions"]),
-                 f"{100 * r['closes']:.1f} [{100 * r['closes_ci95'][0]:.1f}, {100 * r['closes_ci95'][1]:.1f}]"]
+                 f"{100 * r['closes']:.1f} [{100 * r['closes_ci95'][0]:.1f}, {100 * r['closes_ci95'][1]:.1f}]",
+                 f"{r['median_command']:+.2f}"]
                 for r in result["gripper"]]
-        text += ("\n\nIts greedy finger command where the demos first close theirs, and one step earlier:\n\n"
-                 + markdown_table(["demo step", "transitions", "policy closes % [95% CI]"], grip))
+        text += ("\n\nIts greedy finger command (-1 open, 1 closed) where the demos first close theirs and "
+                 "first open them again, and one step before each:\n\n"
+                 + markdown_table(["demo step", "transitions", "policy closes % [95% CI]", "median command"], grip))
     return text

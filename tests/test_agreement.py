@@ -12,10 +12,10 @@ from qtbench.agreement import (
     FIRST_STEPS,
     agreement_run,
     agreement_table,
-    closing_rows,
     demo_rows,
     format_agreement,
     motion_cosines,
+    switch_rows,
 )
 
 
@@ -38,11 +38,12 @@ def test_agreement_table_by_hand():
     assert table[1]["agree_ci95"] == [1.0, 1.0]
 
 
-def toy_data(close_at: int | None = None):
+def toy_data(close_at: int | None = None, open_at: int | None = None):
     """Two demos and a failure of 7 steps, each moving +x: the demos' steps 0-3 are reported
     one by one and their 3 later steps together (fewer than LATER_PER_EPISODE: all kept).
     With ``close_at``, every episode's finger command closes from that step on (the failure's
-    one step earlier)."""
+    one step earlier); with ``open_at`` too, it opens again from that step on (the failure's
+    one step later)."""
     from qtbench.data import Episode, TransitionData
     from qtbench.envs import layout
 
@@ -52,6 +53,8 @@ def toy_data(close_at: int | None = None):
         actions = np.tile(np.float32([1, 0, 0, -1]), (7, 1))
         if close_at is not None:
             actions[close_at - (not success):, 3] = 1.0
+        if open_at is not None:
+            actions[open_at + (not success):, 3] = -1.0
         rewards = np.float32([0] * 6 + [1 if success else 0])
         return Episode.from_steps("open the top drawer", None, states, actions, rewards,
                                   np.array([0] * 6 + [success], bool), np.array([0] * 6 + [not success], bool))
@@ -88,35 +91,56 @@ def test_a_policy_that_sets_off_wrong_disagrees_at_step_0_only():
     assert "toy on drawer_open (step 5)" in text and "| 0 | 2 | -1.00 | 0.0 [0.0, 0.0] |" in text
 
 
-class ClosesFrom:
-    """Follows the demos' motion, and closes the fingers from step ``step`` on (gripper x = step * 0.05)."""
+class ClosesBetween:
+    """Follows the demos' motion, and commands ``held`` to the fingers from step ``start`` on
+    and open again from step ``stop`` on (gripper x = step * 0.05)."""
 
-    def __init__(self, step: int):
-        self.x = 0.05 * step - 0.01
+    def __init__(self, start: int, stop: int = 99, held: float = 1.0):
+        self.lo, self.hi, self.held = 0.05 * start - 0.01, 0.05 * stop - 0.01, held
 
     def act(self, window) -> np.ndarray:
         x = np.asarray(window.states[:, -1, 0])
-        return np.where((x > self.x)[:, None], np.float32([1, 0, 0, 1]), np.float32([1, 0, 0, -1]))
+        grip = np.where((x > self.lo) & (x < self.hi), self.held, -1.0)
+        return np.stack([np.ones_like(x), 0 * x, 0 * x, grip], axis=1).astype(np.float32)
 
 
-def test_closing_rows_are_the_demos_first_closed_steps_and_the_steps_before():
-    data = toy_data(close_at=3)
-    closing, before = closing_rows(data)
+def test_switch_rows_are_the_demos_first_switched_steps_and_the_steps_before():
+    data = toy_data(close_at=3, open_at=5)
+    closing, before = switch_rows(data, to_closed=True)
     assert data.episode_ids[closing].tolist() == [0, 2] == data.episode_ids[before].tolist()  # demos only
     assert data.step_indices[closing].tolist() == [3, 3] and data.step_indices[before].tolist() == [2, 2]
-    assert [len(r) for r in closing_rows(toy_data())] == [0, 0]  # never closed: nothing to check
+    opening, before = switch_rows(data, to_closed=False)
+    assert data.episode_ids[opening].tolist() == [0, 2] == data.episode_ids[before].tolist()
+    assert data.step_indices[opening].tolist() == [5, 5] and data.step_indices[before].tolist() == [4, 4]
+    assert [len(r) for r in switch_rows(toy_data(close_at=3), to_closed=False)] == [0, 0]  # never opened again
+    assert [len(r) for r in switch_rows(toy_data(), to_closed=True)] == [0, 0]  # never closed: nothing to check
+
+
+def toy_run(policy, data):
+    from qtbench.algorithms import AlgoConfig
+
+    return SimpleNamespace(algo_config=AlgoConfig(history=2), data=data, act=policy.act, run_dir="r",
+                           config={"algo": "toy", "task": "pick_place"}, checkpoint_step=5)
 
 
 @pytest.mark.parametrize("closes_from, shares", [(3, (1.0, 0.0)), (4, (0.0, 0.0)), (2, (1.0, 1.0))])
 def test_the_policy_closing_at_the_demos_closing_step_or_not(closes_from, shares):
-    from qtbench.algorithms import AlgoConfig
-
-    run = SimpleNamespace(algo_config=AlgoConfig(history=2), data=toy_data(close_at=3), act=ClosesFrom(closes_from).act,
-                          run_dir="r", config={"algo": "toy", "task": "pick_place"}, checkpoint_step=5)
-    result = agreement_run(run, progress=False)
+    result = agreement_run(toy_run(ClosesBetween(closes_from), toy_data(close_at=3)), progress=False)
     assert [(r["demo step"], r["transitions"], r["closes"]) for r in result["gripper"]] == [
-        ("closing step", 2, shares[0]), ("step before it", 2, shares[1])]
+        ("closing step", 2, shares[0]), ("step before closing", 2, shares[1])]
     closing = 100 * shares[0]
     assert f"| closing step | 2 | {closing:.1f} [{closing:.1f}, {closing:.1f}] |" in format_agreement(result)
-    run.act = SetsOffWrong().act  # never closes either
-    assert "gripper" not in agreement_run(SimpleNamespace(**{**vars(run), "data": toy_data()}), progress=False)
+    # never closes either
+    assert "gripper" not in agreement_run(toy_run(SetsOffWrong(), toy_data()), progress=False)
+
+
+def test_a_policy_that_holds_on_hedging_at_the_demos_release():
+    """Closes with the demos, then commands 0.3 (part-closed: still holding) where they open."""
+    result = agreement_run(toy_run(ClosesBetween(3, held=0.3), toy_data(close_at=3, open_at=5)), progress=False)
+    rows = {r["demo step"]: r for r in result["gripper"]}
+    assert list(rows) == ["closing step", "step before closing", "opening step", "step before opening"]
+    assert (rows["opening step"]["closes"], rows["opening step"]["median_command"]) == (1.0, pytest.approx(0.3))
+    assert (rows["step before closing"]["closes"], rows["step before closing"]["median_command"]) == (0.0, -1.0)
+    assert "| opening step | 2 | 100.0 [100.0, 100.0] | +0.30 |" in format_agreement(result)
+    released = agreement_run(toy_run(ClosesBetween(3, 5), toy_data(close_at=3, open_at=5)), progress=False)
+    assert [r["closes"] for r in released["gripper"]] == [1.0, 0.0, 0.0, 1.0]
