@@ -92,6 +92,18 @@ class Aggregate:
         half = float(t.ppf(0.975, self.n - 1)) * self.std / math.sqrt(self.n)
         return (self.mean - half, self.mean + half)
 
+    def seeds_for(self, half_width: float) -> int | None:
+        """How many seeds would bring the 95% t-interval of the mean within ±``half_width`` if
+        the seed-to-seed spread stayed at this ``std`` (a projection; None below two seeds)."""
+        from scipy.stats import t
+
+        if self.n < 2:
+            return None
+        seeds = 2
+        while float(t.ppf(0.975, seeds - 1)) * self.std / math.sqrt(seeds) > half_width:
+            seeds += 1
+        return seeds
+
     @property
     def ci95(self) -> tuple[float, float]:
         """``t_interval`` clipped to [0, 1] (the values are rates)."""
@@ -401,7 +413,9 @@ class Underpowered:
     gives it more seeds."""
 
     task: str
-    cells: tuple[tuple[str, float], ...]  # (algorithm, interval half-width; NaN below 2 seeds)
+    # (algorithm, interval half-width, seeds that would bring it within the bar at its spread;
+    # NaN and None below 2 seeds)
+    cells: tuple[tuple[str, float, int | None], ...]
     algos: tuple[str, ...]  # every reference algorithm on any single skill, in leaderboard order
     seeds: tuple[int, ...]  # the seeds every algorithm on the task should have next
     results_dir: Path = Path("results")  # where the cells live (named in the command unless the default)
@@ -413,7 +427,8 @@ class Underpowered:
                 f"--seeds {' '.join(map(str, self.seeds))}{where}")
 
     def describe(self) -> str:
-        wide = ", ".join(f"`{a}` ±{100 * w:.1f}" if not math.isnan(w) else f"`{a}` (1 seed)" for a, w in self.cells)
+        wide = ", ".join(f"`{a}` ±{100 * w:.1f} ({n} seeds at this spread)" if n else f"`{a}` (1 seed)"
+                         for a, w, n in self.cells)
         return f"{self.task}: {wide}; `{self.command}`"
 
 
@@ -430,9 +445,9 @@ def underpowered_tasks(rows: list[Row], results_dir: Path = Path("results")) -> 
     out = []
     for task in ordered_tasks({r.task for r in reference}):
         members = {r.algo: r for r in reference if r.task == task}
-        halves = [(a, (r.columns[OVERALL].t_interval[1] - r.columns[OVERALL].t_interval[0]) / 2)
-                  for a, r in members.items()]
-        wide = tuple((a, w) for a, w in halves if math.isnan(w) or w > POWER_HALF_WIDTH)
+        halves = [(a, (col.t_interval[1] - col.t_interval[0]) / 2, col.seeds_for(POWER_HALF_WIDTH))
+                  for a, col in ((a, r.columns[OVERALL]) for a, r in members.items())]
+        wide = tuple((a, w, n) for a, w, n in halves if math.isnan(w) or w > POWER_HALF_WIDTH)
         if not wide:
             continue
         every = set(COMPARISON_SEEDS) | {run.seed for r in members.values() for run in r.runs}
@@ -737,7 +752,8 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
             parts += ["", f"Cells wider than ±{100 * POWER_HALF_WIDTH:.0f} points (the protocol's bar). Such a "
                       "task first gets, for every algorithm run on any skill, the seeds any of them has there "
                       f"(and the comparison seeds); then {SEEDS_PER_EXTENSION} more seeds for all of them, so "
-                      "comparisons stay paired:", "", *(f"- {u.describe()}" for u in wide)]
+                      "comparisons stay paired. In brackets, the seeds a cell would need for the bar if its "
+                      "seed-to-seed spread stayed as measured:", "", *(f"- {u.describe()}" for u in wide)]
     curves = curve_table(reference)
     if curves:
         parts += ["", "### Learning curves", "",

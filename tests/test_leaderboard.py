@@ -281,11 +281,15 @@ def test_underpowered_tasks_complete_the_seeds_then_add_two_for_every_algorithm(
     wide = lb.underpowered_tasks(lb.build_rows(lb.load_runs(root)), root)
     assert [u.task for u in wide] == ["drawer_close", "pick_place"]
     close, pick = wide
-    assert close.cells == (("q_transformer", pytest.approx(T_975_DF2 * 0.3 / math.sqrt(3))),)
+    # at std 0.3, ±0.06 takes n with t(n-1) * 0.3 / sqrt(n) <= 0.06: 99 (t 1.98447 * 0.3 / sqrt(99)
+    # = 0.05983), not 98 (t 1.98472 * 0.3 / sqrt(98) = 0.06015)
+    assert close.cells == (("q_transformer", pytest.approx(T_975_DF2 * 0.3 / math.sqrt(3)), 99),)
     assert close.command == f"qtbench sweep --algos q_transformer bc --tasks drawer_close --seeds 5 6 --results-dir {root}"
     # 0.5, 0.6: std 0.1 / sqrt(2); t(1) 97.5% quantile 12.706 (statistical tables)
-    assert pick.cells == (("bc", pytest.approx(12.706205 * (0.1 / math.sqrt(2)) / math.sqrt(2))),)
+    # std 0.0707: 8 seeds (t(7) 2.36462 * 0.0707 / sqrt(8) = 0.0591; 7: t(6) 2.44691 -> 0.0654)
+    assert pick.cells == (("bc", pytest.approx(12.706205 * (0.1 / math.sqrt(2)) / math.sqrt(2)), 8),)
     # complete the comparison seeds, for every algorithm run on any skill, before adding any
     assert pick.seeds == (2, 3, 4) and pick.algos == ("q_transformer", "bc")
     text = lb.render_markdown(lb.load_runs(root), results_dir=root)
-    assert f"- drawer_close: `q_transformer` ±{100 * T_975_DF2 * 0.3 / math.sqrt(3):.1f}; `{close.command}`" in text
+    assert (f"- drawer_close: `q_transformer` ±{100 * T_975_DF2 * 0.3 / math.sqrt(3):.1f} (99 seeds at this "
+            f"spread); `{close.command}`") in text
