@@ -111,18 +111,22 @@ def search_config(algo: str, results_dir: Path, checkpoint_dir: Path, task: str 
 
 
 def summarise(config: Any) -> dict[str, Any]:
-    """Each setting's per-seed success (finished cells) and mean, and the chosen one (None until all finished)."""
+    """Each setting's per-seed success (finished cells) and mean, and the chosen one (None until
+    all finished). A cell finished on other data or with other settings than it runs with now
+    (``sweep.why_stale``) does not count: it is listed under ``stale`` and runs again."""
     from qtbench.results import EVAL_FILE
-    from qtbench.sweep import Cell
+    from qtbench.sweep import Cell, why_stale
 
     algo, task = config.algos[0], config.tasks[0]
     rows, steps, machines = [], set(), set()
     for setting in config.settings:
-        per_seed = {}
+        per_seed, stale = {}, []
         for seed in config.seeds:
             cell = Cell(algo, task, seed, tuple(sorted(setting.items())))
             path = cell.results_dir(config.results_dir) / EVAL_FILE
-            if path.is_file():
+            if path.is_file() and why_stale(cell, config):
+                stale.append(seed)
+            elif path.is_file():
                 record = json.loads(path.read_text())
                 steps.add(record.get("train_steps"))
                 machines.add(record.get("machine", "?"))
@@ -130,7 +134,7 @@ def summarise(config: Any) -> dict[str, Any]:
         done = len(per_seed) == len(config.seeds)
         mean = sum(r["success_rate"] for r in per_seed.values()) / len(per_seed) if done else None
         rows.append({"setting": setting, "label": Cell(algo, task, 0, tuple(sorted(setting.items()))).label,
-                     "seeds": per_seed, "mean": mean})
+                     "seeds": per_seed, "stale": stale, "mean": mean})
     finished = all(r["mean"] is not None for r in rows)
     chosen = max(range(len(rows)), key=lambda i: (rows[i]["mean"], -i)) if finished and rows else None
     return {"algo": algo, "task": task, "seeds": list(config.seeds), "steps": sorted(steps, key=str),
@@ -150,7 +154,8 @@ def render_section(summary: dict[str, Any], frozen: dict[str, object]) -> str:
         for seed in summary["seeds"]:
             r = row["seeds"].get(str(seed))
             if r is None:
-                cells.append("not run yet")
+                stale = seed in row.get("stale", ())
+                cells.append("made with other settings or data: runs again" if stale else "not run yet")
                 continue
             lo, hi = r.get("ci95", (math.nan, math.nan))
             cells.append(f"{100 * r['success_rate']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] ({r['episodes']} ep)")
@@ -185,14 +190,17 @@ def render_section(summary: dict[str, Any], frozen: dict[str, object]) -> str:
 
 
 def run_search(config: Any, executor: Any, benchmarks: Path, show_progress: bool = False) -> tuple[list[Any], dict[str, Any]]:
-    """Run the unfinished cells of a search, then write its summary and benchmarks.md section."""
+    """Run the unfinished cells of a search, then write its summary and benchmarks.md section:
+    also when it is interrupted, so both show the cells finished so far."""
     from qtbench.atomic import atomic_write_json
     from qtbench.sweep import run_sweep
 
-    outcomes = run_sweep(config, executor, show_progress=show_progress)
-    summary = summarise(config)
-    atomic_write_json(Path(config.results_dir) / SUMMARY_FILE, summary)
-    write_tuning_section(summary, benchmarks)
+    try:
+        outcomes = run_sweep(config, executor, show_progress=show_progress)
+    finally:
+        summary = summarise(config)
+        atomic_write_json(Path(config.results_dir) / SUMMARY_FILE, summary)
+        write_tuning_section(summary, benchmarks)
     return outcomes, summary
 
 

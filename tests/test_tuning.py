@@ -97,6 +97,35 @@ def test_search_end_to_end_resumes_and_freezes(tiny, tmp_path):
     assert "frozen in `qtbench/tuned.json`" in bench.read_text()
 
 
+class InterruptedAfterOne(InlineExecutor):
+    """Runs the first job, then is interrupted (Ctrl-C, or SIGTERM to the sweep)."""
+
+    def run(self, jobs, cell_fn):
+        yield from super().run(jobs[:1], cell_fn)
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_search_writes_what_it_finished_and_stale_cells_do_not_count(tiny, tmp_path):
+    bench = tmp_path / "benchmarks.md"
+    config = _search(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run_search(config, InterruptedAfterOne(), bench)
+    stored = json.loads((tmp_path / "results" / "tuning" / "tiny" / "tuning.json").read_text())
+    assert [sorted(s["seeds"]) for s in stored["settings"]] == [["0"], [], []] and stored["chosen"] is None
+    assert "not run yet" in bench.read_text() and "The search is not finished" in bench.read_text()
+
+    # the finished cell, made with another value of its setting than the search gives it now
+    cell_config = (Cell("tiny", "drawer_open", 0, (("hidden", 4),)).results_dir(config.results_dir)
+                   / "config.json")
+    record = json.loads(cell_config.read_text())
+    record["algo_config"]["hidden"] = 5
+    cell_config.write_text(json.dumps(record))
+    summary = tuning.summarise(config)
+    assert summary["settings"][0]["seeds"] == {} and summary["settings"][0]["stale"] == [0]
+    assert "| 0 | `hidden=4` | made with other settings or data: runs again | not run yet |" in (
+        tuning.render_section(summary, {}))
+
+
 def test_after_freezing_the_search_keeps_its_cells_and_reference_cells_run_again(tiny, tmp_path):
     """The search's cells start from the recipe whatever is frozen, so a frozen search still
     finds them finished; a reference cell finished before the freeze, or a checkpoint saved
