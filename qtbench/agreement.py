@@ -21,10 +21,10 @@ opening step (the first open command after a closed one: the release), and at th
 each, the share of the policy's greedy commands that close and their median. A policy that
 reaches the object but never closes scores low at the closing step: on pick_place,
 Q-Transformer reached the object in 91% of its episodes and never closed the fingers in 79% of
-its failures. One that carries the object to the goal and holds it there until the time limit
-scores high at the opening step; its median command says whether it wants to hold (near 1) or
-hedges between the demos' two commands (a regression to their mean: the fingers, commanded
-part-closed, still hold the object).
+its failures. One that carries the object to the goal and holds it there scores high at the
+opening step; its median command says whether it decides (near -1 or 1) or hedges between the
+demos' two commands (in between: what a squared-error regression of a command the data
+disagree on learns; DT on move_near, README Diagnostics).
 """
 
 from __future__ import annotations
