@@ -21,7 +21,7 @@ For every transition (s_t, a_t) of the run's own training dataset (or a uniform 
   transition (the run's gamma), in CALIBRATION_BINS equal-width bins of the prediction over
   [0, 1] (widened to the predictions' range where they leave it: IQL's and CQL's Q are not
   bounded), and their count-weighted mean absolute gap.
-* **closing step**: at each demo's closing step (``agreement.closing_rows``: where the
+* **closing step**: at each demo's closing step (``agreement.switch_rows`` to closed: where the
   demonstrator first closes the fingers), Q of the demo action against the same action with
   the fingers commanded open (-1), and how often the demo's ranks above. For autoregressive
   Q functions (``dimension_values``), both actions' Q per decoded dimension: the gripper
@@ -217,9 +217,9 @@ def closing_step_values(algorithm: Any, data: Any, sampler: Any, device: str,
     """The probe's closing-step statistics (module doc), or None when no demo closes the fingers."""
     import torch
 
-    from qtbench.agreement import GRIPPER, closing_rows
+    from qtbench.agreement import GRIPPER, switch_rows
 
-    rows, _ = closing_rows(data)
+    rows, _ = switch_rows(data, to_closed=True)
     if not len(rows):
         return None
     demo = data.actions[rows]
