@@ -83,24 +83,22 @@ class Aggregate:
         return float(np.std(self.values, ddof=1)) if self.n >= 2 else math.nan
 
     @property
+    def t_half_width(self) -> float:
+        """Half-width of the 95% t-interval of the mean across seeds (NaN below two seeds)."""
+        return _t_half_width(self.std, self.n) if self.n >= 2 else math.nan
+
+    @property
     def t_interval(self) -> tuple[float, float]:
         """95% t-interval of the mean across seeds (NaN bounds for fewer than two seeds)."""
-        from scipy.stats import t
-
-        if self.n < 2:
-            return (math.nan, math.nan)
-        half = float(t.ppf(0.975, self.n - 1)) * self.std / math.sqrt(self.n)
-        return (self.mean - half, self.mean + half)
+        return (self.mean - self.t_half_width, self.mean + self.t_half_width)
 
     def seeds_for(self, half_width: float) -> int | None:
         """How many seeds would bring the 95% t-interval of the mean within ±``half_width`` if
         the seed-to-seed spread stayed at this ``std`` (a projection; None below two seeds)."""
-        from scipy.stats import t
-
         if self.n < 2:
             return None
         seeds = 2
-        while float(t.ppf(0.975, seeds - 1)) * self.std / math.sqrt(seeds) > half_width:
+        while _t_half_width(self.std, seeds) > half_width:
             seeds += 1
         return seeds
 
@@ -114,6 +112,13 @@ class Aggregate:
     def interval(self) -> tuple[float, float, float]:
         """(mean, lo, hi): what the plots draw."""
         return (self.mean, *self.ci95)
+
+
+def _t_half_width(std: float, n: int) -> float:
+    """Half-width of the 95% t-interval of a mean of ``n`` >= 2 values with sample std ``std``."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
 
 
 def aggregate(values: Iterable[float], seeds: Iterable[int]) -> Aggregate:
@@ -445,9 +450,9 @@ def underpowered_tasks(rows: list[Row], results_dir: Path = Path("results")) -> 
     out = []
     for task in ordered_tasks({r.task for r in reference}):
         members = {r.algo: r for r in reference if r.task == task}
-        halves = [(a, (col.t_interval[1] - col.t_interval[0]) / 2, col.seeds_for(POWER_HALF_WIDTH))
-                  for a, col in ((a, r.columns[OVERALL]) for a, r in members.items())]
-        wide = tuple((a, w, n) for a, w, n in halves if math.isnan(w) or w > POWER_HALF_WIDTH)
+        overall = {a: r.columns[OVERALL] for a, r in members.items()}
+        wide = tuple((a, col.t_half_width, col.seeds_for(POWER_HALF_WIDTH)) for a, col in overall.items()
+                     if math.isnan(col.t_half_width) or col.t_half_width > POWER_HALF_WIDTH)
         if not wide:
             continue
         every = set(COMPARISON_SEEDS) | {run.seed for r in members.values() for run in r.runs}

@@ -124,13 +124,15 @@ def summarise(config: Any) -> dict[str, Any]:
         for seed in config.seeds:
             cell = Cell(algo, task, seed, tuple(sorted(setting.items())))
             path = cell.results_dir(config.results_dir) / EVAL_FILE
-            if path.is_file() and why_stale(cell, config):
+            if not path.is_file():
+                continue
+            if why_stale(cell, config):
                 stale.append(seed)
-            elif path.is_file():
-                record = json.loads(path.read_text())
-                steps.add(record.get("train_steps"))
-                machines.add(record.get("machine", "?"))
-                per_seed[str(seed)] = {k: record[k] for k in ("success_rate", "episodes", "ci95") if k in record}
+                continue
+            record = json.loads(path.read_text())
+            steps.add(record.get("train_steps"))
+            machines.add(record.get("machine", "?"))
+            per_seed[str(seed)] = {k: record[k] for k in ("success_rate", "episodes", "ci95") if k in record}
         done = len(per_seed) == len(config.seeds)
         mean = sum(r["success_rate"] for r in per_seed.values()) / len(per_seed) if done else None
         rows.append({"setting": setting, "label": Cell(algo, task, 0, tuple(sorted(setting.items()))).label,

@@ -31,7 +31,7 @@ def package_versions() -> dict[str, str]:
 def code_version() -> str:
     """qtbench version and git commit of this checkout (when it is one), for metadata; "plus
     uncommitted changes" when tracked files differ from that commit."""
-    qtbench_version = package_versions()["qtbench"]
+    qtbench_version = installed_version("qtbench") or "unknown"
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True,
