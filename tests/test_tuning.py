@@ -201,6 +201,19 @@ def test_cli_dry_run_lists_the_cells(tiny, tmp_path, capsys):
     assert "tiny+hidden16" in out and "6 cells, 6 to run" in out
 
 
+def test_cli_freeze_prints_the_section_as_benchmarks_md_has_it(tiny, tmp_path, capsys, monkeypatch):
+    """With --freeze the printed section says frozen, as the one written to benchmarks.md does
+    (it once printed "not frozen yet" above the line saying it froze)."""
+    monkeypatch.setattr("qtbench.cli.tune.LocalExecutor", lambda workers: InlineExecutor())  # tiny is in-process
+    bench = tmp_path / "benchmarks.md"
+    assert main(["tune", "--algo", "tiny", "--freeze", "--steps", "6", "--profile", "small", "--eval-episodes", "1",
+                 "--results-dir", str(tmp_path / "r"), "--checkpoint-dir", str(tmp_path / "c"),
+                 "--benchmarks", str(bench)]) == 0
+    out = capsys.readouterr().out
+    assert "not frozen yet" not in out and "frozen in `qtbench/tuned.json`" in out and "\nfroze tiny+" in out
+    assert "frozen in `qtbench/tuned.json`" in bench.read_text() and tuning.TUNED_FILE.is_file()
+
+
 def test_a_frozen_bc_setting_changes_the_bc_row_but_not_the_collection_policy(tmp_path, monkeypatch):
     """The collection policy trains with bc's class defaults, so freezing BC's choice never
     changes the datasets every search and comparison ran on."""

@@ -34,12 +34,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     outcomes, summary = run_search(config, LocalExecutor(workers=args.workers), Path(args.benchmarks),
                                    show_progress=args.workers == 1)
     print(format_outcomes(outcomes))
-    print(render_section(summary, reference_overrides(args.algo)))
     failed = print_failures(outcomes)
-    if args.freeze and not failed:
-        path = freeze(args.algo, summary)
+    frozen = freeze(args.algo, summary) if args.freeze and not failed else None
+    if frozen:  # the section says so: write it again, then print it as benchmarks.md has it
         write_tuning_section(summary, Path(args.benchmarks))
-        print(f"\nfroze {summary['settings'][summary['chosen']]['label']} in {path}")
+    print(render_section(summary, reference_overrides(args.algo)))
+    if frozen:
+        print(f"\nfroze {summary['settings'][summary['chosen']]['label']} in {frozen}")
     return 1 if failed else 0
 
 
