@@ -781,7 +781,7 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
                   "`qtbench sweep --ablations`, under `ablations/<variant>/`), beside the reference run "
                   "of the same algorithm and task: success, gradient steps and the training time they took.", "",
                   ablation_table(ablations), "", describe_setting(ablations)]
-    parts += ["", funnel_markdown(_funnel_entries(runs))]
+    parts += ["", funnel_markdown(_funnel_entries(rows))]
     figures = list(figures)
     if figures:
         parts += ["", "### Figures", "",
@@ -801,23 +801,24 @@ def compute_aggregates(runs: list[RunRecord]) -> dict[str, list[AggregateRow]]:
     return {"all": aggregate_rows(frame, "skill"), "single": aggregate_rows(frame, "task")}
 
 
-def _funnel_entries(runs: list[RunRecord]) -> list[tuple[str, str, int, dict[str, Any]]]:
+def _funnel_entries(rows: list[Row]) -> list[tuple[str, str, int, dict[str, Any]]]:
     """(task, label, seed, eval.json) of every run, in the leaderboard's row order."""
-    return [(r.task, r.label, r.seed, r.eval) for row in build_rows(runs) for r in row.runs]
+    return [(r.task, r.label, r.seed, r.eval) for row in rows for r in row.runs]
 
 
-def leaderboard_frame(runs: list[RunRecord]) -> pd.DataFrame:
+def leaderboard_frame(runs: list[RunRecord], rows: list[Row]) -> pd.DataFrame:
     """The CSV's table, long format: one row per (group, column) for the mean over seeds, and one per seed.
 
     Mean rows carry the t-interval across seeds (empty for a single seed), seed rows the
-    seed's Wilson interval (the average of categories has no counts, so no interval).
+    seed's Wilson interval (the average of categories has no counts, so no interval). ``rows``
+    are ``build_rows(runs)``, built once by the caller.
     """
     import pandas as pd
     from qtbench.results import wilson_interval
 
     frame = runs_frame(runs)
     means, seeds = [], []
-    for row in build_rows(runs):
+    for row in rows:
         steps = _joined(r.eval.get("train_steps", "") for r in row.runs)
         for column, agg in row.columns.items():
             lo, hi = agg.ci95
@@ -867,10 +868,10 @@ def write_leaderboard(
     images: tuple[Path, ...] = ()
     if plots:
         images = tuple(write_plots(rows, aggregates, results_dir / PLOTS_DIR))
-        funnels = funnel_plot(_funnel_entries(runs), results_dir / PLOTS_DIR / FUNNEL_PLOT)
+        funnels = funnel_plot(_funnel_entries(rows), results_dir / PLOTS_DIR / FUNNEL_PLOT)
         images += (funnels,) if funnels else ()
     figures = [Path(os.path.relpath(p, Path(benchmarks).resolve().parent)).as_posix() for p in map(Path.resolve, images)]
     write_section(SECTION, render_markdown(runs, figures, aggregates, collection_policy_table(results_dir),
                                                results_dir), benchmarks)
-    csv_path = atomic_write_text(results_dir / CSV_NAME, leaderboard_frame(runs).to_csv(index=False, lineterminator="\n"))
+    csv_path = atomic_write_text(results_dir / CSV_NAME, leaderboard_frame(runs, rows).to_csv(index=False, lineterminator="\n"))
     return LeaderboardFiles(Path(benchmarks), csv_path, images, len(runs), rows, aggregates)
