@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from qtbench import stats
-from qtbench.algorithms import display_rank
+from qtbench.algorithms import display_rank, headline_algorithms
 from qtbench.envs.instructions import MULTI_TASK, SKILLS
 from qtbench.errors import QtbenchError
 from qtbench.funnel import PLOT_NAME as FUNNEL_PLOT
@@ -51,8 +51,9 @@ PLOTS_DIR = "plots"
 SECTION = "leaderboard"
 BASELINE = "bc"  # every algorithm's probability of improvement is stated against this one
 # Issue 13's bar: a single-skill cell's 95% t-interval over seeds is at most +-6 points. A task
-# with a wider cell gets more seeds for every algorithm run on any skill (``underpowered_tasks``),
-# so the algorithms stay paired seed by seed and no algorithm gets seeds the others lack.
+# with a wider cell gets more seeds for every headline algorithm run on any skill and every other
+# algorithm on the task (``underpowered_tasks``), so the algorithms stay paired seed by seed and
+# no algorithm gets seeds the others lack.
 POWER_HALF_WIDTH = 0.06
 SEEDS_PER_EXTENSION = 2
 PRODUCE_HINT = (
@@ -421,7 +422,7 @@ class Underpowered:
     # (algorithm, interval half-width, seeds that would bring it within the bar at its spread;
     # NaN and None below 2 seeds)
     cells: tuple[tuple[str, float, int | None], ...]
-    algos: tuple[str, ...]  # every reference algorithm on any single skill, in leaderboard order
+    algos: tuple[str, ...]  # the algorithms that get the seeds (underpowered_tasks), in leaderboard order
     seeds: tuple[int, ...]  # the seeds every algorithm on the task should have next
     results_dir: Path = Path("results")  # where the cells live (named in the command unless the default)
 
@@ -440,16 +441,19 @@ class Underpowered:
 def underpowered_tasks(rows: list[Row], results_dir: Path = Path("results")) -> list[Underpowered]:
     """Single-skill tasks whose reference rows (``rows``: algorithms at their defaults) include
     one whose 95% t-interval of the mean is wider than POWER_HALF_WIDTH, each with the seeds
-    that come next for every algorithm run on any skill: while one of them lacks on the task
-    a seed that another has (or a comparison seed), those seeds, so the comparison is complete
-    and paired before it grows; then SEEDS_PER_EXTENSION new seeds."""
+    that come next for every headline algorithm (the sweep's default) run on any skill, so a
+    task only some of them reached gets the others too, and for every other algorithm already
+    on the task (an extra baseline run on one task is not asked for on the rest): while one
+    of them lacks on the task a seed that another has (or a comparison seed), those seeds, so
+    the comparison is complete and paired before it grows; then SEEDS_PER_EXTENSION new seeds."""
     from qtbench.tuning import COMPARISON_SEEDS
 
     reference = [r for r in rows if r.task != MULTI_TASK and r.label == r.algo]
-    algos = tuple(sorted({r.algo for r in reference}, key=_label_key))  # every algorithm on any skill
+    headline = {r.algo for r in reference} & set(headline_algorithms())
     out = []
     for task in ordered_tasks({r.task for r in reference}):
         members = {r.algo: r for r in reference if r.task == task}
+        algos = tuple(sorted(headline | set(members), key=_label_key))
         overall = {a: r.columns[OVERALL] for a, r in members.items()}
         wide = tuple((a, col.t_half_width, col.seeds_for(POWER_HALF_WIDTH)) for a, col in overall.items()
                      if math.isnan(col.t_half_width) or col.t_half_width > POWER_HALF_WIDTH)
@@ -532,7 +536,11 @@ def score_matrix(frame: pd.DataFrame, tasks: list[str]) -> tuple[np.ndarray, tup
 
 def aggregate_rows(frame: pd.DataFrame, per_task: str) -> list[AggregateRow]:
     """IQM, mean and probability of improvement over BASELINE for each reference algorithm,
-    over the tasks every one of them has.
+    over the tasks it shares with BASELINE, so its probability of improvement pairs the two on
+    exactly those (BASELINE's own row: every task another algorithm shares with it; without
+    BASELINE or a shared task, an algorithm's own tasks). An extra algorithm run on one task is
+    then aggregated over that task alone instead of narrowing every row to it; rows over other
+    tasks (their ``tasks``) are not comparable with each other, only each with BASELINE.
 
     ``frame`` is runs_frame of the reference runs; ``per_task`` says what a task is: "skill"
     (the skill columns of task-``all`` runs: one multi-task model, scored per skill) or
@@ -542,12 +550,13 @@ def aggregate_rows(frame: pd.DataFrame, per_task: str) -> list[AggregateRow]:
         frame = frame[(frame["task"] == MULTI_TASK) & frame["column"].isin(SKILLS)]
     else:
         frame = frame[(frame["task"] != MULTI_TASK) & (frame["column"] == OVERALL)].assign(column=lambda f: f["task"])
-    tasks = {label: ordered_tasks(set(group["column"])) for label, group in frame.groupby("label")}
-    # Aggregates compare only over the same tasks: those every algorithm has (each its own
-    # when they share none, e.g. one algorithm per task).
-    shared = [t for t in ordered_tasks(set(frame["column"])) if all(t in ts for ts in tasks.values())]
-    if shared:
-        tasks = {label: shared for label in tasks}
+    own = {label: ordered_tasks(set(group["column"])) for label, group in frame.groupby("label")}
+    with_baseline = {label: [t for t in ts if t in own.get(BASELINE, ())] for label, ts in own.items()
+                     if label != BASELINE}
+    tasks = {label: shared or own[label] for label, shared in with_baseline.items()}
+    if BASELINE in own:
+        compared = {t for shared in with_baseline.values() for t in shared}
+        tasks[BASELINE] = [t for t in own[BASELINE] if t in compared] or own[BASELINE]
     baseline = frame[frame["label"] == BASELINE]
     rows = []
     for label in sorted(tasks, key=_label_key):
@@ -750,12 +759,14 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
                       "meets the same evaluation episodes at a given seed), with the 95% t-interval of the "
                       "mean difference:", "", paired]
         if aggregates.get("single"):
-            parts += ["", "Aggregated over the tasks every algorithm has run (the `tasks` column) and the seeds "
+            parts += ["", f"Each algorithm aggregated over the tasks it shares with `{BASELINE}` (the `tasks` "
+                      "column: rows over other tasks compare each with `bc`, not with each other) and the seeds "
                       + AGGREGATE_NOTE, "", aggregate_table(aggregates["single"])]
         wide = underpowered_tasks(per_task, results_dir)
         if wide:
             parts += ["", f"Cells wider than ±{100 * POWER_HALF_WIDTH:.0f} points (the protocol's bar). Such a "
-                      "task first gets, for every algorithm run on any skill, the seeds any of them has there "
+                      "task first gets, for every headline algorithm run on any skill and every other algorithm on "
+                      "the task, the seeds any of them has there "
                       f"(and the comparison seeds); then {SEEDS_PER_EXTENSION} more seeds for all of them, so "
                       "comparisons stay paired. In brackets, the seeds a cell would need for the bar if its "
                       "seed-to-seed spread stayed as measured:", "", *(f"- {u.describe()}" for u in wide)]

@@ -219,6 +219,34 @@ def test_single_skill_aggregates_cover_the_tasks_every_algorithm_has(results):
     assert single["bc"].seeds == (0, 1) and single["bc"].iqm.point == pytest.approx(0.3)
 
 
+def test_an_extra_algorithm_on_one_task_is_aggregated_there_and_narrows_no_other_row(results):
+    """cql on drawer_open only, bc and q_transformer on drawer_open and drawer_close: each row
+    covers the tasks it shares with bc (cql: drawer_open; the others both), and cql's
+    probability of improvement pairs it with bc on drawer_open alone."""
+    for seed, (qt, bc) in ((0, (6, 8)), (1, (7, 9))):
+        write_cell(results, "q_transformer", "drawer_close", seed, {"drawer_close": (qt, 10)})
+        write_cell(results, "bc", "drawer_close", seed, {"drawer_close": (bc, 10)})
+    for seed, s in ((0, 1), (1, 3)):
+        write_cell(results, "cql", "drawer_open", seed, {"drawer_open": (s, 10)})
+    single = {r.label: r for r in lb.compute_aggregates(lb.load_runs(results))["single"]}
+    assert single["q_transformer"].tasks == single["bc"].tasks == ("drawer_open", "drawer_close")
+    assert single["cql"].tasks == ("drawer_open",) and single["cql"].scores.shape == (2, 1)
+    # cql 0.1, 0.3 against bc 0.2, 0.4 on drawer_open: of the 4 pairs only 0.3 > 0.2 wins, so P(X > Y) = 0.25
+    assert single["cql"].improvement.point == pytest.approx(0.25)
+
+
+def test_underpowered_tasks_ask_an_extra_algorithm_only_where_it_runs(tmp_path):
+    root = tmp_path / "results"
+    for seed, wide in zip((2, 3, 4), (1, 5, 9)):
+        for algo in ("q_transformer", "bc"):
+            write_cell(root, algo, "drawer_open", seed, {"drawer_open": (5, 10)})
+            write_cell(root, algo, "drawer_close", seed, {"drawer_close": (wide if algo == "bc" else 5, 10)})
+        write_cell(root, "cql", "drawer_open", seed, {"drawer_open": (wide, 10)})
+    wide = {u.task: u for u in lb.underpowered_tasks(lb.build_rows(lb.load_runs(root)), root)}
+    assert wide["drawer_open"].algos == ("q_transformer", "bc", "cql")
+    assert wide["drawer_close"].algos == ("q_transformer", "bc")  # cql (not a headline algorithm) is not there
+
+
 def test_learning_curves_frame(results):
     runs = [r for r in lb.load_runs(results) if r.task == "drawer_open" and r.label == "bc"]
     frame = lb.curve_frame(runs)
