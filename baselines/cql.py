@@ -20,7 +20,12 @@ the conservative term's gradient per sample is O(1) whatever the reward scale, w
 TD term's is O(TD error), and with this benchmark's unscaled sparse {0, 1} reward Q lies in
 [0, 1] and TD errors are small (locomotion returns are in the hundreds), so weight 5 would
 let the regulariser dominate the Bellman backup; 1.0 is also the conservative weight of the
-Q-Transformer paper, which keeps the two regularisers comparable.
+Q-Transformer paper, which keeps the two regularisers comparable. The search (`qtbench tune
+--algo cql`, drawer_open) measured the opposite for success: weight 5 on the unscaled reward
+won (30.8% against 5.3% with weight 1) and is frozen. Its values fall far below any return
+during training, at weight 1 almost as far (Q of demo actions about -16 for returns in
+[0, 1] at step 3000, `qtbench probe`), while still ranking the demo action above a similar
+state's failure action in 72-74% of pairs (README, Diagnostics).
 ``conservative=False`` (``--no-conservative``) drops the term, leaving offline SAC.
 Normalised state features are clipped to +-10 (``state_clip``, as IQL's: see
 ``qtbench.ensemble_mlp``); unclipped, CQL's TD loss grew from 3.5 to 445 over its 3000 steps
