@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -330,7 +331,12 @@ def build_rows(runs: list[RunRecord]) -> list[Row]:
 
 
 def _joined(values: Iterable[object]) -> str:
-    return ", ".join(str(v) for v in sorted(set(values), key=str))
+    """The distinct values, comma-separated: numbers in numeric order (seed 10 after 9), then the rest as text."""
+    def order(value: object) -> tuple[bool, float, str]:
+        number = isinstance(value, numbers.Real)
+        return (not number, float(value) if number else 0.0, str(value))
+
+    return ", ".join(str(v) for v in sorted(set(values), key=order))
 
 
 def _duration(seconds: float) -> str:

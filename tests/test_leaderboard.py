@@ -79,6 +79,14 @@ def test_aggregate_hand_computed():
     assert single.mean == 0.25 and math.isnan(single.std) and lb.fmt_pct(single) == "25.0 (1 seed)"
 
 
+def test_joined_lists_seeds_in_numeric_order():
+    import numpy as np
+
+    assert lb._joined([10, 2, 9, 2]) == "2, 9, 10"  # not "10, 2, 9"
+    assert lb._joined(np.array([10, 3])) == "3, 10"  # numpy integers (a frame's seed column) too
+    assert lb._joined([3000, "", 500]) == "500, 3000, "  # text after the numbers
+
+
 def test_category_rates_pool_skills():
     rates = lb.category_rates({"per_skill": {k: {"successes": s, "episodes": e} for k, (s, e) in
                                              _skills(QT_ALL[0]).items()}})
