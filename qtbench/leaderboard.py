@@ -890,5 +890,6 @@ def write_leaderboard(
     figures = [Path(os.path.relpath(p, Path(benchmarks).resolve().parent)).as_posix() for p in map(Path.resolve, images)]
     write_section(SECTION, render_markdown(runs, figures, aggregates, collection_policy_table(results_dir),
                                                results_dir), benchmarks)
-    csv_path = atomic_write_text(results_dir / CSV_NAME, leaderboard_frame(runs, rows).to_csv(index=False, lineterminator="\n"))
+    table = leaderboard_frame(runs, rows).to_csv(index=False, lineterminator="\n")
+    csv_path = atomic_write_text(results_dir / CSV_NAME, table)
     return LeaderboardFiles(Path(benchmarks), csv_path, images, len(runs), rows, aggregates)

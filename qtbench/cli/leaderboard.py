@@ -31,7 +31,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     wide = underpowered_tasks(rows, Path(args.results_dir))
     if wide:
         print(f"\nsingle-skill cells wider than ±{100 * POWER_HALF_WIDTH:.0f} points; more seeds for every "
-              "headline algorithm run on any skill and every other algorithm on the task:\n" + "\n".join(f"  {u.task}: {u.command}" for u in wide))
+              "headline algorithm run on any skill and every other algorithm on the task:\n"
+              + "\n".join(f"  {u.task}: {u.command}" for u in wide))
     print(f"\n{files.runs} runs -> {files.benchmarks} (section '{SECTION}'), {files.csv}, "
           f"{len(files.plots)} plots in {Path(args.results_dir) / PLOTS_DIR}")
     return 0
