@@ -57,6 +57,8 @@ BASELINE = "bc"  # every algorithm's probability of improvement is stated agains
 # no algorithm gets seeds the others lack.
 POWER_HALF_WIDTH = 0.06
 SEEDS_PER_EXTENSION = 2
+# Who gets those seeds, as the leaderboard and the command say it (``underpowered_tasks``).
+EXTENDED_ALGORITHMS = "every headline algorithm run on any skill and every other algorithm on the task"
 PRODUCE_HINT = (
     "run `qtbench sweep --algos q_transformer bc iql dt --tasks all` "
     "(or one cell: `qtbench run --algo q_transformer --task drawer_open`)"
@@ -771,8 +773,7 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
         wide = underpowered_tasks(per_task, results_dir)
         if wide:
             parts += ["", f"Cells wider than ±{100 * POWER_HALF_WIDTH:.0f} points (the protocol's bar). Such a "
-                      "task first gets, for every headline algorithm run on any skill and every other algorithm on "
-                      "the task, the seeds any of them has there "
+                      f"task first gets, for {EXTENDED_ALGORITHMS}, the seeds any of them has there "
                       f"(and the comparison seeds); then {SEEDS_PER_EXTENSION} more seeds for all of them, so "
                       "comparisons stay paired. In brackets, the seeds a cell would need for the bar if its "
                       "seed-to-seed spread stayed as measured:", "", *(f"- {u.describe()}" for u in wide)]

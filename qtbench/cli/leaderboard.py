@@ -9,6 +9,7 @@ from pathlib import Path
 from qtbench.envs.instructions import MULTI_TASK
 from qtbench.leaderboard import (
     AGGREGATE_TITLES,
+    EXTENDED_ALGORITHMS,
     PLOTS_DIR,
     POWER_HALF_WIDTH,
     SECTION,
@@ -30,9 +31,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             print(f"\n{AGGREGATE_TITLES[name]}:\n{aggregate_table(agg)}")
     wide = underpowered_tasks(rows, Path(args.results_dir))
     if wide:
-        print(f"\nsingle-skill cells wider than ±{100 * POWER_HALF_WIDTH:.0f} points; more seeds for every "
-              "headline algorithm run on any skill and every other algorithm on the task:\n"
-              + "\n".join(f"  {u.task}: {u.command}" for u in wide))
+        print(f"\nsingle-skill cells wider than ±{100 * POWER_HALF_WIDTH:.0f} points; more seeds for "
+              f"{EXTENDED_ALGORITHMS}:\n" + "\n".join(f"  {u.task}: {u.command}" for u in wide))
     print(f"\n{files.runs} runs -> {files.benchmarks} (section '{SECTION}'), {files.csv}, "
           f"{len(files.plots)} plots in {Path(args.results_dir) / PLOTS_DIR}")
     return 0
