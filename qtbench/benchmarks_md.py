@@ -27,7 +27,7 @@ def machine_description() -> str:
     import torch
 
     from qtbench.cpu_kernels import kernels_description
-    from qtbench.nets import native_bf16
+    from qtbench.nets import bf16_support
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -37,10 +37,10 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    bf16 = "in hardware" if native_bf16(torch.device("cpu")) else "emulated: amp=auto runs float32"
+    bf16 = bf16_support(torch.device("cpu"))
     return (
         f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads, {kernels_description()}, bfloat16 {bf16}), Python {platform.python_version()}"
+        f"({torch.get_num_threads()} threads, {kernels_description()}, {bf16}), Python {platform.python_version()}"
     )
 
 

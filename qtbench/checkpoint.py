@@ -48,13 +48,19 @@ def normalise_config(config: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(config, sort_keys=True))
 
 
-def config_changes(stored: dict[str, Any], wanted: dict[str, Any],
-                   config_class: type | None = None) -> dict[str, tuple[Any, Any]]:
+def config_changes(stored: dict[str, Any], wanted: dict[str, Any], config_class: type | None = None,
+                   machine: str | None = None) -> dict[str, tuple[Any, Any]]:
     """field -> (stored value, wanted value) for each field of an algorithm config that differs
     (in JSON form); with ``config_class``, fields added since ``stored`` was written count at
-    the value it ran with (``ranges.completed``)."""
+    the value it ran with (``ranges.completed``). ``amp`` counts as the precision each runs in
+    (``nets.precision_ran``; ``machine``: the stored run's machine line, when it has one), so
+    "auto" made on a CPU without bfloat16 in hardware is the same run as "none"."""
+    from qtbench.nets import precision_ran
+
     have = normalise_config(completed(config_class, stored) if config_class else stored)
     want = normalise_config(wanted)
+    if "amp" in have and "amp" in want:
+        have["amp"], want["amp"] = precision_ran(have["amp"], machine), precision_ran(want["amp"])
     return {key: (have.get(key), want.get(key)) for key in differing_fields(have, want)}
 
 

@@ -63,6 +63,25 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return "bf16" if native_bf16(device) else "none"
 
 
+BF16_IN_HARDWARE = "bfloat16 in hardware"  # the machine line's words (benchmarks_md.machine_description)
+BF16_EMULATED = "bfloat16 emulated: amp=auto runs float32"
+
+
+def bf16_support(device: torch.device) -> str:
+    """How ``device`` runs bfloat16, in the words of the machine line beside every result."""
+    return BF16_IN_HARDWARE if native_bf16(device) else BF16_EMULATED
+
+
+def precision_ran(amp: str, machine: str | None = None) -> str:
+    """The precision ("none" = float32, or "bf16") a run with config field ``amp`` ran in:
+    "auto" resolved by the machine line its eval.json recorded (which says whether bfloat16 was
+    in hardware), or on this machine's CPU when there is no line (a checkpoint resumes where it
+    was made). A finished run with "auto" on an AVX2 CPU ran exactly as one with "none"."""
+    if amp == "auto" and machine and (BF16_IN_HARDWARE in machine or BF16_EMULATED in machine):
+        return "bf16" if BF16_IN_HARDWARE in machine else "none"
+    return resolve_amp(amp, torch.device("cpu"))
+
+
 def amp_field() -> str:
     """The transformer configs' ``amp`` field (Q-Transformer, BC, DT): the precision of the
     forward passes. "none" (the default): float32. "bf16": bfloat16 autocast (CPU and CUDA; Q

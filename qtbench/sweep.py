@@ -157,10 +157,11 @@ def _other_data(task: str, data: dict | None) -> str | None:
     return None if now == was else f"fingerprint {was[:15]}, datasets now {now[:15]}"
 
 
-def _other_settings(cell: Cell, config: SweepConfig, stored: dict | None) -> str | None:
+def _other_settings(cell: Cell, config: SweepConfig, stored: dict | None, machine: str | None) -> str | None:
     """"learning_rate 0.0003 (now 0.0001)" when the stored algorithm config ``stored``
     differs from the one the cell runs now (e.g. `qtbench tune --freeze` changed the reference
-    settings since); None when it matches or nothing was stored."""
+    settings since); None when it matches or nothing was stored. ``machine``: the record's
+    machine line (``checkpoint.config_changes`` compares ``amp`` by the precision it ran in)."""
     import dataclasses
 
     from qtbench.algorithms import algorithm_class
@@ -170,15 +171,16 @@ def _other_settings(cell: Cell, config: SweepConfig, stored: dict | None) -> str
     if not stored:
         return None
     wanted = dataclasses.asdict(reference_config(cell.algo, dict(cell.overrides), config.tuned))
-    changes = config_changes(stored, wanted, algorithm_class(cell.algo).config_class)
+    changes = config_changes(stored, wanted, algorithm_class(cell.algo).config_class, machine)
     return ", ".join(f"{key} {have} (now {want})" for key, (have, want) in changes.items()) or None
 
 
-def _stale(cell: Cell, config: SweepConfig, data: dict | None, stored: dict | None) -> str | None:
+def _stale(cell: Cell, config: SweepConfig, data: dict | None, stored: dict | None,
+           machine: str | None = None) -> str | None:
     """"on other data (...)" or "with other settings (...)", or None when both still hold."""
     if other := _other_data(cell.task, data):
         return f"on other data ({other})"
-    if other := _other_settings(cell, config, stored):
+    if other := _other_settings(cell, config, stored, machine):
         return f"with other settings ({other})"
     return None
 
@@ -193,7 +195,7 @@ def why_stale(cell: Cell, config: SweepConfig) -> str | None:
     from qtbench import checkpoint
     from qtbench.results import CONFIG_FILE
 
-    def read(name: str, key: str) -> dict | None:
+    def read(name: str, key: str) -> dict | str | None:
         try:
             return json.loads((cell_dir / name).read_text()).get(key)
         except (OSError, ValueError, AttributeError):
@@ -201,8 +203,8 @@ def why_stale(cell: Cell, config: SweepConfig) -> str | None:
 
     cell_dir = cell.results_dir(config.results_dir)
     if (cell_dir / EVAL_FILE).is_file():
-        data, stored = read(EVAL_FILE, "data"), read(CONFIG_FILE, "algo_config")
-        stale = _stale(cell, config, data, stored)
+        data, stored, machine = read(EVAL_FILE, "data"), read(CONFIG_FILE, "algo_config"), read(EVAL_FILE, "machine")
+        stale = _stale(cell, config, data, stored, machine if isinstance(machine, str) else None)
         return f"finished {stale}" if stale else None
     try:
         state = checkpoint.load(cell.checkpoint_dir(config.checkpoint_dir))

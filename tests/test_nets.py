@@ -239,6 +239,23 @@ def test_amp_auto_runs_bf16_only_where_the_hardware_has_it(monkeypatch, native, 
     assert BC(SPEC, BCConfig(bins=7, amp="auto", **SIZES)).amp == expected
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_a_finished_runs_precision_is_read_from_its_machine_line(monkeypatch, native):
+    from qtbench.checkpoint import config_changes
+
+    monkeypatch.setattr(nets, "native_bf16", lambda device: native)  # this machine
+    avx2 = f"2 CPU cores (AMD EPYC), torch 2.13.0+cpu (1 threads, {nets.BF16_EMULATED}), Python 3.11.7"
+    amx = f"8 CPU cores (Xeon), torch 2.13.0+cpu (1 threads, {nets.BF16_IN_HARDWARE}), Python 3.11.7"
+    assert (nets.precision_ran("auto", avx2), nets.precision_ran("auto", amx)) == ("none", "bf16")
+    here = "bf16" if native else "none"
+    assert nets.precision_ran("auto") == nets.precision_ran("auto", "no such words") == here  # resolved here
+    assert [nets.precision_ran(amp, amx) for amp in ("none", "bf16")] == ["none", "bf16"]  # pinned
+    # "auto" run on an AVX2 CPU is the same run as "none"; made where bf16 is in hardware, it is not
+    assert config_changes({"amp": "auto", "lr": 1}, {"amp": "none", "lr": 1}, machine=avx2) == {}
+    assert config_changes({"amp": "auto"}, {"amp": "none"}, machine=amx) == {"amp": ("bf16", "none")}
+    assert config_changes({"amp": "none"}, {"amp": "auto"}, machine=amx) == ({"amp": ("none", "bf16")} if native else {})
+
+
 def test_the_transformers_default_to_float32():
     # float32 everywhere by default: "auto" made a result depend on the machine kind
     assert QTransformerConfig().amp == BCConfig().amp == DTConfig().amp == "none"

@@ -154,6 +154,27 @@ def test_a_cell_made_on_other_data_runs_again(tmp_path, monkeypatch, caplog):
     assert sweep.why_stale(Cell("bc", "drawer_open", 0), config) is None
 
 
+def test_a_cell_finished_with_amp_auto_counts_by_the_precision_it_ran_in(tmp_path, monkeypatch):
+    """Cells finished when the transformers' default was amp "auto" ran float32 on a CPU whose
+    machine line says bfloat16 was emulated: the same run as today's "none", so they stay;
+    one made where bfloat16 was in hardware ran in bf16 and runs again."""
+    import dataclasses
+
+    from qtbench import nets
+    from qtbench.train import reference_config
+
+    monkeypatch.setattr(nets, "native_bf16", lambda device: False)
+    config = _config(tmp_path, algos=["bc"], seeds=[0, 1])
+    stored = dict(dataclasses.asdict(reference_config("bc", {}, config.tuned)), amp="auto")
+    for seed, words in ((0, nets.BF16_EMULATED), (1, nets.BF16_IN_HARDWARE)):
+        cell_dir = Cell("bc", "drawer_open", seed).results_dir(config.results_dir)
+        cell_dir.mkdir(parents=True)
+        (cell_dir / "config.json").write_text(json.dumps({"algo_config": stored}))
+        (cell_dir / "eval.json").write_text(json.dumps({"success_rate": 0.5, "machine": f"2 CPU cores ({words})"}))
+    assert [state for _, state in sweep.plan_status(config)] == [
+        "finished: skip", "run from scratch: finished with other settings (amp bf16 (now none))"]
+
+
 def test_failing_cell_is_reported_and_others_continue(tmp_path, capsys):
     config = _config(tmp_path, tasks=["broken", "drawer_open"], algos=["bc"], seeds=[3])
     outcomes = run_sweep(config, InlineExecutor(), stub_cell, prepare=no_prepare)
