@@ -248,6 +248,21 @@ class Executor(Protocol):
     def run(self, jobs: list[CellJob], cell_fn: CellFn) -> Iterator[CellOutcome | None]: ...
 
 
+CELL_MEMORY_GIB = 2.0  # memory set aside per concurrent cell (a move_near cell peaks at 0.85 GiB)
+
+
+def default_workers() -> int:
+    """Concurrent cells when --workers is not given: one per CPU core this process may use (a
+    cell trains on one torch thread), at most one per CELL_MEMORY_GIB of physical memory. A
+    cell's result does not depend on it (each runs in a fresh process on its own seeds)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: cores alone
+        return cores
+    return max(1, min(cores, int(memory_gib // CELL_MEMORY_GIB)))
+
+
 @dataclass
 class LocalExecutor:
     """A process pool on this machine (``spawn``: safe with torch's thread pools), one fresh

@@ -175,6 +175,18 @@ def test_a_cell_finished_with_amp_auto_counts_by_the_precision_it_ran_in(tmp_pat
         "finished: skip", "run from scratch: finished with other settings (amp bf16 (now none))"]
 
 
+@pytest.mark.parametrize("cores, memory_gib, expected", [(2, 24, 2), (64, 24, 12), (8, 1, 1)])
+def test_a_sweep_fills_the_cores_the_memory_allows_by_default(monkeypatch, cores, memory_gib, expected):
+    from qtbench.cli import build_parser
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": memory_gib * 2**30 // 4096}
+    monkeypatch.setattr(os, "sysconf", pages.__getitem__)
+    assert sweep.default_workers() == expected  # one per core, one per CELL_MEMORY_GIB (2 GiB)
+    for command in ("sweep", "tune --algo bc"):
+        assert build_parser().parse_args(command.split()).workers == expected
+
+
 def test_failing_cell_is_reported_and_others_continue(tmp_path, capsys):
     config = _config(tmp_path, tasks=["broken", "drawer_open"], algos=["bc"], seeds=[3])
     outcomes = run_sweep(config, InlineExecutor(), stub_cell, prepare=no_prepare)

@@ -19,6 +19,7 @@ from qtbench.sweep import (
     LocalExecutor,
     RayExecutor,
     SweepConfig,
+    default_workers,
     plan_status,
     run_sweep,
     validate,
@@ -78,7 +79,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     else:
         executor = LocalExecutor(workers=args.workers)
         # One thread per cell: on a shared or small machine extra OpenMP threads spin-wait and
-        # run several times slower (see benchmarks.md); use --workers to fill more cores.
+        # run several times slower (see benchmarks.md); --workers fills the cores.
         threads = 1
         show_progress = args.workers == 1
     threads = args.threads or threads
@@ -109,8 +110,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="concurrent cells for the local executor, one process each (default 1)")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="concurrent cells for the local executor, one process each "
+                        f"(default: one per CPU core, {default_workers()} here)")
     p.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray CPUs reserved per cell (default 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per cell (default: 1 locally -- fill cores with --workers -- "

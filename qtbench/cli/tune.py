@@ -8,7 +8,7 @@ from pathlib import Path
 
 from qtbench.algorithms import ALGORITHMS
 from qtbench.cli.sweep import format_outcomes, format_plan, print_failures
-from qtbench.sweep import LocalExecutor, plan_status, validate
+from qtbench.sweep import LocalExecutor, default_workers, plan_status, validate
 from qtbench.tuning import (
     MAX_SETTINGS,
     RULE,
@@ -61,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="gradient steps per cell (default: the algorithm's budget)")
     p.add_argument("--profile", default="default", help="dataset profile")
     p.add_argument("--eval-episodes", type=int, default=None, help="evaluation episodes per instruction")
-    p.add_argument("--workers", type=int, default=1, help="concurrent cells (default 1)")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help=f"concurrent cells (default: one per CPU core, {default_workers()} here)")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--checkpoint-dir", default="checkpoints")
     p.add_argument("--benchmarks", default="benchmarks.md", help="markdown file to write the section into")
