@@ -720,10 +720,13 @@ def collection_policy_table(results_dir: Path) -> str | None:
 
 def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
                     aggregates: dict[str, list[AggregateRow]] | None = None, collectors: str | None = None,
-                    results_dir: Path = Path("results")) -> str:
+                    results_dir: Path = Path("results"), rows: list[Row] | None = None,
+                    underpowered: list[Underpowered] | None = None) -> str:
     """The benchmarks.md leaderboard section; ``figures`` are image paths relative to the markdown file;
-    ``collectors`` is collection_policy_table's table; ``results_dir`` is named in the commands it prints."""
-    rows = build_rows(runs)
+    ``collectors`` is collection_policy_table's table; ``results_dir`` is named in the commands it prints.
+    ``aggregates``, ``rows`` and ``underpowered`` are computed from ``runs`` unless the caller
+    (``write_leaderboard``) already has them."""
+    rows = build_rows(runs) if rows is None else rows
     aggregates = compute_aggregates(runs) if aggregates is None else aggregates
     reference = [r for r in rows if r.label == r.algo]
     headline = [r for r in reference if r.task == MULTI_TASK]
@@ -770,7 +773,7 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
             parts += ["", f"Each algorithm aggregated over the tasks it shares with `{BASELINE}` (the `tasks` "
                       "column: rows over other tasks compare each with `bc`, not with each other) and the seeds "
                       + AGGREGATE_NOTE, "", aggregate_table(aggregates["single"])]
-        wide = underpowered_tasks(per_task, results_dir)
+        wide = underpowered_tasks(rows, results_dir) if underpowered is None else underpowered
         if wide:
             parts += ["", f"Cells wider than ±{100 * POWER_HALF_WIDTH:.0f} points (the protocol's bar). Such a "
                       f"task first gets, for {EXTENDED_ALGORITHMS}, the seeds any of them has there "
@@ -868,6 +871,7 @@ class LeaderboardFiles:
     runs: int
     rows: list[Row]
     aggregates: dict[str, list[AggregateRow]]
+    underpowered: list[Underpowered]  # single-skill tasks wider than the bar, with the seeds that come next
 
 
 def write_leaderboard(
@@ -883,14 +887,16 @@ def write_leaderboard(
         raise QtbenchError(f"no results found: no eval.json under {results_dir}/", PRODUCE_HINT)
     aggregates = compute_aggregates(runs)
     rows = build_rows(runs)
+    underpowered = underpowered_tasks(rows, results_dir)
     images: tuple[Path, ...] = ()
     if plots:
         images = tuple(write_plots(rows, aggregates, results_dir / PLOTS_DIR))
         funnels = funnel_plot(_funnel_entries(rows), results_dir / PLOTS_DIR / FUNNEL_PLOT)
         images += (funnels,) if funnels else ()
     figures = [Path(os.path.relpath(p, Path(benchmarks).resolve().parent)).as_posix() for p in map(Path.resolve, images)]
-    write_section(SECTION, render_markdown(runs, figures, aggregates, collection_policy_table(results_dir),
-                                               results_dir), benchmarks)
+    section = render_markdown(runs, figures, aggregates, collection_policy_table(results_dir), results_dir,
+                              rows, underpowered)
+    write_section(SECTION, section, benchmarks)
     table = leaderboard_frame(runs, rows).to_csv(index=False, lineterminator="\n")
     csv_path = atomic_write_text(results_dir / CSV_NAME, table)
-    return LeaderboardFiles(Path(benchmarks), csv_path, images, len(runs), rows, aggregates)
+    return LeaderboardFiles(Path(benchmarks), csv_path, images, len(runs), rows, aggregates, underpowered)

@@ -15,7 +15,6 @@ from qtbench.leaderboard import (
     SECTION,
     aggregate_table,
     headline_table,
-    underpowered_tasks,
     write_leaderboard,
 )
 
@@ -29,7 +28,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     for name, agg in files.aggregates.items():
         if agg:
             print(f"\n{AGGREGATE_TITLES[name]}:\n{aggregate_table(agg)}")
-    wide = underpowered_tasks(rows, Path(args.results_dir))
+    wide = files.underpowered
     if wide:
         print(f"\nsingle-skill cells wider than ±{100 * POWER_HALF_WIDTH:.0f} points; more seeds for "
               f"{EXTENDED_ALGORITHMS}:\n" + "\n".join(f"  {u.task}: {u.command}" for u in wide))
