@@ -613,7 +613,10 @@ AGGREGATE_NOTE = (
     "(0.5: no difference), each with a 95% stratified-bootstrap interval "
     f"({stats.BOOTSTRAP_REPS} resamples of the seeds within each task; none with a single seed). "
     f"`beats {BASELINE}?` reads that interval: yes when it lies above 0.5, no (worse) when below, "
-    "not resolved when it contains 0.5."
+    "not resolved when it contains 0.5. With few seeds per task the bootstrap understates the "
+    f"uncertainty (it can only resample the runs it has: at 3 seeds, runs all below `{BASELINE}`'s give "
+    "[0.00, 0.00] where a paired t-interval may still contain 0), so read it beside the per-task "
+    "intervals."
 )
 
 
