@@ -77,8 +77,11 @@ def precision_ran(amp: str, machine: str | None = None) -> str:
     "auto" resolved by the machine line its eval.json recorded (which says whether bfloat16 was
     in hardware), or on this machine's CPU when there is no line (a checkpoint resumes where it
     was made). A finished run with "auto" on an AVX2 CPU ran exactly as one with "none"."""
-    if amp == "auto" and machine and (BF16_IN_HARDWARE in machine or BF16_EMULATED in machine):
-        return "bf16" if BF16_IN_HARDWARE in machine else "none"
+    if amp == "auto" and machine:
+        if BF16_IN_HARDWARE in machine:
+            return "bf16"
+        if BF16_EMULATED in machine:
+            return "none"
     return resolve_amp(amp, torch.device("cpu"))
 
 

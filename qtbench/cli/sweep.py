@@ -110,9 +110,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
-    p.add_argument("--workers", type=int, default=default_workers(),
-                   help="concurrent cells for the local executor, one process each "
-                        f"(default: one per CPU core, {default_workers()} here)")
+    workers = default_workers()
+    p.add_argument("--workers", type=int, default=workers,
+                   help=f"concurrent cells for the local executor, one process each "
+                        f"(default: one per CPU core, {workers} here)")
     p.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray CPUs reserved per cell (default 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per cell (default: 1 locally -- fill cores with --workers -- "

@@ -61,8 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="gradient steps per cell (default: the algorithm's budget)")
     p.add_argument("--profile", default="default", help="dataset profile")
     p.add_argument("--eval-episodes", type=int, default=None, help="evaluation episodes per instruction")
-    p.add_argument("--workers", type=int, default=default_workers(),
-                   help=f"concurrent cells (default: one per CPU core, {default_workers()} here)")
+    workers = default_workers()
+    p.add_argument("--workers", type=int, default=workers,
+                   help=f"concurrent cells (default: one per CPU core, {workers} here)")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--checkpoint-dir", default="checkpoints")
     p.add_argument("--benchmarks", default="benchmarks.md", help="markdown file to write the section into")
