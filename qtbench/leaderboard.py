@@ -480,9 +480,34 @@ def skill_table(rows: list[Row]) -> str:
     return _grid(cells, ordered_tasks({skill for skill, _ in cells}))
 
 
+# What a curve did over its last evaluation interval (``budget_verdict``).
+CLIMBING = "still climbing"
+FALLING = "falling"
+UNRESOLVED = "no change resolved"
+
+
+def last_gain(frame: pd.DataFrame) -> Aggregate:
+    """Each seed's success at its curve's last step minus at the step before, paired by seed
+    (seeds with fewer than two points left out): how much the end of the budget still moved."""
+    values, seeds = [], []
+    for seed, points in frame.sort_values("step").groupby("seed"):
+        if len(points) >= 2:
+            rates = points["success_rate"].to_numpy()
+            values.append(rates[-1] - rates[-2])
+            seeds.append(seed)
+    return aggregate(values, seeds)
+
+
+def budget_verdict(gain: Aggregate) -> str:
+    """CLIMBING when ``gain``'s 95% t-interval lies above 0, FALLING below it, else UNRESOLVED."""
+    lo, hi = gain.t_interval
+    return CLIMBING if lo > 0 else FALLING if hi < 0 else UNRESOLVED
+
+
 def curve_table(rows: list[Row]) -> str | None:
-    """Each row's learning curve pooled over its seeds: success at every evaluation step, and
-    the step where it peaked (None when no run has a curve)."""
+    """Each row's learning curve pooled over its seeds: success at every evaluation step, the
+    step where it peaked, and whether the last interval still moved it (None when no run has
+    a curve)."""
     from qtbench.benchmarks_md import markdown_table
 
     body = []
@@ -493,10 +518,12 @@ def curve_table(rows: list[Row]) -> str | None:
         pooled = frame.groupby("step")[["successes", "episodes"]].sum()
         rates = 100 * pooled["successes"] / pooled["episodes"]
         points = " · ".join(f"{step}: {rate:.0f}" for step, rate in rates.items())
-        body.append([row.task, f"`{row.label}`", points, int(rates.idxmax()),
+        gain = last_gain(frame)
+        body.append([row.task, f"`{row.label}`", points, int(rates.idxmax()), fmt_difference(gain),
+                     budget_verdict(gain) if gain.n >= 2 else "–",
                      _joined(int(n) for n in pooled["episodes"]), _joined(frame["seed"].unique())])
     header = ["task", "algorithm", "success % at each evaluated gradient step", "peak at step",
-              "episodes per point", "seeds"]
+              "last interval's gain, points [95% CI]", "at the budget", "episodes per point", "seeds"]
     return markdown_table(header, body) if body else None
 
 
@@ -790,7 +817,10 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
                   "seeds (the plots below show each seed). The last step is the budget. A point pooling n episodes "
                   "has a 95% interval of at most ±98/√n points (±10 at 90 episodes, ±5 at 396), so a curve has "
                   "flattened where its last points lie within that of each other; one still climbing at its last "
-                  "point is not converged, and one that peaked well before it loses by training longer.", "",
+                  "point is not converged, and one that peaked well before it loses by training longer. The last "
+                  "interval's gain is each seed's success at the last step minus at the one before, paired by "
+                  f"seed, with its 95% t-interval: `{CLIMBING}` when that lies above 0 (a longer budget would "
+                  f"likely score higher), `{FALLING}` when below, `{UNRESOLVED}` when it contains 0.", "",
                   curves]
     if collectors:
         parts += ["", "The policy that collected each task's failures (the `bc` baseline trained on the "

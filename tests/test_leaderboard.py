@@ -299,11 +299,29 @@ def test_curve_table_pools_seeds_per_step(results):
     rows = [r for r in lb.build_rows(lb.load_runs(results)) if r.label == r.algo]
     table = lb.curve_table(rows)
     # bc on drawer_open: seeds 0 and 1 at step 500 score 1/10 each, at 1000 2/10 and 4/10.
-    assert "| drawer_open | `bc` | 500: 10 · 1000: 30 | 1000 | 20 | 0, 1 |" in table
-    # q_transformer: 2/10 twice, then 7/10 and 9/10.
-    assert "| drawer_open | `q_transformer` | 500: 20 · 1000: 80 | 1000 | 20 | 0, 1 |" in table
+    # Last interval's gains 0.1 and 0.3: mean 0.2, std 0.1414, half-width t(1) 12.706 * 0.1414 / √2 = 1.271.
+    assert ("| drawer_open | `bc` | 500: 10 · 1000: 30 | 1000 | +20.0 [-107.1, +147.1] | no change resolved "
+            "| 20 | 0, 1 |") in table
+    # q_transformer: 2/10 twice, then 7/10 and 9/10 (gains 0.5 and 0.7).
+    assert ("| drawer_open | `q_transformer` | 500: 20 · 1000: 80 | 1000 | +60.0 [-67.1, +187.1] "
+            "| no change resolved | 20 | 0, 1 |") in table
     assert "| all |" not in table  # the multi-task toy runs have no curve
     assert lb.curve_table([r for r in rows if r.task == "all"]) is None
+
+
+def test_last_gain_pairs_the_last_two_points_by_seed():
+    import pandas as pd
+
+    frame = pd.DataFrame({"seed": [3, 3, 3, 4, 4, 4, 5, 5, 5, 6],
+                          "step": [300, 100, 200, 100, 200, 300, 100, 200, 300, 100],  # seed 3 out of order
+                          "success_rate": [0.5, 0.1, 0.3, 0.0, 0.2, 0.3, 0.2, 0.2, 0.4, 0.9]})
+    gain = lb.last_gain(frame)  # seed 6 has one point: left out
+    assert gain.seeds == (3, 4, 5) and gain.values == pytest.approx((0.2, 0.1, 0.2))
+    # mean 1/6, std √(1/300) = 0.0577, half-width t(2) 4.303 * 0.0577 / √3 = 0.1434: [0.023, 0.310]
+    assert gain.t_interval == pytest.approx((1 / 6 - 0.14343, 1 / 6 + 0.14343), abs=1e-4)
+    assert lb.budget_verdict(gain) == lb.CLIMBING
+    assert lb.budget_verdict(lb.aggregate([-0.2, -0.1, -0.2], [3, 4, 5])) == lb.FALLING
+    assert lb.budget_verdict(lb.aggregate([0.2, -0.1, 0.0], [3, 4, 5])) == lb.UNRESOLVED
 
 
 def test_underpowered_tasks_complete_the_seeds_then_add_two_for_every_algorithm(tmp_path):
