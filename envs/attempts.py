@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from qtbench.envs import layout, move_near, pick_place
-from qtbench.envs.instructions import DRAWERS, OBJECTS, Instruction
+from qtbench.envs.instructions import BY_TEXT, DRAWERS, OBJECTS, Instruction
 from qtbench.envs.plans import EDGE_PUSH, GRASP_HOLD, HOOK_HOLD, KNOB_PUSH, STYLES, end_hold, grasp_height
 from qtbench.envs.skill import fingers_closed, holding, near_object, near_pull
 
@@ -188,6 +188,23 @@ def how_it_ended(ins: Instruction, states: Sequence[np.ndarray]) -> str | None:
     last = np.asarray(states[held[-1]], np.float64)
     passed = [stage.name for stage in skill.stages if stage.reached(last, ins)]
     return LET_GO_AFTER + passed[-1]
+
+
+def failures_profile(failed: Iterable[tuple[str, Sequence[np.ndarray]]]) -> dict[str, dict[str, Any]]:
+    """What failed episodes, given as (instruction, states), hold per skill (skills sorted):
+    ``{"episodes": n, "attempted": {style: episodes}`` (styles sorted, NO_ATTEMPT without
+    contact), ``"endings": summarise_endings`` (None for the drawer skills)``}``."""
+    attempted: dict[str, Counter] = {}
+    endings: dict[str, list[str]] = {}
+    for instruction, states in failed:
+        ins = BY_TEXT[instruction]
+        attempted.setdefault(ins.skill, Counter())[attempted_style(ins, states) or NO_ATTEMPT] += 1
+        ending = how_it_ended(ins, states)
+        if ending is not None:
+            endings.setdefault(ins.skill, []).append(ending)
+    return {skill: {"episodes": sum(styles.values()), "attempted": dict(sorted(styles.items())),
+                    "endings": summarise_endings(skill, endings.get(skill, []))}
+            for skill, styles in sorted(attempted.items())}
 
 
 def ending_verdicts(skill: str) -> tuple[str, ...]:

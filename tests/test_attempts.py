@@ -9,8 +9,8 @@ import pytest
 from qtbench.envs import make_env
 from qtbench.envs import layout
 from qtbench.envs.attempts import (AT_OTHER, AT_TARGET, HELD_AT_LIMIT, LET_GO_AFTER, NEVER_CLOSED, NEVER_HELD,
-                                   ON_NOTHING, Closure, attempted_style, first_closure, how_it_ended,
-                                   summarise_closures, summarise_endings)
+                                   NO_ATTEMPT, ON_NOTHING, Closure, attempted_style, failures_profile,
+                                   first_closure, how_it_ended, summarise_closures, summarise_endings)
 from qtbench.envs.base import SKILLS_BY_NAME
 from qtbench.envs.scene import COUNTER_TOP
 from qtbench.envs.skill import holding, lifted
@@ -128,6 +128,26 @@ def test_how_an_object_episode_ended(skill):
     assert how_it_ended(ins, states[:carrying + 1] + [states[0]]) == LET_GO_AFTER + "lifted"
     assert how_it_ended(ins, states[:1]) == NEVER_HELD
     assert how_it_ended(BY_TEXT[make_env("drawer_open").reset(seed=0)[1]["instruction"]], states) is None
+
+
+def test_failures_profile_counts_styles_and_endings_per_skill():
+    """Two cut pick_place episodes of the robust style (one never grasped, one cut while
+    carrying) and a drawer_open hand that only rises: counted per skill, endings only for
+    the object skill."""
+    env = make_env("pick_place")
+    states, info = states_of(env, make_policy("expert", env, np.random.default_rng(0), "robust"), 81_000)
+    ins = BY_TEXT[info["instruction"]]
+    carrying = next(i for i, s in enumerate(states) if lifted(s, ins.obj, COUNTER_TOP))
+    drawer = make_env("drawer_open")
+    obs, drawer_info = drawer.reset(seed=1)
+    rising = [obs["state"], drawer.step(np.array([0.0, 0.0, 1.0, -1.0], np.float32))[0]["state"]]
+    profile = failures_profile([(info["instruction"], states[:1]), (info["instruction"], states[:carrying + 1]),
+                                (drawer_info["instruction"], rising)])
+    assert list(profile) == ["drawer_open", "pick_place"]
+    assert profile["drawer_open"] == {"episodes": 1, "attempted": {NO_ATTEMPT: 1}, "endings": None}
+    robust = list(STYLES["pick_place"])[0]
+    assert profile["pick_place"]["attempted"] == {NO_ATTEMPT: 1, robust: 1}
+    assert profile["pick_place"]["endings"] == summarise_endings("pick_place", [NEVER_HELD, HELD_AT_LIMIT])
 
 
 def test_endings_are_counted_in_report_order():

@@ -258,6 +258,8 @@ def test_cli_commands_and_bad_input(generated, tmp_path, capsys):
     assert IDS["failures"] in listing and "qtbench/drawer_open/collection-policy-small" in listing
     info = run("info", IDS["mixed"])
     assert "success fraction" in info and "collection-policy-small" in info
+    failed = generated["failures"]["episodes"]  # the mixed dataset's only failed episodes
+    assert f"drawer_open failed episodes ({failed}) attempted: " in info
     present = list_datasets()  # this module's other tests may have added variants
     assert run("verify").count("ok ") == len(present) >= 3
     out = tmp_path / "d.npz"

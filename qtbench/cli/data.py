@@ -179,6 +179,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from qtbench.data.episode import summarize
     from qtbench.data.store import parse_dataset_id, read_dataset
+    from qtbench.envs.attempts import failures_profile
+    from qtbench.funnel import ending_line
 
     stored = read_dataset(parse_dataset_id(args.dataset).id, verify=False)
     s, m = summarize(stored.episodes), stored.manifest
@@ -194,6 +196,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  failures collected  by {policy['algo']} {policy['checkpoint']} (step {policy['step']}, "
               f"weights {policy['weights_hash'][:19]}, success rate {policy['success_rate']:.3f})")
     print(f"  content hash        {m.get('content_hash')}")
+    failed = [(e.instruction, e.states) for e in stored.episodes if not float(e.rewards.sum()) > 0]
+    for skill, held in failures_profile(failed).items():
+        styles = ", ".join(f"{style} {n / held['episodes']:.0%}" for style, n in held["attempted"].items())
+        print(f"  {skill} failed episodes ({held['episodes']}) attempted: {styles}")
+        if held["endings"]:
+            print(f"  {skill} {ending_line(skill, held['endings'])}")
     print("  per instruction:")
     for text, count in s["per_instruction"].items():
         print(f"    {count:5d}  {text}")
