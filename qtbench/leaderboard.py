@@ -427,9 +427,9 @@ class Underpowered:
     gives it more seeds."""
 
     task: str
-    # (algorithm, interval half-width, seeds that would bring it within the bar at its spread;
-    # NaN and None below 2 seeds)
-    cells: tuple[tuple[str, float, int | None], ...]
+    # (algorithm, interval half-width, seeds that would bring it within the bar at its spread,
+    # what its learning curve did at the budget (budget_verdict); NaN and None below 2 seeds)
+    cells: tuple[tuple[str, float, int | None, str | None], ...]
     algos: tuple[str, ...]  # the algorithms that get the seeds (underpowered_tasks), in leaderboard order
     seeds: tuple[int, ...]  # the seeds every algorithm on the task should have next
     results_dir: Path = Path("results")  # where the cells live (named in the command unless the default)
@@ -441,8 +441,13 @@ class Underpowered:
                 f"--seeds {' '.join(map(str, self.seeds))}{where}")
 
     def describe(self) -> str:
-        wide = ", ".join(f"`{a}` ±{100 * w:.1f} ({n} seeds at this spread)" if n else f"`{a}` (1 seed)"
-                         for a, w, n in self.cells)
+        def cell(algo: str, width: float, seeds: int | None, curve: str | None) -> str:
+            if not seeds:
+                return f"`{algo}` (1 seed)"
+            moving = f"; {curve} at its budget" if curve in (CLIMBING, FALLING) else ""
+            return f"`{algo}` ±{100 * width:.1f} ({seeds} seeds at this spread{moving})"
+
+        wide = ", ".join(cell(*c) for c in self.cells)
         return f"{self.task}: {wide}; `{self.command}`"
 
 
@@ -463,7 +468,8 @@ def underpowered_tasks(rows: list[Row], results_dir: Path = Path("results")) -> 
         members = {r.algo: r for r in reference if r.task == task}
         algos = tuple(sorted(headline | set(members), key=_label_key))
         overall = {a: r.columns[OVERALL] for a, r in members.items()}
-        wide = tuple((a, col.t_half_width, col.seeds_for(POWER_HALF_WIDTH)) for a, col in overall.items()
+        wide = tuple((a, col.t_half_width, col.seeds_for(POWER_HALF_WIDTH), budget_verdict(last_gain(curve_frame(members[a].runs))))
+                     for a, col in overall.items()
                      if math.isnan(col.t_half_width) or col.t_half_width > POWER_HALF_WIDTH)
         if not wide:
             continue
@@ -490,6 +496,8 @@ def last_gain(frame: pd.DataFrame) -> Aggregate:
     """Each seed's success at its curve's last step minus at the step before, paired by seed
     (seeds with fewer than two points left out): how much the end of the budget still moved."""
     values, seeds = [], []
+    if frame.empty:
+        return aggregate(values, seeds)
     for seed, points in frame.sort_values("step").groupby("seed"):
         if len(points) >= 2:
             rates = points["success_rate"].to_numpy()
@@ -498,8 +506,11 @@ def last_gain(frame: pd.DataFrame) -> Aggregate:
     return aggregate(values, seeds)
 
 
-def budget_verdict(gain: Aggregate) -> str:
-    """CLIMBING when ``gain``'s 95% t-interval lies above 0, FALLING below it, else UNRESOLVED."""
+def budget_verdict(gain: Aggregate) -> str | None:
+    """CLIMBING when ``gain``'s 95% t-interval lies above 0, FALLING below it, else UNRESOLVED
+    (None below two seeds)."""
+    if gain.n < 2:
+        return None
     lo, hi = gain.t_interval
     return CLIMBING if lo > 0 else FALLING if hi < 0 else UNRESOLVED
 
@@ -520,7 +531,7 @@ def curve_table(rows: list[Row]) -> str | None:
         points = " · ".join(f"{step}: {rate:.0f}" for step, rate in rates.items())
         gain = last_gain(frame)
         body.append([row.task, f"`{row.label}`", points, int(rates.idxmax()), fmt_difference(gain),
-                     budget_verdict(gain) if gain.n >= 2 else "–",
+                     budget_verdict(gain) or "–",
                      _joined(int(n) for n in pooled["episodes"]), _joined(frame["seed"].unique())])
     header = ["task", "algorithm", "success % at each evaluated gradient step", "peak at step",
               "last interval's gain, points [95% CI]", "at the budget", "episodes per point", "seeds"]
@@ -809,7 +820,9 @@ def render_markdown(runs: list[RunRecord], figures: Iterable[str] = (),
                       f"task first gets, for {EXTENDED_ALGORITHMS}, the seeds any of them has there "
                       f"(and the comparison seeds); then {SEEDS_PER_EXTENSION} more seeds for all of them, so "
                       "comparisons stay paired. In brackets, the seeds a cell would need for the bar if its "
-                      "seed-to-seed spread stayed as measured:", "", *(f"- {u.describe()}" for u in wide)]
+                      "seed-to-seed spread stayed as measured, and whether its learning curve was still moving "
+                      "at the budget (see Learning curves; a cell still climbing there spreads partly by how far "
+                      "each seed got, which more seeds average but do not remove):", "", *(f"- {u.describe()}" for u in wide)]
     curves = curve_table(reference)
     if curves:
         parts += ["", "### Learning curves", "",

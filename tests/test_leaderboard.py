@@ -327,7 +327,8 @@ def test_last_gain_pairs_the_last_two_points_by_seed():
 def test_underpowered_tasks_complete_the_seeds_then_add_two_for_every_algorithm(tmp_path):
     root = tmp_path / "results"
     for seed, qt in zip((2, 3, 4), (3, 6, 9)):  # 0.3, 0.6, 0.9: std 0.3, half-width t(2) * 0.3 / sqrt(3)
-        write_cell(root, "q_transformer", "drawer_close", seed, {"drawer_close": (qt, 10)})
+        write_cell(root, "q_transformer", "drawer_close", seed, {"drawer_close": (qt, 10)},
+                   curve=[(qt - 2) / 10, qt / 10])  # +0.2 over the last interval on every seed: climbing
         write_cell(root, "bc", "drawer_close", seed, {"drawer_close": (8, 10)})  # no spread: narrow
         write_cell(root, "bc", "drawer_open", seed, {"drawer_open": (5, 10)})  # narrow and alone: fine
     for seed, s in ((2, 5), (3, 6)):  # seed 4, a comparison seed, missing
@@ -337,13 +338,13 @@ def test_underpowered_tasks_complete_the_seeds_then_add_two_for_every_algorithm(
     close, pick = wide
     # at std 0.3, ±0.06 takes n with t(n-1) * 0.3 / sqrt(n) <= 0.06: 99 (t 1.98447 * 0.3 / sqrt(99)
     # = 0.05983), not 98 (t 1.98472 * 0.3 / sqrt(98) = 0.06015)
-    assert close.cells == (("q_transformer", pytest.approx(T_975_DF2 * 0.3 / math.sqrt(3)), 99),)
+    assert close.cells == (("q_transformer", pytest.approx(T_975_DF2 * 0.3 / math.sqrt(3)), 99, lb.CLIMBING),)
     assert close.command == f"qtbench sweep --algos q_transformer bc --tasks drawer_close --seeds 5 6 --results-dir {root}"
     # 0.5, 0.6: std 0.1 / sqrt(2); t(1) 97.5% quantile 12.706 (statistical tables)
     # std 0.0707: 8 seeds (t(7) 2.36462 * 0.0707 / sqrt(8) = 0.0591; 7: t(6) 2.44691 -> 0.0654)
-    assert pick.cells == (("bc", pytest.approx(12.706205 * (0.1 / math.sqrt(2)) / math.sqrt(2)), 8),)
+    assert pick.cells == (("bc", pytest.approx(12.706205 * (0.1 / math.sqrt(2)) / math.sqrt(2)), 8, None),)  # no curve
     # complete the comparison seeds, for every algorithm run on any skill, before adding any
     assert pick.seeds == (2, 3, 4) and pick.algos == ("q_transformer", "bc")
     text = lb.render_markdown(lb.load_runs(root), results_dir=root)
     assert (f"- drawer_close: `q_transformer` ±{100 * T_975_DF2 * 0.3 / math.sqrt(3):.1f} (99 seeds at this "
-            f"spread); `{close.command}`") in text
+            f"spread; still climbing at its budget); `{close.command}`") in text
