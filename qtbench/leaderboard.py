@@ -468,7 +468,8 @@ def underpowered_tasks(rows: list[Row], results_dir: Path = Path("results")) -> 
         members = {r.algo: r for r in reference if r.task == task}
         algos = tuple(sorted(headline | set(members), key=_label_key))
         overall = {a: r.columns[OVERALL] for a, r in members.items()}
-        wide = tuple((a, col.t_half_width, col.seeds_for(POWER_HALF_WIDTH), budget_verdict(last_gain(curve_frame(members[a].runs))))
+        wide = tuple((a, col.t_half_width, col.seeds_for(POWER_HALF_WIDTH),
+                      budget_verdict(last_gain(curve_frame(members[a].runs))))
                      for a, col in overall.items()
                      if math.isnan(col.t_half_width) or col.t_half_width > POWER_HALF_WIDTH)
         if not wide:
