@@ -28,6 +28,7 @@ import math
 import numbers
 import os
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -276,6 +277,12 @@ class Row:
     runs: tuple[RunRecord, ...]
     columns: dict[str, Aggregate]
 
+    @cached_property
+    def curve(self) -> pd.DataFrame:
+        """The learning-curve points of the row's runs (``curve_frame``), built once and read
+        by the power check, the curve table and the plots alike."""
+        return curve_frame(self.runs)
+
 
 def _label_key(label: str) -> tuple[float, str]:
     return (display_rank(label.split("+", 1)[0]), label)
@@ -469,7 +476,7 @@ def underpowered_tasks(rows: list[Row], results_dir: Path = Path("results")) -> 
         algos = tuple(sorted(headline | set(members), key=_label_key))
         overall = {a: r.columns[OVERALL] for a, r in members.items()}
         wide = tuple((a, col.t_half_width, col.seeds_for(POWER_HALF_WIDTH),
-                      budget_verdict(last_gain(curve_frame(members[a].runs))))
+                      budget_verdict(last_gain(members[a].curve)))
                      for a, col in overall.items()
                      if math.isnan(col.t_half_width) or col.t_half_width > POWER_HALF_WIDTH)
         if not wide:
@@ -524,7 +531,7 @@ def curve_table(rows: list[Row]) -> str | None:
 
     body = []
     for row in rows:
-        frame = curve_frame(row.runs)
+        frame = row.curve
         if frame.empty:
             continue
         pooled = frame.groupby("step")[["successes", "episodes"]].sum()
@@ -713,7 +720,7 @@ def write_plots(rows: list[Row], aggregates: dict[str, list[AggregateRow]], out_
                                                   f"{AGGREGATE_TITLES[name]}: performance profile"))
     for task in sorted({r.task for r in rows}):
         here = [r for r in rows if r.task == task]
-        curves = {r.label: curve_frame(r.runs) for r in here}
+        curves = {r.label: r.curve for r in here}
         written.append(plots.success_curves(curves, out_dir / f"success_curves_{task}.png",
                                             f"learning curves, task {task} (subset of the evaluation episodes)"))
         losses = {r.label: {run.seed: _loss_curve(run.directory / METRICS_FILE) for run in r.runs

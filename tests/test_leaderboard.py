@@ -260,6 +260,9 @@ def test_learning_curves_frame(results):
     frame = lb.curve_frame(runs)
     assert list(frame["step"]) == [500, 1000, 500, 1000] and list(frame["seed"]) == [0, 0, 1, 1]
     assert list(frame["success_rate"]) == pytest.approx([0.1, 0.2, 0.1, 0.4])
+    row = next(r for r in lb.build_rows(runs))
+    assert row.curve is row.curve  # built once per row, shared by the power check, table and plots
+    assert row.curve.equals(frame)
 
 
 @pytest.mark.parametrize("folder", ["tuning", "archive/scripted-failures-v0"])
