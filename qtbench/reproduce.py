@@ -13,6 +13,12 @@ number of training steps), never timings or the machine. Verdicts:
   counts and training steps are equal;
 - different: anything else; the differing numbers are listed.
 
+Beside the verdict, notes say what it rests on: whether the re-run trained on the same
+datasets (their fingerprint), on the same kind of machine, and where its training losses
+(metrics.csv) first leave the original's. Equal successes do not need equal bits (greedy
+decoding absorbs a last-digit drift), so "identical" with drifting losses says that the
+numbers, not the weights, reproduced.
+
 ``--datasets`` re-generates each task's datasets into a temporary
 ``MINARI_DATASETS_PATH`` with the profile and seed recorded in their manifests and
 compares the content hashes.
@@ -28,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qtbench.errors import QtbenchError
-from qtbench.results import CONFIG_FILE, EVAL_FILE
+from qtbench.results import CONFIG_FILE, EVAL_FILE, METRICS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +121,60 @@ def format_verdict(verdict: Verdict, limit: int = 40) -> str:
         lines += ["", markdown_table(["field", "original", "reproduced"], rows)]
         if len(verdict.differences) > limit:
             lines.append(f"... and {len(verdict.differences) - limit} more differing fields")
+    if verdict.notes:
+        lines += ["", *(f"- {note}" for note in verdict.notes)]
     return "\n".join(lines)
+
+
+def _read_losses(path: Path) -> Any:
+    import pandas as pd
+
+    # round_trip: the logged values are Python float reprs, compared here bit for bit
+    frame = pd.read_csv(path, usecols=["step", "loss"], float_precision="round_trip").dropna()
+    return frame.drop_duplicates("step", keep="last").set_index("step")["loss"]  # a resumed run logs a step again
+
+
+def training_drift(original_dir: Path, reproduced_dir: Path) -> str | None:
+    """Where the re-run's training losses first differ from the original's, step by step over
+    the steps both logged (metrics.csv), or that they are equal at every one; None when either
+    side has no loss record."""
+    try:
+        a, b = _read_losses(Path(original_dir) / METRICS_FILE), _read_losses(Path(reproduced_dir) / METRICS_FILE)
+    except (OSError, ValueError):
+        return None
+    both = a.index.intersection(b.index)
+    if both.empty:
+        return None
+    differ = [step for step in both if a[step] != b[step]]
+    if not differ:
+        return f"training losses bit-identical at all {len(both)} logged steps"
+    step = differ[0]
+    was, now = float(a[step]), float(b[step])
+    relative = abs(now - was) / max(abs(was), 1e-300)
+    return (f"training losses first differ at step {int(step)} of {int(both.max())}: {was!r} (original) against "
+            f"{now!r} (re-run), relative {relative:.1e}; {len(differ)} of {len(both)} logged steps differ")
+
+
+def context_notes(original: dict[str, Any], reproduced: dict[str, Any]) -> list[str]:
+    """Notes on what differs around two eval.json records besides their numbers: the data they
+    trained on (the dataset each read, and the regime's fingerprint) and the machine."""
+    notes = []
+    data_a, data_b = original.get("data") or {}, reproduced.get("data") or {}
+    fingerprints = data_a.get("fingerprint"), data_b.get("fingerprint")
+    if all(fingerprints) and fingerprints[0] != fingerprints[1]:
+        read = data_a.get("dataset_id")
+        hashes = [(d.get("content_hashes") or {}).get(read) for d in (data_a, data_b)]
+        if all(hashes) and hashes[0] == hashes[1]:
+            notes.append(f"read the same dataset ({read}, {hashes[0][:19]}); the regime's other datasets differ "
+                         f"(fingerprint {fingerprints[0][:19]} of the original, {fingerprints[1][:19]} of the re-run)")
+        else:
+            task = original.get("task", "<task>")
+            notes.append(f"trained on other data: the original's fingerprint {fingerprints[0][:19]}, the re-run's "
+                         f"{fingerprints[1][:19]}; `qtbench reproduce --datasets --task {task}` says whether this "
+                         "machine re-generates the stored datasets")
+    if original.get("machine") and reproduced.get("machine") and original["machine"] != reproduced["machine"]:
+        notes.append(f"other machine: the original ran on {original['machine']}; the re-run on {reproduced['machine']}")
+    return notes
 
 
 # ---- re-running a cell -------------------------------------------------------------------
@@ -214,9 +273,10 @@ def reproduce_cell(
         Difference(f"config.algo_config.{k}", old_cfg.get(k), new_cfg.get(k))
         for k in sorted(set(old_cfg) | set(new_cfg)) if old_cfg.get(k) != new_cfg.get(k)
     )
-    if config_diffs:
-        verdict = Verdict(DIFFERENT, config_diffs + verdict.differences, tolerance)
-    return verdict, new_dir
+    drift = training_drift(Path(run_dir), new_dir)
+    notes = tuple(context_notes(original, reproduced) + ([drift] if drift else []))
+    kind = DIFFERENT if config_diffs else verdict.kind
+    return Verdict(kind, config_diffs + verdict.differences, tolerance, notes), new_dir
 
 
 # ---- re-generating datasets --------------------------------------------------------------
@@ -261,4 +321,9 @@ def reproduce_datasets(tasks: list[str], workdir: Path, workers: int = 1) -> Ver
             old_code, new_code = stored["demos"].get("code"), fresh["demos"].get("code")
             if len(differences) > before and old_code != new_code:
                 notes.append(f"{task}: stored datasets were made by {old_code}; this checkout is {new_code}")
+            old_machine, new_machine = stored["failures"].get("machine"), fresh["failures"].get("machine")
+            if len(differences) > before and old_machine != new_machine:
+                notes.append(f"{task}: stored failures were collected on {old_machine or 'an unrecorded machine'}; "
+                             f"this machine is {new_machine} (see cpu_kernels: the collection policy's float32 "
+                             "training is bit-exact across AMD machines, not between AMD and Intel)")
     return Verdict(DIFFERENT if differences else IDENTICAL, tuple(differences), 0.0, tuple(notes))

@@ -101,6 +101,7 @@ def test_tiny_cell_reproduces_identically(minari, tmp_path, capsys, monkeypatch)
     ))
     verdict, again = rp.reproduce_cell(original, tmp_path / "work")
     assert verdict.kind == rp.IDENTICAL, rp.format_verdict(verdict)
+    assert verdict.notes == ("training losses bit-identical at all 2 logged steps",)  # log_every 5 of 10
     assert again == tmp_path / "work" / "results" / "drawer_open" / "q_transformer" / "seed0"
     first, second = (json.loads((d / "eval.json").read_text()) for d in (original, again))
     assert comparable_eval(first) == comparable_eval(second) and first["episodes"] == 3
@@ -114,6 +115,48 @@ def test_tiny_cell_reproduces_identically(minari, tmp_path, capsys, monkeypatch)
     assert args.func(args) == 1
     out = capsys.readouterr().out
     assert "verdict: different" in out and f"| success_rate | {record['success_rate']} |" in out
+    assert "- training losses bit-identical at all 2 logged steps" in out
+
+
+def _metrics(path, losses):
+    path.mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"{step},1.0,{loss!r},0.5\n" for step, loss in losses)
+    (path / "metrics.csv").write_text("step,wall_seconds,loss,grad_norm\n" + rows)
+    return path
+
+
+def test_training_drift_names_the_first_differing_step(tmp_path):
+    original = _metrics(tmp_path / "a", [(50, 4.527005319595337), (100, 3.95), (150, 3.76)])
+    same = _metrics(tmp_path / "b", [(50, 4.527005319595337), (100, 3.95), (150, 3.76), (200, 3.5)])
+    assert rp.training_drift(original, same) == "training losses bit-identical at all 3 logged steps"
+    # the last digit of a float32 sum, as on another CPU vendor; a resumed run logged step 50 twice
+    drifted = _metrics(tmp_path / "c", [(50, 1.0), (50, 4.527005319595337), (100, 3.9500000000000006), (150, 3.7)])
+    assert rp.training_drift(original, drifted) == (
+        "training losses first differ at step 100 of 150: 3.95 (original) against 3.9500000000000006 (re-run), "
+        "relative 1.1e-16; 2 of 3 logged steps differ")
+    assert rp.training_drift(original, tmp_path / "none") is None
+
+
+def test_context_notes_name_other_data_and_machines():
+    def data(demos, mixed, read="demos"):
+        ids = {"demos": "qtbench/drawer_open/demos-default-v0", "mixed": "qtbench/drawer_open/mixed-default-bc-v0"}
+        return {"dataset_id": ids[read], "fingerprint": mixed,
+                "content_hashes": {ids["demos"]: demos, ids["mixed"]: mixed}}
+
+    here = dict(RECORD, data=data("sha256:4bf6f0101f34c7e5", "sha256:9c480ba8029f482d"), machine="AMD EPYC")
+    assert rp.context_notes(here, copy.deepcopy(here)) == []
+    # BC read the demos, equal on both machines: only the failures (and so the fingerprint) differ
+    there = dict(here, data=data("sha256:4bf6f0101f34c7e5", "sha256:5c686a70729f680b"), machine="Intel Xeon")
+    assert rp.context_notes(here, there) == [
+        "read the same dataset (qtbench/drawer_open/demos-default-v0, sha256:4bf6f0101f34); the regime's other "
+        "datasets differ (fingerprint sha256:9c480ba8029f of the original, sha256:5c686a70729f of the re-run)",
+        "other machine: the original ran on AMD EPYC; the re-run on Intel Xeon",
+    ]
+    mixed_here = dict(here, data=data("sha256:4bf6f0101f34c7e5", "sha256:9c480ba8029f482d", read="mixed"))
+    mixed_there = dict(mixed_here, data=data("sha256:4bf6f0101f34c7e5", "sha256:5c686a70729f680b", read="mixed"))
+    assert rp.context_notes(mixed_here, mixed_there) == [
+        "trained on other data: the original's fingerprint sha256:9c480ba8029f, the re-run's sha256:5c686a70729f; "
+        "`qtbench reproduce --datasets --task drawer_open` says whether this machine re-generates the stored datasets"]
 
 
 def test_config_overrides_are_the_differences_from_defaults():
@@ -147,12 +190,17 @@ def test_datasets_regenerate_to_the_manifest_hashes(minari, tmp_path, monkeypatc
     data = json.loads(manifest.read_text())
     data["content_hash"], data["code"] = "sha256:" + "0" * 64, "qtbench 0.0.9 (git old)"
     manifest.write_text(json.dumps(data))
+    failures = next(p for p in copy_root.rglob("qtbench_manifest.json") if "failures" in str(p))
+    assert json.loads(failures.read_text())["machine"]  # generation records where it ran
+    failures.write_text(json.dumps(dict(json.loads(failures.read_text()), machine="a CPU of another vendor")))
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(copy_root))
     verdict = rp.reproduce_datasets(["drawer_open"], tmp_path / "regen2")
     assert verdict.kind == rp.DIFFERENT
     assert [d.field.rsplit(".", 1)[1] for d in verdict.differences] == ["content_hash"]
     assert verdict.differences[0].original == "sha256:" + "0" * 64
     assert verdict.notes[0].startswith("drawer_open: stored datasets were made by qtbench 0.0.9 (git old)")
+    assert verdict.notes[1].startswith("drawer_open: stored failures were collected on a CPU of another vendor; "
+                                       "this machine is ")
 
     # Failures collected by a given checkpoint (--autonomous-policy) cannot be re-generated by
     # this command: say so.

@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Re-run a cell from its config.json and seed into a temporary directory and compare "
             "the success fields of eval.json (not timings): identical / within tolerance / "
-            "different. With --datasets, re-generate datasets and compare content hashes with "
+            "different; notes name other training data, another machine and the first step where "
+            "the training losses differ. With --datasets, re-generate datasets and compare content hashes with "
             "their manifests. Exits 1 unless identical."
         ),
     )

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from qtbench.benchmarks_md import machine_description
 from qtbench.data.episode import Episode, summarize
 from qtbench.data.profiles import get_profile
 from qtbench.data.seeds import EVAL_SEED_OFFSET
@@ -203,6 +204,7 @@ def _manifest(name: DatasetName, seed: int, cells: dict[str, Any], episodes: lis
         "regenerate": regenerate_command(name.task, name.profile, seed, name.source, checkpoint),
         "code": code_version(),
         "versions": package_versions(),
+        "machine": machine_description(),  # the collection policy's training and rollouts depend on the CPU
         **summarize(episodes),
     }
 
