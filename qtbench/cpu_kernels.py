@@ -1,5 +1,5 @@
 """The instruction set of torch's CPU kernels: AVX2 on every x86 machine, so a run gives the
-same bits whichever kind of machine it lands on.
+same bits on AVX2 and AVX512 machines of one CPU vendor.
 
 torch picks its matrix-product and element-wise kernels by the CPU's widest instructions
 (ATen's dispatch, MKL, oneDNN). AVX512 kernels add floating-point numbers in another order
@@ -10,6 +10,15 @@ other failures and another mixed dataset. Capped at AVX2 (the three variables be
 torch when it first runs a kernel), the AVX512 machine reproduced the AVX2 machine's weights
 and every dataset hash bit for bit, at about the same speed (collection policy 255 s against
 240 s uncapped). Datasets, searches and sweeps made in different sittings then agree exactly.
+
+The cap does not make vendors agree: MKL picks its code paths by vendor too. On an Intel
+Xeon (AVX512, capped), BC's drawer_open seed-2 training loss left the AMD EPYC run's at the
+first logged step (4.52700532913208 against 4.527005319595337 at step 50; its greedy
+evaluation still scored the 300 episodes identically), and drawer_open's collection policy
+collected other failures (content hash 211e0bd7 against 329ed470). No setting tried on the
+Intel machine gave the AMD run's step-50 loss and gradient norm together (MKL_CBWR AVX2,
+COMPATIBLE or SSE4_2, MKL_ENABLE_INSTRUCTIONS SSE4_2 or AVX, native kernels). Dataset
+manifests record the machine, and ``qtbench reproduce`` names it and where the losses drift.
 
 ``QTBENCH_CPU_KERNELS=native`` leaves torch its own choice (the widest kernels, and bfloat16
 in hardware where the CPU has it, see ``nets.amp_field``); a variable already set in the
