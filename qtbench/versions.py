@@ -8,8 +8,9 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-# Packages whose version changes the generated episodes (MuJoCo's physics above all).
-DATA_PACKAGES = ("qtbench", "minari", "mujoco", "gymnasium", "numpy")
+# Packages whose version changes the generated episodes (MuJoCo's physics above all; torch
+# trains the collection policy whose failures the datasets hold).
+DATA_PACKAGES = ("qtbench", "minari", "mujoco", "gymnasium", "numpy", "torch")
 
 
 def installed_version(name: str) -> str | None:

@@ -96,6 +96,9 @@ def test_whole_pipeline_is_deterministic_across_runs_and_workers(generated, tmp_
     for split in ("demos", "failures", "mixed"):
         assert again[split]["content_hash"] == generated[split]["content_hash"]
     assert again["mixed"]["collection_policy"]["weights_hash"] == generated["mixed"]["collection_policy"]["weights_hash"]
+    # what the bits depend on beyond the seed: the packages (torch trains the collection policy) and the CPU
+    assert {"mujoco", "numpy", "torch"} <= set(generated["failures"]["versions"])
+    assert "CPU cores" in generated["failures"]["machine"]
 
 
 def test_variants_coexist_and_minari_reads_every_id(generated, tmp_path, monkeypatch):
