@@ -677,14 +677,14 @@ def curve_frame(runs: Iterable[RunRecord]) -> pd.DataFrame:
 
 
 def _loss_curve(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    import pandas as pd
+    from qtbench.results import read_losses
 
     try:
-        frame = pd.read_csv(path, usecols=["step", "loss"]).dropna()
+        losses = read_losses(path)
     except (OSError, ValueError) as err:
         log.warning("no loss curve from %s (%s)", path, err)
         return np.array([]), np.array([])
-    return frame["step"].to_numpy(), frame["loss"].to_numpy()
+    return losses.index.to_numpy(), losses.to_numpy()
 
 
 def write_plots(rows: list[Row], aggregates: dict[str, list[AggregateRow]], out_dir: Path) -> list[Path]:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qtbench.errors import QtbenchError
-from qtbench.results import CONFIG_FILE, EVAL_FILE, METRICS_FILE
+from qtbench.results import CONFIG_FILE, EVAL_FILE, METRICS_FILE, read_losses
 
 log = logging.getLogger(__name__)
 
@@ -126,20 +126,12 @@ def format_verdict(verdict: Verdict, limit: int = 40) -> str:
     return "\n".join(lines)
 
 
-def _read_losses(path: Path) -> Any:
-    import pandas as pd
-
-    # round_trip: the logged values are Python float reprs, compared here bit for bit
-    frame = pd.read_csv(path, usecols=["step", "loss"], float_precision="round_trip").dropna()
-    return frame.drop_duplicates("step", keep="last").set_index("step")["loss"]  # a resumed run logs a step again
-
-
 def training_drift(original_dir: Path, reproduced_dir: Path) -> str | None:
     """Where the re-run's training losses first differ from the original's, step by step over
     the steps both logged (metrics.csv), or that they are equal at every one; None when either
     side has no loss record."""
     try:
-        a, b = _read_losses(Path(original_dir) / METRICS_FILE), _read_losses(Path(reproduced_dir) / METRICS_FILE)
+        a, b = read_losses(Path(original_dir) / METRICS_FILE), read_losses(Path(reproduced_dir) / METRICS_FILE)
     except (OSError, ValueError):
         return None
     both = a.index.intersection(b.index)
@@ -318,11 +310,13 @@ def reproduce_datasets(tasks: list[str], workdir: Path, workers: int = 1) -> Ver
                 for key in ("content_hash", "episodes", "steps"):
                     if stored[split].get(key) != fresh[split].get(key):
                         differences.append(Difference(f"{did}.{key}", stored[split].get(key), fresh[split].get(key)))
+            if len(differences) == before:
+                continue
             old_code, new_code = stored["demos"].get("code"), fresh["demos"].get("code")
-            if len(differences) > before and old_code != new_code:
+            if old_code != new_code:
                 notes.append(f"{task}: stored datasets were made by {old_code}; this checkout is {new_code}")
             old_machine, new_machine = stored["failures"].get("machine"), fresh["failures"].get("machine")
-            if len(differences) > before and old_machine != new_machine:
+            if old_machine != new_machine:
                 notes.append(f"{task}: stored failures were collected on {old_machine or 'an unrecorded machine'}; "
                              f"this machine is {new_machine} (see cpu_kernels: the collection policy's float32 "
                              "training is bit-exact across AMD machines, not between AMD and Intel)")

@@ -361,6 +361,16 @@ class MetricsLog:
         return atomic_write_text(directory / METRICS_FILE, self.to_csv())
 
 
+def read_losses(path: Path) -> Any:
+    """The training loss at each logged step of a metrics.csv (``MetricsLog``: one row per
+    step), as a pandas Series indexed by step; the values read back bit for bit (they are
+    written as float reprs). OSError or ValueError when the file or its columns are missing."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, usecols=["step", "loss"], float_precision="round_trip").dropna()
+    return frame.set_index("step")["loss"]
+
+
 def _pct(rate: float) -> str:
     return f"{100 * rate:.1f}%"
 
